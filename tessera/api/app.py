@@ -1,0 +1,58 @@
+"""Building the whole ASGI application: collection in front, the management API behind it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from tessera import __version__
+from tessera.api import auth, health, install, records, sources
+from tessera.collect.routes import CollectionApp
+from tessera.errors import TesseraError, Unauthorized
+from tessera.runtime import Runtime, build_runtime
+from tessera.settings import Settings
+
+
+def create_app(
+    settings: Settings,
+    runtime: Runtime | None = None,
+    on_ready: Callable[[Runtime], None] | None = None,
+) -> Any:
+    runtime = runtime or build_runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        if on_ready is not None:
+            on_ready(runtime)
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    api = FastAPI(
+        title="Tessera",
+        version=__version__,
+        description="Customer Data Platform: collection, profiles, sessions and events.",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
+        openapi_url="/openapi.json" if settings.api_docs else None,
+    )
+    api.state.runtime = runtime
+    api.add_exception_handler(TesseraError, _tessera_error)
+    for module in (health, install, auth, sources, records):
+        api.include_router(module.router)
+    return CollectionApp(
+        settings=settings, sources=runtime.sources, ingestor=runtime.ingestor, fallback=api
+    )
+
+
+async def _tessera_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, TesseraError)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
+    return JSONResponse({"detail": error.message}, status_code=error.status_code, headers=headers)

@@ -1,0 +1,100 @@
+"""Event sources: create, read, list, enable/disable, delete."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Response
+from pydantic import BaseModel, Field, field_validator
+
+from tessera.api.deps import RuntimeDep, current_user, json_response
+from tessera.errors import NotFound
+from tessera.model.common import DEFAULT_TENANT, new_id, utcnow
+from tessera.model.source import EventSource
+
+router = APIRouter(tags=["event sources"], dependencies=[Depends(current_user)])
+
+# Source ids travel in URLs (/collect/{type}/{source_id}); keep them URL-safe.
+_SOURCE_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
+SourceId = Annotated[str, Path(max_length=128)]
+
+
+class SourceIn(BaseModel):
+    id: str | None = Field(None, description="Kept when given (URL-safe, ≤128); else generated")
+    name: str = Field(min_length=1, max_length=255)
+    type: str = Field("rest", min_length=1, max_length=64)
+    description: str = Field("", max_length=4096)
+    enabled: bool = True
+    tags: list[str] = Field(default_factory=list, max_length=64)
+
+    @field_validator("id")
+    @classmethod
+    def _url_safe(cls, value: str | None) -> str | None:
+        if value is not None and not _SOURCE_ID.match(value):
+            raise ValueError("must be 1-128 characters of letters, digits, '.', '_', '~' or '-'")
+        return value
+
+
+class SourcePatch(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=255)
+    description: str | None = Field(None, max_length=4096)
+    enabled: bool | None = None
+    tags: list[str] | None = Field(None, max_length=64)
+
+
+async def _existing(runtime: RuntimeDep, source_id: str) -> EventSource:
+    source = await runtime.storage.sources.get(DEFAULT_TENANT, source_id)
+    if source is None:
+        raise NotFound(f"event source {source_id!r} does not exist")
+    return source
+
+
+@router.get("/event-sources")
+async def list_sources(runtime: RuntimeDep) -> Response:
+    sources = await runtime.storage.sources.list(DEFAULT_TENANT)
+    return json_response({"total": len(sources), "result": sources})
+
+
+@router.get("/event-source/{source_id}")
+async def get_source(source_id: SourceId, runtime: RuntimeDep) -> Response:
+    return json_response(await _existing(runtime, source_id))
+
+
+@router.post("/event-source", status_code=201)
+async def save_source(body: SourceIn, runtime: RuntimeDep) -> Response:
+    """Create a source, or replace the one with the same id (its creation time is kept)."""
+    source_id = body.id or new_id()
+    previous = await runtime.storage.sources.get(DEFAULT_TENANT, source_id)
+    source = EventSource(
+        id=source_id,
+        tenant=DEFAULT_TENANT,
+        name=body.name,
+        type=body.type,
+        description=body.description,
+        enabled=body.enabled,
+        tags=body.tags,
+        created=previous.created if previous else utcnow(),
+    )
+    await runtime.storage.sources.save(source)
+    runtime.sources.forget(DEFAULT_TENANT, source_id)
+    return json_response(source, status_code=200 if previous else 201)
+
+
+@router.patch("/event-source/{source_id}")
+async def update_source(source_id: SourceId, body: SourcePatch, runtime: RuntimeDep) -> Response:
+    """Change some fields, e.g. ``{"enabled": false}`` to stop accepting its events."""
+    source = await _existing(runtime, source_id)
+    for name, value in body.model_dump(exclude_unset=True, exclude_none=True).items():
+        setattr(source, name, value)
+    await runtime.storage.sources.save(source)
+    runtime.sources.forget(DEFAULT_TENANT, source_id)
+    return json_response(source)
+
+
+@router.delete("/event-source/{source_id}", status_code=204)
+async def delete_source(source_id: SourceId, runtime: RuntimeDep) -> Response:
+    if not await runtime.storage.sources.delete(DEFAULT_TENANT, source_id):
+        raise NotFound(f"event source {source_id!r} does not exist")
+    runtime.sources.forget(DEFAULT_TENANT, source_id)
+    return Response(status_code=204)

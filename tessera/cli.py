@@ -1,0 +1,148 @@
+"""The ``tessera`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tessera.errors import ConfigurationError, TesseraError
+from tessera.settings import SECRET_FIELDS, Settings, load_settings
+
+app = typer.Typer(
+    help="Tessera, an open-source Customer Data Platform.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigurationError as error:
+        console.print(f"[bold red]Cannot start:[/] {error.message}")
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Overrides TESSERA_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="Overrides TESSERA_PORT")] = None,
+) -> None:
+    """Run the CDP: collection (/track, /collect) and the management API."""
+    import uvicorn
+
+    from tessera.api.app import create_app
+    from tessera.logs import configure_logging
+    from tessera.ops.install import TOKEN_FILE_NAME
+    from tessera.runtime import Runtime
+
+    settings = _settings()
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    configure_logging(settings)
+
+    def announce(runtime: Runtime) -> None:
+        base = f"http://{settings.host}:{settings.port}"
+        console.print(f"[bold green]Tessera is running[/] at {base} (data in {settings.data_dir})")
+        if runtime.default_source is not None:
+            console.print(f"  event source id: [bold]{runtime.default_source.id}[/]")
+        if settings.api_docs:
+            console.print(f"  API docs: {base}/docs")
+        if not runtime.admin_exists:
+            where = (
+                "INSTALLATION_TOKEN"
+                if settings.installation_token
+                else f"the token in {settings.data_dir / TOKEN_FILE_NAME}"
+            )
+            console.print(
+                "  [yellow]No admin yet:[/] run `tessera install --admin-email YOU@example.com`"
+                f" or POST /install with {where}"
+            )
+
+    application = create_app(settings, on_ready=announce)
+    try:
+        uvicorn.run(
+            application,
+            host=settings.host,
+            port=settings.port,
+            loop="uvloop",
+            http="httptools",
+            log_level=settings.logging_level.value.lower(),
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
+    except TesseraError as error:
+        console.print(f"[bold red]Cannot start:[/] {error.message}")
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def install(
+    admin_email: Annotated[
+        str | None, typer.Option(envvar="TESSERA_ADMIN_EMAIL", help="E-mail of the admin")
+    ] = None,
+    admin_password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TESSERA_ADMIN_PASSWORD", help="Asked for when an e-mail is given without it"
+        ),
+    ] = None,
+) -> None:
+    """Create the storage schema and, when asked, the first admin. Safe to run again."""
+    from tessera.ops.install import install as run_install
+    from tessera.storage.factory import build_storage
+
+    settings = _settings()
+    if admin_email and not admin_password:
+        admin_password = getpass.getpass("Admin password: ")
+
+    async def work() -> None:
+        storage = build_storage(settings)
+        try:
+            report = await run_install(
+                storage, settings, admin_email=admin_email, admin_password=admin_password
+            )
+        finally:
+            await storage.close()
+        console.print(
+            "[green]Schema ready[/]" + (" (created)" if report.schema_created else " (existed)")
+        )
+        if report.admin_created:
+            console.print(f"[green]Admin {admin_email} created[/]")
+        elif report.admin_exists:
+            console.print("An admin already exists; none created.")
+        else:
+            console.print("[yellow]No admin yet:[/] pass --admin-email to create one.")
+
+    try:
+        asyncio.run(work())
+    except TesseraError as error:
+        console.print(f"[bold red]Install failed:[/] {error.message}")
+        raise typer.Exit(code=1) from None
+
+
+@app.command("settings")
+def show_settings(
+    markdown: Annotated[bool, typer.Option(help="Print the docs/settings.md table")] = False,
+) -> None:
+    """List every setting; with --markdown, the table kept in docs/settings.md."""
+    from tessera.settings_doc import settings_markdown
+
+    if markdown:
+        print(settings_markdown(), end="")
+        return
+    settings = _settings()
+    for name, value in settings.model_dump().items():
+        shown = "(hidden)" if name in SECRET_FIELDS and value else value
+        print(f"{name} = {shown}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,182 @@
+"""/track and /collect: parse and check the request and its source, then hand the batch to the
+pipeline. An ASGI app in front of the management API, so collection pays for no framework."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from tessera.collect.http import (
+    CORS_HEADERS,
+    Receive,
+    Scope,
+    Send,
+    client_ip,
+    header,
+    read_body,
+    safe_headers,
+    send_empty,
+    send_json,
+)
+from tessera.collect.payload import TrackPayload, decode_json_object, decode_track
+from tessera.errors import InvalidPayload, NotFound, TesseraError
+from tessera.model.common import DEFAULT_TENANT
+from tessera.model.event import normalise_event_type
+from tessera.pipeline.ingest import Ingestor
+from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult
+from tessera.pipeline.sources import SourceDirectory
+from tessera.settings import Settings
+
+ASGIApp = Any
+
+
+class CollectionApp:
+    """Answers /track and /collect/…; passes every other request to ``fallback``."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sources: SourceDirectory,
+        ingestor: Ingestor,
+        fallback: ASGIApp,
+    ) -> None:
+        self._settings = settings
+        self._sources = sources
+        self._ingestor = ingestor
+        self._fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not (path == "/track" or path.startswith("/collect/")):
+            await self._fallback(scope, receive, send)
+            return
+        method: str = scope["method"]
+        if method == "OPTIONS":
+            await send_empty(send, 204, CORS_HEADERS)
+            return
+        try:
+            if path == "/track":
+                if method != "POST":
+                    await send_json(send, 405, {"detail": "use POST for /track"}, CORS_HEADERS)
+                    return
+                result = await self._track(scope, receive)
+            else:
+                if method not in ("GET", "POST"):
+                    await send_json(send, 405, {"detail": "use GET or POST"}, CORS_HEADERS)
+                    return
+                result = await self._collect(scope, receive, path)
+        except TesseraError as error:
+            await send_json(send, error.status_code, {"detail": error.message}, CORS_HEADERS)
+            return
+        await send_json(send, 200, _answer(result), CORS_HEADERS)
+
+    async def _track(self, scope: Scope, receive: Receive) -> IngestResult:
+        body = await read_body(scope, receive, self._settings.max_body_bytes)
+        payload = decode_track(
+            body,
+            max_events=self._settings.max_events_per_request,
+            max_depth=self._settings.max_json_depth,
+        )
+        source = await self._sources.require_enabled(DEFAULT_TENANT, payload.source.id)
+        batch = IncomingBatch(
+            tenant=DEFAULT_TENANT,
+            source=source,
+            events=[_incoming(index, event) for index, event in enumerate(payload.events)],
+            session_id=_given(payload.session),
+            profile_id=_given(payload.profile),
+            context=payload.context,
+            properties=payload.properties,
+            client_ip=client_ip(scope),
+            headers=safe_headers(scope),
+        )
+        return await self._ingestor.ingest(batch)
+
+    async def _collect(self, scope: Scope, receive: Receive, path: str) -> IngestResult:
+        parts = [unquote(part) for part in path.removeprefix("/collect/").split("/")]
+        if len(parts) not in (2, 3) or not all(parts):
+            raise NotFound(
+                "use /collect/{event_type}/{source_id} or /collect/{event_type}/{source_id}/"
+                "{session_id}"
+            )
+        event_type = normalise_event_type(parts[0])
+        if not event_type:
+            raise InvalidPayload("event type: must not be empty")
+        properties = await self._collect_properties(scope, receive)
+        source = await self._sources.require_enabled(DEFAULT_TENANT, parts[1])
+        batch = IncomingBatch(
+            tenant=DEFAULT_TENANT,
+            source=source,
+            events=[IncomingEvent(type=event_type, properties=properties)],
+            profile_less=len(parts) == 2,
+            session_id=parts[2] if len(parts) == 3 else None,
+            client_ip=client_ip(scope),
+            headers=safe_headers(scope),
+        )
+        return await self._ingestor.ingest(batch)
+
+    async def _collect_properties(self, scope: Scope, receive: Receive) -> dict[str, Any]:
+        """JSON, a form, or the query string become the event's properties."""
+        properties = _flat_form(scope.get("query_string", b"").decode("latin-1"))
+        if scope["method"] != "POST":
+            return properties
+        body = await read_body(scope, receive, self._settings.max_body_bytes)
+        if not body.strip():
+            return properties
+        content_type = (header(scope, b"content-type") or "").split(";")[0].strip().lower()
+        if content_type == "application/x-www-form-urlencoded":
+            try:
+                form = body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidPayload(f"the form is not valid UTF-8 at byte {exc.start}") from None
+            return {**properties, **_flat_form(form)}
+        if content_type in ("", "application/json", "text/plain") or content_type.endswith("+json"):
+            document = decode_json_object(
+                body, max_depth=self._settings.max_json_depth, where="body"
+            )
+            return {**properties, **document}
+        raise InvalidPayload(
+            f"content type {content_type!r} is not supported; send JSON or a urlencoded form"
+        )
+
+
+def _given(reference: Any) -> str | None:
+    if reference is None or not reference.id:
+        return None
+    return str(reference.id)
+
+
+def _incoming(index: int, event: Any) -> IncomingEvent:
+    event_type = normalise_event_type(event.type)
+    if not event_type:
+        raise InvalidPayload(f"events[{index}].type: must not be empty")
+    return IncomingEvent(
+        type=event_type,
+        id=event.id or None,
+        time=event.time,
+        properties=event.properties,
+        context=event.context,
+        options=event.options,
+        tags=event.tags,
+    )
+
+
+def _flat_form(text: str) -> dict[str, Any]:
+    """One value stays a string; a repeated field becomes a list."""
+    parsed = parse_qs(text, keep_blank_values=True)
+    return {key: values[0] if len(values) == 1 else values for key, values in parsed.items()}
+
+
+def _answer(result: IngestResult) -> dict[str, Any]:
+    return {
+        "profile": {"id": result.profile_id} if result.profile_id else None,
+        "session": {"id": result.session_id} if result.session_id else None,
+        "events": result.event_ids,
+        "errors": result.errors,
+        "warnings": result.warnings,
+        "ux": [],
+        "response": {},
+    }
+
+
+__all__ = ["CollectionApp", "TrackPayload"]

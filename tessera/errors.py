@@ -1,0 +1,61 @@
+"""The error hierarchy, and the one place that decides which HTTP status each error means."""
+
+from __future__ import annotations
+
+
+class TesseraError(Exception):
+    """Base of every error Tessera raises on purpose."""
+
+    status_code = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigurationError(TesseraError):
+    """A setting is missing or wrong; start-up stops with this message."""
+
+
+class BadRequest(TesseraError):
+    """The request cannot be read (malformed JSON, invalid UTF-8, too deep)."""
+
+    status_code = 400
+
+
+class Unauthorized(TesseraError):
+    """Missing or bad credentials, or an unknown or disabled event source."""
+
+    status_code = 401
+
+
+class Forbidden(TesseraError):
+    status_code = 403
+
+
+class NotFound(TesseraError):
+    status_code = 404
+
+
+class Conflict(TesseraError):
+    status_code = 409
+
+
+class PayloadTooLarge(TesseraError):
+    status_code = 413
+
+
+class InvalidPayload(TesseraError):
+    """The request is well-formed JSON but breaks the payload's rules."""
+
+    status_code = 422
+
+
+class StorageUnavailable(TesseraError):
+    """The store could not keep the data; the client should retry later."""
+
+    status_code = 503
+
+
+def http_status(error: TesseraError) -> int:
+    return error.status_code

@@ -1,0 +1,1 @@
+"""Pure data: the records Tessera keeps. No I/O here."""

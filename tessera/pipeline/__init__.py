@@ -1,0 +1,1 @@
+"""The processing stages between collection and storage. Never imports a concrete backend."""

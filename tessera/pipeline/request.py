@@ -1,0 +1,44 @@
+"""What the pipeline receives from collection, and what it answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tessera.model.source import EventSource
+
+
+@dataclass(slots=True)
+class IncomingEvent:
+    type: str
+    id: str | None = None
+    time: datetime | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class IncomingBatch:
+    tenant: str
+    source: EventSource
+    events: list[IncomingEvent]
+    # Profile-less events (webhooks) belong to no profile and no session.
+    profile_less: bool = False
+    session_id: str | None = None
+    profile_id: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)
+    client_ip: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class IngestResult:
+    profile_id: str | None
+    session_id: str | None
+    event_ids: list[str]
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)

@@ -1,0 +1,107 @@
+"""Finding (or starting) the session and profile a request belongs to.
+
+Callers hold the session's and the profile's locks while they use what this returns, so the
+cached objects are changed by one request at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from tessera.model.common import Ref, new_id
+from tessera.model.profile import Profile, new_profile
+from tessera.model.session import Session, new_session
+from tessera.model.source import EventSource
+from tessera.pipeline.cache import TtlCache
+from tessera.storage.ports import ProfileStore, SessionStore
+
+
+@dataclass(slots=True)
+class Visitor:
+    session: Session
+    profile: Profile
+    session_is_new: bool
+    profile_is_new: bool
+    # True when this session had not been counted as a visit of this profile yet.
+    first_time_in_session: bool
+
+
+class VisitorDirectory:
+    def __init__(
+        self,
+        profiles: ProfileStore,
+        sessions: SessionStore,
+        *,
+        profile_cache: TtlCache[Profile],
+        session_cache: TtlCache[Session],
+    ) -> None:
+        self._profiles = profiles
+        self._sessions = sessions
+        self.profile_cache = profile_cache
+        self.session_cache = session_cache
+
+    async def session(self, tenant: str, session_id: str) -> Session | None:
+        key = f"{tenant}\x00{session_id}"
+        session = self.session_cache.get(key)
+        if session is None:
+            session = await self._sessions.get(tenant, session_id)
+            if session is not None:
+                self.session_cache.put(key, session)
+        return session
+
+    async def profile(self, tenant: str, profile_id: str) -> Profile | None:
+        key = f"{tenant}\x00{profile_id}"
+        profile = self.profile_cache.get(key)
+        if profile is None:
+            profile = await self._profiles.get(tenant, profile_id)
+            if profile is not None:
+                self.profile_cache.put(key, profile)
+                if profile.id != profile_id:
+                    self.profile_cache.put(f"{tenant}\x00{profile.id}", profile)
+        return profile
+
+    def remember(self, visitor: Visitor) -> None:
+        tenant = visitor.profile.tenant
+        self.profile_cache.put(f"{tenant}\x00{visitor.profile.id}", visitor.profile)
+        self.session_cache.put(f"{tenant}\x00{visitor.session.id}", visitor.session)
+
+    def forget(self, tenant: str, *, profile_id: str, session_id: str) -> None:
+        self.profile_cache.discard(f"{tenant}\x00{profile_id}")
+        self.session_cache.discard(f"{tenant}\x00{session_id}")
+
+    async def candidate_profile_id(
+        self, tenant: str, session: Session | None, requested: str | None
+    ) -> str:
+        """Which profile the request will use: the requested one when it exists or is new,
+        else the session's, else a fresh id. Re-checked under the profile's lock."""
+        if requested is not None:
+            existing = await self.profile(tenant, requested)
+            return existing.id if existing is not None else requested
+        if session is not None and session.profile is not None:
+            return session.profile.id
+        return new_id()
+
+    async def resolve(
+        self,
+        tenant: str,
+        source: EventSource,
+        session_id: str,
+        session: Session | None,
+        profile_id: str,
+        now: datetime,
+    ) -> Visitor:
+        profile = await self.profile(tenant, profile_id)
+        profile_is_new = profile is None
+        if profile is None:
+            profile = new_profile(profile_id, tenant, now)
+        session_is_new = session is None
+        if session is None:
+            session = new_session(session_id, tenant, Ref(profile.id), Ref(source.id), now)
+            first_time = True
+        else:
+            first_time = session.profile is None or session.profile.id != profile.id
+            if first_time:
+                # The client moved this session to another profile; it now counts for that one.
+                session.profile = Ref(profile.id)
+        return Visitor(session, profile, session_is_new, profile_is_new, first_time)

@@ -1,0 +1,69 @@
+"""Everything a running server needs, built once from settings and passed down."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from tessera.model.common import DEFAULT_TENANT
+from tessera.model.profile import Profile
+from tessera.model.session import Session
+from tessera.model.source import EventSource
+from tessera.ops.install import bootstrap
+from tessera.pipeline.cache import TtlCache
+from tessera.pipeline.ingest import Ingestor
+from tessera.pipeline.locks import KeyedLocks
+from tessera.pipeline.sources import SourceDirectory
+from tessera.pipeline.visitor import VisitorDirectory
+from tessera.security.tokens import TokenService
+from tessera.settings import Settings
+from tessera.storage.factory import Storage, build_storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    storage: Storage
+    sources: SourceDirectory
+    visitors: VisitorDirectory
+    ingestor: Ingestor
+    tokens: TokenService
+    ready: bool = False
+    default_source: EventSource | None = field(default=None)
+    admin_exists: bool = False
+
+    async def start(self) -> None:
+        await self.storage.start()
+        self.default_source = await bootstrap(self.storage, self.settings)
+        self.admin_exists = await self.storage.users.count(DEFAULT_TENANT) > 0
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self.storage.close()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    storage = build_storage(settings)
+    visitors = VisitorDirectory(
+        storage.profiles,
+        storage.sessions,
+        profile_cache=TtlCache[Profile](
+            max_entries=settings.cache_max_entries, ttl_s=settings.keep_profile_in_cache_for
+        ),
+        session_cache=TtlCache[Session](
+            max_entries=settings.cache_max_entries, ttl_s=settings.keep_session_in_cache_for
+        ),
+    )
+    return Runtime(
+        settings=settings,
+        storage=storage,
+        sources=SourceDirectory(storage.sources, ttl_s=settings.source_cache_seconds),
+        visitors=visitors,
+        ingestor=Ingestor(
+            writer=storage.writer, events=storage.events, visitors=visitors, locks=KeyedLocks()
+        ),
+        tokens=TokenService(storage.users, storage.tokens, ttl_s=settings.token_ttl_seconds),
+    )

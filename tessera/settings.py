@@ -1,0 +1,278 @@
+"""One typed settings tree, read from environment variables once at start-up and passed down.
+
+Names follow Tracardi's where the meaning is the same (``LOGGING_LEVEL``, ``INSTALLATION_TOKEN``,
+``API_DOCS`` …); Tessera's own start with ``TESSERA_``. Every field's description is what the
+generated table in ``docs/settings.md`` shows, so a field without one fails the docs test.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tessera.errors import ConfigurationError
+
+
+class Environment(enum.StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+def _yes_no(value: Any) -> Any:
+    """Accept Tracardi's ``yes``/``no`` spelling as well as the usual boolean words."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in {"yes", "y", "on"}:
+            return True
+        if lowered in {"no", "n", "off"}:
+            return False
+    return value
+
+
+YesNo = Annotated[bool, BeforeValidator(_yes_no)]
+
+# Tokens that are public knowledge (Tracardi's documented default, the usual placeholders) are
+# refused in production: an installation secret everybody knows protects nothing.
+WEAK_SECRETS = frozenset(
+    {"tessera", "tracardi", "changeme", "change-me", "admin", "password", "secret", "token"}
+)
+MIN_PRODUCTION_SECRET_LENGTH = 16
+# Values of these fields never appear in messages or logs.
+SECRET_FIELDS = frozenset({"installation_token", "admin_password"})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="",
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+        populate_by_name=False,
+    )
+
+    environment: Environment = Field(
+        Environment.DEVELOPMENT,
+        validation_alias="TESSERA_ENV",
+        description=(
+            "`development` (embedded, local) or `production`. Production refuses weak or missing "
+            "secrets (installation token, admin password)."
+        ),
+    )
+    data_dir: Path = Field(
+        Path(".tessera"),
+        validation_alias="TESSERA_DATA_DIR",
+        description="Folder of the embedded SQLite store (created when missing).",
+    )
+    host: str = Field(
+        "127.0.0.1",
+        validation_alias="TESSERA_HOST",
+        description="Address `tessera serve` listens on. Use `0.0.0.0` to accept remote traffic.",
+    )
+    port: int = Field(
+        8686,
+        ge=1,
+        le=65535,
+        validation_alias="TESSERA_PORT",
+        description="Port `tessera serve` listens on.",
+    )
+    logging_level: LogLevel = Field(
+        LogLevel.WARNING,
+        validation_alias="LOGGING_LEVEL",
+        description="Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+    )
+    installation_token: str | None = Field(
+        None,
+        validation_alias="INSTALLATION_TOKEN",
+        description=(
+            "Secret that `POST /install` must present. Required in production (at least 16 "
+            "characters, not a well-known default). In development a random one is generated and "
+            "kept in `<data dir>/installation-token` when unset."
+        ),
+    )
+    admin_email: str | None = Field(
+        None,
+        validation_alias="TESSERA_ADMIN_EMAIL",
+        description="When set with `TESSERA_ADMIN_PASSWORD`, the first start creates this admin.",
+    )
+    admin_password: str | None = Field(
+        None,
+        validation_alias="TESSERA_ADMIN_PASSWORD",
+        description="Password of the admin created at first start (never logged).",
+    )
+    api_docs: YesNo = Field(
+        True,
+        validation_alias="API_DOCS",
+        description="`yes` serves OpenAPI docs at `/docs` and `/openapi.json`; `no` hides them.",
+    )
+    token_ttl_seconds: int = Field(
+        3600,
+        ge=60,
+        le=30 * 24 * 3600,
+        validation_alias="TESSERA_TOKEN_TTL",
+        description="Lifetime of an access token from `POST /user/token`, in seconds.",
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        validation_alias="TESSERA_MAX_BODY_BYTES",
+        description="Largest request body `/track` and `/collect` accept (larger ones get 413).",
+    )
+    max_events_per_request: int = Field(
+        1000,
+        ge=1,
+        validation_alias="TESSERA_MAX_EVENTS_PER_REQUEST",
+        description="Most events one `/track` request may carry (more get 422).",
+    )
+    max_json_depth: int = Field(
+        32,
+        ge=4,
+        le=512,
+        validation_alias="TESSERA_MAX_JSON_DEPTH",
+        description="Deepest nesting of objects/arrays accepted in event properties and context.",
+    )
+    writer_batch_size: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        validation_alias="TESSERA_WRITER_BATCH_SIZE",
+        description="Most records the storage writer commits in one transaction (group commit).",
+    )
+    writer_flush_interval_ms: float = Field(
+        2.0,
+        ge=0,
+        le=10_000,
+        validation_alias="TESSERA_WRITER_FLUSH_INTERVAL_MS",
+        description=(
+            "Longest time, in milliseconds, the storage writer waits for a batch to fill before "
+            "it commits what it has. 0 commits as soon as the queue is empty."
+        ),
+    )
+    sqlite_synchronous: str = Field(
+        "NORMAL",
+        validation_alias="TESSERA_SQLITE_SYNCHRONOUS",
+        description=(
+            "SQLite `synchronous` pragma for the event store: `NORMAL` survives a crash or "
+            "`kill -9` of the server; `FULL` also survives a power loss, at a cost per commit."
+        ),
+    )
+    sqlite_readers: int = Field(
+        4,
+        ge=1,
+        le=64,
+        validation_alias="TESSERA_SQLITE_READERS",
+        description="Reader threads (each with its own SQLite connection) for the embedded store.",
+    )
+    keep_profile_in_cache_for: int = Field(
+        3600,
+        ge=0,
+        validation_alias="KEEP_PROFILE_IN_CACHE_FOR",
+        description="Seconds a profile stays in the in-process cache after its last use (0: off).",
+    )
+    keep_session_in_cache_for: int = Field(
+        1800,
+        ge=0,
+        validation_alias="KEEP_SESSION_IN_CACHE_FOR",
+        description="Seconds a session stays in the in-process cache after its last use (0: off).",
+    )
+    cache_max_entries: int = Field(
+        100_000,
+        ge=0,
+        validation_alias="TESSERA_CACHE_MAX_ENTRIES",
+        description="Most profiles (and, separately, sessions) held in the in-process cache.",
+    )
+    source_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        validation_alias="TESSERA_SOURCE_CACHE_SECONDS",
+        description=(
+            "Seconds an event source is cached for `/track`; changes made through this server's "
+            "API take effect at once, changes from elsewhere within this time."
+        ),
+    )
+
+    @field_validator("sqlite_synchronous")
+    @classmethod
+    def _known_synchronous(cls, value: str) -> str:
+        upper = value.strip().upper()
+        if upper not in {"NORMAL", "FULL", "EXTRA"}:
+            raise ValueError("must be NORMAL, FULL or EXTRA")
+        return upper
+
+    @field_validator("logging_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _lower_environment(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.PRODUCTION
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets ``field_name``."""
+    alias = Settings.model_fields[field_name].validation_alias
+    if isinstance(alias, str):
+        return alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return field_name.upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment; a bad value raises ConfigurationError naming the variable."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            variable = env_name(field) if field in Settings.model_fields else field
+            shown = "hidden" if field in SECRET_FIELDS else repr(error.get("input"))
+            problems.append(f"{variable}: {error['msg']} (got {shown})")
+        raise ConfigurationError("invalid setting: " + "; ".join(problems)) from None
+    check_production_secrets(settings)
+    return settings
+
+
+def is_weak_secret(value: str) -> bool:
+    return value.strip().lower() in WEAK_SECRETS or len(value) < MIN_PRODUCTION_SECRET_LENGTH
+
+
+def check_production_secrets(settings: Settings) -> None:
+    """No insecure default reaches production: refuse missing or well-known secrets there."""
+    if not settings.is_production:
+        return
+    token = settings.installation_token
+    if token is None or is_weak_secret(token):
+        raise ConfigurationError(
+            "INSTALLATION_TOKEN: production needs a secret of at least "
+            f"{MIN_PRODUCTION_SECRET_LENGTH} characters that is not a well-known default"
+        )
+    password = settings.admin_password
+    if password is not None and is_weak_secret(password):
+        raise ConfigurationError(
+            "TESSERA_ADMIN_PASSWORD: production needs a password of at least "
+            f"{MIN_PRODUCTION_SECRET_LENGTH} characters that is not a well-known default"
+        )
+
+
+def generate_secret() -> str:
+    return secrets.token_urlsafe(24)

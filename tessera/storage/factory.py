@@ -1,0 +1,74 @@
+"""The one module that knows which storage backends exist and builds them from settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tessera.settings import Settings
+from tessera.storage.ports import (
+    EventStore,
+    ProfileStore,
+    RecordWriter,
+    SchemaStore,
+    SessionStore,
+    SourceStore,
+    TokenStore,
+    UserStore,
+)
+from tessera.storage.sql.engine import sqlite_engine
+from tessera.storage.sql.stores import SqlSchemaStore, SqlSourceStore, SqlTokenStore, SqlUserStore
+from tessera.storage.sqlite.backend import SqliteRecordBackend
+
+
+@dataclass
+class Storage:
+    """Every port the rest of Tessera uses, already wired to concrete backends."""
+
+    writer: RecordWriter
+    events: EventStore
+    sessions: SessionStore
+    profiles: ProfileStore
+    sources: SourceStore
+    users: UserStore
+    tokens: TokenStore
+    record_schema: SchemaStore
+    config_schema: SchemaStore
+    _records: SqliteRecordBackend
+    _config_engine: AsyncEngine
+
+    async def install_schema(self) -> None:
+        await self.config_schema.create_schema()
+        await self.record_schema.create_schema()
+
+    async def start(self) -> None:
+        await self._records.start()
+
+    async def close(self) -> None:
+        await self._records.close()
+        await self._config_engine.dispose()
+
+
+def build_storage(settings: Settings) -> Storage:
+    records = SqliteRecordBackend(
+        settings.data_dir,
+        batch_size=settings.writer_batch_size,
+        flush_interval_s=settings.writer_flush_interval_ms / 1000,
+        synchronous=settings.sqlite_synchronous,
+        readers=settings.sqlite_readers,
+    )
+    engine = sqlite_engine(settings.data_dir)
+    return Storage(
+        writer=records.writer,
+        events=records.events,
+        sessions=records.sessions,
+        profiles=records.profiles,
+        sources=SqlSourceStore(engine),
+        users=SqlUserStore(engine),
+        tokens=SqlTokenStore(engine),
+        record_schema=records,
+        config_schema=SqlSchemaStore(engine),
+        _records=records,
+        _config_engine=engine,
+    )

@@ -1,0 +1,1 @@
+"""Configuration store on SQLAlchemy Core (async): one code path for SQLite and MySQL."""

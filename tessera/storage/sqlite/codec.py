@@ -1,0 +1,51 @@
+"""Record ⇄ row conversion for the embedded store."""
+
+from __future__ import annotations
+
+import msgspec
+
+from tessera.model.event import Event
+from tessera.model.profile import Profile
+from tessera.model.session import Session
+
+encode = msgspec.json.Encoder().encode
+decode_event = msgspec.json.Decoder(Event).decode
+decode_profile = msgspec.json.Decoder(Profile).decode
+decode_session = msgspec.json.Decoder(Session).decode
+
+EventRow = tuple[str, str, str, float, float, str | None, str | None, str, bytes]
+SessionRow = tuple[str, str, str | None, float, bytes]
+ProfileRow = tuple[str, str, float, bytes]
+
+
+def event_row(event: Event) -> EventRow:
+    return (
+        event.tenant,
+        event.id,
+        event.type,
+        event.time.timestamp(),
+        event.metadata.insert.timestamp(),
+        event.profile.id if event.profile else None,
+        event.session.id if event.session else None,
+        event.source.id,
+        encode(event),
+    )
+
+
+def session_row(session: Session) -> SessionRow:
+    return (
+        session.tenant,
+        session.id,
+        session.profile.id if session.profile else None,
+        session.metadata.time.update.timestamp(),
+        encode(session),
+    )
+
+
+def profile_row(profile: Profile) -> ProfileRow:
+    return (
+        profile.tenant,
+        profile.id,
+        profile.metadata.time.update.timestamp(),
+        encode(profile),
+    )

@@ -1,0 +1,62 @@
+"""Tables of the embedded event store. Every row carries its tenant."""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA_VERSION = 1
+
+STATEMENTS = (
+    """CREATE TABLE IF NOT EXISTS store_meta (
+        key TEXT PRIMARY KEY, value TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS profiles (
+        tenant TEXT NOT NULL, id TEXT NOT NULL, updated REAL NOT NULL, doc BLOB NOT NULL,
+        PRIMARY KEY (tenant, id)
+    ) WITHOUT ROWID""",
+    # Ids that resolve to another profile (ids of merged profiles), beside each profile's own.
+    """CREATE TABLE IF NOT EXISTS profile_aliases (
+        tenant TEXT NOT NULL, alias TEXT NOT NULL, profile_id TEXT NOT NULL,
+        PRIMARY KEY (tenant, alias)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS sessions (
+        tenant TEXT NOT NULL, id TEXT NOT NULL, profile_id TEXT, updated REAL NOT NULL,
+        doc BLOB NOT NULL, PRIMARY KEY (tenant, id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS sessions_by_profile ON sessions (tenant, profile_id)",
+    # A rowid table: rows are appended in arrival order, which keeps inserts cheap.
+    """CREATE TABLE IF NOT EXISTS events (
+        tenant TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, time REAL NOT NULL,
+        inserted REAL NOT NULL, profile_id TEXT, session_id TEXT, source_id TEXT NOT NULL,
+        doc BLOB NOT NULL
+    )""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events (tenant, id)",
+    "CREATE INDEX IF NOT EXISTS events_by_profile ON events (tenant, profile_id, time)",
+    "CREATE INDEX IF NOT EXISTS events_by_session ON events (tenant, session_id)",
+)
+
+
+def create_schema(connection: sqlite3.Connection) -> None:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in STATEMENTS:
+            connection.execute(statement)
+        connection.execute(
+            "INSERT INTO store_meta (key, value) VALUES ('schema_version', ?) "
+            "ON CONFLICT (key) DO NOTHING",
+            (str(SCHEMA_VERSION),),
+        )
+    except sqlite3.Error:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def installed_version(connection: sqlite3.Connection) -> int | None:
+    try:
+        row = connection.execute(
+            "SELECT value FROM store_meta WHERE key = 'schema_version'"
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return int(row[0]) if row else None

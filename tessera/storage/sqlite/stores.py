@@ -1,0 +1,120 @@
+"""Read side of the embedded store: events, sessions and profiles."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from tessera.model.event import Event
+from tessera.model.profile import Profile
+from tessera.model.session import Session
+from tessera.storage.ports import Page
+from tessera.storage.sqlite.codec import decode_event, decode_profile, decode_session
+from tessera.storage.sqlite.readers import ReaderPool
+
+# SQLite's default limit on host parameters is 32766; stay well below it.
+MAX_IDS_PER_QUERY = 500
+
+
+class SqliteEventStore:
+    def __init__(self, readers: ReaderPool) -> None:
+        self._readers = readers
+
+    async def get(self, tenant: str, event_id: str) -> Event | None:
+        def query(connection: sqlite3.Connection) -> bytes | None:
+            row = connection.execute(
+                "SELECT doc FROM events WHERE tenant = ? AND id = ?", (tenant, event_id)
+            ).fetchone()
+            return row[0] if row else None
+
+        doc = await self._readers.run(query)
+        return decode_event(doc) if doc is not None else None
+
+    async def existing_ids(self, tenant: str, event_ids: Sequence[str]) -> set[str]:
+        wanted = list(dict.fromkeys(event_ids))
+
+        def query(connection: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(wanted), MAX_IDS_PER_QUERY):
+                chunk = wanted[start : start + MAX_IDS_PER_QUERY]
+                marks = ",".join("?" * len(chunk))
+                rows = connection.execute(
+                    f"SELECT id FROM events WHERE tenant = ? AND id IN ({marks})",  # noqa: S608
+                    (tenant, *chunk),
+                )
+                found.update(row[0] for row in rows)
+            return found
+
+        if not wanted:
+            return set()
+        return await self._readers.run(query)
+
+    async def for_profiles(
+        self,
+        tenant: str,
+        profile_ids: Sequence[str],
+        *,
+        event_type: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> Page[Event]:
+        ids = list(dict.fromkeys(profile_ids))[:MAX_IDS_PER_QUERY]
+        if not ids:
+            return Page(total=0, items=[])
+        where = f"tenant = ? AND profile_id IN ({','.join('?' * len(ids))})"
+        params: list[object] = [tenant, *ids]
+        if event_type is not None:
+            where += " AND type = ?"
+            params.append(event_type)
+
+        def query(connection: sqlite3.Connection) -> tuple[int, list[bytes]]:
+            total = connection.execute(
+                f"SELECT count(*) FROM events WHERE {where}",  # noqa: S608
+                params,
+            ).fetchone()[0]
+            rows = connection.execute(
+                f"SELECT doc FROM events WHERE {where}"  # noqa: S608
+                " ORDER BY time DESC, rowid DESC LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            ).fetchall()
+            return int(total), [row[0] for row in rows]
+
+        total, docs = await self._readers.run(query)
+        return Page(total=total, items=[decode_event(doc) for doc in docs])
+
+
+class SqliteSessionStore:
+    def __init__(self, readers: ReaderPool) -> None:
+        self._readers = readers
+
+    async def get(self, tenant: str, session_id: str) -> Session | None:
+        def query(connection: sqlite3.Connection) -> bytes | None:
+            row = connection.execute(
+                "SELECT doc FROM sessions WHERE tenant = ? AND id = ?", (tenant, session_id)
+            ).fetchone()
+            return row[0] if row else None
+
+        doc = await self._readers.run(query)
+        return decode_session(doc) if doc is not None else None
+
+
+class SqliteProfileStore:
+    def __init__(self, readers: ReaderPool) -> None:
+        self._readers = readers
+
+    async def get(self, tenant: str, profile_id: str) -> Profile | None:
+        def query(connection: sqlite3.Connection) -> bytes | None:
+            row = connection.execute(
+                "SELECT doc FROM profiles WHERE tenant = ? AND id = ?", (tenant, profile_id)
+            ).fetchone()
+            if row is None:
+                row = connection.execute(
+                    "SELECT p.doc FROM profile_aliases a JOIN profiles p"
+                    " ON p.tenant = a.tenant AND p.id = a.profile_id"
+                    " WHERE a.tenant = ? AND a.alias = ?",
+                    (tenant, profile_id),
+                ).fetchone()
+            return row[0] if row else None
+
+        doc = await self._readers.run(query)
+        return decode_profile(doc) if doc is not None else None

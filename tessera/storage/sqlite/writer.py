@@ -1,0 +1,186 @@
+"""The embedded store's single writer: one thread, one connection, group commit.
+
+Callers on the event loop hand a ChangeSet to ``commit`` and wait. The writer thread takes
+whatever has queued up (up to ``batch_size`` records, waiting at most ``flush_interval`` for a
+batch to fill), writes it in one transaction, commits, and then wakes every caller of that batch
+at once. One commit serves many requests, so durability costs little per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tessera.errors import StorageUnavailable
+from tessera.storage.ports import ChangeSet
+from tessera.storage.sqlite.codec import event_row, profile_row, session_row
+from tessera.storage.sqlite.connection import open_connection
+
+log = logging.getLogger(__name__)
+
+INSERT_EVENT = (
+    "INSERT INTO events (tenant, id, type, time, inserted, profile_id, session_id, source_id, doc)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, id) DO NOTHING"
+)
+UPSERT_SESSION = (
+    "INSERT INTO sessions (tenant, id, profile_id, updated, doc) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (tenant, id) DO UPDATE SET profile_id = excluded.profile_id,"
+    " updated = excluded.updated, doc = excluded.doc"
+)
+UPSERT_PROFILE = (
+    "INSERT INTO profiles (tenant, id, updated, doc) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (tenant, id) DO UPDATE SET updated = excluded.updated, doc = excluded.doc"
+)
+UPSERT_ALIAS = (
+    "INSERT INTO profile_aliases (tenant, alias, profile_id) VALUES (?, ?, ?)"
+    " ON CONFLICT (tenant, alias) DO UPDATE SET profile_id = excluded.profile_id"
+)
+
+
+@dataclass(slots=True)
+class _Pending:
+    changes: ChangeSet
+    future: asyncio.Future[None]
+    loop: asyncio.AbstractEventLoop
+
+
+_STOP = object()
+
+
+class SqliteWriter:
+    def __init__(
+        self, path: Path, *, batch_size: int, flush_interval_s: float, synchronous: str
+    ) -> None:
+        self._path = path
+        self._batch_size = batch_size
+        self._flush_interval_s = flush_interval_s
+        self._synchronous = synchronous
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.commits = 0
+        self.records = 0
+
+    def start(self) -> None:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=self._run, args=(ready, failure), name="tessera-sqlite-writer", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        if failure:
+            raise StorageUnavailable(f"cannot open the event store {self._path}: {failure[0]}")
+
+    def stop(self) -> None:
+        """Commit what is queued, then end the thread."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join()
+        self._thread = None
+
+    async def commit(self, changes: ChangeSet) -> None:
+        if self._thread is None:
+            raise StorageUnavailable("the event store is not running")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._queue.put(_Pending(changes, future, loop))
+        await future
+
+    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        try:
+            connection = open_connection(self._path, synchronous=self._synchronous, read_only=False)
+        except sqlite3.Error as exc:
+            failure.append(exc)
+            ready.set()
+            return
+        ready.set()
+        try:
+            while True:
+                batch, stop = self._next_batch()
+                if batch:
+                    self._write(connection, batch)
+                if stop:
+                    return
+        finally:
+            connection.close()
+
+    def _next_batch(self) -> tuple[list[_Pending], bool]:
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        assert isinstance(first, _Pending)
+        batch = [first]
+        size = len(first.changes)
+        deadline = time.monotonic() + self._flush_interval_s
+        while size < self._batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if item is _STOP:
+                return batch, True
+            assert isinstance(item, _Pending)
+            batch.append(item)
+            size += len(item.changes)
+        return batch, False
+
+    def _write(self, connection: sqlite3.Connection, batch: list[_Pending]) -> None:
+        error: StorageUnavailable | None = None
+        try:
+            self._apply(connection, batch)
+        except sqlite3.Error as exc:
+            log.error("event store commit of %d change sets failed: %s", len(batch), exc)
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            error = StorageUnavailable(f"the event store could not commit: {exc}")
+        else:
+            self.commits += 1
+            self.records += sum(len(item.changes) for item in batch)
+        # One wake-up per event loop for the whole batch, not one per caller.
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for item in batch:
+            by_loop.setdefault(item.loop, []).append(item.future)
+        for loop, futures in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, futures, error)
+            except RuntimeError:
+                log.warning("a caller's event loop closed before its commit was acknowledged")
+
+    def _apply(self, connection: sqlite3.Connection, batch: list[_Pending]) -> None:
+        events = [event_row(e) for item in batch for e in item.changes.events]
+        sessions = [session_row(s) for item in batch for s in item.changes.sessions]
+        profiles = [p for item in batch for p in item.changes.profiles]
+        aliases = [(p.tenant, alias, p.id) for p in profiles for alias in p.ids if alias != p.id]
+        connection.execute("BEGIN IMMEDIATE")
+        if profiles:
+            connection.executemany(UPSERT_PROFILE, [profile_row(p) for p in profiles])
+        if aliases:
+            connection.executemany(UPSERT_ALIAS, aliases)
+        if sessions:
+            connection.executemany(UPSERT_SESSION, sessions)
+        if events:
+            connection.executemany(INSERT_EVENT, events)
+        connection.execute("COMMIT")
+
+
+def _settle(futures: list[asyncio.Future[None]], error: StorageUnavailable | None) -> None:
+    for future in futures:
+        if future.done():  # the caller gave up (client went away); nothing to tell it
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)

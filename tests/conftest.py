@@ -1,0 +1,43 @@
+"""Fixtures shared by every test: a real server speaking HTTP, and its credentials."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.server import RunningServer, running_server
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One server for the tests that do not need a fresh one."""
+    data_dir: Path = tmp_path_factory.mktemp("shared") / "data"
+    with running_server(data_dir) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def token(server: RunningServer) -> str:
+    return server.token()
+
+
+@pytest.fixture(scope="session")
+def api(server: RunningServer, token: str) -> httpx.Client:
+    """A client signed in as the admin."""
+    return server.client(token)
+
+
+@pytest.fixture(scope="session")
+def anonymous(server: RunningServer) -> httpx.Client:
+    """A client with no credentials, as a website's tracker."""
+    return server.client()
+
+
+@pytest.fixture(scope="session")
+def source_id(api: httpx.Client) -> str:
+    answer = api.post("/event-source", json={"id": "test-web", "name": "Test website"})
+    assert answer.status_code in (200, 201), answer.text
+    return str(answer.json()["id"])

@@ -1,0 +1,132 @@
+"""Starting the real ``tessera serve`` in a subprocess, as a user would, for black-box tests."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ADMIN_EMAIL = "admin@example.com"
+START_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    data_dir: Path
+    env: dict[str, str]
+    admin_password: str
+    log_path: Path
+    _clients: list[httpx.Client] = field(default_factory=list)
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        client = httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+        self._clients.append(client)
+        return client
+
+    def token(self) -> str:
+        answer = httpx.post(
+            f"{self.base_url}/user/token",
+            data={"username": ADMIN_EMAIL, "password": self.admin_password},
+            timeout=30,
+        )
+        answer.raise_for_status()
+        return str(answer.json()["access_token"])
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook runs, as in a crash."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> int:
+        for client in self._clients:
+            client.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        return int(self.process.returncode)
+
+
+def start_server(
+    data_dir: Path, extra_env: dict[str, str] | None = None, *, admin_password: str | None = None
+) -> RunningServer:
+    port = free_port()
+    password = admin_password or secrets.token_urlsafe(18)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("TESSERA_", "INSTALLATION_TOKEN", "API_DOCS"))
+    }
+    env.update(
+        {
+            "TESSERA_DATA_DIR": str(data_dir),
+            "TESSERA_PORT": str(port),
+            "TESSERA_ADMIN_EMAIL": ADMIN_EMAIL,
+            "TESSERA_ADMIN_PASSWORD": password,
+            "LOGGING_LEVEL": "WARNING",
+        }
+    )
+    env.update(extra_env or {})
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir.parent / f"server-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tessera", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = RunningServer(process, f"http://127.0.0.1:{port}", data_dir, env, password, log_path)
+    wait_until_ready(server)
+    return server
+
+
+def wait_until_ready(server: RunningServer) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"the server exited at start-up:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.base_url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"the server was not ready within {START_TIMEOUT_S} s:\n{server.log()}")
+
+
+@contextmanager
+def running_server(
+    data_dir: Path, extra_env: dict[str, str] | None = None, *, admin_password: str | None = None
+) -> Iterator[RunningServer]:
+    server = start_server(data_dir, extra_env, admin_password=admin_password)
+    try:
+        yield server
+    finally:
+        server.stop()
