@@ -42,14 +42,14 @@ class Ingestor:
         session_id = batch.session_id or new_id()
         # Lock order is always session, then profile; nobody takes a session lock while
         # holding a profile lock, so two requests can never wait on each other in a cycle.
-        async with self._locks.hold((f"s\x00{tenant}\x00{session_id}",)):
+        async with self._locks.hold(f"s\x00{tenant}\x00{session_id}"):
             session = await self._visitors.session(tenant, session_id)
-            profile_id = await self._visitors.candidate_profile_id(
+            profile_id, known = await self._visitors.candidate_profile(
                 tenant, session, batch.profile_id
             )
-            async with self._locks.hold((f"p\x00{tenant}\x00{profile_id}",)):
+            async with self._locks.hold(f"p\x00{tenant}\x00{profile_id}"):
                 visitor = await self._visitors.resolve(
-                    tenant, batch.source, session_id, session, profile_id, now
+                    tenant, batch.source, session_id, session, profile_id, known, now
                 )
                 events = self._build_events(batch, incoming, visitor, now)
                 apply_visit(visitor, events, batch, now)

@@ -3,49 +3,67 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from types import TracebackType
 
 
 class KeyedLocks:
-    """Locks created on demand and dropped when nobody holds or waits for them."""
+    """Locks created on demand and dropped when nobody holds or waits for them.
+
+    ``async with locks.hold(key):`` — one key at a time; callers that need several keys take
+    them in a fixed order (see pipeline/ingest.py), which is what rules out deadlocks.
+    """
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._locks: dict[str, _Entry] = {}
 
-    @asynccontextmanager
-    async def hold(self, keys: Iterable[str]) -> AsyncIterator[None]:
-        # A fixed (sorted) order means two callers needing the same keys cannot deadlock.
-        ordered = sorted(set(keys))
-        acquired: list[str] = []
-        try:
-            for key in ordered:
-                lock = self._enter(key)
-                try:
-                    await lock.acquire()
-                except BaseException:
-                    self._leave(key)
-                    raise
-                acquired.append(key)
-            yield
-        finally:
-            for key in reversed(acquired):
-                self._locks[key][0].release()
-                self._leave(key)
-
-    def _enter(self, key: str) -> asyncio.Lock:
-        lock, users = self._locks.get(key, (None, 0))
-        if lock is None:
-            lock = asyncio.Lock()
-        self._locks[key] = (lock, users + 1)
-        return lock
-
-    def _leave(self, key: str) -> None:
-        lock, users = self._locks[key]
-        if users <= 1:
-            del self._locks[key]
-        else:
-            self._locks[key] = (lock, users - 1)
+    def hold(self, key: str) -> _Holding:
+        return _Holding(self, key)
 
     def __len__(self) -> int:
         return len(self._locks)
+
+
+class _Entry:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class _Holding:
+    __slots__ = ("_entry", "_key", "_owner")
+
+    def __init__(self, owner: KeyedLocks, key: str) -> None:
+        self._owner = owner
+        self._key = key
+        self._entry: _Entry | None = None
+
+    async def __aenter__(self) -> None:
+        locks = self._owner._locks
+        entry = locks.get(self._key)
+        if entry is None:
+            entry = locks[self._key] = _Entry()
+        entry.users += 1
+        self._entry = entry
+        try:
+            await entry.lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        assert self._entry is not None
+        self._entry.lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        assert self._entry is not None
+        self._entry.users -= 1
+        if self._entry.users == 0:
+            del self._owner._locks[self._key]

@@ -70,17 +70,18 @@ class VisitorDirectory:
         self.profile_cache.discard(f"{tenant}\x00{profile_id}")
         self.session_cache.discard(f"{tenant}\x00{session_id}")
 
-    async def candidate_profile_id(
+    async def candidate_profile(
         self, tenant: str, session: Session | None, requested: str | None
-    ) -> str:
-        """Which profile the request will use: the requested one when it exists or is new,
-        else the session's, else a fresh id. Re-checked under the profile's lock."""
+    ) -> tuple[str, bool]:
+        """Which profile the request will use, and whether it may already exist: the requested
+        one (by any of its ids), else the session's, else a fresh id that cannot exist yet.
+        The profile itself is read again under its lock."""
         if requested is not None:
             existing = await self.profile(tenant, requested)
-            return existing.id if existing is not None else requested
+            return (existing.id, True) if existing is not None else (requested, True)
         if session is not None and session.profile is not None:
-            return session.profile.id
-        return new_id()
+            return session.profile.id, True
+        return new_id(), False
 
     async def resolve(
         self,
@@ -89,9 +90,10 @@ class VisitorDirectory:
         session_id: str,
         session: Session | None,
         profile_id: str,
+        may_exist: bool,
         now: datetime,
     ) -> Visitor:
-        profile = await self.profile(tenant, profile_id)
+        profile = await self.profile(tenant, profile_id) if may_exist else None
         profile_is_new = profile is None
         if profile is None:
             profile = new_profile(profile_id, tenant, now)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tessera.errors import StorageUnavailable
 from tessera.storage.sqlite import schema
+from tessera.storage.sqlite.checkpointer import Checkpointer
 from tessera.storage.sqlite.connection import open_connection
 from tessera.storage.sqlite.readers import ReaderPool
 from tessera.storage.sqlite.stores import (
@@ -30,6 +31,7 @@ class SqliteRecordBackend:
         flush_interval_s: float,
         synchronous: str,
         readers: int,
+        checkpoint_interval_s: float = 1.0,
     ) -> None:
         self.path = data_dir / FILE_NAME
         self._synchronous = synchronous
@@ -40,6 +42,9 @@ class SqliteRecordBackend:
             synchronous=synchronous,
         )
         self._readers = ReaderPool(self.path, size=readers, synchronous=synchronous)
+        self._checkpointer = Checkpointer(
+            self.path, interval_s=checkpoint_interval_s, synchronous=synchronous
+        )
         self.events = SqliteEventStore(self._readers)
         self.sessions = SqliteSessionStore(self._readers)
         self.profiles = SqliteProfileStore(self._readers)
@@ -73,7 +78,9 @@ class SqliteRecordBackend:
     async def start(self) -> None:
         await self.create_schema()
         self.writer.start()
+        self._checkpointer.start()
 
     async def close(self) -> None:
         await asyncio.to_thread(self.writer.stop)
         await asyncio.to_thread(self._readers.close)
+        await asyncio.to_thread(self._checkpointer.stop)

@@ -96,6 +96,8 @@ class SqliteWriter:
     def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
         try:
             connection = open_connection(self._path, synchronous=self._synchronous, read_only=False)
+            # Checkpoints run on their own thread (checkpointer.py), never inside a commit.
+            connection.execute("PRAGMA wal_autocheckpoint=0")
         except sqlite3.Error as exc:
             failure.append(exc)
             ready.set()

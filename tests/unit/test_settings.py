@@ -1,0 +1,72 @@
+"""Settings: names, defaults, validation messages, and the generated docs table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tessera.errors import ConfigurationError
+from tessera.settings import Settings, env_name, load_settings
+from tessera.settings_doc import settings_markdown
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in Settings.model_fields:
+        monkeypatch.delenv(env_name(name), raising=False)
+
+
+def test_docs_table_matches_the_code() -> None:
+    assert DOCS.read_text() == settings_markdown(), (
+        "docs/settings.md is out of date: run `tessera settings --markdown > docs/settings.md`"
+    )
+
+
+def test_every_setting_is_documented_in_the_table() -> None:
+    table = DOCS.read_text()
+    for name, field in Settings.model_fields.items():
+        assert field.description, f"{name} has no description"
+        assert f"| `{env_name(name)}` |" in table, f"{env_name(name)} missing from docs"
+
+
+def test_defaults_follow_the_guide() -> None:
+    settings = load_settings()
+    assert settings.logging_level.value == "WARNING"
+    assert settings.data_dir == Path(".tessera")
+    assert settings.writer_batch_size == 500
+    assert settings.api_docs is True
+
+
+def test_tracardi_names_and_yes_no(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_DOCS", "no")
+    monkeypatch.setenv("LOGGING_LEVEL", "info")
+    monkeypatch.setenv("KEEP_PROFILE_IN_CACHE_FOR", "60")
+    settings = load_settings()
+    assert settings.api_docs is False
+    assert settings.logging_level.value == "INFO"
+    assert settings.keep_profile_in_cache_for == 60
+
+
+def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TESSERA_MAX_BODY_BYTES", "lots")
+    with pytest.raises(ConfigurationError, match="TESSERA_MAX_BODY_BYTES"):
+        load_settings()
+
+
+def test_secret_values_never_appear_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TESSERA_ENV", "production")
+    monkeypatch.setenv("INSTALLATION_TOKEN", "tracardi")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert "INSTALLATION_TOKEN" in caught.value.message
+    assert "tracardi'" not in caught.value.message
+
+
+def test_production_accepts_strong_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TESSERA_ENV", "production")
+    monkeypatch.setenv("INSTALLATION_TOKEN", "x" * 32)
+    monkeypatch.setenv("TESSERA_ADMIN_PASSWORD", "correct horse battery staple")
+    assert load_settings().is_production
