@@ -10,7 +10,7 @@ from tessera.model.profile import Profile
 from tessera.model.session import Session
 from tessera.model.source import EventSource
 from tessera.ops.install import bootstrap
-from tessera.pipeline.cache import TtlCache
+from tessera.pipeline.cache import RecordCache
 from tessera.pipeline.ingest import Ingestor
 from tessera.pipeline.locks import KeyedLocks
 from tessera.pipeline.sources import SourceDirectory
@@ -50,11 +50,15 @@ def build_runtime(settings: Settings) -> Runtime:
     visitors = VisitorDirectory(
         storage.profiles,
         storage.sessions,
-        profile_cache=TtlCache[Profile](
-            max_entries=settings.cache_max_entries, ttl_s=settings.keep_profile_in_cache_for
+        profile_cache=RecordCache(
+            Profile,
+            max_entries=settings.cache_max_entries,
+            ttl_s=settings.keep_profile_in_cache_for,
         ),
-        session_cache=TtlCache[Session](
-            max_entries=settings.cache_max_entries, ttl_s=settings.keep_session_in_cache_for
+        session_cache=RecordCache(
+            Session,
+            max_entries=settings.cache_max_entries,
+            ttl_s=settings.keep_session_in_cache_for,
         ),
     )
     return Runtime(

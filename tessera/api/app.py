@@ -13,6 +13,7 @@ from tessera import __version__
 from tessera.api import auth, health, install, records, sources
 from tessera.collect.routes import CollectionApp
 from tessera.errors import TesseraError, Unauthorized
+from tessera.ops.gc_tuning import tune_for_serving
 from tessera.runtime import Runtime, build_runtime
 from tessera.settings import Settings
 
@@ -27,6 +28,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        tune_for_serving()
         if on_ready is not None:
             on_ready(runtime)
         try:

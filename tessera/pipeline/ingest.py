@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from tessera.errors import StorageUnavailable
 from tessera.model.common import Ref, new_id, utcnow
 from tessera.model.event import Event
 from tessera.pipeline.events import build_event
@@ -87,17 +86,9 @@ class Ingestor:
         ]
 
     async def _commit(self, visitor: Visitor, events: list[Event]) -> None:
-        try:
-            await self._writer.commit(
-                ChangeSet(events=events, sessions=[visitor.session], profiles=[visitor.profile])
-            )
-        except StorageUnavailable:
-            # The cached objects were changed in place; drop them so the next request reads
-            # what is really stored.
-            self._visitors.forget(
-                visitor.profile.tenant, profile_id=visitor.profile.id, session_id=visitor.session.id
-            )
-            raise
+        await self._writer.commit(
+            ChangeSet(events=events, sessions=[visitor.session], profiles=[visitor.profile])
+        )
         self._visitors.remember(visitor)
 
 

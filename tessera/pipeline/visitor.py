@@ -1,7 +1,7 @@
 """Finding (or starting) the session and profile a request belongs to.
 
-Callers hold the session's and the profile's locks while they use what this returns, so the
-cached objects are changed by one request at a time.
+Callers hold the session's and the profile's locks while they use what this returns, and put
+the records back (``remember``) only once they are committed.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from tessera.model.common import Ref, new_id
 from tessera.model.profile import Profile, new_profile
 from tessera.model.session import Session, new_session
 from tessera.model.source import EventSource
-from tessera.pipeline.cache import TtlCache
+from tessera.pipeline.cache import RecordCache
 from tessera.storage.ports import ProfileStore, SessionStore
 
 
@@ -33,8 +33,8 @@ class VisitorDirectory:
         profiles: ProfileStore,
         sessions: SessionStore,
         *,
-        profile_cache: TtlCache[Profile],
-        session_cache: TtlCache[Session],
+        profile_cache: RecordCache[Profile],
+        session_cache: RecordCache[Session],
     ) -> None:
         self._profiles = profiles
         self._sessions = sessions
@@ -55,20 +55,16 @@ class VisitorDirectory:
         profile = self.profile_cache.get(key)
         if profile is None:
             profile = await self._profiles.get(tenant, profile_id)
-            if profile is not None:
+            # Cached under its own id only: an alias would hold a copy that goes stale when
+            # the profile changes. Requests that use an alias resolve it to the id first.
+            if profile is not None and profile.id == profile_id:
                 self.profile_cache.put(key, profile)
-                if profile.id != profile_id:
-                    self.profile_cache.put(f"{tenant}\x00{profile.id}", profile)
         return profile
 
     def remember(self, visitor: Visitor) -> None:
         tenant = visitor.profile.tenant
         self.profile_cache.put(f"{tenant}\x00{visitor.profile.id}", visitor.profile)
         self.session_cache.put(f"{tenant}\x00{visitor.session.id}", visitor.session)
-
-    def forget(self, tenant: str, *, profile_id: str, session_id: str) -> None:
-        self.profile_cache.discard(f"{tenant}\x00{profile_id}")
-        self.session_cache.discard(f"{tenant}\x00{session_id}")
 
     async def candidate_profile(
         self, tenant: str, session: Session | None, requested: str | None

@@ -1,5 +1,5 @@
-"""Configuration tables. Every row carries its tenant. Times are UTC epoch seconds, which
-every SQL engine compares the same way."""
+"""Configuration tables. Every row carries its tenant. Times are UTC epoch seconds as
+double-precision numbers (a single-precision FLOAT would round them to minutes on MySQL)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ event_sources = sa.Table(
     sa.Column("description", sa.Text, nullable=False),
     sa.Column("enabled", sa.Boolean, nullable=False),
     sa.Column("tags", sa.JSON, nullable=False),
-    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("created", sa.Double, nullable=False),
 )
 
 users = sa.Table(
@@ -38,7 +38,7 @@ users = sa.Table(
     sa.Column("password_hash", sa.String(255), nullable=False),
     sa.Column("roles", sa.JSON, nullable=False),
     sa.Column("enabled", sa.Boolean, nullable=False),
-    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("created", sa.Double, nullable=False),
     sa.UniqueConstraint("tenant", "email", name="users_email_per_tenant"),
 )
 
@@ -48,7 +48,7 @@ access_tokens = sa.Table(
     sa.Column("digest", sa.String(64), primary_key=True),
     sa.Column("tenant", sa.String(64), nullable=False),
     sa.Column("user_id", sa.String(64), nullable=False),
-    sa.Column("created", sa.Float, nullable=False),
-    sa.Column("expires", sa.Float, nullable=False, index=True),
+    sa.Column("created", sa.Double, nullable=False),
+    sa.Column("expires", sa.Double, nullable=False, index=True),
     sa.Column("revoked", sa.Boolean, nullable=False),
 )

@@ -19,6 +19,7 @@ STATEMENTS = (
         tenant TEXT NOT NULL, alias TEXT NOT NULL, profile_id TEXT NOT NULL,
         PRIMARY KEY (tenant, alias)
     ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS aliases_by_profile ON profile_aliases (tenant, profile_id)",
     """CREATE TABLE IF NOT EXISTS sessions (
         tenant TEXT NOT NULL, id TEXT NOT NULL, profile_id TEXT, updated REAL NOT NULL,
         doc BLOB NOT NULL, PRIMARY KEY (tenant, id)

@@ -9,7 +9,7 @@ from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
 from tessera.storage.ports import Page
-from tessera.storage.sqlite.codec import decode_event, decode_profile, decode_session
+from tessera.storage.sqlite.codec import decode_event, decode_profile, decode_session, encode
 from tessera.storage.sqlite.readers import ReaderPool
 
 # SQLite's default limit on host parameters is 32766; stay well below it.
@@ -58,11 +58,12 @@ class SqliteEventStore:
         limit: int = 20,
         offset: int = 0,
     ) -> Page[Event]:
-        ids = list(dict.fromkeys(profile_ids))[:MAX_IDS_PER_QUERY]
+        ids = list(dict.fromkeys(profile_ids))
         if not ids:
             return Page(total=0, items=[])
-        where = f"tenant = ? AND profile_id IN ({','.join('?' * len(ids))})"
-        params: list[object] = [tenant, *ids]
+        # One JSON parameter holds any number of ids; SQLite's host-parameter limit never bites.
+        where = "tenant = ? AND profile_id IN (SELECT value FROM json_each(?))"
+        params: list[object] = [tenant, encode(ids)]
         if event_type is not None:
             where += " AND type = ?"
             params.append(event_type)

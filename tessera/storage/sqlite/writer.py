@@ -37,6 +37,7 @@ UPSERT_PROFILE = (
     "INSERT INTO profiles (tenant, id, updated, doc) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (tenant, id) DO UPDATE SET updated = excluded.updated, doc = excluded.doc"
 )
+DELETE_ALIASES = "DELETE FROM profile_aliases WHERE tenant = ? AND profile_id = ?"
 UPSERT_ALIAS = (
     "INSERT INTO profile_aliases (tenant, alias, profile_id) VALUES (?, ?, ?)"
     " ON CONFLICT (tenant, alias) DO UPDATE SET profile_id = excluded.profile_id"
@@ -143,10 +144,17 @@ class SqliteWriter:
         error: StorageUnavailable | None = None
         try:
             self._apply(connection, batch)
-        except sqlite3.Error as exc:
-            log.error("event store commit of %d change sets failed: %s", len(batch), exc)
+        # This thread serves every caller: whatever goes wrong, it must survive and say so to
+        # the callers concerned, never die and leave them (and all later ones) waiting.
+        except Exception as exc:  # noqa: BLE001
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
+            if len(batch) > 1:
+                # One bad change set must not fail its neighbours: retry them one by one.
+                for item in batch:
+                    self._write(connection, [item])
+                return
+            log.error("event store commit failed: %s", exc)
             error = StorageUnavailable(f"the event store could not commit: {exc}")
         else:
             self.commits += 1
@@ -164,11 +172,21 @@ class SqliteWriter:
     def _apply(self, connection: sqlite3.Connection, batch: list[_Pending]) -> None:
         events = [event_row(e) for item in batch for e in item.changes.events]
         sessions = [session_row(s) for item in batch for s in item.changes.sessions]
-        profiles = [p for item in batch for p in item.changes.profiles]
-        aliases = [(p.tenant, alias, p.id) for p in profiles for alias in p.ids if alias != p.id]
+        profiles = [profile_row(p) for item in batch for p in item.changes.profiles]
+        owners = [(row[0], row[1]) for row in profiles]
+        aliases = [
+            (p.tenant, alias, p.id)
+            for item in batch
+            for p in item.changes.profiles
+            for alias in p.ids
+            if alias != p.id
+        ]
         connection.execute("BEGIN IMMEDIATE")
         if profiles:
-            connection.executemany(UPSERT_PROFILE, [profile_row(p) for p in profiles])
+            connection.executemany(UPSERT_PROFILE, profiles)
+            # A profile's aliases are exactly the other ids it lists now: drop the old ones
+            # first (an indexed lookup that usually finds nothing), then add the current ones.
+            connection.executemany(DELETE_ALIASES, owners)
         if aliases:
             connection.executemany(UPSERT_ALIAS, aliases)
         if sessions:
