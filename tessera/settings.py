@@ -128,7 +128,7 @@ class Settings(BaseSettings):
         1024 * 1024,
         ge=1024,
         validation_alias="TESSERA_MAX_BODY_BYTES",
-        description="Largest request body `/track` and `/collect` accept (larger ones get 413).",
+        description="Largest request body the server accepts, on any endpoint (larger: 413).",
     )
     max_events_per_request: int = Field(
         1000,

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from tessera import __version__
 from tessera.api import auth, health, install, records, sources
+from tessera.api.body_limit import BodySizeLimit
 from tessera.collect.routes import CollectionApp
 from tessera.errors import TesseraError, Unauthorized
 from tessera.ops.gc_tuning import tune_for_serving
@@ -50,7 +51,10 @@ def create_app(
     for module in (health, install, auth, sources, records):
         api.include_router(module.router)
     return CollectionApp(
-        settings=settings, sources=runtime.sources, ingestor=runtime.ingestor, fallback=api
+        settings=settings,
+        sources=runtime.sources,
+        ingestor=runtime.ingestor,
+        fallback=BodySizeLimit(api, limit=settings.max_body_bytes),
     )
 
 

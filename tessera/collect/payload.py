@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -9,8 +10,14 @@ import msgspec
 
 from tessera.errors import BadRequest, InvalidPayload
 
-RecordId = Annotated[str, msgspec.Meta(max_length=128)]
-EventTypeName = Annotated[str, msgspec.Meta(max_length=128)]
+# Ids travel in URL paths (GET /event/{id}), where "/" cannot be told from a separator, and
+# in logs, where control characters do harm: neither is allowed. 128 characters at most.
+ID_PATTERN = r"^[^/\x00-\x1f\x7f]*$"
+MAX_ID_LENGTH = 128
+RecordId = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
+EventTypeName = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
+_ID_RE = re.compile(ID_PATTERN)
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class IdRef(msgspec.Struct):
@@ -54,12 +61,29 @@ def decode_track(body: bytes, *, max_events: int, max_depth: int) -> TrackPayloa
         raise InvalidPayload(
             f"events: {len(payload.events)} events in one request, the limit is {max_events}"
         )
-    for name, value in (("context", payload.context), ("properties", payload.properties)):
+    for name, value in (
+        ("context", payload.context),
+        ("properties", payload.properties),
+        ("options", payload.options),
+    ):
         check_depth(value, max_depth, name)
     for index, event in enumerate(payload.events):
-        for name, value in (("properties", event.properties), ("context", event.context)):
+        for name, value in (
+            ("properties", event.properties),
+            ("context", event.context),
+            ("options", event.options),
+        ):
             check_depth(value, max_depth, f"events[{index}].{name}")
     return payload
+
+
+def check_id(value: str, where: str) -> str:
+    """The same rule for ids that arrive in a URL path as for ids in a payload."""
+    if not value or len(value) > MAX_ID_LENGTH or not _ID_RE.match(value):
+        raise InvalidPayload(
+            f"{where}: must be 1-{MAX_ID_LENGTH} characters without '/' or control characters"
+        )
+    return value
 
 
 def decode_json_object(body: bytes, *, max_depth: int, where: str) -> dict[str, Any]:
@@ -71,10 +95,12 @@ def decode_json_object(body: bytes, *, max_depth: int, where: str) -> dict[str, 
 
 
 def _decode(body: bytes, decode: Any) -> Any:
+    if body.startswith(UTF8_BOM):  # allowed by RFC 8259 to be ignored; some clients send it
+        body = body[len(UTF8_BOM) :]
     try:
         return decode(body)
-    except UnicodeDecodeError as exc:
-        raise BadRequest(f"the body is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
+    except UnicodeDecodeError:
+        raise BadRequest(_utf8_problem(body)) from None
     except RecursionError:
         raise BadRequest("the JSON body is nested too deeply") from None
     except msgspec.ValidationError as exc:
@@ -83,8 +109,23 @@ def _decode(body: bytes, decode: Any) -> Any:
         raise BadRequest(f"malformed JSON: {exc}") from None
 
 
+def _utf8_problem(body: bytes) -> str:
+    # msgspec counts from the start of the broken string; count from the start of the body.
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"the body is not valid UTF-8: {exc.reason} at byte {exc.start}"
+    return "the body is not valid UTF-8"
+
+
 def _readable(message: str) -> str:
     # msgspec says "Expected `str`, got `int` - at `$.events[0].type`"; lead with the place.
+    if "matching regex" in message:
+        message = (
+            message.split("`")[0]
+            + "an id without '/' or control characters - at `"
+            + (message.partition(" - at `")[2])
+        )
     text, _, place = message.partition(" - at `")
     if place:
         return f"{place.rstrip('`').removeprefix('$.')}: {text}"

@@ -18,8 +18,14 @@ from tessera.collect.http import (
     send_empty,
     send_json,
 )
-from tessera.collect.payload import TrackPayload, decode_json_object, decode_track
-from tessera.errors import InvalidPayload, NotFound, TesseraError
+from tessera.collect.payload import (
+    MAX_ID_LENGTH,
+    TrackPayload,
+    check_id,
+    decode_json_object,
+    decode_track,
+)
+from tessera.errors import BadRequest, InvalidPayload, NotFound, TesseraError
 from tessera.model.common import DEFAULT_TENANT
 from tessera.model.event import normalise_event_type
 from tessera.pipeline.ingest import Ingestor
@@ -93,7 +99,13 @@ class CollectionApp:
         return await self._ingestor.ingest(batch)
 
     async def _collect(self, scope: Scope, receive: Receive, path: str) -> IngestResult:
-        parts = [unquote(part) for part in path.removeprefix("/collect/").split("/")]
+        # Split the raw path, then decode each part once: an encoded "/" (%2F) stays inside
+        # its part, and "%2525" stays "%25" instead of being decoded twice.
+        raw = scope.get("raw_path") or path.encode()
+        parts = [
+            unquote(part.decode("latin-1"))
+            for part in raw.split(b"?")[0].removeprefix(b"/collect/").split(b"/")
+        ]
         if len(parts) not in (2, 3) or not all(parts):
             raise NotFound(
                 "use /collect/{event_type}/{source_id} or /collect/{event_type}/{source_id}/"
@@ -102,6 +114,10 @@ class CollectionApp:
         event_type = normalise_event_type(parts[0])
         if not event_type:
             raise InvalidPayload("event type: must not be empty")
+        if len(event_type) > MAX_ID_LENGTH:
+            raise InvalidPayload(f"event type: longer than {MAX_ID_LENGTH} characters")
+        check_id(parts[1], "source id")
+        session_id = check_id(parts[2], "session id") if len(parts) == 3 else None
         properties = await self._collect_properties(scope, receive)
         source = await self._sources.require_enabled(DEFAULT_TENANT, parts[1])
         batch = IncomingBatch(
@@ -109,7 +125,7 @@ class CollectionApp:
             source=source,
             events=[IncomingEvent(type=event_type, properties=properties)],
             profile_less=len(parts) == 2,
-            session_id=parts[2] if len(parts) == 3 else None,
+            session_id=session_id,
             client_ip=client_ip(scope),
             headers=safe_headers(scope),
         )
@@ -128,7 +144,7 @@ class CollectionApp:
             try:
                 form = body.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise InvalidPayload(f"the form is not valid UTF-8 at byte {exc.start}") from None
+                raise BadRequest(f"the form is not valid UTF-8 at byte {exc.start}") from None
             return {**properties, **_flat_form(form)}
         if content_type in ("", "application/json", "text/plain") or content_type.endswith("+json"):
             document = decode_json_object(

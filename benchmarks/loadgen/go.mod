@@ -1,0 +1,3 @@
+module tessera/benchmarks/loadgen
+
+go 1.24
