@@ -15,10 +15,13 @@ from tessera.pipeline.cache import TtlCache
 from tessera.pipeline.locks import KeyedLocks
 
 
-def test_new_ids_are_distinct_version_4_uuids() -> None:
-    ids = {new_id() for _ in range(10_000)}
-    assert len(ids) == 10_000
-    assert all(uuid.UUID(value).version == 4 for value in list(ids)[:500])
+def test_new_ids_are_distinct_time_ordered_uuids() -> None:
+    ids = [new_id() for _ in range(10_000)]
+    assert len(set(ids)) == 10_000
+    assert all(uuid.UUID(value).version == 7 for value in ids[:500])
+    # Ordered by their millisecond prefix, so indexes keyed by them grow at the end.
+    prefixes = [value[:13] for value in ids]
+    assert prefixes == sorted(prefixes)
 
 
 @pytest.mark.parametrize(

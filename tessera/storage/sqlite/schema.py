@@ -33,7 +33,6 @@ STATEMENTS = (
     )""",
     "CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events (tenant, id)",
     "CREATE INDEX IF NOT EXISTS events_by_profile ON events (tenant, profile_id, time)",
-    "CREATE INDEX IF NOT EXISTS events_by_session ON events (tenant, session_id)",
 )
 
 
