@@ -16,12 +16,16 @@ class ProfileTime(msgspec.Struct):
 
 class ProfileMetadata(msgspec.Struct):
     time: ProfileTime
+    # Salted hashes of the merge-key values this profile holds, per profile path: the same
+    # hashes the identity index maps to this profile.
+    identity: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    # One entry per profile merged into this one: when, which, and what conflicted.
+    merges: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
-class ProfileStats(msgspec.Struct):
-    # Distinct sessions this profile has been seen in; each session counts once.
-    visits: int = 0
-    events: int = 0
+def new_stats() -> dict[str, int | float]:
+    # visits: distinct sessions the person was seen in (each counts once, merged or not).
+    return {"visits": 0, "events": 0}
 
 
 class Profile(msgspec.Struct):
@@ -30,7 +34,7 @@ class Profile(msgspec.Struct):
     metadata: ProfileMetadata
     # Every id that resolves to this profile, its own included (merged profiles add theirs).
     ids: list[str] = msgspec.field(default_factory=list)
-    stats: ProfileStats = msgspec.field(default_factory=ProfileStats)
+    stats: dict[str, int | float] = msgspec.field(default_factory=new_stats)
     traits: dict[str, Any] = msgspec.field(default_factory=dict)
     data: dict[str, Any] = msgspec.field(default_factory=dict)
     segments: list[str] = msgspec.field(default_factory=list)
@@ -46,3 +50,7 @@ def new_profile(profile_id: str, tenant: str, now: datetime) -> Profile:
         metadata=ProfileMetadata(time=ProfileTime(insert=now, update=now)),
         ids=[profile_id],
     )
+
+
+def add_to_stat(profile: Profile, name: str, amount: int | float) -> None:
+    profile.stats[name] = profile.stats.get(name, 0) + amount

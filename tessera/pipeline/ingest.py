@@ -7,6 +7,7 @@ from datetime import datetime
 
 from tessera.model.common import Ref, new_id, utcnow
 from tessera.model.event import Event
+from tessera.model.profile import add_to_stat
 from tessera.pipeline.events import build_event
 from tessera.pipeline.locks import KeyedLocks
 from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult
@@ -101,8 +102,8 @@ def apply_visit(visitor: Visitor, events: list[Event], batch: IncomingBatch, now
         session.properties.update(batch.properties)
     session.events += len(events)
     session.metadata.time.update = now
-    profile.stats.events += len(events)
+    add_to_stat(profile, "events", len(events))
     if visitor.first_time_in_session:
-        profile.stats.visits += 1
+        add_to_stat(profile, "visits", 1)
         profile.metadata.time.last_visit = now
     profile.metadata.time.update = now

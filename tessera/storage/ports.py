@@ -20,17 +20,59 @@ from tessera.model.source import EventSource
 from tessera.model.user import AccessToken, User
 
 
+@dataclass(frozen=True, slots=True)
+class IdentityLink:
+    """The identity index maps a salted hash of a merge-key value to the profile holding it."""
+
+    tenant: str
+    digest: str
+    profile_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetiredProfile:
+    """A profile merged into another: its last state is kept for unmerge, out of the way of
+    reads (its id resolves to the survivor, which lists it in ``ids``)."""
+
+    profile: Profile
+    survivor_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """Everything held about one person: the profile, every id that resolved to it, and the
+    sessions, events, identity links and retired profiles of those ids."""
+
+    tenant: str
+    profile_ids: tuple[str, ...]
+
+
 @dataclass(slots=True)
 class ChangeSet:
-    """Records one caller wants stored together. Profiles and sessions are upserts; events are
-    inserted once and never overwritten (a repeated event id is ignored, not stored twice)."""
+    """Records one caller wants stored together, in one transaction. Profiles and sessions are
+    upserts; events are inserted once and never overwritten (a repeated event id is ignored)."""
 
     events: list[Event] = field(default_factory=list)
     sessions: list[Session] = field(default_factory=list)
     profiles: list[Profile] = field(default_factory=list)
+    identities: list[IdentityLink] = field(default_factory=list)
+    released_identities: list[tuple[str, str]] = field(default_factory=list)
+    retired: list[RetiredProfile] = field(default_factory=list)
+    # (tenant, profile id) of retired profiles brought back by an unmerge.
+    restored: list[tuple[str, str]] = field(default_factory=list)
+    erasures: list[Erasure] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.events) + len(self.sessions) + len(self.profiles)
+        return (
+            len(self.events)
+            + len(self.sessions)
+            + len(self.profiles)
+            + len(self.identities)
+            + len(self.released_identities)
+            + len(self.retired)
+            + len(self.restored)
+            + len(self.erasures)
+        )
 
 
 T = TypeVar("T")
@@ -71,10 +113,24 @@ class EventStore(Protocol):
 class SessionStore(Protocol):
     async def get(self, tenant: str, session_id: str) -> Session | None: ...
 
+    async def for_profiles(
+        self, tenant: str, profile_ids: Sequence[str], *, limit: int = 100, offset: int = 0
+    ) -> Page[Session]:
+        """Sessions owned by any of ``profile_ids``, most recently active first."""
+        ...
+
 
 class ProfileStore(Protocol):
     async def get(self, tenant: str, profile_id: str) -> Profile | None:
         """The profile with this id, or the one that lists it in its ``ids``."""
+        ...
+
+    async def owners(self, tenant: str, digests: Sequence[str]) -> dict[str, str]:
+        """For each identity digest that is indexed, the id of the profile holding it."""
+        ...
+
+    async def retired(self, tenant: str, profile_id: str) -> RetiredProfile | None:
+        """The last state of a profile merged into another, for unmerge."""
         ...
 
 

@@ -16,7 +16,7 @@ import pytest
 from tessera.errors import StorageUnavailable
 from tessera.model.common import Ref
 from tessera.model.event import Event, EventMetadata
-from tessera.model.profile import Profile, ProfileMetadata, ProfileStats, ProfileTime
+from tessera.model.profile import Profile, ProfileMetadata, ProfileTime, new_stats
 from tessera.model.session import Session, SessionMetadata, SessionTime
 from tessera.storage.ports import ChangeSet
 from tests.contract.conftest import RecordBackend, RecordOpener
@@ -471,7 +471,7 @@ async def test_profile_round_trip_and_upsert(record_backend: RecordBackend) -> N
             )
         ),
         ids=["p-1"],
-        stats=ProfileStats(visits=2, events=17),
+        stats={"visits": 2, "events": 17, "ltv": 12.5},
         traits={"name": "Zoë Ångström", "address": {"city": "Kraków", "zip": "30-001"}},
         data={"contact": {"email": "zoe@example.com"}},
         segments=["vip", "newsletter"],
@@ -490,7 +490,7 @@ async def test_profile_round_trip_and_upsert(record_backend: RecordBackend) -> N
     assert got is not None
     assert got.traits == {"name": "Zoe"}
     assert got.segments == []
-    assert got.stats == ProfileStats()
+    assert got.stats == new_stats()
     assert got.metadata.time.last_visit is None
 
 

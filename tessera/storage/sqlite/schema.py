@@ -32,6 +32,17 @@ STATEMENTS = (
         doc BLOB NOT NULL
     )""",
     "CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events (tenant, id)",
+    # Salted hashes of merge-key values → the profile that holds the value.
+    """CREATE TABLE IF NOT EXISTS identities (
+        tenant TEXT NOT NULL, digest TEXT NOT NULL, profile_id TEXT NOT NULL,
+        PRIMARY KEY (tenant, digest)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS identities_by_profile ON identities (tenant, profile_id)",
+    # Profiles merged into another, as they were, so an unmerge can bring them back.
+    """CREATE TABLE IF NOT EXISTS retired_profiles (
+        tenant TEXT NOT NULL, id TEXT NOT NULL, survivor_id TEXT NOT NULL, doc BLOB NOT NULL,
+        PRIMARY KEY (tenant, id)
+    ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS events_by_profile ON events (tenant, profile_id, time)",
 )
 

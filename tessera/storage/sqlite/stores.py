@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
-from tessera.storage.ports import Page
+from tessera.storage.ports import Page, RetiredProfile
 from tessera.storage.sqlite.codec import decode_event, decode_profile, decode_session, encode
 from tessera.storage.sqlite.readers import ReaderPool
 
@@ -88,6 +88,27 @@ class SqliteSessionStore:
     def __init__(self, readers: ReaderPool) -> None:
         self._readers = readers
 
+    async def for_profiles(
+        self, tenant: str, profile_ids: Sequence[str], *, limit: int = 100, offset: int = 0
+    ) -> Page[Session]:
+        ids = encode(list(dict.fromkeys(profile_ids)))
+        where = "tenant = ? AND profile_id IN (SELECT value FROM json_each(?))"
+
+        def query(connection: sqlite3.Connection) -> tuple[int, list[bytes]]:
+            total = connection.execute(
+                f"SELECT count(*) FROM sessions WHERE {where}",  # noqa: S608
+                (tenant, ids),
+            ).fetchone()[0]
+            rows = connection.execute(
+                f"SELECT doc FROM sessions WHERE {where}"  # noqa: S608
+                " ORDER BY updated DESC, id LIMIT ? OFFSET ?",
+                (tenant, ids, limit, offset),
+            ).fetchall()
+            return int(total), [row[0] for row in rows]
+
+        total, docs = await self._readers.run(query)
+        return Page(total=total, items=[decode_session(doc) for doc in docs])
+
     async def get(self, tenant: str, session_id: str) -> Session | None:
         def query(connection: sqlite3.Connection) -> bytes | None:
             row = connection.execute(
@@ -102,6 +123,34 @@ class SqliteSessionStore:
 class SqliteProfileStore:
     def __init__(self, readers: ReaderPool) -> None:
         self._readers = readers
+
+    async def owners(self, tenant: str, digests: Sequence[str]) -> dict[str, str]:
+        if not digests:
+            return {}
+        wanted = encode(list(dict.fromkeys(digests)))
+
+        def query(connection: sqlite3.Connection) -> dict[str, str]:
+            rows = connection.execute(
+                "SELECT digest, profile_id FROM identities WHERE tenant = ?"
+                " AND digest IN (SELECT value FROM json_each(?))",
+                (tenant, wanted),
+            )
+            return {digest: profile_id for digest, profile_id in rows}
+
+        return await self._readers.run(query)
+
+    async def retired(self, tenant: str, profile_id: str) -> RetiredProfile | None:
+        def query(connection: sqlite3.Connection) -> tuple[str, bytes] | None:
+            row = connection.execute(
+                "SELECT survivor_id, doc FROM retired_profiles WHERE tenant = ? AND id = ?",
+                (tenant, profile_id),
+            ).fetchone()
+            return (row[0], row[1]) if row else None
+
+        found = await self._readers.run(query)
+        if found is None:
+            return None
+        return RetiredProfile(profile=decode_profile(found[1]), survivor_id=found[0])
 
     async def get(self, tenant: str, profile_id: str) -> Profile | None:
         def query(connection: sqlite3.Connection) -> bytes | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tessera.errors import StorageUnavailable
 from tessera.storage.ports import ChangeSet
-from tessera.storage.sqlite.codec import event_row, profile_row, session_row
+from tessera.storage.sqlite.codec import encode, event_row, profile_row, session_row
 from tessera.storage.sqlite.connection import open_connection
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,28 @@ UPSERT_PROFILE = (
     " ON CONFLICT (tenant, id) DO UPDATE SET updated = excluded.updated, doc = excluded.doc"
 )
 DELETE_ALIASES = "DELETE FROM profile_aliases WHERE tenant = ? AND profile_id = ?"
+UPSERT_IDENTITY = (
+    "INSERT INTO identities (tenant, digest, profile_id) VALUES (?, ?, ?)"
+    " ON CONFLICT (tenant, digest) DO UPDATE SET profile_id = excluded.profile_id"
+)
+DELETE_IDENTITY = "DELETE FROM identities WHERE tenant = ? AND digest = ?"
+RETIRE_PROFILE = (
+    "INSERT INTO retired_profiles (tenant, id, survivor_id, doc) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (tenant, id) DO UPDATE SET survivor_id = excluded.survivor_id,"
+    " doc = excluded.doc"
+)
+DELETE_PROFILE = "DELETE FROM profiles WHERE tenant = ? AND id = ?"
+DELETE_RETIRED = "DELETE FROM retired_profiles WHERE tenant = ? AND id = ?"
+# Erasure: every table that can hold something about the profile ids, in one transaction.
+ERASE = (
+    "DELETE FROM events WHERE tenant = ? AND profile_id IN (SELECT value FROM json_each(?))",
+    "DELETE FROM sessions WHERE tenant = ? AND profile_id IN (SELECT value FROM json_each(?))",
+    "DELETE FROM identities WHERE tenant = ? AND profile_id IN (SELECT value FROM json_each(?))",
+    "DELETE FROM profile_aliases WHERE tenant = ?1 AND (alias IN (SELECT value FROM"
+    " json_each(?2)) OR profile_id IN (SELECT value FROM json_each(?2)))",
+    "DELETE FROM retired_profiles WHERE tenant = ? AND id IN (SELECT value FROM json_each(?))",
+    "DELETE FROM profiles WHERE tenant = ? AND id IN (SELECT value FROM json_each(?))",
+)
 UPSERT_ALIAS = (
     "INSERT INTO profile_aliases (tenant, alias, profile_id) VALUES (?, ?, ?)"
     " ON CONFLICT (tenant, alias) DO UPDATE SET profile_id = excluded.profile_id"
@@ -181,7 +203,25 @@ class SqliteWriter:
             for alias in p.ids
             if alias != p.id
         ]
+        changes = [item.changes for item in batch]
         connection.execute("BEGIN IMMEDIATE")
+        # Retiring a profile deletes its row: it must run before any upsert of the same batch
+        # that brings that profile back (an unmerge right after a merge).
+        retired = [r for c in changes for r in c.retired]
+        if retired:
+            connection.executemany(
+                RETIRE_PROFILE,
+                [
+                    (r.profile.tenant, r.profile.id, r.survivor_id, encode(r.profile))
+                    for r in retired
+                ],
+            )
+            connection.executemany(
+                DELETE_PROFILE, [(r.profile.tenant, r.profile.id) for r in retired]
+            )
+        restored = [key for c in changes for key in c.restored]
+        if restored:
+            connection.executemany(DELETE_RETIRED, restored)
         if profiles:
             connection.executemany(UPSERT_PROFILE, profiles)
             # A profile's aliases are exactly the other ids it lists now: drop the old ones
@@ -193,6 +233,16 @@ class SqliteWriter:
             connection.executemany(UPSERT_SESSION, sessions)
         if events:
             connection.executemany(INSERT_EVENT, events)
+        released = [key for c in changes for key in c.released_identities]
+        if released:
+            connection.executemany(DELETE_IDENTITY, released)
+        links = [(i.tenant, i.digest, i.profile_id) for c in changes for i in c.identities]
+        if links:
+            connection.executemany(UPSERT_IDENTITY, links)
+        for erasure in (e for c in changes for e in c.erasures):
+            ids = encode(list(erasure.profile_ids))
+            for statement in ERASE:
+                connection.execute(statement, (erasure.tenant, ids))
         connection.execute("COMMIT")
 
 
