@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from tessera.identity.resolver import IdentityPolicy, IdentityResolver
 from tessera.model.common import DEFAULT_TENANT
 from tessera.model.profile import Profile
 from tessera.model.session import Session
 from tessera.model.source import EventSource
-from tessera.ops.install import bootstrap
+from tessera.ops.install import bootstrap, identity_salt
 from tessera.pipeline.cache import RecordCache
 from tessera.pipeline.ingest import Ingestor
 from tessera.pipeline.locks import KeyedLocks
@@ -30,6 +31,7 @@ class Runtime:
     visitors: VisitorDirectory
     ingestor: Ingestor
     tokens: TokenService
+    identity: IdentityResolver
     ready: bool = False
     default_source: EventSource | None = field(default=None)
     admin_exists: bool = False
@@ -37,6 +39,9 @@ class Runtime:
     async def start(self) -> None:
         await self.storage.start()
         self.default_source = await bootstrap(self.storage, self.settings)
+        self.identity.policy = replace(
+            self.identity.policy, salt=await identity_salt(self.storage, self.settings)
+        )
         self.admin_exists = await self.storage.users.count(DEFAULT_TENANT) > 0
         self.ready = True
 
@@ -61,13 +66,29 @@ def build_runtime(settings: Settings) -> Runtime:
             ttl_s=settings.keep_session_in_cache_for,
         ),
     )
+    identity = IdentityResolver(
+        IdentityPolicy(
+            enabled=settings.profile_merging,
+            salt="",  # read from the configuration store at start
+            paths=settings.merge_key_paths,
+            blocked=settings.blocked_merge_values,
+            per_key_limit=settings.merge_key_limit,
+        ),
+        storage.profiles,
+        storage.sessions,
+    )
     return Runtime(
         settings=settings,
         storage=storage,
         sources=SourceDirectory(storage.sources, ttl_s=settings.source_cache_seconds),
         visitors=visitors,
         ingestor=Ingestor(
-            writer=storage.writer, events=storage.events, visitors=visitors, locks=KeyedLocks()
+            writer=storage.writer,
+            events=storage.events,
+            visitors=visitors,
+            locks=KeyedLocks(),
+            identity=identity,
         ),
         tokens=TokenService(storage.users, storage.tokens, ttl_s=settings.token_ttl_seconds),
+        identity=identity,
     )

@@ -51,7 +51,7 @@ WEAK_SECRETS = frozenset(
 )
 MIN_PRODUCTION_SECRET_LENGTH = 16
 # Values of these fields never appear in messages or logs.
-SECRET_FIELDS = frozenset({"installation_token", "admin_password"})
+SECRET_FIELDS = frozenset({"installation_token", "admin_password", "auto_profile_merging"})
 
 
 class Settings(BaseSettings):
@@ -202,6 +202,75 @@ class Settings(BaseSettings):
             "API take effect at once, changes from elsewhere within this time."
         ),
     )
+
+    auto_profile_merging: str | None = Field(
+        None,
+        validation_alias="AUTO_PROFILE_MERGING",
+        description=(
+            "Salt of the hashes under which merge-key values (e-mail, phone, customer id) are "
+            "indexed; at least 20 characters. Unset: one is generated once and kept in the "
+            "configuration store. Changing it later makes stored hashes unmatchable."
+        ),
+    )
+    profile_merging: YesNo = Field(
+        True,
+        validation_alias="TESSERA_PROFILE_MERGING",
+        description="`no` turns automatic merging of profiles that share a merge-key value off.",
+    )
+    merge_keys: str = Field(
+        "data.contact.email.main,data.contact.phone.main,data.identifier.id",
+        validation_alias="TESSERA_MERGE_KEYS",
+        description="Comma-separated profile paths whose values identify a person.",
+    )
+    merge_blocked_values: str = Field(
+        "",
+        validation_alias="TESSERA_MERGE_BLOCKED_VALUES",
+        description=(
+            "Comma-separated values that never merge, besides the built-in ones (empty, null, "
+            "none, undefined, anonymous, 0, -1, all zeros…)."
+        ),
+    )
+    merge_key_limit: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        validation_alias="TESSERA_MERGE_KEY_LIMIT",
+        description=(
+            "Most distinct values of one merge key a profile may hold; past it a new value is "
+            "not taken and the answer warns (stops one shared device from joining everyone)."
+        ),
+    )
+    close_visit_after: int = Field(
+        1800,
+        ge=60,
+        validation_alias="CLOSE_VISIT_AFTER",
+        description="Seconds of inactivity after which a visit ends; the next event starts one.",
+    )
+
+    @field_validator("auto_profile_merging")
+    @classmethod
+    def _long_salt(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 20:
+            raise ValueError("must have at least 20 characters")
+        return value
+
+    @field_validator("merge_keys")
+    @classmethod
+    def _merge_key_paths(cls, value: str) -> str:
+        paths = [path.strip() for path in value.split(",") if path.strip()]
+        for path in paths:
+            if not path.startswith(("data.", "traits.")) or ".." in path:
+                raise ValueError(f"{path!r} is not a profile path under data. or traits.")
+        return ",".join(paths)
+
+    @property
+    def merge_key_paths(self) -> tuple[str, ...]:
+        return tuple(self.merge_keys.split(",")) if self.merge_keys else ()
+
+    @property
+    def blocked_merge_values(self) -> frozenset[str]:
+        values = self.merge_blocked_values.split(",")
+        return frozenset(value.strip().lower() for value in values if value.strip())
 
     @field_validator("sqlite_synchronous")
     @classmethod

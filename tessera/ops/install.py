@@ -99,6 +99,17 @@ async def create_admin(storage: Storage, settings: Settings, email: str, passwor
     return True
 
 
+MERGE_SALT_KEY = "identity_hash_salt"
+
+
+async def identity_salt(storage: Storage, settings: Settings) -> str:
+    """AUTO_PROFILE_MERGING when set; else a random salt made once and kept in the
+    configuration store, so every process (and every restart) hashes the same way."""
+    if settings.auto_profile_merging:
+        return settings.auto_profile_merging
+    return await storage.shared_values.keep_value(MERGE_SALT_KEY, generate_secret())
+
+
 async def bootstrap(storage: Storage, settings: Settings) -> EventSource | None:
     """First start: the schema always; in development a default source when there is none;
     the admin only when TESSERA_ADMIN_EMAIL and TESSERA_ADMIN_PASSWORD are set."""

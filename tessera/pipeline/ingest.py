@@ -1,18 +1,51 @@
-"""The synchronous ingest path: resolve the visitor, build the events, update the profile and
-session, and hand everything to the storage writer in one change set."""
+"""The synchronous ingest path: resolve the visitor, build the events, process them (validate,
+reshape, map onto the profile), resolve identity and merge, then hand everything to the storage
+writer in one change set.
+
+Locking: a request holds its session's key, its profile's key, the keys of the identity values
+it brings and of every profile it merges with, all at once. Keys beyond the first set are only
+taken without waiting (``LockSet.try_add``); when one is busy the request lets go of everything
+and starts again asking for the whole set in sorted order, so two requests can never wait on
+each other in a cycle.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any
 
+import msgspec
+
+from tessera.errors import StorageUnavailable
+from tessera.identity.resolver import (
+    IdentityResolver,
+    identity_lock_key,
+    profile_lock_key,
+    snapshot_paths,
+)
 from tessera.model.common import Ref, new_id, utcnow
 from tessera.model.event import Event
-from tessera.model.profile import add_to_stat
+from tessera.model.profile import Profile, add_to_stat
 from tessera.pipeline.events import build_event
-from tessera.pipeline.locks import KeyedLocks
+from tessera.pipeline.locks import KeyedLocks, LockSet
 from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult
 from tessera.pipeline.visitor import Visitor, VisitorDirectory
-from tessera.storage.ports import ChangeSet, EventStore, RecordWriter
+from tessera.storage.ports import ChangeSet, EventStore, IdentityLink, RecordWriter, RetiredProfile
+
+# A request retries when a key it needs is busy; past this many rounds the profile is under
+# a storm of concurrent changes and the client is told to come back (503).
+MAX_ROUNDS = 16
+
+# Processing of a request's events against its profile and session documents: validation,
+# reshaping and event-to-profile mapping. Returns warnings for the answer.
+EventProcessor = Callable[[list[Event], dict[str, Any], dict[str, Any]], Awaitable[list[str]]]
+
+
+async def no_processing(
+    _events: list[Event], _profile: dict[str, Any], _session: dict[str, Any]
+) -> list[str]:
+    return []
 
 
 class Ingestor:
@@ -23,11 +56,15 @@ class Ingestor:
         events: EventStore,
         visitors: VisitorDirectory,
         locks: KeyedLocks,
+        identity: IdentityResolver,
+        processor: EventProcessor = no_processing,
     ) -> None:
         self._writer = writer
         self._events = events
         self._visitors = visitors
         self._locks = locks
+        self._identity = identity
+        self._processor = processor
 
     async def ingest(self, batch: IncomingBatch) -> IngestResult:
         now = utcnow()
@@ -40,21 +77,82 @@ class Ingestor:
 
         tenant = batch.tenant
         session_id = batch.session_id or new_id()
-        # Lock order is always session, then profile; nobody takes a session lock while
-        # holding a profile lock, so two requests can never wait on each other in a cycle.
-        async with self._locks.hold(f"s\x00{tenant}\x00{session_id}"):
-            session = await self._visitors.session(tenant, session_id)
-            profile_id, known = await self._visitors.candidate_profile(
-                tenant, session, batch.profile_id
-            )
-            async with self._locks.hold(f"p\x00{tenant}\x00{profile_id}"):
-                visitor = await self._visitors.resolve(
-                    tenant, batch.source, session_id, session, profile_id, known, now
+        wanted: set[str] = {f"s\x00{tenant}\x00{session_id}"}
+        for _round in range(MAX_ROUNDS):
+            async with self._locks.hold_all(wanted) as held:
+                result = await self._ingest_locked(batch, incoming, session_id, now, held)
+                if isinstance(result, IngestResult):
+                    result.warnings[:0] = warnings
+                    return result
+                wanted |= result
+        raise StorageUnavailable("the profile is changing too often right now; retry")
+
+    async def _ingest_locked(
+        self,
+        batch: IncomingBatch,
+        incoming: list[IncomingEvent],
+        session_id: str,
+        now: datetime,
+        held: LockSet,
+    ) -> IngestResult | set[str]:
+        """The request's work under its locks; the set of keys to add when one was busy."""
+        tenant = batch.tenant
+        session = await self._visitors.session(tenant, session_id)
+        profile_id, may_exist = await self._visitors.candidate_profile(
+            tenant, session, batch.profile_id
+        )
+        profile_key = profile_lock_key(tenant, profile_id)
+        if not await held.try_add([profile_key]):
+            return {profile_key}
+        visitor = await self._visitors.resolve(
+            tenant, batch.source, session_id, session, profile_id, may_exist, now
+        )
+        events = self._build_events(batch, incoming, visitor, now)
+        apply_visit(visitor, events, batch, now)
+        warnings, document = await self._process(visitor, events)
+
+        fresh, identity_warnings = self._identity.new_values(
+            visitor.profile, document, visitor.identity_before
+        )
+        warnings += identity_warnings
+        visitor.profile = msgspec.convert(document, Profile)
+        retired: list[RetiredProfile] = []
+        links: list[IdentityLink] = []
+        if fresh:
+            keys = {identity_lock_key(tenant, value.digest) for value in fresh}
+            if not await held.try_add(keys):
+                return keys
+            # Read owners only now, under the identity locks: a concurrent request may have
+            # linked one of these values to its profile since this request began.
+            owners = await self._identity.owners(tenant, fresh, visitor.profile.id)
+            owner_keys = {profile_lock_key(tenant, owner) for owner in owners}
+            if not await held.try_add(owner_keys):
+                return owner_keys
+            for owner_id in sorted(owners):
+                owner = await self._visitors.profile(tenant, owner_id)
+                if owner is None or owner.id != owner_id:
+                    continue  # merged away meanwhile; its values now point at its survivor
+                pending = 1 if visitor.session_is_new or visitor.first_time_in_session else 0
+                merged, loser, loser_links = await self._identity.merge(
+                    visitor.profile, owner, now, pending
                 )
-                events = self._build_events(batch, incoming, visitor, now)
-                apply_visit(visitor, events, batch, now)
-                await self._commit(visitor, events)
+                visitor.profile = merged
+                retired.append(loser)
+                links += loser_links
+            links += self._identity.links(visitor.profile, fresh)
+            survivor = Ref(visitor.profile.id)
+            visitor.session.profile = survivor
+            for event in events:
+                event.profile = survivor
+        await self._commit(visitor, events, links, retired)
         return IngestResult(visitor.profile.id, session_id, [e.id for e in events], warnings)
+
+    async def _process(self, visitor: Visitor, events: list[Event]) -> tuple[list[str], Any]:
+        document = msgspec.to_builtins(visitor.profile)
+        visitor.identity_before = snapshot_paths(document, self._identity.policy.paths)
+        session_document = msgspec.to_builtins(visitor.session)
+        warnings = await self._processor(events, document, session_document)
+        return warnings, document
 
     async def _drop_known_events(
         self, batch: IncomingBatch, warnings: list[str]
@@ -86,10 +184,24 @@ class Ingestor:
             for event in incoming
         ]
 
-    async def _commit(self, visitor: Visitor, events: list[Event]) -> None:
+    async def _commit(
+        self,
+        visitor: Visitor,
+        events: list[Event],
+        links: list[IdentityLink],
+        retired: list[RetiredProfile],
+    ) -> None:
         await self._writer.commit(
-            ChangeSet(events=events, sessions=[visitor.session], profiles=[visitor.profile])
+            ChangeSet(
+                events=events,
+                sessions=[visitor.session],
+                profiles=[visitor.profile],
+                identities=links,
+                retired=retired,
+            )
         )
+        for gone in retired:
+            self._visitors.forget_profile(gone.profile.tenant, gone.profile.id)
         self._visitors.remember(visitor)
 
 

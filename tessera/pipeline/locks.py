@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from types import TracebackType
 
 
@@ -18,6 +19,10 @@ class KeyedLocks:
 
     def hold(self, key: str) -> _Holding:
         return _Holding(self, key)
+
+    def hold_all(self, keys: Iterable[str]) -> LockSet:
+        """Hold several keys: taken in sorted order, so two holders cannot deadlock."""
+        return LockSet(self, keys)
 
     def __len__(self) -> int:
         return len(self._locks)
@@ -67,3 +72,57 @@ class _Holding:
         self._entry.users -= 1
         if self._entry.users == 0:
             del self._owner._locks[self._key]
+
+
+class LockSet:
+    """Several keys held together. More keys can be added later only without waiting
+    (``try_add``): a holder that waited for a key while holding others could deadlock with a
+    holder of that key waiting for one of these. When ``try_add`` fails, the caller lets go of
+    everything and starts again asking for the whole set at once."""
+
+    def __init__(self, owner: KeyedLocks, keys: Iterable[str]) -> None:
+        self._owner = owner
+        self._wanted = sorted(set(keys))
+        self._held: list[_Holding] = []
+
+    @property
+    def keys(self) -> frozenset[str]:
+        return frozenset(holding._key for holding in self._held)
+
+    async def __aenter__(self) -> LockSet:
+        try:
+            for key in self._wanted:
+                holding = _Holding(self._owner, key)
+                await holding.__aenter__()
+                self._held.append(holding)
+        except BaseException:
+            await self._release()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        await self._release()
+
+    async def try_add(self, keys: Iterable[str]) -> bool:
+        """Take every key that is free right now, or none of them; never waits.
+
+        A key nobody holds or waits for has no entry; its fresh lock is acquired without the
+        event loop switching tasks, so no other task can take it between the check and here.
+        """
+        new = sorted(set(keys) - self.keys)
+        if any(key in self._owner._locks for key in new):
+            return False
+        for key in new:
+            holding = _Holding(self._owner, key)
+            await holding.__aenter__()
+            self._held.append(holding)
+        return True
+
+    async def _release(self) -> None:
+        while self._held:
+            await self._held.pop().__aexit__(None, None, None)

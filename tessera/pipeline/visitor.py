@@ -6,8 +6,9 @@ the records back (``remember``) only once they are committed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from tessera.model.common import Ref, new_id
 from tessera.model.profile import Profile, new_profile
@@ -25,6 +26,8 @@ class Visitor:
     profile_is_new: bool
     # True when this session had not been counted as a visit of this profile yet.
     first_time_in_session: bool
+    # Merge-key values of the profile before this request, to put back a refused one.
+    identity_before: dict[str, Any] = field(default_factory=dict)
 
 
 class VisitorDirectory:
@@ -60,6 +63,9 @@ class VisitorDirectory:
             if profile is not None and profile.id == profile_id:
                 self.profile_cache.put(key, profile)
         return profile
+
+    def forget_profile(self, tenant: str, profile_id: str) -> None:
+        self.profile_cache.discard(f"{tenant}\x00{profile_id}")
 
     def remember(self, visitor: Visitor) -> None:
         tenant = visitor.profile.tenant

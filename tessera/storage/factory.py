@@ -13,6 +13,7 @@ from tessera.storage.ports import (
     RecordWriter,
     SchemaStore,
     SessionStore,
+    SharedValues,
     SourceStore,
     TokenStore,
     UserStore,
@@ -35,6 +36,7 @@ class Storage:
     tokens: TokenStore
     record_schema: SchemaStore
     config_schema: SchemaStore
+    shared_values: SharedValues
     _records: SqliteRecordBackend
     _config_engine: AsyncEngine
 
@@ -59,6 +61,7 @@ def build_storage(settings: Settings) -> Storage:
         readers=settings.sqlite_readers,
     )
     engine = sqlite_engine(settings.data_dir)
+    config_schema = SqlSchemaStore(engine)
     return Storage(
         writer=records.writer,
         events=records.events,
@@ -68,7 +71,8 @@ def build_storage(settings: Settings) -> Storage:
         users=SqlUserStore(engine),
         tokens=SqlTokenStore(engine),
         record_schema=records,
-        config_schema=SqlSchemaStore(engine),
+        config_schema=config_schema,
+        shared_values=config_schema,
         _records=records,
         _config_engine=engine,
     )

@@ -176,3 +176,10 @@ class SchemaStore(Protocol):
         ...
 
     async def installed_version(self) -> int | None: ...
+
+
+class SharedValues(Protocol):
+    async def keep_value(self, key: str, value: str) -> str:
+        """Store ``value`` under ``key`` unless a value is stored already; return the stored
+        one. Shared values (like the identity hash salt) are made once, by whoever is first."""
+        ...

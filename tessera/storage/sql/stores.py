@@ -45,6 +45,16 @@ class SqlSchemaStore:
                     schema_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
                 )
 
+    async def keep_value(self, key: str, value: str) -> str:
+        async with self._engine.begin() as connection:
+            stored = await connection.scalar(
+                sa.select(schema_meta.c.value).where(schema_meta.c.key == key)
+            )
+            if stored is not None:
+                return str(stored)
+            await connection.execute(schema_meta.insert().values(key=key, value=value))
+        return value
+
     async def installed_version(self) -> int | None:
         async with self._engine.connect() as connection:
             has_table = await connection.run_sync(

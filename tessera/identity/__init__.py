@@ -1,0 +1,1 @@
+"""Identity resolution: which values identify a person, and merging profiles that share one."""
