@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 
+from tessera.identity.operations import ProfileOperations
 from tessera.identity.resolver import IdentityPolicy, IdentityResolver
 from tessera.model.common import DEFAULT_TENANT
 from tessera.model.profile import Profile
@@ -32,6 +33,7 @@ class Runtime:
     ingestor: Ingestor
     tokens: TokenService
     identity: IdentityResolver
+    profile_operations: ProfileOperations
     ready: bool = False
     default_source: EventSource | None = field(default=None)
     admin_exists: bool = False
@@ -77,6 +79,7 @@ def build_runtime(settings: Settings) -> Runtime:
         storage.profiles,
         storage.sessions,
     )
+    locks = KeyedLocks()
     return Runtime(
         settings=settings,
         storage=storage,
@@ -86,9 +89,17 @@ def build_runtime(settings: Settings) -> Runtime:
             writer=storage.writer,
             events=storage.events,
             visitors=visitors,
-            locks=KeyedLocks(),
+            locks=locks,
             identity=identity,
         ),
         tokens=TokenService(storage.users, storage.tokens, ttl_s=settings.token_ttl_seconds),
         identity=identity,
+        profile_operations=ProfileOperations(
+            profiles=storage.profiles,
+            sessions=storage.sessions,
+            events=storage.events,
+            writer=storage.writer,
+            visitors=visitors,
+            locks=locks,
+        ),
     )

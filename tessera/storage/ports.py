@@ -45,6 +45,8 @@ class Erasure:
 
     tenant: str
     profile_ids: tuple[str, ...]
+    # True: remove the profile, its ids and identity links, but keep sessions and events.
+    keep_records: bool = False
 
 
 @dataclass(slots=True)

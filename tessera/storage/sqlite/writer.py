@@ -60,6 +60,7 @@ ERASE = (
     "DELETE FROM retired_profiles WHERE tenant = ? AND id IN (SELECT value FROM json_each(?))",
     "DELETE FROM profiles WHERE tenant = ? AND id IN (SELECT value FROM json_each(?))",
 )
+ERASE_PROFILE_ONLY = ERASE[2:]
 UPSERT_ALIAS = (
     "INSERT INTO profile_aliases (tenant, alias, profile_id) VALUES (?, ?, ?)"
     " ON CONFLICT (tenant, alias) DO UPDATE SET profile_id = excluded.profile_id"
@@ -241,7 +242,7 @@ class SqliteWriter:
             connection.executemany(UPSERT_IDENTITY, links)
         for erasure in (e for c in changes for e in c.erasures):
             ids = encode(list(erasure.profile_ids))
-            for statement in ERASE:
+            for statement in ERASE_PROFILE_ONLY if erasure.keep_records else ERASE:
                 connection.execute(statement, (erasure.tenant, ids))
         connection.execute("COMMIT")
 

@@ -1,0 +1,200 @@
+"""Operations on one person's profile from the management API: unmerge, erase, anonymize,
+export. Each runs under the same per-profile locks as ingestion, so it never races a /track."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from tessera.errors import InvalidPayload, NotFound
+from tessera.identity.keys import read_path
+from tessera.identity.resolver import profile_lock_key
+from tessera.model.common import utcnow
+from tessera.model.profile import Profile
+from tessera.pipeline.locks import KeyedLocks
+from tessera.pipeline.visitor import VisitorDirectory
+from tessera.storage.ports import (
+    ChangeSet,
+    Erasure,
+    EventStore,
+    IdentityLink,
+    ProfileStore,
+    RecordWriter,
+    SessionStore,
+)
+
+# Parts of a profile that describe the person; anonymizing removes them all.
+PERSONAL_PARTS = ("traits", "data")
+EXPORT_PAGE = 500
+
+
+@dataclass
+class ProfileOperations:
+    profiles: ProfileStore
+    sessions: SessionStore
+    events: EventStore
+    writer: RecordWriter
+    visitors: VisitorDirectory
+    locks: KeyedLocks
+
+    async def _current(self, tenant: str, profile_id: str) -> Profile:
+        profile = await self.profiles.get(tenant, profile_id)
+        if profile is None:
+            raise NotFound(f"profile {profile_id!r} does not exist")
+        return profile
+
+    async def unmerge(self, tenant: str, profile_id: str, ids: list[str]) -> dict[str, Any]:
+        """Split the named former profiles back out of the profile, with the events and
+        sessions that came in under their ids, and the values they brought."""
+        survivor = await self._current(tenant, profile_id)
+        keys = [profile_lock_key(tenant, survivor.id), *(profile_lock_key(tenant, i) for i in ids)]
+        async with self.locks.hold_all(keys):
+            survivor = await self._current(tenant, survivor.id)
+            restored: list[Profile] = []
+            links: list[IdentityLink] = []
+            for former_id in ids:
+                retired = await self.profiles.retired(tenant, former_id)
+                if retired is None or retired.survivor_id != survivor.id:
+                    raise InvalidPayload(f"ids: {former_id!r} was not merged into {survivor.id!r}")
+                former = retired.profile
+                survivor = _take_back(survivor, former)
+                former.metadata.time.update = utcnow()
+                restored.append(former)
+                links += [
+                    IdentityLink(tenant, digest, former.id)
+                    for digests in former.metadata.identity.values()
+                    for digest in digests
+                ]
+            for profile in (survivor, *restored):
+                await self._recount(profile)
+            await self.writer.commit(
+                ChangeSet(
+                    profiles=[survivor, *restored],
+                    identities=links,
+                    restored=[(tenant, former.id) for former in restored],
+                )
+            )
+            for profile in (survivor, *restored):
+                self.visitors.forget_profile(tenant, profile.id)
+        return {"profile": {"id": survivor.id}, "restored": [{"id": p.id} for p in restored]}
+
+    async def _recount(self, profile: Profile) -> None:
+        events = await self.events.for_profiles(profile.tenant, profile.ids, limit=1)
+        sessions = await self.sessions.for_profiles(profile.tenant, profile.ids, limit=1)
+        profile.stats["events"] = events.total
+        profile.stats["visits"] = sessions.total
+
+    async def erase(self, tenant: str, profile_id: str, *, with_data: bool) -> dict[str, Any]:
+        """Delete the profile and every id that resolved to it; with ``with_data`` also its
+        sessions and events. Without it, they stay, anonymous, under ids nothing resolves."""
+        profile = await self._current(tenant, profile_id)
+        async with self.locks.hold_all([profile_lock_key(tenant, profile.id)]):
+            profile = await self._current(tenant, profile.id)
+            ids = tuple(dict.fromkeys([profile.id, *profile.ids]))
+            if with_data:
+                await self.writer.commit(ChangeSet(erasures=[Erasure(tenant, ids)]))
+            else:
+                await self.writer.commit(
+                    ChangeSet(
+                        released_identities=_digests(tenant, profile),
+                        erasures=[Erasure(tenant, ids, keep_records=True)],
+                    )
+                )
+            for gone in ids:
+                self.visitors.forget_profile(tenant, gone)
+        return {"deleted": list(ids), "with_data": with_data}
+
+    async def anonymize(self, tenant: str, profile_id: str) -> Profile:
+        """Remove what identifies the person; keep counts, segments and interests."""
+        profile = await self._current(tenant, profile_id)
+        async with self.locks.hold_all([profile_lock_key(tenant, profile.id)]):
+            profile = await self._current(tenant, profile.id)
+            released = _digests(tenant, profile)
+            for part in PERSONAL_PARTS:
+                setattr(profile, part, {})
+            profile.metadata.identity = {}
+            profile.metadata.merges = [
+                {key: entry[key] for key in ("time", "merged_id") if key in entry}
+                for entry in profile.metadata.merges
+            ]
+            profile.metadata.time.update = utcnow()
+            await self.writer.commit(ChangeSet(profiles=[profile], released_identities=released))
+            self.visitors.forget_profile(tenant, profile.id)
+        return profile
+
+    async def export(self, tenant: str, profile_id: str) -> dict[str, Any]:
+        """Everything held about the person, as JSON-ready data."""
+        profile = await self._current(tenant, profile_id)
+        events: list[Any] = []
+        offset = 0
+        while True:
+            page = await self.events.for_profiles(
+                tenant, profile.ids, limit=EXPORT_PAGE, offset=offset
+            )
+            events += [msgspec.to_builtins(event) for event in page.items]
+            offset += EXPORT_PAGE
+            if offset >= page.total:
+                break
+        sessions = await self.sessions.for_profiles(tenant, profile.ids, limit=100_000)
+        merged = []
+        for former_id in profile.ids:
+            retired = await self.profiles.retired(tenant, former_id)
+            if retired is not None:
+                merged.append(msgspec.to_builtins(retired.profile))
+        return {
+            "profile": msgspec.to_builtins(profile),
+            "merged_profiles": merged,
+            "sessions": [msgspec.to_builtins(session) for session in sessions.items],
+            "events": events,
+            "exported": utcnow().isoformat(),
+        }
+
+
+def _digests(tenant: str, profile: Profile) -> list[tuple[str, str]]:
+    return [
+        (tenant, digest) for digests in profile.metadata.identity.values() for digest in digests
+    ]
+
+
+def _take_back(survivor: Profile, former: Profile) -> Profile:
+    """The survivor without what the merge of ``former`` brought: its ids, its identity
+    values, and the values the merge took from it (put back to the survivor's own)."""
+    document = msgspec.to_builtins(survivor)
+    former_ids = set(former.ids)
+    document["ids"] = [i for i in document["ids"] if i not in former_ids]
+    identity = document["metadata"]["identity"]
+    for path, digests in former.metadata.identity.items():
+        identity[path] = [d for d in identity.get(path, []) if d not in set(digests)]
+    entry = next(
+        (e for e in document["metadata"]["merges"] if e.get("merged_id") == former.id), None
+    )
+    if entry is not None:
+        dropped = {c["path"]: c["dropped"] for c in entry.get("conflicts", [])}
+        for path in entry.get("taken", []):
+            if path in dropped:
+                _set(document, path, dropped[path])
+            elif read_path(msgspec.to_builtins(former), path) is not None:
+                _delete(document, path)
+        entry["unmerged"] = utcnow().isoformat()
+    return msgspec.convert(document, Profile)
+
+
+def _set(document: dict[str, Any], path: str, value: Any) -> None:
+    node = document
+    parts = path.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def _delete(document: dict[str, Any], path: str) -> None:
+    node: Any = document
+    parts = path.split(".")
+    for part in parts[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            return
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
