@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 
 from tessera.identity.operations import ProfileOperations
 from tessera.identity.resolver import IdentityPolicy, IdentityResolver
@@ -91,6 +92,7 @@ def build_runtime(settings: Settings) -> Runtime:
             visitors=visitors,
             locks=locks,
             identity=identity,
+            close_visit_after=timedelta(seconds=settings.close_visit_after),
         ),
         tokens=TokenService(storage.users, storage.tokens, ttl_s=settings.token_ttl_seconds),
         identity=identity,

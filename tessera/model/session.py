@@ -15,9 +15,19 @@ class SessionTime(msgspec.Struct):
     update: datetime
 
 
+class Visit(msgspec.Struct):
+    """One visit within a session: it ends after CLOSE_VISIT_AFTER seconds without events,
+    and the session's next event starts the next one."""
+
+    number: int
+    start: datetime
+    last: datetime
+
+
 class SessionMetadata(msgspec.Struct):
     time: SessionTime
     channel: str | None = None
+    visit: Visit | None = None
 
 
 class Session(msgspec.Struct):
@@ -29,6 +39,9 @@ class Session(msgspec.Struct):
     events: int = 0
     context: dict[str, Any] = msgspec.field(default_factory=dict)
     properties: dict[str, Any] = msgspec.field(default_factory=dict)
+    # What the first request of the session tells about the visitor: device, operating
+    # system, browser, bot or not, UTM tags, referrer, time zone.
+    device: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 def new_session(

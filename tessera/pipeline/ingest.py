@@ -12,7 +12,7 @@ each other in a cycle.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -27,6 +27,7 @@ from tessera.identity.resolver import (
 from tessera.model.common import Ref, new_id, utcnow
 from tessera.model.event import Event
 from tessera.model.profile import Profile, add_to_stat
+from tessera.model.session import Visit
 from tessera.pipeline.events import build_event
 from tessera.pipeline.locks import KeyedLocks, LockSet
 from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult
@@ -58,7 +59,9 @@ class Ingestor:
         locks: KeyedLocks,
         identity: IdentityResolver,
         processor: EventProcessor = no_processing,
+        close_visit_after: timedelta = timedelta(minutes=30),
     ) -> None:
+        self._close_visit_after = close_visit_after
         self._writer = writer
         self._events = events
         self._visitors = visitors
@@ -108,7 +111,7 @@ class Ingestor:
             tenant, batch.source, session_id, session, profile_id, may_exist, now
         )
         events = self._build_events(batch, incoming, visitor, now)
-        apply_visit(visitor, events, batch, now)
+        apply_visit(visitor, events, batch, now, self._close_visit_after)
         warnings, document = await self._process(visitor, events)
 
         fresh, identity_warnings = self._identity.new_values(
@@ -205,16 +208,32 @@ class Ingestor:
         self._visitors.remember(visitor)
 
 
-def apply_visit(visitor: Visitor, events: list[Event], batch: IncomingBatch, now: datetime) -> None:
+def apply_visit(
+    visitor: Visitor,
+    events: list[Event],
+    batch: IncomingBatch,
+    now: datetime,
+    close_visit_after: timedelta,
+) -> None:
     """What one request changes on its session and profile."""
     session, profile = visitor.session, visitor.profile
     if visitor.session_is_new:
         session.context = dict(batch.context)
     if batch.properties:
         session.properties.update(batch.properties)
+    visit = session.metadata.visit
+    if visit is None:
+        session.metadata.visit = Visit(number=1, start=now, last=now)
+        profile.metadata.time.last_visit = now
+    elif now - visit.last > close_visit_after:
+        session.metadata.visit = Visit(number=visit.number + 1, start=now, last=now)
+        profile.metadata.time.last_visit = now
+    else:
+        visit.last = now
     session.events += len(events)
     session.metadata.time.update = now
     add_to_stat(profile, "events", len(events))
+    # stats.visits counts distinct sessions: a session is counted once for its profile.
     if visitor.first_time_in_session:
         add_to_stat(profile, "visits", 1)
         profile.metadata.time.last_visit = now
