@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tessera.settings import Settings
 from tessera.storage.ports import (
+    ConsentTypeStore,
     EventStore,
     ProfileStore,
     RecordWriter,
@@ -18,6 +19,7 @@ from tessera.storage.ports import (
     TokenStore,
     UserStore,
 )
+from tessera.storage.sql.consents import SqlConsentTypeStore
 from tessera.storage.sql.engine import sqlite_engine
 from tessera.storage.sql.stores import SqlSchemaStore, SqlSourceStore, SqlTokenStore, SqlUserStore
 from tessera.storage.sqlite.backend import SqliteRecordBackend
@@ -37,6 +39,7 @@ class Storage:
     record_schema: SchemaStore
     config_schema: SchemaStore
     shared_values: SharedValues
+    consent_types: ConsentTypeStore
     _records: SqliteRecordBackend
     _config_engine: AsyncEngine
 
@@ -73,6 +76,7 @@ def build_storage(settings: Settings) -> Storage:
         record_schema=records,
         config_schema=config_schema,
         shared_values=config_schema,
+        consent_types=SqlConsentTypeStore(engine),
         _records=records,
         _config_engine=engine,
     )

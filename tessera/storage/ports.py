@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
+from tessera.model.consent import ConsentType
 from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
@@ -146,6 +147,18 @@ class SourceStore(Protocol):
         ...
 
     async def delete(self, tenant: str, source_id: str) -> bool: ...
+
+
+class ConsentTypeStore(Protocol):
+    async def get(self, tenant: str, consent_id: str) -> ConsentType | None: ...
+
+    async def list(self, tenant: str) -> list[ConsentType]: ...
+
+    async def save(self, consent: ConsentType) -> None:
+        """Create the consent type, or replace the one with the same id."""
+        ...
+
+    async def delete(self, tenant: str, consent_id: str) -> bool: ...
 
 
 class UserStore(Protocol):

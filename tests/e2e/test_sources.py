@@ -73,3 +73,20 @@ def test_bad_source_bodies_are_422(api: httpx.Client) -> None:
 def test_default_source_exists_in_development(api: httpx.Client) -> None:
     names = [source["name"] for source in api.get("/event-sources").json()["result"]]
     assert "Default source" in names
+
+
+def test_consent_types_crud(api: httpx.Client) -> None:
+    body = {"id": "marketing-email", "name": "Marketing e-mail", "revokable": True}
+    created = api.post("/consent-type", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["default"] == "deny" and created.json()["required"] is False
+    replaced = api.post("/consent-type", json={**body, "required": True, "default": "grant"})
+    assert replaced.status_code == 200
+    assert replaced.json()["created"] == created.json()["created"]
+    assert api.get("/consent-type/marketing-email").json()["required"] is True
+    listed = api.get("/consent-types").json()
+    assert "marketing-email" in [c["id"] for c in listed["result"]]
+    assert api.post("/consent-type", json={**body, "id": "Bad Id"}).status_code == 422
+    assert api.post("/consent-type", json={**body, "default": "maybe"}).status_code == 422
+    assert api.delete("/consent-type/marketing-email").status_code == 204
+    assert api.get("/consent-type/marketing-email").status_code == 404
