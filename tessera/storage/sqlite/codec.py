@@ -8,14 +8,21 @@ from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
 
-encode = msgspec.json.Encoder().encode
+_encode_bytes = msgspec.json.Encoder().encode
+
+
+def encode(value: object) -> str:
+    # Stored as TEXT, not BLOB: SQLite's JSON functions (used by search) read TEXT only.
+    return _encode_bytes(value).decode()
+
+
 decode_event = msgspec.json.Decoder(Event).decode
 decode_profile = msgspec.json.Decoder(Profile).decode
 decode_session = msgspec.json.Decoder(Session).decode
 
-EventRow = tuple[str, str, str, float, float, str | None, str | None, str, bytes]
-SessionRow = tuple[str, str, str | None, float, bytes]
-ProfileRow = tuple[str, str, float, bytes]
+EventRow = tuple[str, str, str, float, float, str | None, str | None, str, str]
+SessionRow = tuple[str, str, str | None, float, str]
+ProfileRow = tuple[str, str, float, str]
 
 
 def event_row(event: Event) -> EventRow:

@@ -11,7 +11,7 @@ STATEMENTS = (
         key TEXT PRIMARY KEY, value TEXT NOT NULL
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS profiles (
-        tenant TEXT NOT NULL, id TEXT NOT NULL, updated REAL NOT NULL, doc BLOB NOT NULL,
+        tenant TEXT NOT NULL, id TEXT NOT NULL, updated REAL NOT NULL, doc TEXT NOT NULL,
         PRIMARY KEY (tenant, id)
     ) WITHOUT ROWID""",
     # Ids that resolve to another profile (ids of merged profiles), beside each profile's own.
@@ -22,14 +22,14 @@ STATEMENTS = (
     "CREATE INDEX IF NOT EXISTS aliases_by_profile ON profile_aliases (tenant, profile_id)",
     """CREATE TABLE IF NOT EXISTS sessions (
         tenant TEXT NOT NULL, id TEXT NOT NULL, profile_id TEXT, updated REAL NOT NULL,
-        doc BLOB NOT NULL, PRIMARY KEY (tenant, id)
+        doc TEXT NOT NULL, PRIMARY KEY (tenant, id)
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS sessions_by_profile ON sessions (tenant, profile_id)",
     # A rowid table: rows are appended in arrival order, which keeps inserts cheap.
     """CREATE TABLE IF NOT EXISTS events (
         tenant TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, time REAL NOT NULL,
         inserted REAL NOT NULL, profile_id TEXT, session_id TEXT, source_id TEXT NOT NULL,
-        doc BLOB NOT NULL
+        doc TEXT NOT NULL
     )""",
     "CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events (tenant, id)",
     # Salted hashes of merge-key values → the profile that holds the value.
@@ -40,7 +40,7 @@ STATEMENTS = (
     "CREATE INDEX IF NOT EXISTS identities_by_profile ON identities (tenant, profile_id)",
     # Profiles merged into another, as they were, so an unmerge can bring them back.
     """CREATE TABLE IF NOT EXISTS retired_profiles (
-        tenant TEXT NOT NULL, id TEXT NOT NULL, survivor_id TEXT NOT NULL, doc BLOB NOT NULL,
+        tenant TEXT NOT NULL, id TEXT NOT NULL, survivor_id TEXT NOT NULL, doc TEXT NOT NULL,
         PRIMARY KEY (tenant, id)
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS events_by_profile ON events (tenant, profile_id, time)",

@@ -21,7 +21,7 @@ class SqliteEventStore:
         self._readers = readers
 
     async def get(self, tenant: str, event_id: str) -> Event | None:
-        def query(connection: sqlite3.Connection) -> bytes | None:
+        def query(connection: sqlite3.Connection) -> str | None:
             row = connection.execute(
                 "SELECT doc FROM events WHERE tenant = ? AND id = ?", (tenant, event_id)
             ).fetchone()
@@ -68,7 +68,7 @@ class SqliteEventStore:
             where += " AND type = ?"
             params.append(event_type)
 
-        def query(connection: sqlite3.Connection) -> tuple[int, list[bytes]]:
+        def query(connection: sqlite3.Connection) -> tuple[int, list[str]]:
             total = connection.execute(
                 f"SELECT count(*) FROM events WHERE {where}",  # noqa: S608
                 params,
@@ -94,7 +94,7 @@ class SqliteSessionStore:
         ids = encode(list(dict.fromkeys(profile_ids)))
         where = "tenant = ? AND profile_id IN (SELECT value FROM json_each(?))"
 
-        def query(connection: sqlite3.Connection) -> tuple[int, list[bytes]]:
+        def query(connection: sqlite3.Connection) -> tuple[int, list[str]]:
             total = connection.execute(
                 f"SELECT count(*) FROM sessions WHERE {where}",  # noqa: S608
                 (tenant, ids),
@@ -110,7 +110,7 @@ class SqliteSessionStore:
         return Page(total=total, items=[decode_session(doc) for doc in docs])
 
     async def get(self, tenant: str, session_id: str) -> Session | None:
-        def query(connection: sqlite3.Connection) -> bytes | None:
+        def query(connection: sqlite3.Connection) -> str | None:
             row = connection.execute(
                 "SELECT doc FROM sessions WHERE tenant = ? AND id = ?", (tenant, session_id)
             ).fetchone()
@@ -140,7 +140,7 @@ class SqliteProfileStore:
         return await self._readers.run(query)
 
     async def retired(self, tenant: str, profile_id: str) -> RetiredProfile | None:
-        def query(connection: sqlite3.Connection) -> tuple[str, bytes] | None:
+        def query(connection: sqlite3.Connection) -> tuple[str, str] | None:
             row = connection.execute(
                 "SELECT survivor_id, doc FROM retired_profiles WHERE tenant = ? AND id = ?",
                 (tenant, profile_id),
@@ -153,7 +153,7 @@ class SqliteProfileStore:
         return RetiredProfile(profile=decode_profile(found[1]), survivor_id=found[0])
 
     async def get(self, tenant: str, profile_id: str) -> Profile | None:
-        def query(connection: sqlite3.Connection) -> bytes | None:
+        def query(connection: sqlite3.Connection) -> str | None:
             row = connection.execute(
                 "SELECT doc FROM profiles WHERE tenant = ? AND id = ?", (tenant, profile_id)
             ).fetchone()
