@@ -28,6 +28,7 @@ from tessera.model.common import Ref, new_id, utcnow
 from tessera.model.event import Event
 from tessera.model.profile import Profile, add_to_stat
 from tessera.model.session import Visit
+from tessera.pipeline.enrich import enrich_new_session
 from tessera.pipeline.events import build_event
 from tessera.pipeline.locks import KeyedLocks, LockSet
 from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult
@@ -219,6 +220,8 @@ def apply_visit(
     session, profile = visitor.session, visitor.profile
     if visitor.session_is_new:
         session.context = dict(batch.context)
+        first_context = batch.events[0].context if batch.events else {}
+        session.device = enrich_new_session({**batch.context, **first_context}, batch.headers)
     if batch.properties:
         session.properties.update(batch.properties)
     visit = session.metadata.visit

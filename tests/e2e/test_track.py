@@ -187,3 +187,48 @@ def test_get_on_track_is_refused(anonymous: httpx.Client) -> None:
     answer = anonymous.get("/track")
     assert answer.status_code == 405
     assert "POST" in answer.json()["detail"]
+
+
+def test_new_session_is_enriched_from_the_first_request(
+    server: Any, api: httpx.Client, source_id: str
+) -> None:
+    chrome = (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+        "(KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+    )
+    answer = httpx.post(
+        f"{server.base_url}/track",
+        headers={"User-Agent": chrome},
+        json={
+            "source": {"id": source_id},
+            "context": {
+                "page": {
+                    "url": "https://shop.example.com/?utm_source=news&utm_medium=email&utm_campaign=spring",
+                    "referrer": "https://www.google.com/search?q=shoes",
+                },
+                "time": {"tz": "Europe/Warsaw"},
+            },
+            "events": [{"type": "page-view"}],
+        },
+    )
+    assert answer.status_code == 200, answer.text
+    session = api.get(f"/session/{answer.json()['session']['id']}").json()
+    device = session["device"]
+    assert device["browser"]["name"] == "Chrome"
+    assert device["os"]["name"] == "Windows"
+    assert device["device"]["type"] == "desktop"
+    assert device["bot"] is False
+    assert device["utm"] == {"source": "news", "medium": "email", "campaign": "spring"}
+    assert device["referrer"]["host"] == "www.google.com"
+    assert device["timezone"] == "Europe/Warsaw"
+    assert session["metadata"]["visit"]["number"] == 1
+
+
+def test_bots_are_recognised(anonymous: httpx.Client, api: httpx.Client, source_id: str) -> None:
+    answer = anonymous.post(
+        "/track",
+        headers={"User-Agent": "Googlebot/2.1 (+http://www.google.com/bot.html)"},
+        json={"source": {"id": source_id}, "events": [{"type": "page-view"}]},
+    )
+    session = api.get(f"/session/{answer.json()['session']['id']}").json()
+    assert session["device"]["bot"] is True
