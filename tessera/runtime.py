@@ -18,6 +18,7 @@ from tessera.pipeline.cache import RecordCache
 from tessera.pipeline.enrich.device import warm_up as warm_up_device_rules
 from tessera.pipeline.ingest import Ingestor
 from tessera.pipeline.locks import KeyedLocks
+from tessera.pipeline.processing import ProcessingRules
 from tessera.pipeline.sources import SourceDirectory
 from tessera.pipeline.visitor import VisitorDirectory
 from tessera.security.tokens import TokenService
@@ -37,6 +38,7 @@ class Runtime:
     tokens: TokenService
     identity: IdentityResolver
     profile_operations: ProfileOperations
+    processing: ProcessingRules
     ready: bool = False
     default_source: EventSource | None = field(default=None)
     admin_exists: bool = False
@@ -85,6 +87,7 @@ def build_runtime(settings: Settings) -> Runtime:
         storage.sessions,
     )
     locks = KeyedLocks()
+    processing = ProcessingRules(storage.processing_rules, ttl_s=settings.source_cache_seconds)
     return Runtime(
         settings=settings,
         storage=storage,
@@ -96,10 +99,12 @@ def build_runtime(settings: Settings) -> Runtime:
             visitors=visitors,
             locks=locks,
             identity=identity,
+            processor=processing.process,
             close_visit_after=timedelta(seconds=settings.close_visit_after),
         ),
         tokens=TokenService(storage.users, storage.tokens, ttl_s=settings.token_ttl_seconds),
         identity=identity,
+        processing=processing,
         profile_operations=ProfileOperations(
             profiles=storage.profiles,
             sessions=storage.sessions,

@@ -198,8 +198,9 @@ class Settings(BaseSettings):
         ge=0,
         validation_alias="TESSERA_SOURCE_CACHE_SECONDS",
         description=(
-            "Seconds an event source is cached for `/track`; changes made through this server's "
-            "API take effect at once, changes from elsewhere within this time."
+            "Seconds an event source (and the processing rules of an event type) stay cached "
+            "for `/track`; changes made through this server's API take effect at once, changes "
+            "from elsewhere within this time."
         ),
     )
 

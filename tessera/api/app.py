@@ -10,7 +10,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tessera import __version__
-from tessera.api import auth, consents, health, install, profile_admin, records, sources
+from tessera.api import (
+    auth,
+    consents,
+    health,
+    install,
+    processing,
+    profile_admin,
+    records,
+    search,
+    sources,
+)
 from tessera.api.body_limit import BodySizeLimit
 from tessera.collect.routes import CollectionApp
 from tessera.errors import TesseraError, Unauthorized
@@ -48,7 +58,17 @@ def create_app(
     )
     api.state.runtime = runtime
     api.add_exception_handler(TesseraError, _tessera_error)
-    for module in (health, install, auth, sources, records, profile_admin, consents):
+    for module in (
+        health,
+        install,
+        auth,
+        sources,
+        records,
+        profile_admin,
+        consents,
+        search,
+        processing,
+    ):
         api.include_router(module.router)
     return CollectionApp(
         settings=settings,

@@ -144,10 +144,8 @@ class Ingestor:
                 retired.append(loser)
                 links += loser_links
             links += self._identity.links(visitor.profile, fresh)
-            survivor = Ref(visitor.profile.id)
-            visitor.session.profile = survivor
-            for event in events:
-                event.profile = survivor
+            # Events and sessions keep the id they came in under; the survivor lists it in
+            # its ids, so they resolve to it, and an unmerge can give them back.
         await self._commit(visitor, events, links, retired)
         return IngestResult(visitor.profile.id, session_id, [e.id for e in events], warnings)
 

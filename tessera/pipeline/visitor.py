@@ -104,7 +104,7 @@ class VisitorDirectory:
             session = new_session(session_id, tenant, Ref(profile.id), Ref(source.id), now)
             first_time = True
         else:
-            first_time = session.profile is None or session.profile.id != profile.id
+            first_time = session.profile is None or session.profile.id not in profile.ids
             if first_time:
                 # The client moved this session to another profile; it now counts for that one.
                 session.profile = Ref(profile.id)

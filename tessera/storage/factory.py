@@ -19,8 +19,10 @@ from tessera.storage.ports import (
     TokenStore,
     UserStore,
 )
+from tessera.storage.processing_ports import ProcessingRuleStore
 from tessera.storage.sql.consents import SqlConsentTypeStore
 from tessera.storage.sql.engine import sqlite_engine
+from tessera.storage.sql.processing import SqlProcessingRuleStore
 from tessera.storage.sql.stores import SqlSchemaStore, SqlSourceStore, SqlTokenStore, SqlUserStore
 from tessera.storage.sqlite.backend import SqliteRecordBackend
 
@@ -40,6 +42,7 @@ class Storage:
     config_schema: SchemaStore
     shared_values: SharedValues
     consent_types: ConsentTypeStore
+    processing_rules: ProcessingRuleStore
     _records: SqliteRecordBackend
     _config_engine: AsyncEngine
 
@@ -77,6 +80,7 @@ def build_storage(settings: Settings) -> Storage:
         config_schema=config_schema,
         shared_values=config_schema,
         consent_types=SqlConsentTypeStore(engine),
+        processing_rules=SqlProcessingRuleStore(engine),
         _records=records,
         _config_engine=engine,
     )

@@ -19,6 +19,7 @@ from tessera.model.profile import Profile
 from tessera.model.session import Session
 from tessera.model.source import EventSource
 from tessera.model.user import AccessToken, User
+from tessera.storage.search import SearchRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,14 @@ class Page(Generic[T]):
     items: list[T]
 
 
+@dataclass(frozen=True, slots=True)
+class SearchPage(Generic[T]):
+    total: int
+    items: list[T]
+    # Present when there may be more, on the default order: pass it back for the next page.
+    next_cursor: str | None = None
+
+
 class RecordWriter(Protocol):
     async def commit(self, changes: ChangeSet) -> None:
         """Return once ``changes`` are durable; raise StorageUnavailable when they are not."""
@@ -98,6 +107,11 @@ class EventStore(Protocol):
 
     async def existing_ids(self, tenant: str, event_ids: Sequence[str]) -> set[str]:
         """The subset of ``event_ids`` already stored."""
+        ...
+
+    async def search(self, tenant: str, request: SearchRequest) -> SearchPage[Event]:
+        """Events matching the condition, translated into the backend's own query language
+        (never filtered in Python after a scan), with the total that match."""
         ...
 
     async def for_profiles(
@@ -126,6 +140,11 @@ class SessionStore(Protocol):
 class ProfileStore(Protocol):
     async def get(self, tenant: str, profile_id: str) -> Profile | None:
         """The profile with this id, or the one that lists it in its ``ids``."""
+        ...
+
+    async def search(self, tenant: str, request: SearchRequest) -> SearchPage[Profile]:
+        """Profiles matching the condition, translated into the backend's own query
+        language, with the total that match."""
         ...
 
     async def owners(self, tenant: str, digests: Sequence[str]) -> dict[str, str]:

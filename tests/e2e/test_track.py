@@ -89,7 +89,7 @@ def test_client_session_id_is_kept_and_reused(
     session = api.get(f"/session/{session_id}").json()
     assert session["profile"] == first["profile"] and session["events"] == 2
     profile = api.get(f"/profile/{first['profile']['id']}").json()
-    assert profile["stats"] == {"visits": 1, "events": 2}
+    assert (profile["stats"]["visits"], profile["stats"]["events"]) == (1, 2)
 
 
 def test_known_profile_is_reused_and_new_session_counts_a_visit(
@@ -101,7 +101,7 @@ def test_known_profile_is_reused_and_new_session_counts_a_visit(
     assert second["profile"]["id"] == profile_id
     assert second["session"]["id"] != first["session"]["id"]
     profile = api.get(f"/profile/{profile_id}").json()
-    assert profile["stats"] == {"visits": 2, "events": 2}
+    assert (profile["stats"]["visits"], profile["stats"]["events"]) == (2, 2)
     assert profile["ids"] == [profile_id]
 
 
@@ -137,7 +137,7 @@ def test_concurrent_first_requests_of_one_session_make_one_profile(
         profiles = set(pool.map(send, range(40)))
     assert len(profiles) == 1
     profile = api.get(f"/profile/{profiles.pop()}").json()
-    assert profile["stats"] == {"visits": 1, "events": 40}
+    assert (profile["stats"]["visits"], profile["stats"]["events"]) == (1, 40)
     events = api.get(f"/profile/{profile['id']}/events", params={"limit": 100}).json()
     assert events["total"] == 40
     assert sorted(e["properties"]["n"] for e in events["result"]) == list(range(40))

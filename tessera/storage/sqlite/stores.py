@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
-from tessera.storage.ports import Page, RetiredProfile
+from tessera.storage.ports import Page, RetiredProfile, SearchPage
+from tessera.storage.search import SearchRequest
 from tessera.storage.sqlite.codec import decode_event, decode_profile, decode_session, encode
 from tessera.storage.sqlite.readers import ReaderPool
+from tessera.storage.sqlite.search import search
 
 # SQLite's default limit on host parameters is 32766; stay well below it.
 MAX_IDS_PER_QUERY = 500
@@ -48,6 +50,9 @@ class SqliteEventStore:
         if not wanted:
             return set()
         return await self._readers.run(query)
+
+    async def search(self, tenant: str, request: SearchRequest) -> SearchPage[Event]:
+        return await search(self._readers, "events", tenant, request, decode_event)
 
     async def for_profiles(
         self,
@@ -123,6 +128,9 @@ class SqliteSessionStore:
 class SqliteProfileStore:
     def __init__(self, readers: ReaderPool) -> None:
         self._readers = readers
+
+    async def search(self, tenant: str, request: SearchRequest) -> SearchPage[Profile]:
+        return await search(self._readers, "profiles", tenant, request, decode_profile)
 
     async def owners(self, tenant: str, digests: Sequence[str]) -> dict[str, str]:
         if not digests:
