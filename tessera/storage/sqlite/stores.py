@@ -97,15 +97,17 @@ class SqliteSessionStore:
         self, tenant: str, profile_ids: Sequence[str], *, limit: int = 100, offset: int = 0
     ) -> Page[Session]:
         ids = encode(list(dict.fromkeys(profile_ids)))
+        # Without statistics the planner reads every session of the tenant to sort them (3 ms
+        # at 10,000 sessions); the index by profile narrows it to this person's few.
         where = "tenant = ? AND profile_id IN (SELECT value FROM json_each(?))"
 
         def query(connection: sqlite3.Connection) -> tuple[int, list[str]]:
             total = connection.execute(
-                f"SELECT count(*) FROM sessions WHERE {where}",  # noqa: S608
+                f"SELECT count(*) FROM sessions INDEXED BY sessions_by_profile WHERE {where}",  # noqa: S608
                 (tenant, ids),
             ).fetchone()[0]
             rows = connection.execute(
-                f"SELECT doc FROM sessions WHERE {where}"  # noqa: S608
+                f"SELECT doc FROM sessions INDEXED BY sessions_by_profile WHERE {where}"  # noqa: S608
                 " ORDER BY updated DESC, id LIMIT ? OFFSET ?",
                 (tenant, ids, limit, offset),
             ).fetchall()
