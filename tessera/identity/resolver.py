@@ -66,8 +66,15 @@ class IdentityResolver:
         """
         if not self.policy.enabled or not self.policy.paths:
             return [], []
+        # Only values this request changed can be new: most requests change none, and then
+        # no value is normalised or hashed at all.
+        changed = tuple(
+            path for path in self.policy.paths if read_path(document, path) != before.get(path)
+        )
+        if not changed:
+            return [], []
         values, warnings = key_values(
-            document, self.policy.paths, salt=self.policy.salt, extra_blocked=self.policy.blocked
+            document, changed, salt=self.policy.salt, extra_blocked=self.policy.blocked
         )
         known = profile.metadata.identity
         fresh: list[KeyValue] = []
