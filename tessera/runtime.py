@@ -15,6 +15,7 @@ from tessera.model.session import Session
 from tessera.model.source import EventSource
 from tessera.ops.install import bootstrap, identity_salt
 from tessera.pipeline.cache import RecordCache
+from tessera.pipeline.consents import ConsentRules
 from tessera.pipeline.enrich.device import warm_up as warm_up_device_rules
 from tessera.pipeline.ingest import Ingestor
 from tessera.pipeline.locks import KeyedLocks
@@ -39,6 +40,7 @@ class Runtime:
     identity: IdentityResolver
     profile_operations: ProfileOperations
     processing: ProcessingRules
+    consent_rules: ConsentRules
     ready: bool = False
     default_source: EventSource | None = field(default=None)
     admin_exists: bool = False
@@ -88,6 +90,7 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     locks = KeyedLocks()
     processing = ProcessingRules(storage.processing_rules, ttl_s=settings.source_cache_seconds)
+    consent_rules = ConsentRules(storage.consent_types, ttl_s=settings.source_cache_seconds)
     return Runtime(
         settings=settings,
         storage=storage,
@@ -100,11 +103,13 @@ def build_runtime(settings: Settings) -> Runtime:
             locks=locks,
             identity=identity,
             processor=processing.process,
+            consents=consent_rules,
             close_visit_after=timedelta(seconds=settings.close_visit_after),
         ),
         tokens=TokenService(storage.users, storage.tokens, ttl_s=settings.token_ttl_seconds),
         identity=identity,
         processing=processing,
+        consent_rules=consent_rules,
         profile_operations=ProfileOperations(
             profiles=storage.profiles,
             sessions=storage.sessions,

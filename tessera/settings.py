@@ -243,7 +243,7 @@ class Settings(BaseSettings):
     )
     close_visit_after: int = Field(
         1800,
-        ge=60,
+        ge=1,
         validation_alias="CLOSE_VISIT_AFTER",
         description="Seconds of inactivity after which a visit ends; the next event starts one.",
     )

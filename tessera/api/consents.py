@@ -61,6 +61,7 @@ async def save_consent_type(body: ConsentTypeIn, runtime: RuntimeDep) -> Respons
         **body.model_dump(),
     )
     await runtime.storage.consent_types.save(consent)
+    runtime.consent_rules.forget(DEFAULT_TENANT)
     return json_response(consent, status_code=200 if previous else 201)
 
 
@@ -70,4 +71,5 @@ async def delete_consent_type(
 ) -> Response:
     if not await runtime.storage.consent_types.delete(DEFAULT_TENANT, consent_id):
         raise NotFound(f"consent type {consent_id!r} does not exist")
+    runtime.consent_rules.forget(DEFAULT_TENANT)
     return Response(status_code=204)

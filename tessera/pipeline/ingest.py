@@ -28,6 +28,7 @@ from tessera.model.common import Ref, new_id, utcnow
 from tessera.model.event import Event
 from tessera.model.profile import Profile, add_to_stat
 from tessera.model.session import Visit
+from tessera.pipeline.consents import ConsentRules
 from tessera.pipeline.enrich import enrich_new_session
 from tessera.pipeline.events import build_event
 from tessera.pipeline.locks import KeyedLocks, LockSet
@@ -61,8 +62,10 @@ class Ingestor:
         identity: IdentityResolver,
         processor: EventProcessor = no_processing,
         close_visit_after: timedelta = timedelta(minutes=30),
+        consents: ConsentRules | None = None,
     ) -> None:
         self._close_visit_after = close_visit_after
+        self._consents = consents
         self._writer = writer
         self._events = events
         self._visitors = visitors
@@ -152,8 +155,13 @@ class Ingestor:
     async def _process(self, visitor: Visitor, events: list[Event]) -> tuple[list[str], Any]:
         document = msgspec.to_builtins(visitor.profile)
         visitor.identity_before = snapshot_paths(document, self._identity.policy.paths)
+        consents_before = dict(document.get("consents") or {})
         session_document = msgspec.to_builtins(visitor.session)
         warnings = await self._processor(events, document, session_document)
+        if self._consents is not None:
+            warnings += await self._consents.enforce(
+                visitor.profile.tenant, consents_before, document
+            )
         return warnings, document
 
     async def _drop_known_events(

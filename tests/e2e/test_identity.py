@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -227,3 +228,44 @@ def test_export_returns_everything_held(
     assert {s["id"] for s in export["sessions"]} == {one["session"]["id"], two["session"]["id"]}
     assert [p["id"] for p in export["merged_profiles"]] == [visit["profile"]["id"]]
     assert export["profile"]["traits"] == {"plan": "basic"}
+
+
+def test_consents_follow_their_types(
+    anonymous: httpx.Client, api: httpx.Client, source_id: str
+) -> None:
+    kind = f"terms-{uuid.uuid4().hex[:8]}"
+    api.post("/consent-type", json={"id": kind, "name": "Terms", "revokable": False})
+    api.post("/consent-type", json={"id": f"{kind}-news", "name": "News", "revokable": True})
+    session = {"id": f"consent-{uuid.uuid4()}"}
+
+    def consent(event_type: str, name: str) -> dict[str, Any]:
+        event = {"type": event_type, "properties": {"type": name}}
+        return track(anonymous, source_id, session=session, events=[event])
+
+    consent("consent-granted", kind)
+    consent("consent-granted", f"{kind}-news")
+    refused = consent("consent-revoked", kind)
+    assert any("cannot be revoked" in warning for warning in refused["warnings"])
+    consent("consent-revoked", f"{kind}-news")
+    consents = api.get(f"/profile/{refused['profile']['id']}").json()["consents"]
+    assert consents[kind]["granted"] is True
+    assert consents[f"{kind}-news"]["granted"] is False
+
+
+def test_inactivity_ends_a_visit_but_not_the_session(tmp_path: Path) -> None:
+    with running_server(tmp_path / "data", {"CLOSE_VISIT_AFTER": "1"}) as server:
+        api = server.client(server.token())
+        source_id = api.post("/event-source", json={"name": "visits"}).json()["id"]
+        client = server.client()
+        session = {"id": f"long-{uuid.uuid4()}"}
+        first = track(client, source_id, session=session)
+        track(client, source_id, session=session)
+        stored = api.get(f"/session/{session['id']}").json()["metadata"]["visit"]
+        assert stored["number"] == 1
+        time.sleep(1.5)
+        track(client, source_id, session=session)
+        visit = api.get(f"/session/{session['id']}").json()["metadata"]["visit"]
+        assert visit["number"] == 2 and visit["start"] > stored["last"]
+        profile = api.get(f"/profile/{first['profile']['id']}").json()
+        assert profile["stats"]["visits"] == 1  # one session, counted once
+        assert profile["metadata"]["time"]["last_visit"] == visit["start"]
