@@ -55,7 +55,3 @@ class StorageUnavailable(TesseraError):
     """The store could not keep the data; the client should retry later."""
 
     status_code = 503
-
-
-def http_status(error: TesseraError) -> int:
-    return error.status_code

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from tessera.identity.operations import ProfileOperations
 from tessera.identity.resolver import IdentityPolicy, IdentityResolver
-from tessera.model.common import DEFAULT_TENANT
+from tessera.model.common import DEFAULT_TENANT, utcnow
 from tessera.model.profile import Profile
 from tessera.model.session import Session
 from tessera.model.source import EventSource
@@ -48,6 +48,8 @@ class Runtime:
     async def start(self) -> None:
         await self.storage.start()
         self.default_source = await bootstrap(self.storage, self.settings)
+        # Expired tokens are refused anyway; dropping them at start keeps the table small.
+        await self.storage.tokens.purge_expired(utcnow())
         self.identity.policy = replace(
             self.identity.policy, salt=await identity_salt(self.storage, self.settings)
         )

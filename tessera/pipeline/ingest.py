@@ -45,12 +45,6 @@ MAX_ROUNDS = 16
 EventProcessor = Callable[[list[Event], dict[str, Any], dict[str, Any]], Awaitable[list[str]]]
 
 
-async def no_processing(
-    _events: list[Event], _profile: dict[str, Any], _session: dict[str, Any]
-) -> list[str]:
-    return []
-
-
 class Ingestor:
     def __init__(
         self,
@@ -60,7 +54,7 @@ class Ingestor:
         visitors: VisitorDirectory,
         locks: KeyedLocks,
         identity: IdentityResolver,
-        processor: EventProcessor = no_processing,
+        processor: EventProcessor,
         close_visit_after: timedelta = timedelta(minutes=30),
         consents: ConsentRules | None = None,
     ) -> None:

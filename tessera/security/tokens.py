@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from tessera.errors import Unauthorized
-from tessera.model.common import new_id, utcnow
+from tessera.model.common import utcnow
 from tessera.model.user import AccessToken, User
 from tessera.security.passwords import verify_password
 from tessera.storage.ports import TokenStore, UserStore
@@ -59,7 +59,3 @@ class TokenService:
 
     async def revoke(self, token: str) -> bool:
         return await self._tokens.revoke(digest(token))
-
-
-def new_user_id() -> str:
-    return new_id()
