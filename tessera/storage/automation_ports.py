@@ -1,0 +1,82 @@
+"""Storage ports of the automation features: rules, workflows, segments, destinations, the
+key-value memory of workflows and the schedule of delayed workflow steps.
+
+Kept apart from ports.py like the processing rules' port; nothing outside ``storage/`` knows
+which backend implements them.
+"""
+
+from __future__ import annotations
+
+import builtins
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+import msgspec
+
+T = TypeVar("T")
+
+
+class DocumentStore(Protocol[T]):
+    """Configuration documents of one kind (rules, workflows, segments, destinations), keyed by
+    (tenant, id), kept whole."""
+
+    async def get(self, tenant: str, item_id: str) -> T | None: ...
+
+    async def list(self, tenant: str) -> builtins.list[T]:
+        """Every document of the tenant, oldest first."""
+        ...
+
+    async def save(self, item: T) -> None:
+        """Create, or replace the one with the same id."""
+        ...
+
+    async def delete(self, tenant: str, item_id: str) -> bool: ...
+
+
+class KeyValueStore(Protocol):
+    """The memory workflows read and write: values with a time to live."""
+
+    async def get(self, tenant: str, key: str, now: datetime) -> Any | None:
+        """The value, or None when there is none or it has expired."""
+        ...
+
+    async def set(
+        self, tenant: str, key: str, value: Any, *, ttl_s: float | None, now: datetime
+    ) -> None: ...
+
+    async def delete(self, tenant: str, key: str) -> bool: ...
+
+    async def purge_expired(self, now: datetime) -> int: ...
+
+
+class ScheduledStep(msgspec.Struct, kw_only=True):
+    """A workflow that continues later: from ``node_id``'s ``port`` with ``payload``."""
+
+    tenant: str
+    id: str
+    due: datetime
+    workflow_id: str
+    workflow_version: int
+    node_id: str
+    port: str
+    payload: Any
+    event_id: str
+    profile_id: str | None = None
+    session_id: str | None = None
+    created: datetime
+    attempts: int = 0
+
+
+class ScheduleStore(Protocol):
+    async def add(self, steps: builtins.list[ScheduledStep]) -> None: ...
+
+    async def claim_due(
+        self, now: datetime, *, limit: int, lease_s: float
+    ) -> builtins.list[ScheduledStep]:
+        """Steps due by ``now``, leased for ``lease_s`` so another runner does not take them;
+        a step whose lease ran out (its runner died) is due again."""
+        ...
+
+    async def done(self, tenant: str, step_id: str) -> None: ...
+
+    async def pending(self, tenant: str) -> builtins.list[ScheduledStep]: ...

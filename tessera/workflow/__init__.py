@@ -1,0 +1,1 @@
+"""Workflows: the engine that runs a graph of actions per event, and the actions themselves."""
