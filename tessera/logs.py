@@ -12,3 +12,7 @@ def configure_logging(settings: Settings) -> None:
         level=settings.logging_level.value,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every request's full URL at INFO: webhook URLs carry secrets in their paths
+    # and query strings, so its request lines never reach Tessera's log below WARNING.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -7,6 +7,10 @@ import logging
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
+import httpx
+
+from tessera.destinations.dispatch import DestinationDispatcher
+from tessera.destinations.worker import DeliveryWorker
 from tessera.identity.operations import ProfileOperations
 from tessera.identity.resolver import IdentityPolicy, IdentityResolver
 from tessera.model.common import DEFAULT_TENANT, utcnow
@@ -15,7 +19,7 @@ from tessera.model.session import Session
 from tessera.model.source import EventSource
 from tessera.ops.install import bootstrap, identity_salt
 from tessera.pipeline.cache import RecordCache
-from tessera.pipeline.consents import ConsentRules
+from tessera.pipeline.consents import ConsentCheck, ConsentRules
 from tessera.pipeline.enrich.device import warm_up as warm_up_device_rules
 from tessera.pipeline.ingest import Ingestor
 from tessera.pipeline.locks import KeyedLocks
@@ -23,8 +27,15 @@ from tessera.pipeline.processing import ProcessingRules
 from tessera.pipeline.sources import SourceDirectory
 from tessera.pipeline.visitor import VisitorDirectory
 from tessera.security.tokens import TokenService
+from tessera.segments.job import ResegmentationJobs
+from tessera.segments.live import LiveSegments
 from tessera.settings import Settings
 from tessera.storage.factory import Storage, build_storage
+from tessera.workflow.action import ActionServices
+from tessera.workflow.directory import RuleBook, WorkflowDirectory
+from tessera.workflow.registry import ActionRegistry, default_registry
+from tessera.workflow.scheduler import DelayedSteps
+from tessera.workflow.stage import AutomationStage
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +52,15 @@ class Runtime:
     profile_operations: ProfileOperations
     processing: ProcessingRules
     consent_rules: ConsentRules
+    # One outbound HTTP client (connection pool) for everything that calls other systems.
+    http: httpx.AsyncClient
+    destinations: DestinationDispatcher
+    delivery: DeliveryWorker
+    segments: LiveSegments
+    actions: ActionRegistry
+    automation: AutomationStage
+    delayed_steps: DelayedSteps
+    segment_jobs: ResegmentationJobs
     ready: bool = False
     default_source: EventSource | None = field(default=None)
     admin_exists: bool = False
@@ -48,6 +68,7 @@ class Runtime:
     async def start(self) -> None:
         await self.storage.start()
         self.default_source = await bootstrap(self.storage, self.settings)
+        await self.delivery.start()  # the outbox table exists once bootstrap installed it
         # Expired tokens are refused anyway; dropping them at start keeps the table small.
         await self.storage.tokens.purge_expired(utcnow())
         self.identity.policy = replace(
@@ -56,11 +77,16 @@ class Runtime:
         self.admin_exists = await self.storage.users.count(DEFAULT_TENANT) > 0
         # Loading the user-agent rules takes ~0.1 s: here, not in the first visitor's request.
         await asyncio.to_thread(warm_up_device_rules)
+        self.delayed_steps.start()
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
+        await self.delayed_steps.stop()
+        await self.delivery.stop()  # first: its sends still need the store and the client
+        await self.segment_jobs.stop()
         await self.storage.close()
+        await self.http.aclose()
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -91,8 +117,37 @@ def build_runtime(settings: Settings) -> Runtime:
         storage.sessions,
     )
     locks = KeyedLocks()
-    processing = ProcessingRules(storage.processing_rules, ttl_s=settings.source_cache_seconds)
+    http = httpx.AsyncClient(timeout=settings.http_timeout_seconds)
+    delivery = DeliveryWorker(
+        storage.outbox,
+        storage.destinations,
+        http,
+        poll_interval_s=settings.delivery_poll_seconds,
+        backoff_base_s=settings.delivery_backoff_seconds,
+        backoff_max_s=settings.delivery_backoff_max_seconds,
+        concurrency=settings.delivery_concurrency,
+    )
+    destinations = DestinationDispatcher(
+        storage.destinations,
+        storage.outbox,
+        ttl_s=settings.source_cache_seconds,
+        on_enqueue=delivery.wake,
+    )
+    segments = LiveSegments(storage.segments, ttl_s=settings.source_cache_seconds)
+    segment_jobs = ResegmentationJobs(segments, storage.profiles, visitors, storage.writer, locks)
     consent_rules = ConsentRules(storage.consent_types, ttl_s=settings.source_cache_seconds)
+    actions = default_registry()
+    automation = AutomationStage(
+        rules=RuleBook(storage.rules, ttl_s=settings.workflow_cache_seconds),
+        workflows=WorkflowDirectory(
+            storage.workflows, actions, ttl_s=settings.workflow_cache_seconds
+        ),
+        services=ActionServices(http=http, memory=storage.memory),
+        consents=ConsentCheck(consent_rules),
+        segments=segments,
+        workflows_enabled=settings.enable_workflow,
+    )
+    processing = ProcessingRules(storage.processing_rules, ttl_s=settings.source_cache_seconds)
     return Runtime(
         settings=settings,
         storage=storage,
@@ -106,12 +161,32 @@ def build_runtime(settings: Settings) -> Runtime:
             identity=identity,
             processor=processing.process,
             consents=consent_rules,
+            automation=automation,
+            profiles=storage.profiles,
+            schedules=storage.schedules,
+            destinations=destinations,
             close_visit_after=timedelta(seconds=settings.close_visit_after),
         ),
         tokens=TokenService(storage.users, storage.tokens, ttl_s=settings.token_ttl_seconds),
         identity=identity,
         processing=processing,
         consent_rules=consent_rules,
+        http=http,
+        destinations=destinations,
+        delivery=delivery,
+        segments=segments,
+        segment_jobs=segment_jobs,
+        actions=actions,
+        automation=automation,
+        delayed_steps=DelayedSteps(
+            schedules=storage.schedules,
+            stage=automation,
+            events=storage.events,
+            visitors=visitors,
+            writer=storage.writer,
+            locks=locks,
+            poll_s=settings.scheduler_poll_seconds,
+        ),
         profile_operations=ProfileOperations(
             profiles=storage.profiles,
             sessions=storage.sessions,

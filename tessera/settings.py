@@ -247,6 +247,80 @@ class Settings(BaseSettings):
         validation_alias="CLOSE_VISIT_AFTER",
         description="Seconds of inactivity after which a visit ends; the next event starts one.",
     )
+    delivery_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=3600,
+        validation_alias="TESSERA_DELIVERY_POLL_SECONDS",
+        description=(
+            "Seconds between two looks at the destination outbox for messages due (retries, "
+            "messages queued by other processes); messages queued here are sent at once."
+        ),
+    )
+    delivery_backoff_seconds: float = Field(
+        2.0,
+        gt=0,
+        validation_alias="TESSERA_DELIVERY_BACKOFF_SECONDS",
+        description=(
+            "Wait before a destination message's first retry, in seconds; doubled after each "
+            "failed attempt (with jitter) up to `TESSERA_DELIVERY_BACKOFF_MAX_SECONDS`."
+        ),
+    )
+    delivery_backoff_max_seconds: float = Field(
+        600.0,
+        gt=0,
+        validation_alias="TESSERA_DELIVERY_BACKOFF_MAX_SECONDS",
+        description="Longest wait, in seconds, between two attempts to deliver a message.",
+    )
+    delivery_concurrency: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        validation_alias="TESSERA_DELIVERY_CONCURRENCY",
+        description="Most destination messages this process sends at the same time.",
+    )
+    enable_workflow: YesNo = Field(
+        True,
+        validation_alias="ENABLE_WORKFLOW",
+        description=(
+            "`no` turns the workflow stage off: rules match nothing and no workflow runs "
+            "(segments are still evaluated)."
+        ),
+    )
+    track_debug: YesNo = Field(
+        False,
+        validation_alias="TRACK_DEBUG",
+        description=(
+            "`yes` lets a `/track` request with `options.debugger: true` get the workflow "
+            "traces in its answer (`debug`). Keep it off in production: traces show data."
+        ),
+    )
+    workflow_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        validation_alias="TESSERA_WORKFLOW_CACHE_SECONDS",
+        description=(
+            "How long another process's change to rules and workflows may take to apply here "
+            "(changes through this server's API apply at once)."
+        ),
+    )
+    scheduler_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=3600,
+        validation_alias="TESSERA_SCHEDULER_POLL_SECONDS",
+        description="How often delayed workflow steps that are due are looked for.",
+    )
+    http_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        validation_alias="TESSERA_HTTP_TIMEOUT_SECONDS",
+        description=(
+            "Default timeout of outbound HTTP requests (workflow actions, destinations) when "
+            "the action or destination does not set its own."
+        ),
+    )
 
     @field_validator("auto_profile_merging")
     @classmethod

@@ -13,13 +13,17 @@ from tessera import __version__
 from tessera.api import (
     auth,
     consents,
+    destinations,
     health,
     install,
     processing,
     profile_admin,
     records,
+    rules,
     search,
+    segments,
     sources,
+    workflows,
 )
 from tessera.api.body_limit import BodySizeLimit
 from tessera.collect.routes import CollectionApp
@@ -68,6 +72,10 @@ def create_app(
         consents,
         search,
         processing,
+        segments,
+        destinations,
+        rules,
+        workflows,
     ):
         api.include_router(module.router)
     return CollectionApp(

@@ -95,6 +95,7 @@ class CollectionApp:
             properties=payload.properties,
             client_ip=client_ip(scope),
             headers=safe_headers(scope),
+            debug=self._settings.track_debug and payload.options.get("debugger") is True,
         )
         return await self._ingestor.ingest(batch)
 
@@ -184,7 +185,7 @@ def _flat_form(text: str) -> dict[str, Any]:
 
 
 def _answer(result: IngestResult) -> dict[str, Any]:
-    return {
+    answer: dict[str, Any] = {
         "profile": {"id": result.profile_id} if result.profile_id else None,
         "session": {"id": result.session_id} if result.session_id else None,
         "events": result.event_ids,
@@ -193,6 +194,9 @@ def _answer(result: IngestResult) -> dict[str, Any]:
         "ux": [],
         "response": {},
     }
+    if result.debug is not None:
+        answer["debug"] = result.debug
+    return answer
 
 
 __all__ = ["CollectionApp", "TrackPayload"]

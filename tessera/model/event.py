@@ -10,6 +10,14 @@ import msgspec
 from tessera.model.common import Ref
 
 
+class Automation(msgspec.Struct):
+    """Which rules and workflows processed the event, and the errors of failed runs."""
+
+    rules: list[str] = msgspec.field(default_factory=list)
+    workflows: list[str] = msgspec.field(default_factory=list)
+    errors: list[str] = msgspec.field(default_factory=list)
+
+
 class EventMetadata(msgspec.Struct):
     insert: datetime
     status: str = "collected"
@@ -17,6 +25,10 @@ class EventMetadata(msgspec.Struct):
     ip: str | None = None
     profile_less: bool = False
     errors: list[str] = msgspec.field(default_factory=list)
+    # Set once a rule matched the event.
+    automation: Automation | None = None
+    # An event made inside Tessera (emitted by a workflow, segment entered/left), not collected.
+    internal: bool = False
 
 
 class Event(msgspec.Struct):

@@ -15,7 +15,7 @@ class ConsentRules:
         self._ttl_s = ttl_s
         self._cached: dict[str, tuple[float, dict[str, ConsentType]]] = {}
 
-    async def _types(self, tenant: str) -> dict[str, ConsentType]:
+    async def types(self, tenant: str) -> dict[str, ConsentType]:
         cached = self._cached.get(tenant)
         now = time.monotonic()
         if cached is not None and cached[0] > now:
@@ -34,7 +34,7 @@ class ConsentRules:
         after = document.get("consents") or {}
         if after == before:
             return []
-        types = await self._types(tenant)
+        types = await self.types(tenant)
         warnings: list[str] = []
         for name, value in after.items():
             previous = before.get(name)
@@ -52,3 +52,28 @@ class ConsentRules:
 
 def _granted(value: Any) -> bool:
     return isinstance(value, dict) and value.get("granted") is True
+
+
+class ConsentCheck:
+    """Whether a profile may be processed by a rule that needs consents: each needed consent is
+    granted on the profile, or absent there with a type whose ``default`` is ``grant``. Consent
+    types marked ``required`` are needed by every rule."""
+
+    def __init__(self, rules: ConsentRules) -> None:
+        self._rules = rules
+
+    async def missing(self, tenant: str, consents: dict[str, Any], needed: list[str]) -> list[str]:
+        types = await self._rules.types(tenant)
+        wanted = list(dict.fromkeys(needed))
+        wanted += [c.id for c in types.values() if c.required and c.enabled and c.id not in wanted]
+        lacking: list[str] = []
+        for consent_id in wanted:
+            given = consents.get(consent_id)
+            if given is None:
+                consent_type = types.get(consent_id)
+                if consent_type is not None and consent_type.default == "grant":
+                    continue
+                lacking.append(consent_id)
+            elif not _granted(given):
+                lacking.append(consent_id)
+        return lacking

@@ -2,6 +2,12 @@
 reshape, map onto the profile), resolve identity and merge, then hand everything to the storage
 writer in one change set.
 
+Automation (rules, workflows, segments; ``workflow/stage.py``) runs once the first identity
+pass has merged what the request's own values name, so workflows see the unified person. It
+never runs twice for one request: what it produces that needs more locks (new merge-key values,
+merges on keys) is only taken when those locks are free at once; when one is busy, the merge
+waits for a later request and the answer says so in a warning.
+
 Locking: a request holds its session's key, its profile's key, the keys of the identity values
 it brings and of every profile it merges with, all at once. Keys beyond the first set are only
 taken without waiting (``LockSet.try_add``); when one is busy the request lets go of everything
@@ -12,8 +18,9 @@ each other in a cycle.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -27,22 +34,61 @@ from tessera.identity.resolver import (
 from tessera.model.common import Ref, new_id, utcnow
 from tessera.model.event import Event
 from tessera.model.profile import Profile, add_to_stat
-from tessera.model.session import Visit
+from tessera.model.session import Session, Visit
 from tessera.pipeline.consents import ConsentRules
 from tessera.pipeline.enrich import enrich_new_session
 from tessera.pipeline.events import build_event
 from tessera.pipeline.locks import KeyedLocks, LockSet
+from tessera.pipeline.processing import event_document
 from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult
 from tessera.pipeline.visitor import Visitor, VisitorDirectory
-from tessera.storage.ports import ChangeSet, EventStore, IdentityLink, RecordWriter, RetiredProfile
+from tessera.query.ast import Compare, Field, Literal
+from tessera.storage.automation_ports import ScheduledStep, ScheduleStore
+from tessera.storage.ports import (
+    ChangeSet,
+    EventStore,
+    IdentityLink,
+    ProfileStore,
+    RecordWriter,
+    RetiredProfile,
+)
+from tessera.storage.search import SearchRequest
+from tessera.workflow.action import dig
+from tessera.workflow.stage import AutomationStage, StageOutcome, Subject
 
 # A request retries when a key it needs is busy; past this many rounds the profile is under
 # a storm of concurrent changes and the client is told to come back (503).
 MAX_ROUNDS = 16
+# Profiles a workflow's "merge on key" may bring together in one request.
+MAX_KEY_MERGES = 20
 
 # Processing of a request's events against its profile and session documents: validation,
 # reshaping and event-to-profile mapping. Returns warnings for the answer.
 EventProcessor = Callable[[list[Event], dict[str, Any], dict[str, Any]], Awaitable[list[str]]]
+
+
+class DestinationPlanner(Protocol):
+    """Destinations as the ingest path sees them (``destinations/dispatch.py``)."""
+
+    async def plan(
+        self,
+        tenant: str,
+        *,
+        events: list[dict[str, Any]],
+        profile: dict[str, Any] | None,
+        session: dict[str, Any] | None,
+        profile_changed: bool,
+    ) -> list[Any]: ...
+
+    async def enqueue(self, messages: list[Any]) -> None: ...
+
+
+@dataclass(slots=True)
+class _Merges:
+    """What an identity pass decided: profiles retired into the survivor, and index links."""
+
+    retired: list[RetiredProfile] = field(default_factory=list)
+    links: list[IdentityLink] = field(default_factory=list)
 
 
 class Ingestor:
@@ -57,7 +103,15 @@ class Ingestor:
         processor: EventProcessor,
         close_visit_after: timedelta = timedelta(minutes=30),
         consents: ConsentRules | None = None,
+        automation: AutomationStage | None = None,
+        profiles: ProfileStore | None = None,
+        schedules: ScheduleStore | None = None,
+        destinations: DestinationPlanner | None = None,
     ) -> None:
+        self.automation = automation
+        self._profiles = profiles
+        self._schedules = schedules
+        self.destinations = destinations
         self._close_visit_after = close_visit_after
         self._consents = consents
         self._writer = writer
@@ -73,8 +127,14 @@ class Ingestor:
         incoming = await self._drop_known_events(batch, warnings)
         if batch.profile_less:
             events = [build_event(batch, e, now=now, profile=None, session=None) for e in incoming]
-            await self._writer.commit(ChangeSet(events=events))
-            return IngestResult(None, None, [e.id for e in events], warnings)
+            outcome = await self._automate(Subject(batch.tenant, None, None), events, now, batch)
+            stored = events + outcome.internal_events
+            messages = await self._plan_deliveries(batch.tenant, stored, None, None, False)
+            await self._writer.commit(ChangeSet(events=stored))
+            await self._after_commit(outcome.schedules, messages)
+            answer = IngestResult(None, None, [e.id for e in events], warnings + outcome.warnings)
+            answer.debug = outcome.traces if batch.debug else None
+            return answer
 
         tenant = batch.tenant
         session_id = batch.session_id or new_id()
@@ -110,43 +170,156 @@ class Ingestor:
         )
         events = self._build_events(batch, incoming, visitor, now)
         apply_visit(visitor, events, batch, now, self._close_visit_after)
-        warnings, document = await self._process(visitor, events)
+        warnings, document, session_document = await self._process(visitor, events)
 
         fresh, identity_warnings = self._identity.new_values(
             visitor.profile, document, visitor.identity_before
         )
         warnings += identity_warnings
         visitor.profile = msgspec.convert(document, Profile)
-        retired: list[RetiredProfile] = []
-        links: list[IdentityLink] = []
+        first = await self._identify(visitor, fresh, set(), held, now)
+        if isinstance(first, set):
+            return first
+        merges = first
+
+        outcome = StageOutcome()
+        if self.automation is not None:
+            # The pass above may have merged or indexed: the stage works on the profile as it
+            # is now, and whatever it changes is converted back once.
+            if merges.retired or merges.links:
+                document = msgspec.to_builtins(visitor.profile)
+            before = snapshot_paths(document, self._identity.policy.paths)
+            outcome = await self._automate(
+                Subject(tenant, document, session_document), events, now, batch
+            )
+            warnings += outcome.warnings
+            events += outcome.internal_events
+            if outcome.session_changed:
+                visitor.session = msgspec.convert(session_document, Session)
+            if outcome.profile_changed or outcome.merge_on:
+                more, more_warnings = self._identity.new_values(visitor.profile, document, before)
+                warnings += more_warnings
+                visitor.profile = msgspec.convert(document, Profile)
+                key_owners = await self._key_owners(visitor.profile, document, outcome.merge_on)
+                second = await self._identify(visitor, more, key_owners, held, now)
+                if isinstance(second, set):
+                    warnings.append(
+                        "a merge asked for by this request waits: another request is changing "
+                        "one of the profiles; it happens with a later event"
+                    )
+                else:
+                    merges.retired += second.retired
+                    merges.links += second.links
+                    if second.retired:
+                        document = msgspec.to_builtins(visitor.profile)
+        messages = await self._plan_deliveries(
+            tenant,
+            events,
+            document,
+            session_document,
+            outcome.profile_changed or bool(merges.retired),
+        )
+        await self._commit(visitor, events, merges.links, merges.retired)
+        await self._after_commit(outcome.schedules, messages)
+        result = IngestResult(visitor.profile.id, session_id, [e.id for e in events], warnings)
+        result.debug = outcome.traces if batch.debug else None
+        return result
+
+    async def _identify(
+        self,
+        visitor: Visitor,
+        fresh: list[Any],
+        key_owners: set[str],
+        held: LockSet,
+        now: datetime,
+    ) -> _Merges | set[str]:
+        """Index the new merge-key values and merge with the profiles that hold them (or hold
+        the same value at a key a workflow named); the keys to add when one was busy."""
+        merges = _Merges()
+        tenant = visitor.profile.tenant
+        owners = set(key_owners)
         if fresh:
             keys = {identity_lock_key(tenant, value.digest) for value in fresh}
             if not await held.try_add(keys):
                 return keys
             # Read owners only now, under the identity locks: a concurrent request may have
             # linked one of these values to its profile since this request began.
-            owners = await self._identity.owners(tenant, fresh, visitor.profile.id)
+            owners |= await self._identity.owners(tenant, fresh, visitor.profile.id)
+        owners.discard(visitor.profile.id)
+        if owners:
             owner_keys = {profile_lock_key(tenant, owner) for owner in owners}
             if not await held.try_add(owner_keys):
                 return owner_keys
-            for owner_id in sorted(owners):
-                owner = await self._visitors.profile(tenant, owner_id)
-                if owner is None or owner.id != owner_id:
-                    continue  # merged away meanwhile; its values now point at its survivor
-                pending = 1 if visitor.session_is_new or visitor.first_time_in_session else 0
-                merged, loser, loser_links = await self._identity.merge(
-                    visitor.profile, owner, now, pending
-                )
-                visitor.profile = merged
-                retired.append(loser)
-                links += loser_links
-            links += self._identity.links(visitor.profile, fresh)
-            # Events and sessions keep the id they came in under; the survivor lists it in
-            # its ids, so they resolve to it, and an unmerge can give them back.
-        await self._commit(visitor, events, links, retired)
-        return IngestResult(visitor.profile.id, session_id, [e.id for e in events], warnings)
+        for owner_id in sorted(owners):
+            owner = await self._visitors.profile(tenant, owner_id)
+            if owner is None or owner.id != owner_id or owner_id in visitor.profile.ids:
+                continue  # merged away meanwhile; its values now point at its survivor
+            pending = 1 if visitor.session_is_new or visitor.first_time_in_session else 0
+            merged, loser, loser_links = await self._identity.merge(
+                visitor.profile, owner, now, pending
+            )
+            visitor.profile = merged
+            merges.retired.append(loser)
+            merges.links += loser_links
+        if fresh:
+            merges.links += self._identity.links(visitor.profile, fresh)
+        # Events and sessions keep the id they came in under; the survivor lists it in its
+        # ids, so they resolve to it, and an unmerge can give them back.
+        return merges
 
-    async def _process(self, visitor: Visitor, events: list[Event]) -> tuple[list[str], Any]:
+    async def _key_owners(
+        self, profile: Profile, document: dict[str, Any], paths: list[str]
+    ) -> set[str]:
+        """Profiles other than this one holding the same value at each of ``paths``."""
+        if not paths or self._profiles is None:
+            return set()
+        found: set[str] = set()
+        for path in dict.fromkeys(paths):
+            value = dig(document, path.split("."))
+            if not isinstance(value, str | int | float) or isinstance(value, bool) or value == "":
+                continue
+            same = Compare("==", Field("profile", tuple(path.split("."))), Literal(value))
+            request = SearchRequest(condition=same, limit=MAX_KEY_MERGES)
+            page = await self._profiles.search(profile.tenant, request)
+            found |= {item.id for item in page.items if item.id not in profile.ids}
+        return found
+
+    async def _automate(
+        self, subject: Subject, events: list[Event], now: datetime, batch: IncomingBatch
+    ) -> StageOutcome:
+        if self.automation is None:
+            return StageOutcome()
+        return await self.automation.run(subject, events, now, debug=batch.debug)
+
+    async def _plan_deliveries(
+        self,
+        tenant: str,
+        events: list[Event],
+        profile: dict[str, Any] | None,
+        session: dict[str, Any] | None,
+        profile_changed: bool,
+    ) -> list[Any]:
+        if self.destinations is None:
+            return []
+        return await self.destinations.plan(
+            tenant,
+            events=[event_document(event) for event in events],
+            profile=profile,
+            session=session,
+            profile_changed=profile_changed,
+        )
+
+    async def _after_commit(self, schedules: list[ScheduledStep], messages: list[Any]) -> None:
+        """Schedules and deliveries are kept only for what was stored; a crash between the
+        commit and these writes loses them (documented in docs/workflows.md)."""
+        if schedules and self._schedules is not None:
+            await self._schedules.add(schedules)
+        if messages and self.destinations is not None:
+            await self.destinations.enqueue(messages)
+
+    async def _process(
+        self, visitor: Visitor, events: list[Event]
+    ) -> tuple[list[str], Any, dict[str, Any]]:
         document = msgspec.to_builtins(visitor.profile)
         visitor.identity_before = snapshot_paths(document, self._identity.policy.paths)
         consents_before = dict(document.get("consents") or {})
@@ -156,7 +329,7 @@ class Ingestor:
             warnings += await self._consents.enforce(
                 visitor.profile.tenant, consents_before, document
             )
-        return warnings, document
+        return warnings, document, session_document
 
     async def _drop_known_events(
         self, batch: IncomingBatch, warnings: list[str]

@@ -33,6 +33,8 @@ class IncomingBatch:
     properties: dict[str, Any] = field(default_factory=dict)
     client_ip: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # TRACK_DEBUG is on and the client asked for the debugger: the answer carries the traces.
+    debug: bool = False
 
 
 @dataclass(slots=True)
@@ -42,3 +44,5 @@ class IngestResult:
     event_ids: list[str]
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Workflow traces, when the request asked for them (TRACK_DEBUG).
+    debug: list[dict[str, Any]] | None = None

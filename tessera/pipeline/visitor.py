@@ -67,6 +67,10 @@ class VisitorDirectory:
     def forget_profile(self, tenant: str, profile_id: str) -> None:
         self.profile_cache.discard(f"{tenant}\x00{profile_id}")
 
+    def remember_profile(self, profile: Profile) -> None:
+        """Put back a profile committed without its session (e.g. by re-segmentation)."""
+        self.profile_cache.put(f"{profile.tenant}\x00{profile.id}", profile)
+
     def remember(self, visitor: Visitor) -> None:
         tenant = visitor.profile.tenant
         self.profile_cache.put(f"{tenant}\x00{visitor.profile.id}", visitor.profile)

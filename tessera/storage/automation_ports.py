@@ -13,6 +13,8 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
+from tessera.model.destination import DeliveryAttempt, DeliveryOutcome, OutboxMessage
+
 T = TypeVar("T")
 
 
@@ -80,3 +82,55 @@ class ScheduleStore(Protocol):
     async def done(self, tenant: str, step_id: str) -> None: ...
 
     async def pending(self, tenant: str) -> builtins.list[ScheduledStep]: ...
+
+
+class OutboxStore(Protocol):
+    """Messages waiting to be delivered to destinations, and what each delivery attempt did.
+
+    A message is sent by one worker at a time: ``claim_due`` leases it (its ``due`` moves to the
+    lease's end and it gets a new ``lease`` token), and ``record_attempt`` changes its state only
+    while that lease is still the message's. A worker that died leaves a lease that runs out,
+    after which the message is due again: delivery is at least once.
+    """
+
+    async def add(self, messages: builtins.list[OutboxMessage]) -> None: ...
+
+    async def get(self, tenant: str, message_id: str) -> OutboxMessage | None: ...
+
+    async def claim_due(
+        self, now: datetime, *, limit: int, lease_s: float
+    ) -> builtins.list[OutboxMessage]:
+        """Pending messages due by ``now`` (oldest due first), leased for ``lease_s``."""
+        ...
+
+    async def record_attempt(
+        self, message: OutboxMessage, attempt: DeliveryAttempt, outcome: DeliveryOutcome
+    ) -> bool:
+        """Keep the attempt and apply its outcome; False (outcome not applied) when the
+        message's lease is no longer ``message.lease``: another worker took it since."""
+        ...
+
+    async def dead_letters(
+        self, tenant: str, *, limit: int, offset: int = 0
+    ) -> tuple[builtins.list[OutboxMessage], int]:
+        """Dead messages, newest first, and how many there are in all."""
+        ...
+
+    async def replay(self, tenant: str, message_id: str, now: datetime) -> OutboxMessage | None:
+        """A dead message made pending again, due ``now``, its attempt count reset; None when
+        there is no such dead message."""
+        ...
+
+    async def recent(
+        self, tenant: str, destination_id: str, *, limit: int
+    ) -> builtins.list[OutboxMessage]:
+        """The destination's latest messages, newest first."""
+        ...
+
+    async def attempts(self, tenant: str, message_id: str) -> builtins.list[DeliveryAttempt]:
+        """The message's attempts, oldest first."""
+        ...
+
+    async def counts(self, tenant: str, destination_id: str | None = None) -> dict[str, int]:
+        """How many messages are in each state (every state named, 0 when none)."""
+        ...

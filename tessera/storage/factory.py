@@ -6,7 +6,16 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tessera.model.destination import Destination
+from tessera.model.segment import Segment
+from tessera.model.workflow import Rule, Workflow
 from tessera.settings import Settings
+from tessera.storage.automation_ports import (
+    DocumentStore,
+    KeyValueStore,
+    OutboxStore,
+    ScheduleStore,
+)
 from tessera.storage.ports import (
     ConsentTypeStore,
     EventStore,
@@ -21,9 +30,13 @@ from tessera.storage.ports import (
 )
 from tessera.storage.processing_ports import ProcessingRuleStore
 from tessera.storage.sql.consents import SqlConsentTypeStore
+from tessera.storage.sql.destinations import SqlOutboxStore, sql_destination_store
 from tessera.storage.sql.engine import sqlite_engine
+from tessera.storage.sql.memory import SqlKeyValueStore
 from tessera.storage.sql.processing import SqlProcessingRuleStore
+from tessera.storage.sql.segments import SqlSegmentStore
 from tessera.storage.sql.stores import SqlSchemaStore, SqlSourceStore, SqlTokenStore, SqlUserStore
+from tessera.storage.sql.workflows import SqlScheduleStore, rule_store, workflow_store
 from tessera.storage.sqlite.backend import SqliteRecordBackend
 
 
@@ -43,6 +56,13 @@ class Storage:
     shared_values: SharedValues
     consent_types: ConsentTypeStore
     processing_rules: ProcessingRuleStore
+    destinations: DocumentStore[Destination]
+    outbox: OutboxStore
+    segments: DocumentStore[Segment]
+    rules: DocumentStore[Rule]
+    workflows: DocumentStore[Workflow]
+    schedules: ScheduleStore
+    memory: KeyValueStore
     _records: SqliteRecordBackend
     _config_engine: AsyncEngine
 
@@ -81,6 +101,13 @@ def build_storage(settings: Settings) -> Storage:
         shared_values=config_schema,
         consent_types=SqlConsentTypeStore(engine),
         processing_rules=SqlProcessingRuleStore(engine),
+        destinations=sql_destination_store(engine),
+        outbox=SqlOutboxStore(engine),
+        segments=SqlSegmentStore(engine),
+        rules=rule_store(engine),
+        workflows=workflow_store(engine),
+        schedules=SqlScheduleStore(engine),
+        memory=SqlKeyValueStore(engine),
         _records=records,
         _config_engine=engine,
     )

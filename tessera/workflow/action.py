@@ -45,6 +45,9 @@ PROFILE_NUMERIC = frozenset({"interests", "stats"})
 SESSION_WRITABLE = ("properties", "context")
 
 
+REDACTED = "********"
+
+
 class ActionError(Exception):
     """Raised by an action to stop the workflow run; the message goes into the node's trace."""
 
@@ -138,6 +141,9 @@ class Action(Generic[A]):
     description: ClassVar[str]
     config_model: ClassVar[type[ActionConfig]]
     outputs: ClassVar[tuple[str, ...]] = ("payload",)
+    # Configuration fields holding secrets (passwords, webhook URLs, tokens): the API never
+    # answers them, it shows REDACTED, and a saved REDACTED keeps the stored value.
+    secret_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: A) -> None:
         self.config = config
@@ -146,6 +152,25 @@ class Action(Generic[A]):
     def check_config(cls, config: A) -> None:
         """Checks beyond the model (a template that compiles, a path that is writable):
         raise InvalidPayload naming the field. Called when a workflow is saved."""
+
+    @classmethod
+    def redact(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The configuration as the API shows it: every secret replaced by REDACTED."""
+        shown = dict(config)
+        for name in cls.secret_fields:
+            if shown.get(name) not in (None, ""):
+                shown[name] = REDACTED
+        return shown
+
+    @classmethod
+    def keep_secrets(cls, config: dict[str, Any], stored: dict[str, Any] | None) -> None:
+        """Put the stored value back wherever ``config`` (sent by a client) says REDACTED;
+        InvalidPayload when there is no stored value to keep."""
+        for name in cls.secret_fields:
+            if config.get(name) == REDACTED:
+                if stored is None or name not in stored:
+                    raise InvalidPayload(f"{name}: there is no stored secret to keep")
+                config[name] = stored[name]
 
     @classmethod
     def build(cls, raw: Mapping[str, Any]) -> Action[A]:

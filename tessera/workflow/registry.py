@@ -25,7 +25,27 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "tessera.actions"
 
 # One module per action (or per small family of actions sharing one job), each with ACTIONS.
-BUILTIN_MODULES: tuple[str, ...] = ()
+BUILTIN_MODULES: tuple[str, ...] = (
+    "tessera.workflow.actions.flow",
+    "tessera.workflow.actions.traits",
+    "tessera.workflow.actions.template",
+    "tessera.workflow.actions.calculator",
+    "tessera.workflow.actions.regex",
+    "tessera.workflow.actions.url",
+    "tessera.workflow.actions.hashing",
+    "tessera.workflow.actions.datetime_ops",
+    "tessera.workflow.actions.segments",
+    "tessera.workflow.actions.interests",
+    "tessera.workflow.actions.consents",
+    "tessera.workflow.actions.identity",
+    "tessera.workflow.actions.session",
+    "tessera.workflow.actions.events",
+    "tessera.workflow.actions.delay",
+    "tessera.workflow.actions.http",
+    "tessera.workflow.actions.email",
+    "tessera.workflow.actions.slack",
+    "tessera.workflow.actions.memory",
+)
 
 ActionClass = type[Action[Any]]
 

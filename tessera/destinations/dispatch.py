@@ -1,0 +1,202 @@
+"""Deciding, on the ingest path, which destinations hear about a request, and what they get.
+
+``plan`` is called with the request's documents before they are committed: it picks the
+tenant's enabled destinations that apply and renders each message's body, from a cached list of
+destinations (the store is asked once per tenant per ``ttl_s``; ``forget`` drops the cache when
+this process changes one). It does no other I/O and never sends anything. ``enqueue``, called
+once the request's records are committed, keeps the messages in the outbox and wakes the
+delivery worker; a message is therefore only sent for data that was stored.
+
+Which destinations apply:
+
+- ``on="event"``: each valid event (``metadata.valid`` not false) whose type is in
+  ``event_types`` (empty: any type) and for which the condition holds over
+  ``{"event": the event, "profile": …, "session": …}``; one message per event.
+- ``on="profile"``: when the request changed the profile and the condition holds over
+  ``{"profile": …, "session": …, "event": the request's last event}``; one message per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from tessera.errors import InvalidPayload
+from tessera.model.common import new_id, utcnow
+from tessera.model.destination import Destination, OutboxMessage
+from tessera.pipeline.reshaping import MAPPING_ROOTS, render
+from tessera.query import Condition, evaluate, parse
+from tessera.storage.automation_ports import DocumentStore, OutboxStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveDestination:
+    """A destination ready for the ingest path: its condition parsed, its types a set."""
+
+    destination: Destination
+    event_types: frozenset[str]
+    condition: Condition | None
+
+
+def _target(destination: Destination) -> ActiveDestination | None:
+    try:
+        condition = parse(destination.condition) if destination.condition else None
+    except InvalidPayload as exc:
+        # Checked when saved; one stored by an older version that no longer parses is skipped
+        # rather than failing every request of the tenant.
+        log.warning("destination %s skipped: %s", destination.id, exc.message)
+        return None
+    return ActiveDestination(destination, frozenset(destination.event_types), condition)
+
+
+class DestinationDispatcher:
+    def __init__(
+        self,
+        store: DocumentStore[Destination],
+        outbox: OutboxStore,
+        ttl_s: float,
+        *,
+        on_enqueue: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.outbox = outbox
+        self._ttl_s = ttl_s
+        # The delivery worker's wake-up: messages just queued are sent without waiting a poll.
+        self.on_enqueue = on_enqueue
+        self._targets: dict[str, tuple[float, list[ActiveDestination]]] = {}
+        self._loading: dict[str, asyncio.Task[list[ActiveDestination]]] = {}
+        # Grows on every forget(); a load that began before one is not cached.
+        self._generation = 0
+
+    async def targets(self, tenant: str) -> list[ActiveDestination]:
+        """The tenant's enabled destinations, oldest first, from the cache when fresh."""
+        cached = self._targets.get(tenant)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        task = self._loading.get(tenant)
+        if task is None:
+            task = asyncio.ensure_future(self._load(tenant, self._generation))
+            self._loading[tenant] = task
+            task.add_done_callback(lambda done: self._finished(tenant, done))
+        # shield: a request that is cancelled must not cancel the load others wait for.
+        return await asyncio.shield(task)
+
+    async def _load(self, tenant: str, generation: int) -> list[ActiveDestination]:
+        loaded = [
+            target
+            for destination in await self.store.list(tenant)
+            if destination.enabled and (target := _target(destination)) is not None
+        ]
+        if generation == self._generation:
+            self._targets[tenant] = (time.monotonic() + self._ttl_s, loaded)
+        return loaded
+
+    def _finished(self, tenant: str, task: asyncio.Task[list[ActiveDestination]]) -> None:
+        if self._loading.get(tenant) is task:
+            del self._loading[tenant]
+        if not task.cancelled():
+            task.exception()  # retrieved, so a failed load is not reported as never awaited
+
+    def forget(self, tenant: str) -> None:
+        """Called when this process changes a destination: the next request reads the store."""
+        self._generation += 1
+        self._targets.pop(tenant, None)
+        self._loading.pop(tenant, None)
+
+    async def plan(
+        self,
+        tenant: str,
+        *,
+        events: list[dict[str, Any]],
+        profile: dict[str, Any] | None,
+        session: dict[str, Any] | None,
+        profile_changed: bool,
+    ) -> list[OutboxMessage]:
+        """The messages the request's documents (plain JSON, as ``msgspec.to_builtins``
+        gives them) make; nothing is stored or sent yet."""
+        targets = await self.targets(tenant)
+        if not targets:
+            return []
+        now = utcnow()
+        profile_doc = profile or {}
+        session_doc = session or {}
+        profile_id = profile.get("id") if profile else None
+        messages: list[OutboxMessage] = []
+        for target in targets:
+            destination = target.destination
+            if destination.on == "event":
+                for event in events:
+                    if not _wanted(target, event):
+                        continue
+                    scope = {"event": event, "profile": profile_doc, "session": session_doc}
+                    if target.condition is not None and not evaluate(target.condition, scope):
+                        continue
+                    body = _body(destination, scope, {"event": event, "profile": profile})
+                    messages.append(_message(destination, body, now, event.get("id"), profile_id))
+            elif profile_changed and profile is not None:
+                last_event = events[-1] if events else {}
+                scope = {"event": last_event, "profile": profile_doc, "session": session_doc}
+                if target.condition is not None and not evaluate(target.condition, scope):
+                    continue
+                body = _body(destination, scope, {"profile": profile})
+                messages.append(_message(destination, body, now, last_event.get("id"), profile_id))
+        return messages
+
+    async def enqueue(self, messages: list[OutboxMessage]) -> None:
+        """Keep the planned messages and wake the worker. Never raises: the request's records
+        are committed by now, and a lost webhook must not turn the request into an error that
+        makes the client send everything again."""
+        if not messages:
+            return
+        try:
+            await self.outbox.add(messages)
+        except Exception:  # any storage failure: logged, the request goes on
+            log.exception("%d destination message(s) could not be queued", len(messages))
+            return
+        if self.on_enqueue is not None:
+            self.on_enqueue()
+
+
+def _wanted(target: ActiveDestination, event: dict[str, Any]) -> bool:
+    if (event.get("metadata") or {}).get("valid") is False:
+        return False
+    return not target.event_types or event.get("type") in target.event_types
+
+
+def _body(destination: Destination, scope: dict[str, Any], default: dict[str, Any]) -> Any:
+    if destination.template is None:
+        # A private, plain-JSON copy: the ingest path's documents may change after this.
+        return msgspec.to_builtins(default)
+    warnings: list[str] = []
+    body = render(destination.template, scope, warnings, "template", MAPPING_ROOTS)
+    for warning in warnings:
+        log.warning("destination %s: %s", destination.id, warning)
+    return body
+
+
+def _message(
+    destination: Destination,
+    body: Any,
+    now: datetime,
+    event_id: Any,
+    profile_id: Any,
+) -> OutboxMessage:
+    return OutboxMessage(
+        tenant=destination.tenant,
+        id=new_id(),
+        destination_id=destination.id,
+        created=now,
+        due=now,
+        body=body,
+        event_id=event_id if isinstance(event_id, str) else None,
+        profile_id=profile_id if isinstance(profile_id, str) else None,
+    )

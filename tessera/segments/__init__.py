@@ -1,0 +1,1 @@
+"""Segments: live membership on profile changes, and re-segmentation jobs over all profiles."""

@@ -1,0 +1,1 @@
+"""The built-in workflow actions, one module per family, each ending with ``ACTIONS``."""
