@@ -106,6 +106,11 @@ class DestinationDispatcher:
         if not task.cancelled():
             task.exception()  # retrieved, so a failed load is not reported as never awaited
 
+    async def active(self, tenant: str) -> bool:
+        """Whether the tenant has any enabled destination: when not, the ingest path skips the
+        work of preparing documents for ``plan``."""
+        return bool(await self.targets(tenant))
+
     def forget(self, tenant: str) -> None:
         """Called when this process changes a destination: the next request reads the store."""
         self._generation += 1

@@ -70,6 +70,8 @@ EventProcessor = Callable[[list[Event], dict[str, Any], dict[str, Any]], Awaitab
 class DestinationPlanner(Protocol):
     """Destinations as the ingest path sees them (``destinations/dispatch.py``)."""
 
+    async def active(self, tenant: str) -> bool: ...
+
     async def plan(
         self,
         tenant: str,
@@ -129,7 +131,9 @@ class Ingestor:
             events = [build_event(batch, e, now=now, profile=None, session=None) for e in incoming]
             outcome = await self._automate(Subject(batch.tenant, None, None), events, now, batch)
             stored = events + outcome.internal_events
-            messages = await self._plan_deliveries(batch.tenant, stored, None, None, False)
+            messages: list[Any] = []
+            if self.destinations is not None and await self.destinations.active(batch.tenant):
+                messages = await self._plan_deliveries(batch.tenant, stored, None, None, False)
             await self._writer.commit(ChangeSet(events=stored))
             await self._after_commit(outcome.schedules, messages)
             answer = IngestResult(None, None, [e.id for e in events], warnings + outcome.warnings)
@@ -170,6 +174,7 @@ class Ingestor:
         )
         events = self._build_events(batch, incoming, visitor, now)
         apply_visit(visitor, events, batch, now, self._close_visit_after)
+        watched = self.destinations is not None and await self.destinations.active(tenant)
         warnings, document, session_document = await self._process(visitor, events)
 
         fresh, identity_warnings = self._identity.new_values(
@@ -212,13 +217,16 @@ class Ingestor:
                     merges.links += second.links
                     if second.retired:
                         document = msgspec.to_builtins(visitor.profile)
-        messages = await self._plan_deliveries(
-            tenant,
-            events,
-            document,
-            session_document,
-            outcome.profile_changed or bool(merges.retired),
-        )
+        messages: list[Any] = []
+        if watched:
+            changed = (
+                outcome.profile_changed
+                or bool(merges.retired)
+                or _person_parts(document) != visitor.person_before
+            )
+            messages = await self._plan_deliveries(
+                tenant, events, document, session_document, changed
+            )
         await self._commit(visitor, events, merges.links, merges.retired)
         await self._after_commit(outcome.schedules, messages)
         result = IngestResult(visitor.profile.id, session_id, [e.id for e in events], warnings)
@@ -323,6 +331,7 @@ class Ingestor:
         document = msgspec.to_builtins(visitor.profile)
         visitor.identity_before = snapshot_paths(document, self._identity.policy.paths)
         consents_before = dict(document.get("consents") or {})
+        visitor.person_before = _person_parts(document)
         session_document = msgspec.to_builtins(visitor.session)
         warnings = await self._processor(events, document, session_document)
         if self._consents is not None:
@@ -380,6 +389,15 @@ class Ingestor:
         for gone in retired:
             self._visitors.forget_profile(gone.profile.tenant, gone.profile.id)
         self._visitors.remember(visitor)
+
+
+# What a person is, as opposed to what every request changes (stats, times): a "profile changed"
+# destination fires when one of these parts did.
+PERSON_PARTS = ("traits", "data", "consents", "interests", "segments")
+
+
+def _person_parts(document: dict[str, Any]) -> bytes:
+    return msgspec.json.encode([document.get(part) for part in PERSON_PARTS])
 
 
 def apply_visit(

@@ -28,6 +28,8 @@ class Visitor:
     first_time_in_session: bool
     # Merge-key values of the profile before this request, to put back a refused one.
     identity_before: dict[str, Any] = field(default_factory=dict)
+    # The profile's person parts before this request (see ingest.PERSON_PARTS), encoded.
+    person_before: bytes = b""
 
 
 class VisitorDirectory:

@@ -17,11 +17,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.outside import RecordingServer, recording_http_server
+from tests.support.outside import RecordingServer, Reply, recording_http_server
 from tests.support.server import RunningServer, running_server, start_server
 
 FAST = {
     "TRACK_DEBUG": "yes",
+    "TESSERA_DELIVERY_POLL_SECONDS": "0.05",
+    "TESSERA_DELIVERY_BACKOFF_SECONDS": "0.05",
+    "TESSERA_DELIVERY_BACKOFF_MAX_SECONDS": "0.2",
     "TESSERA_SCHEDULER_POLL_SECONDS": "0.1",
     "TESSERA_WORKFLOW_CACHE_SECONDS": "0",
 }
@@ -324,6 +327,87 @@ def test_emitted_events_and_segment_events_run_their_own_rules(
     events = admin.get(f"/profile/{result['profile']['id']}/events?limit=50").json()
     types = {event["type"] for event in events["result"]}
     assert {event_type, "order-counted", "segment-entered"} <= types
+
+
+# --- Destinations ------------------------------------------------------------------------------
+
+
+def test_a_failing_destination_is_retried_then_dead_lettered_while_track_answers(
+    automation: RunningServer, admin: httpx.Client, web_source: str
+) -> None:
+    event_type = unique("purchase")
+    # The first delivery hangs for a while before failing: /track must not wait for it.
+    with recording_http_server(
+        Reply(500, {"error": "down"}, delay_s=2.0), default=Reply(500, {"error": "down"})
+    ) as receiver:
+        created = admin.post(
+            "/destination",
+            json={
+                "name": "warehouse",
+                "on": "event",
+                "event_types": [event_type],
+                "url": receiver.url("/ingest"),
+                "template": {"order": "{{ event.properties.order }}", "who": "{{ profile.id }}"},
+                "max_attempts": 3,
+            },
+        )
+        assert created.status_code == 201, created.text
+        destination_id = created.json()["id"]
+        tracker = automation.client()
+        session = unique("v")
+        first = track(
+            tracker, web_source, session, {"type": event_type, "properties": {"order": "C1"}}
+        )
+        wait_for(lambda: receiver.requests, "the first delivery attempt to reach the receiver")
+        # While that attempt is still held by the receiver, collection goes on answering.
+        more = [
+            track(tracker, web_source, session, {"type": unique("page-view")}) for _ in range(20)
+        ]
+        assert len(more) == 20
+        assert len(receiver.requests) == 1, "the held attempt has not finished yet"
+        dead = wait_for(
+            lambda: [
+                m
+                for m in admin.get("/destinations/dead-letters").json()["result"]
+                if m["destination_id"] == destination_id
+            ],
+            "the message to be dead-lettered after its attempts",
+        )
+        assert len(receiver.requests) == 3
+        assert {r.json()["order"] for r in receiver.requests} == {"C1"}
+        assert receiver.requests[0].json() == {"order": "C1", "who": first["profile"]["id"]}
+        [message] = dead
+        attempts = admin.get(f"/outbox/{message['id']}/attempts").json()
+        assert [a["status"] for a in attempts["result"]] == [500, 500, 500]
+
+
+def test_a_profile_destination_hears_of_mapped_changes(
+    automation: RunningServer, admin: httpx.Client, web_source: str, hook: RecordingServer
+) -> None:
+    created = admin.post(
+        "/destination",
+        json={
+            "name": "crm-profiles",
+            "on": "profile",
+            "condition": "profile@data.contact.email.main EXISTS",
+            "url": hook.url("/profiles"),
+            "template": {"email": "{{ profile.data.contact.email.main }}"},
+        },
+    )
+    assert created.status_code == 201, created.text
+    email = f"{unique('p')}@example.com"
+    track(
+        automation.client(),
+        web_source,
+        unique("v"),
+        {"type": "identify", "properties": {"email": email}},
+    )
+    received = wait_for(
+        lambda: [r for r in hook.requests if r.path == "/profiles" and r.json()["email"] == email],
+        "the profile change to be delivered",
+    )
+    assert received[0].json() == {"email": email}
+    assert admin.delete(f"/destination/{created.json()['id']}").status_code == 204
 
 
 # --- Debugging ---------------------------------------------------------------------------------
