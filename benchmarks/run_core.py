@@ -4,7 +4,12 @@ Starts `tessera serve` on a free port with a fresh data dir, seeds known visitor
 `/track` with the Go load generator in `benchmarks/loadgen` and reports requests/s, events/s,
 latency percentiles, peak memory and CPU of the server.
 
-    python benchmarks/run_core.py [--duration 15] [--known 2000] [--record]
+With ``--automation realistic`` the server first gets a rule set (``realistic_automation.py``:
+20 rules, 8 workflows, 3 segments, about 3 workflow runs per event); ``--automation compare``
+runs every scenario without it and then with it, each on a fresh server, and puts the two side
+by side.
+
+    python benchmarks/run_core.py [--duration 15] [--known 2000] [--automation compare] [--record]
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import realistic_automation
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -112,6 +118,23 @@ SCENARIOS = (
 
 
 @dataclasses.dataclass
+class AutomationSample:
+    """What the newest stored events say about the workflows that ran for them."""
+
+    events: int = 0  # read
+    tracked: int = 0  # sent by the load generator (not made inside Tessera)
+    internal: int = 0  # made inside Tessera: segment-entered/left, emitted
+    runs_tracked: int = 0  # workflow runs recorded on tracked events
+    runs_internal: int = 0  # ... and on internal events (they are caused by tracked ones)
+    with_errors: int = 0  # events whose automation recorded an error
+    runs_by_type: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def runs_per_tracked_event(self) -> float:
+        return (self.runs_tracked + self.runs_internal) / self.tracked if self.tracked else 0.0
+
+
+@dataclasses.dataclass
 class ScenarioResult:
     key: str
     short: str
@@ -123,6 +146,16 @@ class ScenarioResult:
     loadgen_cpu_s: float
     goal: str
     goal_met: bool
+    # With automation: what the newest stored events say about the workflows run for them.
+    automation_sample: AutomationSample | None = None
+
+
+@dataclasses.dataclass
+class VariantResult:
+    """One server's run of the chosen scenarios, without or with the realistic automation."""
+
+    automation: str  # "none" or "realistic"
+    scenarios: list[ScenarioResult]
 
 
 # --------------------------------------------------------------------------- arguments
@@ -142,6 +175,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-requests", type=int, default=1_000_000, help="cap per scenario")
     p.add_argument("--record", action="store_true", help="print a Markdown row for RESULTS.md")
     p.add_argument(
+        "--automation",
+        choices=("none", "realistic", "compare"),
+        default="none",
+        help="none: no rules; realistic: the rule set of realistic_automation.py; "
+        "compare: none, then realistic, each on a fresh server",
+    )
+    p.add_argument(
+        "--scenarios",
+        default=",".join(s.key for s in SCENARIOS),
+        help="comma-separated scenarios to run, in the order of the table; "
+        f"of: {', '.join(s.key for s in SCENARIOS)} (half_load needs single)",
+    )
+    p.add_argument(
+        "--sample",
+        type=int,
+        default=500,
+        help="with automation: stored events read after each scenario to count workflow runs",
+    )
+    p.add_argument(
         "--server-cmd",
         default=None,
         help="command that starts the server, '{port}' is replaced "
@@ -152,6 +204,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--duration must be > 0 and --warmup >= 0")
     if not 0 <= args.known <= 1_000_000 or not 0.0 <= args.known_ratio <= 1.0:
         p.error("--known must be within 0..1000000 and --known-ratio within 0..1")
+    if not 1 <= args.sample <= 1000:
+        p.error("--sample must be within 1..1000 (one page of /events/search)")
+    keys = [key.strip() for key in args.scenarios.split(",") if key.strip()]
+    known_keys = {s.key for s in SCENARIOS}
+    unknown = [key for key in keys if key not in known_keys]
+    if unknown or not keys:
+        p.error(f"--scenarios: unknown {', '.join(unknown) or '(none given)'}")
+    if "half_load" in keys and "single" not in keys:
+        p.error("--scenarios: half_load runs at half the rate single measured; include single")
+    args.scenarios = [s for s in SCENARIOS if s.key in keys]
     return args
 
 
@@ -244,16 +306,59 @@ def get_token(base: str, password: str) -> str:
     return str(data["access_token"])
 
 
-def create_source(base: str, token: str) -> None:
-    payload = {"id": SOURCE_ID, "name": "Benchmark", "type": "rest"}
+def admin_post(base: str, token: str, path: str, payload: dict[str, Any]) -> Any:
+    """POST JSON as the admin; the answer, or BenchError unless it is 200 or 201."""
     status, data = http_json(
         "POST",
-        f"{base}/event-source",
+        f"{base}{path}",
         body=json.dumps(payload).encode(),
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        timeout=60.0,
     )
     if status not in (200, 201):
-        raise BenchError(f"POST /event-source answered {status}: {data!r:.300}")
+        raise BenchError(f"POST {path} answered {status}: {data!r:.300}")
+    return data
+
+
+def create_source(base: str, token: str) -> None:
+    admin_post(base, token, "/event-source", {"id": SOURCE_ID, "name": "Benchmark", "type": "rest"})
+
+
+def create_automation(base: str, token: str) -> None:
+    """The realistic rule set, created the way a user would: over the admin API."""
+    for path, payload in realistic_automation.setup_requests():
+        admin_post(base, token, path, payload)
+
+
+def sample_automation(base: str, token: str, limit: int) -> AutomationSample:
+    """Read the newest ``limit`` events and count ``metadata.automation.workflows``."""
+    status, data = http_json(
+        "POST",
+        f"{base}/events/search",
+        body=json.dumps({"limit": limit}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        timeout=60.0,
+    )
+    if status != 200 or not isinstance(data, dict):
+        raise BenchError(f"POST /events/search answered {status}: {data!r:.300}")
+    sample = AutomationSample()
+    for event in data.get("result", []):
+        metadata = event.get("metadata") or {}
+        automation = metadata.get("automation") or {}
+        runs = len(automation.get("workflows") or [])
+        sample.events += 1
+        if metadata.get("internal"):
+            sample.internal += 1
+            sample.runs_internal += runs
+        else:
+            sample.tracked += 1
+            sample.runs_tracked += runs
+        counted = sample.runs_by_type.setdefault(str(event.get("type")), [0, 0])
+        counted[0] += 1
+        counted[1] += runs
+        if automation.get("errors"):
+            sample.with_errors += 1
+    return sample
 
 
 # --------------------------------------------------------------------------- seeding
@@ -462,7 +567,9 @@ def run_scenario(
     known_file: Path | None,
     rate: float,
     seed: int,
+    token: str | None,
 ) -> ScenarioResult:
+    """Run one scenario; with ``token`` (automation on) also sample the events it stored."""
     lg_args = [
         f"-url={base}",
         f"-source={SOURCE_ID}",
@@ -492,7 +599,9 @@ def run_scenario(
     if server.poll() is not None:
         raise BenchError(f"the server exited with code {server.returncode} during {scenario.label}")
     wall = time.monotonic() - t0
+    server_cpu = cpu_seconds(server_pid) - cpu_before
     goal, met = goal_of(scenario, lg)
+    sample = sample_automation(base, token, opts.sample) if token is not None else None
     return ScenarioResult(
         key=scenario.key,
         short=scenario.short,
@@ -500,10 +609,11 @@ def run_scenario(
         loadgen=lg,
         wall_s=round(wall, 3),
         server_peak_rss_mib=round(peak_rss_mib(server_pid), 1),
-        server_cpu_s=round(cpu_seconds(server_pid) - cpu_before, 3),
+        server_cpu_s=round(server_cpu, 3),
         loadgen_cpu_s=round(children_cpu_s() - lg_cpu_before, 3),
         goal=goal,
         goal_met=met,
+        automation_sample=sample,
     )
 
 
@@ -513,11 +623,13 @@ def run_all(
     base: str,
     server: subprocess.Popen[bytes],
     known: Path | None,
+    *,
+    base_seed: int,
+    token: str | None,
 ) -> list[ScenarioResult]:
     results: list[ScenarioResult] = []
-    base_seed = secrets.randbits(48) + 1  # distinct seeds: new-visitor ids never repeat
     single_rps = 0.0
-    for i, scenario in enumerate(SCENARIOS):
+    for i, scenario in enumerate(opts.scenarios):
         rate = 0.0
         if scenario.rate_fraction is not None:
             rate = round(single_rps * scenario.rate_fraction, 1)
@@ -535,6 +647,7 @@ def run_all(
             known_file=known,
             rate=rate,
             seed=base_seed + i,
+            token=token,
         )
         if scenario.key == "single":
             single_rps = float(res.loadgen["ok_requests_per_s"])
@@ -544,14 +657,31 @@ def run_all(
 
 # --------------------------------------------------------------------------- reporting
 
+VARIANT_TITLES = {
+    "none": "no rules",
+    "realistic": "realistic automation ({rules} rules, {workflows} workflows, {segments} segments)",
+}
+
+
+def variant_title(automation: str) -> str:
+    return VARIANT_TITLES[automation].format(**realistic_automation.describe())
+
 
 def error_count(lg: dict[str, Any]) -> int:
     return sum(int(n) for n in lg["errors"].values())
 
 
-def render_table(results: list[ScenarioResult]) -> Table:
+def server_cpu_us_per_event(r: ScenarioResult) -> float:
+    """Server CPU per event sent, warm-up included on both sides (the CPU figure covers the
+    whole load generator run); steadier than throughput on a shared machine."""
+    sent_events = int(r.loadgen["total_sent"]) * int(r.loadgen["events_per_request"])
+    return 1e6 * r.server_cpu_s / sent_events if sent_events else 0.0
+
+
+def render_table(results: list[ScenarioResult], automation: str) -> Table:
     table = Table(
-        title=f"Tessera core benchmark, {os.cpu_count()} CPUs shared with the load generator",
+        title=f"Tessera core benchmark, {variant_title(automation)}, "
+        f"{os.cpu_count()} CPUs shared with the load generator",
         caption="latency in ms; RSS: server peak MiB over its lifetime; CPU%: of one core",
         box=box.SIMPLE_HEAD,
     )
@@ -578,6 +708,19 @@ def render_table(results: list[ScenarioResult]) -> Table:
     return table
 
 
+def describe_sample(sample: AutomationSample) -> str:
+    by_type = ", ".join(
+        f"{kind} {runs / count:.2f}"
+        for kind, (count, runs) in sorted(sample.runs_by_type.items())
+        if count
+    )
+    return (
+        f"workflow runs per tracked event {sample.runs_per_tracked_event:.2f} "
+        f"(newest {sample.events} events: {sample.tracked} tracked, {sample.internal} internal, "
+        f"{sample.with_errors} with automation errors; runs per event by type: {by_type})"
+    )
+
+
 def print_details(results: list[ScenarioResult]) -> None:
     """What the table has no room for: the goals, the error kinds, generator saturation."""
     for r in results:
@@ -588,9 +731,55 @@ def print_details(results: list[ScenarioResult]) -> None:
         if lg["rate_target"]:
             notes.append(f"target {lg['rate_target']:,.0f} req/s, {lg['late_sends']} late sends")
         notes.append(f"loadgen CPU {r.loadgen_cpu_s:.1f} s")
+        notes.append(f"server CPU {server_cpu_us_per_event(r):.0f} µs/event")
+        if r.automation_sample is not None:
+            notes.append(describe_sample(r.automation_sample))
         console.print(
             f"  {r.short}: " + "; ".join(notes), markup=False, highlight=False, soft_wrap=True
         )
+
+
+def _change(before: float, after: float) -> str:
+    return f"{100 * (after - before) / before:+.0f}%" if before else "-"
+
+
+def compared(variants: list[VariantResult]) -> list[tuple[ScenarioResult, ScenarioResult]]:
+    """(without, with) pairs of the scenarios both variants ran."""
+    plain = next((v for v in variants if v.automation == "none"), None)
+    rich = next((v for v in variants if v.automation == "realistic"), None)
+    if plain is None or rich is None:
+        return []
+    by_key = {r.key: r for r in rich.scenarios}
+    return [(r, by_key[r.key]) for r in plain.scenarios if r.key in by_key]
+
+
+def render_comparison(pairs: list[tuple[ScenarioResult, ScenarioResult]]) -> Table:
+    table = Table(
+        title="Without and with the realistic automation, side by side",
+        caption="req/s: answered 200 per second; CPU: server µs per event sent; "
+        "(c) runs at half of its own variant's (a)",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("scenario", no_wrap=True)
+    for col in ("req/s", "with", "Δ", "p99", "with", "Δ", "CPU", "with", "Δ"):
+        table.add_column(col, justify="right")
+    for plain, rich in pairs:
+        rps = [float(r.loadgen["ok_requests_per_s"]) for r in (plain, rich)]
+        p99 = [float(r.loadgen["latency_ms"]["p99"]) for r in (plain, rich)]
+        cpu = [server_cpu_us_per_event(r) for r in (plain, rich)]
+        table.add_row(
+            plain.short,
+            f"{rps[0]:,.0f}",
+            f"{rps[1]:,.0f}",
+            _change(*rps),
+            f"{p99[0]:.1f}",
+            f"{p99[1]:.1f}",
+            _change(*p99),
+            f"{cpu[0]:.0f}",
+            f"{cpu[1]:.0f}",
+            _change(*cpu),
+        )
+    return table
 
 
 def git_revision() -> str:
@@ -608,29 +797,57 @@ def git_revision() -> str:
     return "-"
 
 
-def markdown_rows(results: list[ScenarioResult], stamp: str) -> str:
+def markdown_rows(variants: list[VariantResult], stamp: str) -> str:
+    """Rows in the format of RESULTS.md; an automation column when any variant has rules."""
+    with_column = any(v.automation != "none" for v in variants)
+    extra_head, extra_rule = ("| automation ", "|---") if with_column else ("", "")
     head = (
-        "| date (UTC) | commit | CPUs | scenario | req/s | events/s | p50 ms | p99 ms | max ms "
-        "| errors | peak RSS MiB |\n"
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        f"| date (UTC) | commit | CPUs | scenario {extra_head}| req/s | events/s | p50 ms "
+        "| p99 ms | max ms | errors | peak RSS MiB |\n"
+        f"|---|---|---|---{extra_rule}|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     rev, cpus = git_revision(), os.cpu_count()
     rows = []
-    for r in results:
-        lg, lat = r.loadgen, r.loadgen["latency_ms"]
+    for variant in variants:
+        extra = f"| {variant.automation} " if with_column else ""
+        for r in variant.scenarios:
+            lg, lat = r.loadgen, r.loadgen["latency_ms"]
+            rows.append(
+                f"| {stamp} | {rev} | {cpus} | {r.label} {extra}"
+                f"| {lg['ok_requests_per_s']:,.0f} "
+                f"| {lg['ok_events_per_s']:,.0f} | {lat['p50']:.2f} | {lat['p99']:.2f} "
+                f"| {lat['max']:.2f} | {error_count(lg)} | {r.server_peak_rss_mib:.0f} |\n"
+            )
+    return head + "".join(rows)
+
+
+def markdown_comparison(pairs: list[tuple[ScenarioResult, ScenarioResult]]) -> str:
+    head = (
+        "| scenario | req/s none | req/s realistic | change | p99 ms none | p99 ms realistic "
+        "| server CPU µs/event none | realistic | workflow runs/event |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    rows = []
+    for plain, rich in pairs:
+        rps = [float(r.loadgen["ok_requests_per_s"]) for r in (plain, rich)]
+        sample = rich.automation_sample
+        runs = f"{sample.runs_per_tracked_event:.2f}" if sample is not None else "-"
         rows.append(
-            f"| {stamp} | {rev} | {cpus} | {r.label} | {lg['ok_requests_per_s']:,.0f} "
-            f"| {lg['ok_events_per_s']:,.0f} | {lat['p50']:.2f} | {lat['p99']:.2f} "
-            f"| {lat['max']:.2f} | {error_count(lg)} | {r.server_peak_rss_mib:.0f} |\n"
+            f"| {plain.label} | {rps[0]:,.0f} | {rps[1]:,.0f} | {_change(*rps)} "
+            f"| {plain.loadgen['latency_ms']['p99']:.2f} | {rich.loadgen['latency_ms']['p99']:.2f} "
+            f"| {server_cpu_us_per_event(plain):.0f} | {server_cpu_us_per_event(rich):.0f} "
+            f"| {runs} |\n"
         )
     return head + "".join(rows)
 
 
 def write_results(
-    results: list[ScenarioResult], opts: argparse.Namespace, cmd: list[str], started: datetime
+    variants: list[VariantResult], opts: argparse.Namespace, cmd: list[str], started: datetime
 ) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"core-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    options = {k: v for k, v in vars(opts).items() if k not in ("server_cmd", "scenarios")}
+    options["scenarios"] = [s.key for s in opts.scenarios]
     doc = {
         "started_utc": started.isoformat(),
         "machine": {
@@ -639,7 +856,7 @@ def write_results(
             "python": platform.python_version(),
         },
         "git_revision": git_revision(),
-        "options": {k: v for k, v in vars(opts).items() if k != "server_cmd"},
+        "options": options,
         # The port and binary path differ per run; keep only the shape of the command.
         "server_cmd": [Path(cmd[0]).name, *cmd[1:-1]],
         "goals": {
@@ -647,7 +864,8 @@ def write_results(
             "batch_events_per_s": GOAL_BATCH_EPS,
             "half_load_p99_ms": GOAL_HALF_LOAD_P99_MS,
         },
-        "scenarios": [dataclasses.asdict(r) for r in results],
+        "automation": realistic_automation.describe(),
+        "variants": [dataclasses.asdict(v) for v in variants],
     }
     path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     return path
@@ -661,9 +879,14 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def bench(opts: argparse.Namespace) -> int:
-    started = datetime.now(UTC).replace(microsecond=0)
-    binary = build_loadgen()
+VARIANTS = {"none": ("none",), "realistic": ("realistic",), "compare": ("none", "realistic")}
+
+
+def run_variant(
+    opts: argparse.Namespace, binary: Path, automation: str, base_seed: int
+) -> tuple[VariantResult, list[str]]:
+    """Every chosen scenario against one fresh server; the results and the server command."""
+    console.rule(f"[bold]{variant_title(automation)}[/bold]")
     workdir = Path(tempfile.mkdtemp(prefix="tessera-bench-"))
     try:
         port = free_port()
@@ -672,22 +895,57 @@ def bench(opts: argparse.Namespace) -> int:
         password = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(24))
         with running_server(cmd, workdir, password) as proc:
             wait_healthy(base, proc)
-            create_source(base, get_token(base, password))
+            token = get_token(base, password)
+            create_source(base, token)
+            if automation == "realistic":
+                # Before seeding: known visitors then carry the traits the rules give them.
+                console.print(f"[dim]creating the {variant_title(automation)}[/dim]")
+                create_automation(base, token)
             known: Path | None = None
             if opts.known > 0:
                 known = workdir / "known.tsv"
                 console.print(f"[dim]seeding {opts.known} known visitors[/dim]")
                 seed_known(port, opts.known, known)
-            results = run_all(opts, binary, base, proc, known)
+            results = run_all(
+                opts,
+                binary,
+                base,
+                proc,
+                known,
+                base_seed=base_seed,
+                token=token if automation != "none" else None,
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    console.print(render_table(results))
-    print_details(results)
-    path = write_results(results, opts, cmd, started)
+    return VariantResult(automation, results), cmd
+
+
+def bench(opts: argparse.Namespace) -> int:
+    started = datetime.now(UTC).replace(microsecond=0)
+    binary = build_loadgen()
+    # One seed for every variant: each sends the same request bodies in the same order (every
+    # variant has a fresh server, so new-visitor ids are new to it all the same).
+    base_seed = secrets.randbits(48) + 1
+    variants: list[VariantResult] = []
+    for automation in VARIANTS[opts.automation]:
+        if variants:
+            time.sleep(SETTLE_S)
+        variant, cmd = run_variant(opts, binary, automation, base_seed)
+        variants.append(variant)
+    for variant in variants:
+        console.print(render_table(variant.scenarios, variant.automation))
+        print_details(variant.scenarios)
+    pairs = compared(variants)
+    if pairs:
+        console.print(render_comparison(pairs))
+    path = write_results(variants, opts, cmd, started)
     console.print(f"raw numbers: {path}")
     if opts.record:
         print()
-        print(markdown_rows(results, started.strftime("%Y-%m-%d %H:%M")), end="")
+        print(markdown_rows(variants, started.strftime("%Y-%m-%d %H:%M")), end="")
+        if pairs:
+            print()
+            print(markdown_comparison(pairs), end="")
     return 0
 
 

@@ -46,6 +46,7 @@ def serve(
     if overrides:
         settings = settings.model_copy(update=overrides)
     configure_logging(settings)
+    _check_config_database(settings)
 
     def announce(runtime: Runtime) -> None:
         base = f"http://{settings.host}:{settings.port}"
@@ -126,6 +127,60 @@ def install(
     except TesseraError as error:
         console.print(f"[bold red]Install failed:[/] {error.message}")
         raise typer.Exit(code=1) from None
+
+
+def _check_config_database(settings: Settings) -> None:
+    """A MySQL/MariaDB that cannot be reached, or whose schema does not fit, stops start-up
+    here with one line, not with a traceback from inside the server's start."""
+    from tessera.storage.sql.config_database import check_config_database
+
+    try:
+        asyncio.run(check_config_database(settings))
+    except TesseraError as error:
+        console.print(f"[bold red]Cannot start:[/] {error.message}")
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the configuration database's schema up to this version (MySQL/MariaDB: apply the
+    pending migrations). Safe to run again; run it after upgrading Tessera."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from tessera.storage.sql.config_database import (
+        MigrationReport,
+        describe_config_database,
+        migrate_config_database,
+    )
+
+    settings = _settings()
+    console.print(f"Configuration database: {describe_config_database(settings)}")
+
+    async def work() -> MigrationReport:
+        columns = (SpinnerColumn(), TextColumn("{task.description}"))
+        with Progress(*columns, console=console, transient=True) as progress:
+            progress.add_task("Migrating the schema…", total=None)
+
+            def applied(revision: str, message: str) -> None:
+                summary = message.strip().splitlines()[0] if message.strip() else ""
+                progress.console.print(f"  [green]applied[/] {revision} {summary}")
+
+            return await migrate_config_database(settings, applied)
+
+    try:
+        report = asyncio.run(work())
+    except TesseraError as error:
+        console.print(f"[bold red]Migration failed:[/] {error.message}")
+        raise typer.Exit(code=1) from None
+    if not report.migrated:
+        console.print("[green]Schema ready[/] (the embedded SQLite file needs no migrations)")
+    elif report.applied:
+        console.print(
+            f"[green]Schema at revision {report.head}[/] ({len(report.applied)} applied, "
+            f"was {report.before or 'empty'})"
+        )
+    else:
+        console.print(f"[green]Schema already at revision {report.head}[/]; nothing to do")
 
 
 @app.command("settings")

@@ -13,16 +13,17 @@ from tessera.destinations.dispatch import DestinationDispatcher
 from tessera.destinations.worker import DeliveryWorker
 from tessera.identity.operations import ProfileOperations
 from tessera.identity.resolver import IdentityPolicy, IdentityResolver
-from tessera.model.common import DEFAULT_TENANT, utcnow
+from tessera.model.common import DEFAULT_TENANT
 from tessera.model.profile import Profile
 from tessera.model.session import Session
 from tessera.model.source import EventSource
+from tessera.ops.housekeeping import Housekeeping
 from tessera.ops.install import bootstrap, identity_salt
 from tessera.pipeline.cache import RecordCache
 from tessera.pipeline.consents import ConsentCheck, ConsentRules
 from tessera.pipeline.enrich.device import warm_up as warm_up_device_rules
 from tessera.pipeline.ingest import Ingestor
-from tessera.pipeline.locks import KeyedLocks
+from tessera.pipeline.locks import KeyedLocks, Locks
 from tessera.pipeline.processing import ProcessingRules
 from tessera.pipeline.sources import SourceDirectory
 from tessera.pipeline.visitor import VisitorDirectory
@@ -60,6 +61,9 @@ class Runtime:
     actions: ActionRegistry
     automation: AutomationStage
     delayed_steps: DelayedSteps
+    # One writer per profile: the per-key locks every path that changes a profile takes.
+    locks: Locks
+    housekeeping: Housekeeping
     segment_jobs: ResegmentationJobs
     ready: bool = False
     default_source: EventSource | None = field(default=None)
@@ -69,19 +73,22 @@ class Runtime:
         await self.storage.start()
         self.default_source = await bootstrap(self.storage, self.settings)
         await self.delivery.start()  # the outbox table exists once bootstrap installed it
-        # Expired tokens are refused anyway; dropping them at start keeps the table small.
-        await self.storage.tokens.purge_expired(utcnow())
+        # Expired tokens and memory keys are refused anyway; dropping them keeps tables small.
+        await self.housekeeping.run_once()
+        self.housekeeping.start()
         self.identity.policy = replace(
             self.identity.policy, salt=await identity_salt(self.storage, self.settings)
         )
         self.admin_exists = await self.storage.users.count(DEFAULT_TENANT) > 0
         # Loading the user-agent rules takes ~0.1 s: here, not in the first visitor's request.
         await asyncio.to_thread(warm_up_device_rules)
-        self.delayed_steps.start()
+        if self.settings.enable_workflow:  # off: delayed steps wait until it is on again
+            self.delayed_steps.start()
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
+        await self.housekeeping.stop()
         await self.delayed_steps.stop()
         await self.delivery.stop()  # first: its sends still need the store and the client
         await self.segment_jobs.stop()
@@ -148,25 +155,26 @@ def build_runtime(settings: Settings) -> Runtime:
         workflows_enabled=settings.enable_workflow,
     )
     processing = ProcessingRules(storage.processing_rules, ttl_s=settings.source_cache_seconds)
+    ingestor = Ingestor(
+        writer=storage.writer,
+        events=storage.events,
+        visitors=visitors,
+        locks=locks,
+        identity=identity,
+        processor=processing.process,
+        consents=consent_rules,
+        automation=automation,
+        profiles=storage.profiles,
+        schedules=storage.schedules,
+        destinations=destinations,
+        close_visit_after=timedelta(seconds=settings.close_visit_after),
+    )
     return Runtime(
         settings=settings,
         storage=storage,
         sources=SourceDirectory(storage.sources, ttl_s=settings.source_cache_seconds),
         visitors=visitors,
-        ingestor=Ingestor(
-            writer=storage.writer,
-            events=storage.events,
-            visitors=visitors,
-            locks=locks,
-            identity=identity,
-            processor=processing.process,
-            consents=consent_rules,
-            automation=automation,
-            profiles=storage.profiles,
-            schedules=storage.schedules,
-            destinations=destinations,
-            close_visit_after=timedelta(seconds=settings.close_visit_after),
-        ),
+        ingestor=ingestor,
         tokens=TokenService(storage.users, storage.tokens, ttl_s=settings.token_ttl_seconds),
         identity=identity,
         processing=processing,
@@ -186,7 +194,12 @@ def build_runtime(settings: Settings) -> Runtime:
             writer=storage.writer,
             locks=locks,
             poll_s=settings.scheduler_poll_seconds,
+            destinations=destinations,
+            merge_later=ingestor.merge_later,
+            identity_paths=settings.merge_key_paths,
         ),
+        locks=locks,
+        housekeeping=Housekeeping(storage.tokens, storage.memory, interval_s=3600),
         profile_operations=ProfileOperations(
             profiles=storage.profiles,
             sessions=storage.sessions,

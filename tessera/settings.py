@@ -48,10 +48,20 @@ YesNo = Annotated[bool, BeforeValidator(_yes_no)]
 # refused in production: an installation secret everybody knows protects nothing.
 WEAK_SECRETS = frozenset(
     {"tessera", "tracardi", "changeme", "change-me", "admin", "password", "secret", "token"}
+    # The development password of scripts/services: known to everyone who read the script.
+    | {"tessera-dev-password"}
 )
 MIN_PRODUCTION_SECRET_LENGTH = 16
 # Values of these fields never appear in messages or logs.
-SECRET_FIELDS = frozenset({"installation_token", "admin_password", "auto_profile_merging"})
+SECRET_FIELDS = frozenset(
+    {
+        "installation_token",
+        "admin_password",
+        "auto_profile_merging",
+        "mysql_password",
+        "redis_password",
+    }
+)
 
 
 class Settings(BaseSettings):
@@ -193,14 +203,52 @@ class Settings(BaseSettings):
         validation_alias="TESSERA_CACHE_MAX_ENTRIES",
         description="Most profiles (and, separately, sessions) held in the in-process cache.",
     )
+    # --- Redis: what several API processes must share (locks, caches, tokens, memory) ---
+    redis_host: str | None = Field(
+        None,
+        validation_alias="REDIS_HOST",
+        description=(
+            "Redis host for locks, the profile/session cache, access tokens, workflow memory "
+            "and deduplication keys shared by every API process. Unset: kept in-process."
+        ),
+    )
+    redis_port: int = Field(
+        6379, ge=1, le=65535, validation_alias="REDIS_PORT", description="Redis port."
+    )
+    redis_password: str | None = Field(
+        None,
+        validation_alias="REDIS_PASSWORD",
+        description="Redis password (AUTH); unset: none. Never logged.",
+    )
+    redis_db: int = Field(
+        0, ge=0, validation_alias="REDIS_DB", description="Redis logical database number."
+    )
+    redis_prefix: str = Field(
+        "tessera",
+        min_length=1,
+        validation_alias="TESSERA_REDIS_PREFIX",
+        description=(
+            "Prefix of every Redis key Tessera writes, so several installations can share "
+            "one Redis."
+        ),
+    )
+    lock_ttl_seconds: float = Field(
+        10.0,
+        gt=0,
+        validation_alias="TESSERA_LOCK_TTL_SECONDS",
+        description=(
+            "Seconds a Redis lock outlives a holder that stopped renewing it (crashed "
+            "process); live holders renew it every third of this time."
+        ),
+    )
     source_cache_seconds: float = Field(
         5.0,
         ge=0,
         validation_alias="TESSERA_SOURCE_CACHE_SECONDS",
         description=(
-            "Seconds an event source (and the processing rules of an event type) stay cached "
-            "for `/track`; changes made through this server's API take effect at once, changes "
-            "from elsewhere within this time."
+            "Seconds event sources, processing rules, consent types, segments and destinations "
+            "stay cached for `/track`; changes made through this server's API take effect at "
+            "once, changes from elsewhere within this time."
         ),
     )
 
@@ -317,8 +365,71 @@ class Settings(BaseSettings):
         le=300,
         validation_alias="TESSERA_HTTP_TIMEOUT_SECONDS",
         description=(
-            "Default timeout of outbound HTTP requests (workflow actions, destinations) when "
-            "the action or destination does not set its own."
+            "Timeout of the shared outbound HTTP client: what a plugin action gets when it sets "
+            "none (built-in actions and destinations always set their own per request)."
+        ),
+    )
+
+    # --- MySQL/MariaDB configuration store (None host: the embedded SQLite file) ---------------
+    mysql_host: str | None = Field(
+        None,
+        validation_alias="MYSQL_HOST",
+        description=(
+            "Host of the MySQL/MariaDB server that keeps the configuration (sources, users, "
+            "rules, workflows, destinations …). Unset: the embedded SQLite file in the data dir."
+        ),
+    )
+    mysql_port: int = Field(
+        3306, ge=1, le=65535, validation_alias="MYSQL_PORT", description="MySQL/MariaDB port."
+    )
+    mysql_username: str | None = Field(
+        None,
+        validation_alias="MYSQL_USERNAME",
+        description="MySQL/MariaDB user; required when `MYSQL_HOST` is set.",
+    )
+    mysql_password: str | None = Field(
+        None,
+        validation_alias="MYSQL_PASSWORD",
+        description=(
+            "Password of `MYSQL_USERNAME` (never logged). Production refuses a well-known or "
+            "short one, including the development password of `scripts/services`."
+        ),
+    )
+    mysql_database: str = Field(
+        "tessera",
+        min_length=1,
+        max_length=64,
+        validation_alias="MYSQL_DATABASE",
+        description="Database (schema) on the MySQL/MariaDB server; `tessera migrate` fills it.",
+    )
+    mysql_pool_size: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        validation_alias="MYSQL_CONNECTION__POOL",
+        description="Connections to MySQL/MariaDB kept open per process.",
+    )
+    mysql_max_overflow: int = Field(
+        10,
+        ge=0,
+        le=1000,
+        validation_alias="MYSQL_CONNECTION__MAX_OVERFLOW",
+        description="Extra connections opened beyond the pool under load, closed when returned.",
+    )
+    mysql_pool_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        validation_alias="MYSQL_CONNECTION__POOL_TIMEOUT",
+        description="Seconds a request waits for a free MySQL/MariaDB connection before failing.",
+    )
+    mysql_pool_recycle: int = Field(
+        3600,
+        ge=1,
+        validation_alias="MYSQL_CONNECTION__POOL_RECYCLE",
+        description=(
+            "Seconds after which a pooled connection is replaced; keep it below the server's "
+            "`wait_timeout` so no request meets a connection the server already closed."
         ),
     )
 
@@ -410,10 +521,21 @@ def check_production_secrets(settings: Settings) -> None:
             "INSTALLATION_TOKEN: production needs a secret of at least "
             f"{MIN_PRODUCTION_SECRET_LENGTH} characters that is not a well-known default"
         )
+    if settings.mysql_password is not None and is_weak_secret(settings.mysql_password):
+        raise ConfigurationError(
+            "MYSQL_PASSWORD: production needs a password of at least "
+            f"{MIN_PRODUCTION_SECRET_LENGTH} characters that is not a well-known default"
+        )
     password = settings.admin_password
     if password is not None and is_weak_secret(password):
         raise ConfigurationError(
             "TESSERA_ADMIN_PASSWORD: production needs a password of at least "
+            f"{MIN_PRODUCTION_SECRET_LENGTH} characters that is not a well-known default"
+        )
+    redis_password = settings.redis_password
+    if redis_password is not None and is_weak_secret(redis_password):
+        raise ConfigurationError(
+            "REDIS_PASSWORD: production needs a password of at least "
             f"{MIN_PRODUCTION_SECRET_LENGTH} characters that is not a well-known default"
         )
 

@@ -99,7 +99,9 @@ class DebugIn(BaseModel):
     event_id: str | None = Field(None, max_length=128, description="Run against a stored event")
     event: DebugEventIn | None = Field(None, description="…or against this event")
     profile: dict[str, Any] | None = Field(
-        None, description="With `event`: the profile document to run on (else the stored one)"
+        None,
+        description="The profile document to run on; else the stored event's profile (with "
+        "`event_id`) or an empty profile (with `event`)",
     )
     graph: Literal["draft", "deployed"] = "draft"
 
@@ -253,8 +255,9 @@ async def disable_workflow(workflow_id: WorkflowId, runtime: RuntimeDep) -> Resp
 
 @router.post("/workflow/{workflow_id}/debug")
 async def debug_workflow(workflow_id: WorkflowId, body: DebugIn, runtime: RuntimeDep) -> Response:
-    """Run the workflow on copies of the documents; nothing is saved, no delay is scheduled,
-    no event is emitted. Actions that call other systems (HTTP, e-mail) do call them."""
+    """Run the workflow on copies of the documents: no change to a profile, session or event
+    is saved, no delay is scheduled, no event is emitted. Actions that call other systems
+    (HTTP, e-mail, Slack) do call them, and memory actions do write."""
     workflow = await _stored(runtime, workflow_id)
     source = workflow.draft if body.graph == "draft" else workflow.deployed
     if source is None:
@@ -274,6 +277,8 @@ async def debug_workflow(workflow_id: WorkflowId, body: DebugIn, runtime: Runtim
     result = await run_graph(graph, context, trace_payloads=True)
     deployed = DeployedWorkflow(workflow, graph)
     answer = trace_entry(event, None, deployed, result)
+    # A draft has no version of its own yet: it becomes version + 1 when deployed.
+    answer["workflow"]["version"] = workflow.version if body.graph == "deployed" else None
     answer.update(
         profile=context.profile,
         session=context.session,

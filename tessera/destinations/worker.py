@@ -201,10 +201,11 @@ class DeliveryWorker:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"Tessera/{__version__}",
-            # Delivery is at least once: receivers can drop a message they already have.
-            "X-Tessera-Message-Id": message.id,
             **destination.headers,
             **destination.secret_headers,
+            # Delivery is at least once: receivers drop a message id they already have, so no
+            # configured header may replace it.
+            "X-Tessera-Message-Id": message.id,
         }
         status: int | None = None
         error: str | None = None

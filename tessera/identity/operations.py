@@ -13,7 +13,7 @@ from tessera.identity.keys import read_path
 from tessera.identity.resolver import profile_lock_key
 from tessera.model.common import utcnow
 from tessera.model.profile import Profile
-from tessera.pipeline.locks import KeyedLocks
+from tessera.pipeline.locks import Locks
 from tessera.pipeline.visitor import VisitorDirectory
 from tessera.storage.ports import (
     ChangeSet,
@@ -37,7 +37,7 @@ class ProfileOperations:
     events: EventStore
     writer: RecordWriter
     visitors: VisitorDirectory
-    locks: KeyedLocks
+    locks: Locks
 
     async def _current(self, tenant: str, profile_id: str) -> Profile:
         profile = await self.profiles.get(tenant, profile_id)
@@ -77,7 +77,7 @@ class ProfileOperations:
                 )
             )
             for profile in (survivor, *restored):
-                self.visitors.forget_profile(tenant, profile.id)
+                await self.visitors.forget_profile(tenant, profile.id)
         return {"profile": {"id": survivor.id}, "restored": [{"id": p.id} for p in restored]}
 
     async def _recount(self, profile: Profile) -> None:
@@ -103,7 +103,7 @@ class ProfileOperations:
                     )
                 )
             for gone in ids:
-                self.visitors.forget_profile(tenant, gone)
+                await self.visitors.forget_profile(tenant, gone)
         return {"deleted": list(ids), "with_data": with_data}
 
     async def anonymize(self, tenant: str, profile_id: str) -> Profile:
@@ -121,7 +121,7 @@ class ProfileOperations:
             ]
             profile.metadata.time.update = utcnow()
             await self.writer.commit(ChangeSet(profiles=[profile], released_identities=released))
-            self.visitors.forget_profile(tenant, profile.id)
+            await self.visitors.forget_profile(tenant, profile.id)
         return profile
 
     async def export(self, tenant: str, profile_id: str) -> dict[str, Any]:

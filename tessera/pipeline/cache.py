@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
 V = TypeVar("V")
 R = TypeVar("R", bound=msgspec.Struct)
+
+
+class RecordCachePort(Protocol[R]):
+    """Committed profiles or sessions by key: ``RecordCache`` in the process, or one shared by
+    every API process (``tessera/storage/redis/cache.py``). Async, because a shared one is a
+    network hop away.
+
+    ``put`` keeps what was just committed (the caller holds the record's lock); ``fill`` keeps
+    what was just read from storage, unless something is there already — a read that raced a
+    commit must not overwrite the newer record the committer put back.
+    """
+
+    async def get(self, key: str) -> R | None: ...
+
+    async def put(self, key: str, record: R) -> None: ...
+
+    async def fill(self, key: str, record: R) -> None: ...
+
+    async def discard(self, key: str) -> None: ...
 
 
 class TtlCache(Generic[V]):
@@ -55,6 +74,9 @@ class TtlCache(Generic[V]):
         return len(self._entries)
 
 
+_TOMBSTONE = b""
+
+
 class RecordCache(Generic[R]):
     """Records kept encoded, as bytes.
 
@@ -69,15 +91,21 @@ class RecordCache(Generic[R]):
         self._encode = msgspec.json.Encoder().encode
         self._decode = msgspec.json.Decoder(record_type).decode
 
-    def get(self, key: str) -> R | None:
+    async def get(self, key: str) -> R | None:
         raw = self._entries.get(key)
-        return self._decode(raw) if raw is not None else None
+        return self._decode(raw) if raw else None
 
-    def put(self, key: str, record: R) -> None:
+    async def put(self, key: str, record: R) -> None:
         self._entries.put(key, self._encode(record))
 
-    def discard(self, key: str) -> None:
-        self._entries.discard(key)
+    async def fill(self, key: str, record: R) -> None:
+        if self._entries.get(key) is None:
+            self._entries.put(key, self._encode(record))
+
+    async def discard(self, key: str) -> None:
+        # A tombstone, not a removal: a read that began before the discard must not ``fill``
+        # the old record back. It reads as a miss; the next ``put`` replaces it.
+        self._entries.put(key, _TOMBSTONE)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -17,13 +17,15 @@ each other in a cycle.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
+from tessera.destinations.planner import DestinationPlanner
 from tessera.errors import StorageUnavailable
 from tessera.identity.resolver import (
     IdentityResolver,
@@ -38,7 +40,7 @@ from tessera.model.session import Session, Visit
 from tessera.pipeline.consents import ConsentRules
 from tessera.pipeline.enrich import enrich_new_session
 from tessera.pipeline.events import build_event
-from tessera.pipeline.locks import KeyedLocks, LockSet
+from tessera.pipeline.locks import Locks, LockSetLike
 from tessera.pipeline.processing import event_document
 from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult
 from tessera.pipeline.visitor import Visitor, VisitorDirectory
@@ -56,6 +58,8 @@ from tessera.storage.search import SearchRequest
 from tessera.workflow.action import dig
 from tessera.workflow.stage import AutomationStage, StageOutcome, Subject
 
+log = logging.getLogger(__name__)
+
 # A request retries when a key it needs is busy; past this many rounds the profile is under
 # a storm of concurrent changes and the client is told to come back (503).
 MAX_ROUNDS = 16
@@ -65,24 +69,6 @@ MAX_KEY_MERGES = 20
 # Processing of a request's events against its profile and session documents: validation,
 # reshaping and event-to-profile mapping. Returns warnings for the answer.
 EventProcessor = Callable[[list[Event], dict[str, Any], dict[str, Any]], Awaitable[list[str]]]
-
-
-class DestinationPlanner(Protocol):
-    """Destinations as the ingest path sees them (``destinations/dispatch.py``)."""
-
-    async def active(self, tenant: str) -> bool: ...
-
-    async def plan(
-        self,
-        tenant: str,
-        *,
-        events: list[dict[str, Any]],
-        profile: dict[str, Any] | None,
-        session: dict[str, Any] | None,
-        profile_changed: bool,
-    ) -> list[Any]: ...
-
-    async def enqueue(self, messages: list[Any]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -100,7 +86,7 @@ class Ingestor:
         writer: RecordWriter,
         events: EventStore,
         visitors: VisitorDirectory,
-        locks: KeyedLocks,
+        locks: Locks,
         identity: IdentityResolver,
         processor: EventProcessor,
         close_visit_after: timedelta = timedelta(minutes=30),
@@ -135,7 +121,7 @@ class Ingestor:
             if self.destinations is not None and await self.destinations.active(batch.tenant):
                 messages = await self._plan_deliveries(batch.tenant, stored, None, None, False)
             await self._writer.commit(ChangeSet(events=stored))
-            await self._after_commit(outcome.schedules, messages)
+            warnings += await self._after_commit(outcome.schedules, messages)
             answer = IngestResult(None, None, [e.id for e in events], warnings + outcome.warnings)
             answer.debug = outcome.traces if batch.debug else None
             return answer
@@ -146,11 +132,17 @@ class Ingestor:
         for _round in range(MAX_ROUNDS):
             async with self._locks.hold_all(wanted) as held:
                 result = await self._ingest_locked(batch, incoming, session_id, now, held)
-                if isinstance(result, IngestResult):
-                    result.warnings[:0] = warnings
-                    return result
-                wanted |= result
-        raise StorageUnavailable("the profile is changing too often right now; retry")
+            if isinstance(result, IngestResult):
+                break
+            wanted |= result
+        else:
+            raise StorageUnavailable("the profile is changing too often right now; retry")
+        result.warnings[:0] = warnings
+        deferred, result.deferred = result.deferred, None
+        if deferred is not None and result.profile_id is not None:
+            # Made now that this request holds nothing, waiting for the profiles it needs.
+            result.warnings += await self.merge_later(tenant, result.profile_id, *deferred)
+        return result
 
     async def _ingest_locked(
         self,
@@ -158,7 +150,7 @@ class Ingestor:
         incoming: list[IncomingEvent],
         session_id: str,
         now: datetime,
-        held: LockSet,
+        held: LockSetLike,
     ) -> IngestResult | set[str]:
         """The request's work under its locks; the set of keys to add when one was busy."""
         tenant = batch.tenant
@@ -182,12 +174,15 @@ class Ingestor:
         )
         warnings += identity_warnings
         visitor.profile = msgspec.convert(document, Profile)
-        first = await self._identify(visitor, fresh, set(), held, now)
+        pending = 1 if visitor.session_is_new or visitor.first_time_in_session else 0
+        first = await self._identify(visitor.profile, fresh, set(), held, now, pending)
         if isinstance(first, set):
             return first
-        merges = first
+        visitor.profile, merges = first
+        request_event_ids = [event.id for event in events]
 
         outcome = StageOutcome()
+        deferred: tuple[dict[str, Any], list[str]] | None = None
         if self.automation is not None:
             # The pass above may have merged or indexed: the stage works on the profile as it
             # is now, and whatever it changes is converted back once.
@@ -202,20 +197,21 @@ class Ingestor:
             if outcome.session_changed:
                 visitor.session = msgspec.convert(session_document, Session)
             if outcome.profile_changed or outcome.merge_on:
-                more, more_warnings = self._identity.new_values(visitor.profile, document, before)
+                changed_profile = _converted(document, visitor.profile, warnings)
+                more, more_warnings = self._identity.new_values(changed_profile, document, before)
                 warnings += more_warnings
-                visitor.profile = msgspec.convert(document, Profile)
+                visitor.profile = changed_profile
                 key_owners = await self._key_owners(visitor.profile, document, outcome.merge_on)
-                second = await self._identify(visitor, more, key_owners, held, now)
+                second = await self._identify(visitor.profile, more, key_owners, held, now, pending)
                 if isinstance(second, set):
-                    warnings.append(
-                        "a merge asked for by this request waits: another request is changing "
-                        "one of the profiles; it happens with a later event"
-                    )
+                    # The workflows do not run again for a retry: the merge is made after the
+                    # commit, once this request holds no lock (merge_later).
+                    deferred = (before, outcome.merge_on)
                 else:
-                    merges.retired += second.retired
-                    merges.links += second.links
-                    if second.retired:
+                    visitor.profile, more_merges = second
+                    merges.retired += more_merges.retired
+                    merges.links += more_merges.links
+                    if more_merges.retired:
                         document = msgspec.to_builtins(visitor.profile)
         messages: list[Any] = []
         if watched:
@@ -228,23 +224,65 @@ class Ingestor:
                 tenant, events, document, session_document, changed
             )
         await self._commit(visitor, events, merges.links, merges.retired)
-        await self._after_commit(outcome.schedules, messages)
-        result = IngestResult(visitor.profile.id, session_id, [e.id for e in events], warnings)
+        warnings += await self._after_commit(outcome.schedules, messages)
+        result = IngestResult(visitor.profile.id, session_id, request_event_ids, warnings)
         result.debug = outcome.traces if batch.debug else None
+        result.deferred = deferred
         return result
+
+    async def merge_later(
+        self, tenant: str, profile_id: str, before: dict[str, Any], merge_on: list[str]
+    ) -> list[str]:
+        """Index the merge-key values the profile holds that differ from ``before`` and merge
+        on them and on ``merge_on`` paths, waiting for every lock it needs (the caller holds
+        none). Used when a request's own locks could not be widened without waiting, and by
+        delayed workflow steps. Answers warnings."""
+        wanted = {profile_lock_key(tenant, profile_id)}
+        for _round in range(MAX_ROUNDS):
+            async with self._locks.hold_all(wanted) as held:
+                profile = await self._visitors.profile(tenant, profile_id)
+                if profile is None:
+                    return []
+                if profile.id != profile_id:  # merged meanwhile: go on with the survivor
+                    profile_id = profile.id
+                    wanted.add(profile_lock_key(tenant, profile_id))
+                    continue
+                now = utcnow()
+                document = msgspec.to_builtins(profile)
+                fresh, warnings = self._identity.new_values(profile, document, before)
+                key_owners = await self._key_owners(profile, document, merge_on)
+                step = await self._identify(profile, fresh, key_owners, held, now, 0)
+                if isinstance(step, set):
+                    wanted |= step
+                    continue
+                merged, merges = step
+                if merges.retired or merges.links:
+                    merged.metadata.time.update = now
+                    await self._writer.commit(
+                        ChangeSet(
+                            profiles=[merged], identities=merges.links, retired=merges.retired
+                        )
+                    )
+                    for gone in merges.retired:
+                        await self._visitors.forget_profile(tenant, gone.profile.id)
+                    await self._visitors.remember_profile(merged)
+                return warnings
+        return ["a merge asked for by a workflow was not made: the profiles are changing too often"]
 
     async def _identify(
         self,
-        visitor: Visitor,
+        profile: Profile,
         fresh: list[Any],
         key_owners: set[str],
-        held: LockSet,
+        held: LockSetLike,
         now: datetime,
-    ) -> _Merges | set[str]:
+        pending: int,
+    ) -> tuple[Profile, _Merges] | set[str]:
         """Index the new merge-key values and merge with the profiles that hold them (or hold
-        the same value at a key a workflow named); the keys to add when one was busy."""
+        the same value at a key a workflow named); the keys to add when one was busy.
+        ``pending`` counts this request's sessions not stored yet (for the visit count)."""
         merges = _Merges()
-        tenant = visitor.profile.tenant
+        tenant = profile.tenant
         owners = set(key_owners)
         if fresh:
             keys = {identity_lock_key(tenant, value.digest) for value in fresh}
@@ -252,28 +290,24 @@ class Ingestor:
                 return keys
             # Read owners only now, under the identity locks: a concurrent request may have
             # linked one of these values to its profile since this request began.
-            owners |= await self._identity.owners(tenant, fresh, visitor.profile.id)
-        owners.discard(visitor.profile.id)
+            owners |= await self._identity.owners(tenant, fresh, profile.id)
+        owners.discard(profile.id)
         if owners:
             owner_keys = {profile_lock_key(tenant, owner) for owner in owners}
             if not await held.try_add(owner_keys):
                 return owner_keys
         for owner_id in sorted(owners):
             owner = await self._visitors.profile(tenant, owner_id)
-            if owner is None or owner.id != owner_id or owner_id in visitor.profile.ids:
+            if owner is None or owner.id != owner_id or owner_id in profile.ids:
                 continue  # merged away meanwhile; its values now point at its survivor
-            pending = 1 if visitor.session_is_new or visitor.first_time_in_session else 0
-            merged, loser, loser_links = await self._identity.merge(
-                visitor.profile, owner, now, pending
-            )
-            visitor.profile = merged
+            profile, loser, loser_links = await self._identity.merge(profile, owner, now, pending)
             merges.retired.append(loser)
             merges.links += loser_links
         if fresh:
-            merges.links += self._identity.links(visitor.profile, fresh)
+            merges.links += self._identity.links(profile, fresh)
         # Events and sessions keep the id they came in under; the survivor lists it in its
         # ids, so they resolve to it, and an unmerge can give them back.
-        return merges
+        return profile, merges
 
     async def _key_owners(
         self, profile: Profile, document: dict[str, Any], paths: list[str]
@@ -317,13 +351,21 @@ class Ingestor:
             profile_changed=profile_changed,
         )
 
-    async def _after_commit(self, schedules: list[ScheduledStep], messages: list[Any]) -> None:
+    async def _after_commit(self, schedules: list[ScheduledStep], messages: list[Any]) -> list[str]:
         """Schedules and deliveries are kept only for what was stored; a crash between the
-        commit and these writes loses them (documented in docs/workflows.md)."""
+        commit and these writes loses them (documented in docs/workflows.md). The records are
+        stored by now, so a failure here is a warning, never an error the client would retry
+        (and store its events twice)."""
+        warnings: list[str] = []
         if schedules and self._schedules is not None:
-            await self._schedules.add(schedules)
+            try:
+                await self._schedules.add(schedules)
+            except Exception:
+                log.exception("delayed workflow steps could not be scheduled")
+                warnings.append(f"{len(schedules)} delayed workflow step(s) could not be kept")
         if messages and self.destinations is not None:
             await self.destinations.enqueue(messages)
+        return warnings
 
     async def _process(
         self, visitor: Visitor, events: list[Event]
@@ -387,13 +429,24 @@ class Ingestor:
             )
         )
         for gone in retired:
-            self._visitors.forget_profile(gone.profile.tenant, gone.profile.id)
-        self._visitors.remember(visitor)
+            await self._visitors.forget_profile(gone.profile.tenant, gone.profile.id)
+        await self._visitors.remember(visitor)
 
 
 # What a person is, as opposed to what every request changes (stats, times): a "profile changed"
 # destination fires when one of these parts did.
 PERSON_PARTS = ("traits", "data", "consents", "interests", "segments")
+
+
+def _converted(document: dict[str, Any], unchanged: Profile, warnings: list[str]) -> Profile:
+    """The profile a workflow changed; the one before the workflows when their changes do not
+    make a profile (actions check what they write, so only a plugin could get here)."""
+    try:
+        return msgspec.convert(document, Profile)
+    except msgspec.ValidationError as exc:
+        log.error("workflows left a profile that is not valid (%s); their changes are dropped", exc)
+        warnings.append("the workflows' changes to the profile were not valid and were dropped")
+        return unchanged
 
 
 def _person_parts(document: dict[str, Any]) -> bytes:

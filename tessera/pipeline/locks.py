@@ -1,10 +1,57 @@
-"""Per-key serialisation on one event loop: one writer per profile at a time."""
+"""Per-key serialisation on one event loop: one writer per profile at a time.
+
+``Locks`` / ``LockSetLike`` are what callers (ingest, profile operations, re-segmentation,
+delayed steps) need from a lock service; ``KeyedLocks`` is the in-process one, and
+``tessera/storage/redis/locks.py`` the one shared by several API processes.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
+from typing import Protocol
+
+
+class LockSetLike(Protocol):
+    """Several keys held together (see ``LockSet`` for why more are only added without
+    waiting)."""
+
+    @property
+    def keys(self) -> frozenset[str]: ...
+
+    async def __aenter__(self) -> LockSetLike: ...
+
+    async def __aexit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None: ...
+
+    async def try_add(self, keys: Iterable[str]) -> bool:
+        """Take every key that is free right now, or none of them; never waits."""
+        ...
+
+    async def still_held(self) -> bool:
+        """Whether every key is still this holder's: checked right before committing, since
+        a distributed lock can expire under a holder that stalled."""
+        ...
+
+    def fence(self, key: str) -> int | None:
+        """The fencing token of this holding of ``key`` (None when not held): larger for every
+        later acquisition of the key, so a store can refuse writes from an older holder."""
+        ...
+
+
+class Locks(Protocol):
+    def hold(self, key: str) -> AbstractAsyncContextManager[None]: ...
+
+    def hold_all(self, keys: Iterable[str]) -> LockSetLike:
+        """Hold several keys, taken in sorted order so two holders cannot deadlock."""
+        ...
 
 
 class KeyedLocks:
@@ -16,6 +63,7 @@ class KeyedLocks:
 
     def __init__(self) -> None:
         self._locks: dict[str, _Entry] = {}
+        self._fences = itertools.count(1)
 
     def hold(self, key: str) -> _Holding:
         return _Holding(self, key)
@@ -37,12 +85,13 @@ class _Entry:
 
 
 class _Holding:
-    __slots__ = ("_entry", "_key", "_owner")
+    __slots__ = ("_entry", "_key", "_owner", "fence")
 
     def __init__(self, owner: KeyedLocks, key: str) -> None:
         self._owner = owner
         self._key = key
         self._entry: _Entry | None = None
+        self.fence = 0
 
     async def __aenter__(self) -> None:
         locks = self._owner._locks
@@ -56,6 +105,7 @@ class _Holding:
         except BaseException:
             self._leave()
             raise
+        self.fence = next(self._owner._fences)
 
     async def __aexit__(
         self,
@@ -122,6 +172,13 @@ class LockSet:
             await holding.__aenter__()
             self._held.append(holding)
         return True
+
+    async def still_held(self) -> bool:
+        """Always: an in-process lock cannot be taken away from a live holder."""
+        return True
+
+    def fence(self, key: str) -> int | None:
+        return next((h.fence for h in self._held if h._key == key), None)
 
     async def _release(self) -> None:
         while self._held:

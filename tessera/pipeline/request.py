@@ -46,3 +46,6 @@ class IngestResult:
     errors: list[str] = field(default_factory=list)
     # Workflow traces, when the request asked for them (TRACK_DEBUG).
     debug: list[dict[str, Any]] | None = None
+    # A merge the workflows asked for that needs locks the request could not take at once:
+    # (merge-key values before the workflows, merge-on paths); made once the locks are free.
+    deferred: tuple[dict[str, Any], list[str]] | None = None

@@ -14,7 +14,7 @@ from tessera.model.common import Ref, new_id
 from tessera.model.profile import Profile, new_profile
 from tessera.model.session import Session, new_session
 from tessera.model.source import EventSource
-from tessera.pipeline.cache import RecordCache
+from tessera.pipeline.cache import RecordCachePort
 from tessera.storage.ports import ProfileStore, SessionStore
 
 
@@ -38,8 +38,8 @@ class VisitorDirectory:
         profiles: ProfileStore,
         sessions: SessionStore,
         *,
-        profile_cache: RecordCache[Profile],
-        session_cache: RecordCache[Session],
+        profile_cache: RecordCachePort[Profile],
+        session_cache: RecordCachePort[Session],
     ) -> None:
         self._profiles = profiles
         self._sessions = sessions
@@ -48,35 +48,39 @@ class VisitorDirectory:
 
     async def session(self, tenant: str, session_id: str) -> Session | None:
         key = f"{tenant}\x00{session_id}"
-        session = self.session_cache.get(key)
+        session = await self.session_cache.get(key)
         if session is None:
             session = await self._sessions.get(tenant, session_id)
             if session is not None:
-                self.session_cache.put(key, session)
+                await self.session_cache.fill(key, session)
         return session
 
     async def profile(self, tenant: str, profile_id: str) -> Profile | None:
         key = f"{tenant}\x00{profile_id}"
-        profile = self.profile_cache.get(key)
+        profile = await self.profile_cache.get(key)
         if profile is None:
             profile = await self._profiles.get(tenant, profile_id)
             # Cached under its own id only: an alias would hold a copy that goes stale when
             # the profile changes. Requests that use an alias resolve it to the id first.
             if profile is not None and profile.id == profile_id:
-                self.profile_cache.put(key, profile)
+                await self.profile_cache.fill(key, profile)
         return profile
 
-    def forget_profile(self, tenant: str, profile_id: str) -> None:
-        self.profile_cache.discard(f"{tenant}\x00{profile_id}")
+    async def forget_profile(self, tenant: str, profile_id: str) -> None:
+        await self.profile_cache.discard(f"{tenant}\x00{profile_id}")
 
-    def remember_profile(self, profile: Profile) -> None:
+    async def remember_profile(self, profile: Profile) -> None:
         """Put back a profile committed without its session (e.g. by re-segmentation)."""
-        self.profile_cache.put(f"{profile.tenant}\x00{profile.id}", profile)
+        await self.profile_cache.put(f"{profile.tenant}\x00{profile.id}", profile)
 
-    def remember(self, visitor: Visitor) -> None:
+    async def remember_session(self, session: Session) -> None:
+        """Put back a session committed without its profile (e.g. by a delayed step)."""
+        await self.session_cache.put(f"{session.tenant}\x00{session.id}", session)
+
+    async def remember(self, visitor: Visitor) -> None:
         tenant = visitor.profile.tenant
-        self.profile_cache.put(f"{tenant}\x00{visitor.profile.id}", visitor.profile)
-        self.session_cache.put(f"{tenant}\x00{visitor.session.id}", visitor.session)
+        await self.profile_cache.put(f"{tenant}\x00{visitor.profile.id}", visitor.profile)
+        await self.session_cache.put(f"{tenant}\x00{visitor.session.id}", visitor.session)
 
     async def candidate_profile(
         self, tenant: str, session: Session | None, requested: str | None

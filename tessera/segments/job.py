@@ -36,7 +36,7 @@ from tessera.identity.resolver import profile_lock_key
 from tessera.model.common import new_id, utcnow
 from tessera.model.event import Event
 from tessera.model.profile import Profile
-from tessera.pipeline.locks import KeyedLocks
+from tessera.pipeline.locks import Locks
 from tessera.pipeline.visitor import VisitorDirectory
 from tessera.segments.events import membership_events
 from tessera.segments.live import LiveSegments, TenantSegments
@@ -78,7 +78,7 @@ class ResegmentationJobs:
         profiles: ProfileStore,
         visitors: VisitorDirectory,
         writer: RecordWriter,
-        locks: KeyedLocks,
+        locks: Locks,
         *,
         page_size: int = 500,
         keep: int = 100,
@@ -210,10 +210,10 @@ class ResegmentationJobs:
                 except BaseException:
                     # Committed or not, the cache must not answer the version before it.
                     for profile in changed:
-                        self._visitors.forget_profile(tenant, profile.id)
+                        await self._visitors.forget_profile(tenant, profile.id)
                     raise
                 for profile in changed:
-                    self._visitors.remember_profile(profile)
+                    await self._visitors.remember_profile(profile)
         job.processed += len(profile_ids)
         job.changed += len(changed)
         job.total = max(job.total, job.processed)

@@ -91,7 +91,8 @@ class Effects:
     emitted: list[EmittedEvent] = field(default_factory=list)
     # Profile paths whose values name the same person: merge with profiles holding them.
     merge_on: list[str] = field(default_factory=list)
-    # (level, message) lines written by the log action; they go into the trace and the log.
+    # (level, message) lines written by the log action; they go into the node's trace and
+    # the server log.
     logs: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -113,7 +114,8 @@ class ActionContext:
     services: ActionServices
     workflow_id: str = ""
     node_id: str = ""
-    # A debug run saves nothing; actions that reach the outside world still run.
+    # A run of POST /workflow/{id}/debug: nothing it changes on the profile, the session or
+    # the events is saved (memory actions and calls to other systems do happen).
     debug: bool = False
     effects: Effects = field(default_factory=Effects)
     profile_changed: bool = False
@@ -232,13 +234,17 @@ def check_path(path: str, *, writable: bool = False) -> None:
             f"path {path!r}: only these parts of a profile can be written: "
             + ", ".join(PROFILE_WRITABLE)
         )
-    if root == "profile" and keys[0] in PROFILE_NUMERIC and len(keys) != 2:
-        raise InvalidPayload(f"path {path!r}: {keys[0]} holds numbers one key deep")
     if root == "session" and (not keys or keys[0] not in SESSION_WRITABLE):
         raise InvalidPayload(
             f"path {path!r}: only these parts of a session can be written: "
             + ", ".join(SESSION_WRITABLE)
         )
+    if root in ("profile", "session") and len(keys) < 2:
+        # A whole part replaced by one value (a string for all traits) would leave a record
+        # that is no longer a profile or a session.
+        raise InvalidPayload(f"path {path!r}: name a key inside {keys[0]}, e.g. {path}.name")
+    if root == "profile" and keys[0] in PROFILE_NUMERIC and len(keys) != 2:
+        raise InvalidPayload(f"path {path!r}: {keys[0]} holds numbers one key deep")
 
 
 def _document(root: str, context: ActionContext, payload: Any) -> Any:

@@ -44,6 +44,8 @@ class NodeTrace:
     input: Any = None
     outputs: list[dict[str, Any]] = field(default_factory=list)
     suspended_for_s: float | None = None
+    # (level, message) lines the node logged.
+    logs: list[tuple[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         answer: dict[str, Any] = {
@@ -55,6 +57,8 @@ class NodeTrace:
         }
         if self.suspended_for_s is not None:
             answer["suspended_for_s"] = self.suspended_for_s
+        if self.logs:
+            answer["logs"] = [{"level": level, "message": text} for level, text in self.logs]
         if self.input is not None or self.outputs:
             answer["input"] = self.input
             answer["outputs"] = self.outputs
@@ -118,6 +122,7 @@ async def run_graph(
             trace.input = copy_json(payload)
         result.traces.append(trace)
         context.node_id = node_id
+        logged = len(context.effects.logs)
         started = time.perf_counter()
         try:
             answer = await node.action.run(payload, context)
@@ -128,6 +133,7 @@ async def run_graph(
             log.exception("action %r of node %r failed", node.action.name, node_id)
             trace.error = f"the action failed: {type(exc).__name__}: {exc}"
         trace.duration_ms = (time.perf_counter() - started) * 1000
+        trace.logs = context.effects.logs[logged:]
         if trace.error is not None:
             result.error = f"node {node_id!r} ({node.action.name}): {trace.error}"
             break

@@ -93,17 +93,18 @@ class ActionRegistry:
 def load_plugins(registry: ActionRegistry) -> None:
     """Register every action installed packages declare; a broken plugin is logged, skipped."""
     for entry in entry_points(group=ENTRY_POINT_GROUP):
+        # A plugin is someone else's code: whatever it raises while loading or registering,
+        # the server starts without it and says why.
         try:
             loaded = entry.load()
-        except ImportError as exc:
-            log.error("action plugin %s could not be imported: %s", entry.name, exc)
-            continue
-        if isinstance(loaded, ModuleType):
-            registry.register_module(loaded)
-        elif isinstance(loaded, type) and issubclass(loaded, Action):
-            registry.register(loaded)
-        else:
-            log.error("action plugin %s is neither an Action nor a module of them", entry.name)
+            if isinstance(loaded, ModuleType):
+                registry.register_module(loaded)
+            elif isinstance(loaded, type) and issubclass(loaded, Action):
+                registry.register(loaded)
+            else:
+                log.error("action plugin %s is neither an Action nor a module of them", entry.name)
+        except Exception:
+            log.exception("action plugin %s could not be loaded; skipped", entry.name)
 
 
 def default_registry(*, plugins: bool = True) -> ActionRegistry:

@@ -17,28 +17,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
+from tessera.destinations.planner import DestinationPlanner
+from tessera.errors import StorageUnavailable
 from tessera.identity.resolver import profile_lock_key
 from tessera.model.common import utcnow
 from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
-from tessera.pipeline.locks import KeyedLocks
+from tessera.pipeline.locks import Locks
+from tessera.pipeline.processing import event_document
 from tessera.pipeline.visitor import VisitorDirectory
 from tessera.storage.automation_ports import ScheduledStep, ScheduleStore
 from tessera.storage.ports import ChangeSet, EventStore, RecordWriter
+from tessera.workflow.action import dig
 from tessera.workflow.engine import run_graph
 from tessera.workflow.stage import AutomationStage, StageOutcome, Subject
 
 log = logging.getLogger(__name__)
 
+# Ingestor.merge_later: (tenant, profile id, merge-key values before, merge-on paths) → warnings.
+MergeLater = Callable[[str, str, dict[str, Any], list[str]], Awaitable[list[str]]]
+
 # A step that keeps failing (its event was erased, the store is down) is given up after this.
 MAX_ATTEMPTS = 5
 LEASE_SECONDS = 120.0
 BATCH = 50
+# Rounds of finding a merged profile's survivor before the step is tried again later.
+MAX_ROUNDS = 8
 
 
 class DelayedSteps:
@@ -50,9 +60,15 @@ class DelayedSteps:
         events: EventStore,
         visitors: VisitorDirectory,
         writer: RecordWriter,
-        locks: KeyedLocks,
+        locks: Locks,
         poll_s: float,
+        destinations: DestinationPlanner | None = None,
+        merge_later: MergeLater | None = None,
+        identity_paths: tuple[str, ...] = (),
     ) -> None:
+        self._destinations = destinations
+        self._merge_later = merge_later
+        self._identity_paths = identity_paths
         self._schedules = schedules
         self._stage = stage
         self._events = events
@@ -119,18 +135,23 @@ class DelayedSteps:
         if step.profile_id is None:
             await self._continue(step, event, None, None)
             return
-        keys = {profile_lock_key(step.tenant, step.profile_id)}
-        if step.session_id is not None:
-            keys.add(f"s\x00{step.tenant}\x00{step.session_id}")
-        async with self._locks.hold_all(keys):
-            profile = await self._visitors.profile(step.tenant, step.profile_id)
-            if profile is not None and profile.id != step.profile_id:
-                # Merged since: continue for the survivor, under its lock.
-                async with self._locks.hold(profile_lock_key(step.tenant, profile.id)):
-                    profile = await self._visitors.profile(step.tenant, profile.id)
+        # The profile may have been merged into another since: find its survivor first, then
+        # take the survivor's and the session's locks together. Never wait for a lock while
+        # holding one: when the profile moved again meanwhile, let go and start over.
+        profile_id = step.profile_id
+        for _round in range(MAX_ROUNDS):
+            found = await self._visitors.profile(step.tenant, profile_id)
+            profile_id = found.id if found is not None else profile_id
+            keys = {profile_lock_key(step.tenant, profile_id)}
+            if step.session_id is not None:
+                keys.add(f"s\x00{step.tenant}\x00{step.session_id}")
+            async with self._locks.hold_all(keys):
+                profile = await self._visitors.profile(step.tenant, profile_id)
+                if profile is None or profile.id == profile_id:
                     await self._continue(step, event, profile, await self._session(step))
-                return
-            await self._continue(step, event, profile, await self._session(step))
+                    return
+            profile_id = profile.id
+        raise StorageUnavailable(f"the profile of delayed step {step.id} keeps changing")
 
     async def _session(self, step: ScheduledStep) -> Session | None:
         if step.session_id is None:
@@ -144,18 +165,22 @@ class DelayedSteps:
         profile: Profile | None,
         session: Session | None,
     ) -> None:
+        """Run the rest of the workflow, then what a request would do with its outcome:
+        rules for the events it emitted, segments when the profile changed, destinations,
+        new delays; merges it asked for are made once the locks are let go (``merge_later``)."""
         deployed = await self._stage.workflows.deployed(step.tenant, step.workflow_id)
         assert deployed is not None
         now = utcnow()
         document: dict[str, Any] | None = msgspec.to_builtins(profile) if profile else None
         session_document: dict[str, Any] | None = msgspec.to_builtins(session) if session else None
+        before = msgspec.to_builtins(profile) if profile else {}
         subject = Subject(step.tenant, document, session_document)
         context = self._stage.context(subject, event, deployed, now)
         result = await run_graph(
             deployed.graph, context, resume=(step.node_id, step.port, step.payload)
         )
         outcome = StageOutcome()
-        emitted = self._stage.absorb(subject, event, deployed, context, result, outcome, now)
+        follow = self._stage.absorb(subject, event, deployed, context, result, outcome, now)
         if result.error is not None:
             log.info(
                 "delayed step %s: workflow %s failed: %s",
@@ -163,27 +188,44 @@ class DelayedSteps:
                 deployed.workflow.id,
                 result.error,
             )
-        # What the continued run emitted is matched against rules like any internal event.
-        if emitted:
-            more = await self._stage.run(subject, emitted, now)
-            outcome.internal_events = emitted + more.internal_events
+        if not follow and outcome.profile_changed:
+            follow = await self._stage.segment_events(subject, [event], now, outcome)
+        internal = list(follow)
+        if follow:
+            # Emitted and segment events are matched against rules like any internal event.
+            more = await self._stage.run(subject, follow, now)
+            internal += more.internal_events
             outcome.schedules += more.schedules
+            outcome.merge_on += more.merge_on
             outcome.profile_changed |= more.profile_changed
             outcome.session_changed |= more.session_changed
-        changes = ChangeSet(events=outcome.internal_events)
+        changes = ChangeSet(events=internal)
         if document is not None and outcome.profile_changed:
             changed = msgspec.convert(document, Profile)
             changed.metadata.time.update = now
             changes.profiles.append(changed)
         if session_document is not None and outcome.session_changed:
             changes.sessions.append(msgspec.convert(session_document, Session))
+        messages: list[Any] = []
+        if self._destinations is not None and await self._destinations.active(step.tenant):
+            messages = await self._destinations.plan(
+                step.tenant,
+                events=[event_document(e) for e in internal],
+                profile=document,
+                session=session_document,
+                profile_changed=outcome.profile_changed,
+            )
         if len(changes):
             await self._writer.commit(changes)
             for changed in changes.profiles:
-                self._visitors.remember_profile(changed)
+                await self._visitors.remember_profile(changed)
             for changed_session in changes.sessions:
-                self._visitors.session_cache.put(
-                    f"{changed_session.tenant}\x00{changed_session.id}", changed_session
-                )
+                await self._visitors.remember_session(changed_session)
         if outcome.schedules:
             await self._schedules.add(outcome.schedules)
+        if messages and self._destinations is not None:
+            await self._destinations.enqueue(messages)
+        if outcome.merge_on and profile is not None and self._merge_later is not None:
+            paths = self._identity_paths
+            snapshot = {path: dig(before, path.split(".")) or None for path in paths}
+            await self._merge_later(step.tenant, profile.id, snapshot, outcome.merge_on)

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from tessera.errors import InvalidPayload
 from tessera.model.common import Ref, new_id
 from tessera.model.event import Automation, Event, EventMetadata
+from tessera.model.segment import SEGMENT_ENTERED, SEGMENT_LEFT, SEGMENTATION_SOURCE
 from tessera.model.workflow import Rule
 from tessera.pipeline.consents import ConsentCheck
 from tessera.pipeline.processing import event_document
@@ -39,8 +40,6 @@ from tessera.workflow.engine import RunResult, run_graph
 log = logging.getLogger(__name__)
 
 MAX_DEPTH = 4
-SEGMENT_ENTERED = "segment-entered"
-SEGMENT_LEFT = "segment-left"
 
 
 class SegmentChangeLike(Protocol):
@@ -113,14 +112,16 @@ class AutomationStage:
             if self.workflows_enabled:
                 for event in pending:
                     emitted += await self._event(subject, event, now, outcome, debug)
-            emitted += await self._segments(subject, pending, now, outcome)
+            emitted += await self.segment_events(subject, pending, now, outcome)
             outcome.internal_events += emitted
             pending = emitted
         return outcome
 
-    async def _segments(
+    async def segment_events(
         self, subject: Subject, events: list[Event], now: datetime, outcome: StageOutcome
     ) -> list[Event]:
+        """Evaluate the profile's segments after ``events``; the segment-entered / -left events
+        of what changed."""
         if self.segments is None or subject.profile is None:
             return []
         change = await self.segments.apply(
@@ -137,6 +138,7 @@ class AutomationStage:
                 kind,
                 {"segment": segment_id, "name": names.get(segment_id, segment_id)},
                 now,
+                source=SEGMENTATION_SOURCE,
             )
             for kind, ids in ((SEGMENT_ENTERED, change.entered), (SEGMENT_LEFT, change.left))
             for segment_id in ids
@@ -169,12 +171,15 @@ class AutomationStage:
                         continue
                 except InvalidPayload:
                     continue  # refused when saved; only a grammar change could get here
-            if profile is not None:
-                lacking = await self._consents.missing(
-                    event.tenant, profile.get("consents") or {}, rule.required_consents
-                )
-                if lacking:
+            if profile is None:
+                # No person, so nobody could have granted the consents the rule needs. Consent
+                # types marked required bind rules for people, not webhooks of no one.
+                if rule.required_consents:
                     continue
+            elif await self._consents.missing(
+                event.tenant, profile.get("consents") or {}, rule.required_consents
+            ):
+                continue
             chosen.append(rule)
         return chosen
 
@@ -190,12 +195,15 @@ class AutomationStage:
             automation.rules.append(rule.id)
             deployed = await self.workflows.deployed(event.tenant, rule.workflow_id)
             if deployed is None:
-                problem = f"rule {rule.id!r}: workflow {rule.workflow_id!r} is not deployed"
+                problem = (
+                    f"rule {rule.id!r}: workflow {rule.workflow_id!r} does not exist, is "
+                    "disabled or was never deployed"
+                )
                 automation.errors.append(problem)
                 outcome.warnings.append(f"event {event.id} ({event.type}): {problem}")
                 continue
             automation.workflows.append(deployed.workflow.id)
-            context = self.context(subject, event, deployed, now, debug=debug)
+            context = self.context(subject, event, deployed, now)
             result = await run_graph(deployed.graph, context, trace_payloads=debug)
             emitted += self.absorb(subject, event, deployed, context, result, outcome, now)
             if result.error is not None:
@@ -276,16 +284,27 @@ _LEVELS = {
 
 
 def internal_event(
-    template: Event, event_type: str, properties: dict[str, Any], now: datetime
+    template: Event,
+    event_type: str,
+    properties: dict[str, Any],
+    now: datetime,
+    *,
+    source: str | None = None,
 ) -> Event:
-    """An event made inside Tessera for the profile and session of ``template``."""
+    """An event made inside Tessera for the profile and session of ``template``; from the
+    template's source unless another (the segmentation's) is named."""
     return Event(
         id=new_id(),
         tenant=template.tenant,
         type=event_type,
         time=now,
-        metadata=EventMetadata(insert=now, internal=True, profile_less=template.profile is None),
-        source=Ref(template.source.id),
+        metadata=EventMetadata(
+            insert=now,
+            status="internal",
+            internal=True,
+            profile_less=template.profile is None,
+        ),
+        source=Ref(source or template.source.id),
         session=template.session,
         profile=template.profile,
         properties=properties,

@@ -13,7 +13,7 @@ Openers build the real thing: no mocks, no fakes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +32,11 @@ from tessera.storage.ports import (
     TokenStore,
     UserStore,
 )
+from tessera.storage.sql.config_database import config_schema_store
 from tessera.storage.sql.engine import sqlite_engine
 from tessera.storage.sql.stores import SqlSchemaStore, SqlSourceStore, SqlTokenStore, SqlUserStore
 from tessera.storage.sqlite.backend import SqliteRecordBackend
+from tests.support.mariadb import drop_created_databases, mariadb_database
 
 
 @dataclass
@@ -114,10 +116,34 @@ async def sqlite_config(place: Path) -> AsyncIterator[ConfigBackend]:
         await engine.dispose()
 
 
+# --- MariaDB (configuration on a server) ------------------------------------------------------
+
+
+@asynccontextmanager
+async def mariadb_config(place: Path) -> AsyncIterator[ConfigBackend]:
+    """The same SQL stores on the test's own MariaDB database; the schema through Alembic."""
+    async with mariadb_database(place) as database:
+        engine = database.engine
+        yield ConfigBackend(
+            name="mariadb",
+            sources=SqlSourceStore(engine),
+            users=SqlUserStore(engine),
+            tokens=SqlTokenStore(engine),
+            schema=config_schema_store(engine, database.settings),
+        )
+
+
+@pytest.fixture(autouse=True)
+def _drop_mariadb_databases() -> Iterator[None]:
+    """After each test: drop the MariaDB databases its openers created (none: nothing to do)."""
+    yield
+    drop_created_databases()
+
+
 # --- Registries: one entry per backend; the fixtures are parametrised over them --------------
 
 RECORD_BACKENDS: dict[str, RecordOpener] = {"sqlite": sqlite_records}
-CONFIG_BACKENDS: dict[str, ConfigOpener] = {"sqlite": sqlite_config}
+CONFIG_BACKENDS: dict[str, ConfigOpener] = {"sqlite": sqlite_config, "mariadb": mariadb_config}
 
 
 @pytest.fixture(params=list(RECORD_BACKENDS))

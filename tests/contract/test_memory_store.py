@@ -16,9 +16,14 @@ import pytest
 
 import tessera.storage.sql.memory  # noqa: F401  (defines the kv_memory table)
 from tessera.storage.automation_ports import KeyValueStore
+from tessera.storage.redis.client import KeySpace
+from tessera.storage.redis.memory import RedisKeyValueStore
+from tessera.storage.sql.config_database import config_schema_store
 from tessera.storage.sql.engine import sqlite_engine
 from tessera.storage.sql.memory import SqlKeyValueStore
 from tessera.storage.sql.stores import SqlSchemaStore
+from tests.support.mariadb import mariadb_database
+from tests.support.redis_service import delete_space, place_prefix, reachable_client
 
 MemoryOpener = Callable[[Path], AbstractAsyncContextManager[KeyValueStore]]
 
@@ -35,7 +40,30 @@ async def sqlite_memory(place: Path) -> AsyncIterator[KeyValueStore]:
         await engine.dispose()
 
 
-MEMORY_BACKENDS: dict[str, MemoryOpener] = {"sqlite": sqlite_memory}
+@asynccontextmanager
+async def mariadb_memory(place: Path) -> AsyncIterator[KeyValueStore]:
+    async with mariadb_database(place) as database:
+        await config_schema_store(database.engine, database.settings).create_schema()
+        yield SqlKeyValueStore(database.engine)
+
+
+@asynccontextmanager
+async def redis_memory(place: Path) -> AsyncIterator[KeyValueStore]:
+    """Keys under a prefix named after ``place``; deleted on the way out."""
+    client = await reachable_client()
+    keys = KeySpace(place_prefix(place))
+    try:
+        yield RedisKeyValueStore(client, keys)
+    finally:
+        await delete_space(client, keys)
+        await client.aclose()
+
+
+MEMORY_BACKENDS: dict[str, MemoryOpener] = {
+    "sqlite": sqlite_memory,
+    "mariadb": mariadb_memory,
+    "redis": redis_memory,
+}
 
 
 @pytest.fixture(params=list(MEMORY_BACKENDS))

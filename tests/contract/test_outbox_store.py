@@ -22,9 +22,11 @@ import pytest
 from tessera.model.destination import DeliveryAttempt, DeliveryOutcome, OutboxMessage
 from tessera.storage.automation_ports import OutboxStore
 from tessera.storage.ports import SchemaStore
+from tessera.storage.sql.config_database import config_schema_store
 from tessera.storage.sql.destinations import SqlOutboxStore
 from tessera.storage.sql.engine import sqlite_engine
 from tessera.storage.sql.stores import SqlSchemaStore
+from tests.support.mariadb import mariadb_database
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TENANT = "acme"
@@ -49,7 +51,16 @@ async def sqlite_outbox(place: Path) -> AsyncIterator[OutboxBackend]:
         await engine.dispose()
 
 
-OUTBOX_BACKENDS: dict[str, OutboxOpener] = {"sqlite": sqlite_outbox}
+@asynccontextmanager
+async def mariadb_outbox(place: Path) -> AsyncIterator[OutboxBackend]:
+    async with mariadb_database(place) as database:
+        engine = database.engine
+        yield OutboxBackend(
+            "mariadb", SqlOutboxStore(engine), config_schema_store(engine, database.settings)
+        )
+
+
+OUTBOX_BACKENDS: dict[str, OutboxOpener] = {"sqlite": sqlite_outbox, "mariadb": mariadb_outbox}
 
 
 @pytest.fixture(params=list(OUTBOX_BACKENDS))

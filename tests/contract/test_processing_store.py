@@ -26,9 +26,11 @@ from tessera.model.processing import (
 )
 from tessera.storage.ports import SchemaStore
 from tessera.storage.processing_ports import ProcessingRuleStore
+from tessera.storage.sql.config_database import config_schema_store
 from tessera.storage.sql.engine import sqlite_engine
 from tessera.storage.sql.processing import SqlProcessingRuleStore
 from tessera.storage.sql.stores import SqlSchemaStore
+from tests.support.mariadb import mariadb_database
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -52,7 +54,18 @@ async def sqlite_processing(place: Path) -> AsyncIterator[ProcessingBackend]:
         await engine.dispose()
 
 
-PROCESSING_BACKENDS: dict[str, ProcessingOpener] = {"sqlite": sqlite_processing}
+@asynccontextmanager
+async def mariadb_processing(place: Path) -> AsyncIterator[ProcessingBackend]:
+    async with mariadb_database(place) as database:
+        engine = database.engine
+        schema = config_schema_store(engine, database.settings)
+        yield ProcessingBackend("mariadb", SqlProcessingRuleStore(engine), schema)
+
+
+PROCESSING_BACKENDS: dict[str, ProcessingOpener] = {
+    "sqlite": sqlite_processing,
+    "mariadb": mariadb_processing,
+}
 
 
 @pytest.fixture(params=list(PROCESSING_BACKENDS))

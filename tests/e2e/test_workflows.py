@@ -325,8 +325,53 @@ def test_emitted_events_and_segment_events_run_their_own_rules(
     assert segment_id in profile["segments"]
     assert profile["traits"]["welcomed"] == segment_id
     events = admin.get(f"/profile/{result['profile']['id']}/events?limit=50").json()
-    types = {event["type"] for event in events["result"]}
-    assert {event_type, "order-counted", "segment-entered"} <= types
+    by_type = {event["type"]: event for event in events["result"]}
+    assert {event_type, "order-counted", "segment-entered"} <= set(by_type)
+    entered = by_type["segment-entered"]
+    assert entered["properties"] == {"segment": segment_id, "name": "Big spender"}
+    assert entered["source"]["id"] == "tessera.segments"
+    assert entered["metadata"]["internal"] is True
+    assert by_type["order-counted"]["metadata"]["status"] == "internal"
+    assert by_type["order-counted"]["source"]["id"] == web_source
+
+
+def test_a_workflow_merges_profiles_that_share_a_key(
+    automation: RunningServer, admin: httpx.Client, web_source: str
+) -> None:
+    event_type = unique("login")
+    customer = unique("cust")
+    merge = save_workflow(
+        admin,
+        [
+            node("start", "start"),
+            node(
+                "key",
+                "set_trait",
+                path="profile@traits.customer_id",
+                value="{{ event.properties.customer }}",
+            ),
+            node("merge", "merge_profiles", paths=["traits.customer_id"]),
+        ],
+        [edge("start", "key"), edge("key", "merge")],
+    )
+    save_rule(admin, event_type, merge)
+    tracker = automation.client()
+    phone = track(
+        tracker,
+        web_source,
+        unique("phone"),
+        {"type": event_type, "properties": {"customer": customer}},
+    )
+    laptop = track(
+        tracker,
+        web_source,
+        unique("laptop"),
+        {"type": event_type, "properties": {"customer": customer}},
+    )
+    survivor = admin.get(f"/profile/{laptop['profile']['id']}").json()
+    assert {phone["profile"]["id"], laptop["profile"]["id"]} <= set(survivor["ids"])
+    assert admin.get(f"/profile/{phone['profile']['id']}").json()["id"] == survivor["id"]
+    assert survivor["stats"]["visits"] == 2
 
 
 # --- Destinations ------------------------------------------------------------------------------
@@ -430,6 +475,9 @@ def test_track_debug_answers_the_traces_when_asked(
     assert [n["node"] for n in run["nodes"]] == ["start", "count", "repeat"]
     assert run["nodes"][2]["ports"] == ["false"]
     assert run["nodes"][1]["outputs"][0]["port"] == "payload"
+    # Traces carry payloads, but the run was a real one: its change was saved.
+    profile = admin.get(f"/profile/{debugged['profile']['id']}").json()
+    assert profile["traits"]["purchases"] == 1
 
 
 def test_debugging_a_draft_runs_it_without_saving(
@@ -455,6 +503,8 @@ def test_debugging_a_draft_runs_it_without_saving(
     assert body["profile"]["traits"]["tier"] == "gold"
     assert body["effects"]["emitted"] == [{"type": "upgraded", "properties": {}}]
     assert body["effects"]["logs"] == [{"level": "info", "message": f"upgraded {profile_id}"}]
+    assert body["nodes"][3]["logs"] == body["effects"]["logs"]
+    assert body["workflow"]["version"] is None  # a draft ran
     # Nothing was saved.
     assert "tier" not in admin.get(f"/profile/{profile_id}").json()["traits"]
 

@@ -1,0 +1,1 @@
+"""Elasticsearch record storage (events, sessions, profiles)."""

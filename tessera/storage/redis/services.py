@@ -1,0 +1,77 @@
+"""Everything Tessera keeps in Redis, built on one client: ``build_redis(settings)``.
+
+The runtime picks these instead of the in-process ones when ``REDIS_HOST`` is set
+(``storage/factory.py`` decides); ``start`` checks the server answers, ``close`` lets go of the
+connections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from tessera.errors import StorageUnavailable
+from tessera.model.profile import Profile
+from tessera.model.session import Session
+from tessera.pipeline.cache import RecordCachePort
+from tessera.pipeline.locks import Locks
+from tessera.settings import Settings
+from tessera.storage.automation_ports import KeyValueStore
+from tessera.storage.dedup import DedupKeys
+from tessera.storage.ports import TokenStore
+from tessera.storage.redis.cache import RedisRecordCache
+from tessera.storage.redis.client import KeySpace, redis_client
+from tessera.storage.redis.dedup import RedisDedupKeys
+from tessera.storage.redis.locks import RedisLocks
+from tessera.storage.redis.memory import RedisKeyValueStore
+from tessera.storage.redis.tokens import RedisTokenStore
+
+
+@dataclass
+class RedisServices:
+    """Typed by port, which is all callers need (and has mypy check each one fits)."""
+
+    client: Redis
+    locks: Locks
+    profile_cache: RecordCachePort[Profile]
+    session_cache: RecordCachePort[Session]
+    tokens: TokenStore
+    memory: KeyValueStore
+    dedup: DedupKeys
+
+    async def start(self) -> None:
+        """Fail fast, with a clear message, when Redis cannot be reached."""
+        try:
+            await self.client.ping()
+        except (RedisError, OSError) as exc:
+            raise StorageUnavailable(f"Redis does not answer: {exc}") from exc
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def redis_services(
+    client: Redis, settings: Settings, *, prefix: str | None = None
+) -> RedisServices:
+    """The services on an existing client; ``prefix`` overrides ``TESSERA_REDIS_PREFIX``."""
+    keys = KeySpace(prefix if prefix is not None else settings.redis_prefix)
+    return RedisServices(
+        client=client,
+        locks=RedisLocks(client, keys, ttl_s=settings.lock_ttl_seconds),
+        profile_cache=RedisRecordCache(
+            client, keys, "profile", Profile, ttl_s=settings.keep_profile_in_cache_for
+        ),
+        session_cache=RedisRecordCache(
+            client, keys, "session", Session, ttl_s=settings.keep_session_in_cache_for
+        ),
+        tokens=RedisTokenStore(client, keys),
+        memory=RedisKeyValueStore(client, keys),
+        dedup=RedisDedupKeys(client, keys),
+    )
+
+
+def build_redis(settings: Settings) -> RedisServices:
+    """Every Redis-backed service for ``REDIS_HOST`` (which must be set)."""
+    return redis_services(redis_client(settings), settings)

@@ -1,0 +1,244 @@
+"""Two API processes sharing one store, one Redis cache and Redis locks: a merge or an erasure
+made by one is never answered stale by the other.
+
+Each "process" is its own ingest path (its own VisitorDirectory, RedisLocks and Redis
+connection) over the real runtime's store and workflow stage. The merge is the one a workflow
+asks for when two sessions log in with the same customer id. A control run with two separate
+in-process caches shows the same steps do leave a stale profile when nothing is shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from tessera.identity.operations import ProfileOperations
+from tessera.model.common import DEFAULT_TENANT, utcnow
+from tessera.model.profile import Profile
+from tessera.model.session import Session
+from tessera.model.workflow import Rule, Workflow, WorkflowGraph
+from tessera.pipeline.cache import RecordCache, RecordCachePort
+from tessera.pipeline.ingest import Ingestor
+from tessera.pipeline.locks import KeyedLocks, Locks
+from tessera.pipeline.request import IncomingBatch, IncomingEvent
+from tessera.pipeline.visitor import VisitorDirectory
+from tessera.runtime import Runtime, build_runtime
+from tessera.settings import load_settings
+from tessera.storage.redis.services import redis_services
+from tests.support.redis_service import new_client, reachable_client, unique_prefix
+
+GRAPH = {
+    "nodes": [
+        {"id": "start", "action": "start"},
+        {
+            "id": "key",
+            "action": "set_trait",
+            "config": {"path": "profile@traits.customer_id", "value": "{{ event.properties.c }}"},
+        },
+        {"id": "merge", "action": "merge_profiles", "config": {"paths": ["traits.customer_id"]}},
+    ],
+    "edges": [{"source": "start", "target": "key"}, {"source": "key", "target": "merge"}],
+}
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
+    running = build_runtime(load_settings(TESSERA_DATA_DIR=str(tmp_path / "data")))
+    await running.start()
+    graph = msgspec.convert(GRAPH, WorkflowGraph)
+    now = utcnow()
+    await running.storage.workflows.save(
+        Workflow(
+            tenant=DEFAULT_TENANT,
+            id="merge",
+            name="merge",
+            created=now,
+            draft=graph,
+            deployed=graph,
+            version=1,
+        )
+    )
+    await running.storage.rules.save(
+        Rule(
+            tenant=DEFAULT_TENANT,
+            id="r",
+            name="r",
+            event_type="login",
+            workflow_id="merge",
+            created=now,
+        )
+    )
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@dataclass
+class Process:
+    visitors: VisitorDirectory
+    ingestor: Ingestor
+    operations: ProfileOperations
+
+
+def process(
+    runtime: Runtime,
+    locks: Locks,
+    profile_cache: RecordCachePort[Profile],
+    session_cache: RecordCachePort[Session],
+) -> Process:
+    storage = runtime.storage
+    visitors = VisitorDirectory(
+        storage.profiles,
+        storage.sessions,
+        profile_cache=profile_cache,
+        session_cache=session_cache,
+    )
+    ingestor = Ingestor(
+        writer=storage.writer,
+        events=storage.events,
+        visitors=visitors,
+        locks=locks,
+        identity=runtime.identity,
+        processor=runtime.processing.process,
+        automation=runtime.automation,
+        profiles=storage.profiles,
+        schedules=storage.schedules,
+    )
+    operations = ProfileOperations(
+        profiles=storage.profiles,
+        sessions=storage.sessions,
+        events=storage.events,
+        writer=storage.writer,
+        visitors=visitors,
+        locks=locks,
+    )
+    return Process(visitors, ingestor, operations)
+
+
+@pytest.fixture
+async def shared(
+    runtime: Runtime, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Process, Process]]:
+    first_client = await reachable_client()
+    second_client = new_client()
+    prefix = unique_prefix(request.node.name)
+    views = []
+    for client in (first_client, second_client):
+        services = redis_services(client, runtime.settings, prefix=prefix)
+        views.append(
+            process(runtime, services.locks, services.profile_cache, services.session_cache)
+        )
+    try:
+        yield views[0], views[1]
+    finally:
+        found = [key async for key in first_client.scan_iter(match=f"{prefix}:*")]
+        if found:
+            await first_client.delete(*found)
+        await first_client.aclose()
+        await second_client.aclose()
+
+
+def login(runtime: Runtime, session: str) -> IncomingBatch:
+    assert runtime.default_source is not None
+    return IncomingBatch(
+        tenant=DEFAULT_TENANT,
+        source=runtime.default_source,
+        session_id=session,
+        events=[IncomingEvent(type="login", properties={"c": "customer-42"})],
+    )
+
+
+async def merge_across(first: Process, second: Process, runtime: Runtime) -> tuple[str, str, str]:
+    """The first process makes a profile and has it cached; the second makes another that
+    merges with it. Answers the first profile's id, the second's and the survivor's."""
+    one = await first.ingestor.ingest(login(runtime, "phone"))
+    assert one.profile_id is not None
+    cached = await first.visitors.profile(DEFAULT_TENANT, one.profile_id)
+    assert cached is not None and cached.id == one.profile_id
+    two = await second.ingestor.ingest(login(runtime, "laptop"))
+    assert two.profile_id is not None
+    survivor = await runtime.storage.profiles.get(DEFAULT_TENANT, two.profile_id)
+    assert survivor is not None
+    # The second request answers the survivor; the profile it began with is the other id.
+    others = set(survivor.ids) - {one.profile_id}
+    assert one.profile_id in survivor.ids and len(others) == 1, "the workflow merged them"
+    return one.profile_id, others.pop(), survivor.id
+
+
+async def test_after_a_merge_by_another_process_no_stale_profile_is_answered(
+    runtime: Runtime, shared: tuple[Process, Process]
+) -> None:
+    first, second = shared
+    first_id, second_id, survivor_id = await merge_across(first, second, runtime)
+    seen = await first.visitors.profile(DEFAULT_TENANT, first_id)
+    assert seen is not None
+    assert seen.id == survivor_id
+    assert {first_id, second_id} <= set(seen.ids)
+    # The first process's next request lands on the merged profile, not on a stale copy.
+    again = await first.ingestor.ingest(login(runtime, "phone"))
+    assert again.profile_id == survivor_id
+
+
+async def test_a_profile_retired_by_another_process_is_not_answered_from_the_cache(
+    runtime: Runtime, shared: tuple[Process, Process]
+) -> None:
+    first, second = shared
+    one = await first.ingestor.ingest(login(runtime, "phone"))
+    assert runtime.default_source is not None
+    visit = IncomingBatch(
+        tenant=DEFAULT_TENANT,
+        source=runtime.default_source,
+        session_id="laptop",
+        events=[IncomingEvent(type="page-view")],
+    )
+    later = (await second.ingestor.ingest(visit)).profile_id
+    assert one.profile_id is not None and later is not None and later != one.profile_id
+    # The first process has the newer profile cached, as it would after serving it.
+    cached = await first.visitors.profile(DEFAULT_TENANT, later)
+    assert cached is not None and cached.id == later
+    # The same person logs in on the laptop: the second process merges the two profiles.
+    await second.ingestor.ingest(login(runtime, "laptop"))
+    retired = await runtime.storage.profiles.retired(DEFAULT_TENANT, later)
+    assert retired is not None, "the newer profile was merged into the older one"
+    seen = await first.visitors.profile(DEFAULT_TENANT, later)
+    assert seen is not None
+    assert seen.id == retired.survivor_id
+    assert {one.profile_id, later} <= set(seen.ids)
+
+
+async def test_after_an_erasure_by_another_process_the_profile_is_gone(
+    runtime: Runtime, shared: tuple[Process, Process]
+) -> None:
+    first, second = shared
+    first_id, second_id, survivor_id = await merge_across(first, second, runtime)
+    cached = await first.visitors.profile(DEFAULT_TENANT, survivor_id)
+    assert cached is not None
+    await second.operations.erase(DEFAULT_TENANT, survivor_id, with_data=True)
+    for profile_id in (survivor_id, first_id, second_id):
+        assert await first.visitors.profile(DEFAULT_TENANT, profile_id) is None
+
+
+async def test_control_separate_in_process_caches_would_answer_a_stale_profile(
+    runtime: Runtime,
+) -> None:
+    """Why the cache must be shared: the same steps with one cache per process."""
+    locks = KeyedLocks()  # shared, so only the caches differ
+    views = [
+        process(
+            runtime,
+            locks,
+            RecordCache(Profile, max_entries=100, ttl_s=600),
+            RecordCache(Session, max_entries=100, ttl_s=600),
+        )
+        for _ in range(2)
+    ]
+    first_id, second_id, _survivor_id = await merge_across(views[0], views[1], runtime)
+    stale = await views[0].visitors.profile(DEFAULT_TENANT, first_id)
+    assert stale is not None
+    # The copy cached before the merge: it knows nothing of the profile merged with it.
+    assert second_id not in stale.ids
