@@ -156,6 +156,7 @@ class VariantResult:
 
     automation: str  # "none" or "realistic"
     scenarios: list[ScenarioResult]
+    round: int = 1
 
 
 # --------------------------------------------------------------------------- arguments
@@ -188,6 +189,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"of: {', '.join(s.key for s in SCENARIOS)} (half_load needs single)",
     )
     p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with compare: run both variants this many times, every other round in the "
+        "reverse order (none, realistic, realistic, none, ...), so a drift of the machine's "
+        "load does not favour one",
+    )
+    p.add_argument(
         "--sample",
         type=int,
         default=500,
@@ -204,6 +213,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--duration must be > 0 and --warmup >= 0")
     if not 0 <= args.known <= 1_000_000 or not 0.0 <= args.known_ratio <= 1.0:
         p.error("--known must be within 0..1000000 and --known-ratio within 0..1")
+    if not 1 <= args.rounds <= 10:
+        p.error("--rounds must be within 1..10")
     if not 1 <= args.sample <= 1000:
         p.error("--sample must be within 1..1000 (one page of /events/search)")
     keys = [key.strip() for key in args.scenarios.split(",") if key.strip()]
@@ -483,8 +494,15 @@ def running_server(
     log_path = workdir / "server.log"
     with log_path.open("wb") as log:
         # Own session: a Ctrl-C in the terminal reaches only us, and we stop the whole group.
+        # Started in its own work dir: `python -m tessera` run from a checkout would otherwise
+        # import that checkout's package ahead of PYTHONPATH.
         proc = subprocess.Popen(
-            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         yield proc
@@ -743,19 +761,23 @@ def _change(before: float, after: float) -> str:
     return f"{100 * (after - before) / before:+.0f}%" if before else "-"
 
 
-def compared(variants: list[VariantResult]) -> list[tuple[ScenarioResult, ScenarioResult]]:
-    """(without, with) pairs of the scenarios both variants ran."""
-    plain = next((v for v in variants if v.automation == "none"), None)
-    rich = next((v for v in variants if v.automation == "realistic"), None)
+Pairs = list[tuple[ScenarioResult, ScenarioResult]]
+
+
+def compared(variants: list[VariantResult], round_number: int) -> Pairs:
+    """(without, with) pairs of the scenarios both variants ran in this round."""
+    in_round = [v for v in variants if v.round == round_number]
+    plain = next((v for v in in_round if v.automation == "none"), None)
+    rich = next((v for v in in_round if v.automation == "realistic"), None)
     if plain is None or rich is None:
         return []
     by_key = {r.key: r for r in rich.scenarios}
     return [(r, by_key[r.key]) for r in plain.scenarios if r.key in by_key]
 
 
-def render_comparison(pairs: list[tuple[ScenarioResult, ScenarioResult]]) -> Table:
+def render_comparison(pairs: Pairs, heading: str) -> Table:
     table = Table(
-        title="Without and with the realistic automation, side by side",
+        title=f"Without and with the realistic automation, side by side{heading}",
         caption="req/s: answered 200 per second; CPU: server µs per event sent; "
         "(c) runs at half of its own variant's (a)",
         box=box.SIMPLE_HEAD,
@@ -808,8 +830,10 @@ def markdown_rows(variants: list[VariantResult], stamp: str) -> str:
     )
     rev, cpus = git_revision(), os.cpu_count()
     rows = []
+    rounds = max(v.round for v in variants)
     for variant in variants:
-        extra = f"| {variant.automation} " if with_column else ""
+        name = f"{variant.automation}, round {variant.round}" if rounds > 1 else variant.automation
+        extra = f"| {name} " if with_column else ""
         for r in variant.scenarios:
             lg, lat = r.loadgen, r.loadgen["latency_ms"]
             rows.append(
@@ -821,7 +845,7 @@ def markdown_rows(variants: list[VariantResult], stamp: str) -> str:
     return head + "".join(rows)
 
 
-def markdown_comparison(pairs: list[tuple[ScenarioResult, ScenarioResult]]) -> str:
+def markdown_comparison(pairs: Pairs) -> str:
     head = (
         "| scenario | req/s none | req/s realistic | change | p99 ms none | p99 ms realistic "
         "| server CPU µs/event none | realistic | workflow runs/event |\n"
@@ -927,24 +951,34 @@ def bench(opts: argparse.Namespace) -> int:
     # variant has a fresh server, so new-visitor ids are new to it all the same).
     base_seed = secrets.randbits(48) + 1
     variants: list[VariantResult] = []
-    for automation in VARIANTS[opts.automation]:
-        if variants:
-            time.sleep(SETTLE_S)
-        variant, cmd = run_variant(opts, binary, automation, base_seed)
-        variants.append(variant)
+    for round_number in range(1, opts.rounds + 1):
+        order = VARIANTS[opts.automation]
+        if round_number % 2 == 0:
+            order = order[::-1]
+        for automation in order:
+            if variants:
+                time.sleep(SETTLE_S)
+            variant, cmd = run_variant(opts, binary, automation, base_seed)
+            variant.round = round_number
+            variants.append(variant)
     for variant in variants:
         console.print(render_table(variant.scenarios, variant.automation))
         print_details(variant.scenarios)
-    pairs = compared(variants)
-    if pairs:
-        console.print(render_comparison(pairs))
+    comparisons = []
+    for round_number in range(1, opts.rounds + 1):
+        pairs = compared(variants, round_number)
+        if pairs:
+            sequence = " -> ".join(v.automation for v in variants if v.round == round_number)
+            heading = f", round {round_number} ({sequence})" if opts.rounds > 1 else ""
+            comparisons.append((heading, pairs))
+            console.print(render_comparison(pairs, heading))
     path = write_results(variants, opts, cmd, started)
     console.print(f"raw numbers: {path}")
     if opts.record:
         print()
         print(markdown_rows(variants, started.strftime("%Y-%m-%d %H:%M")), end="")
-        if pairs:
-            print()
+        for heading, pairs in comparisons:
+            print(f"\nside by side{heading}:\n")
             print(markdown_comparison(pairs), end="")
     return 0
 

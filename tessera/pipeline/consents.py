@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from tessera.model.consent import ConsentType
+from tessera.pipeline.loading_cache import LoadingCache
 from tessera.storage.ports import ConsentTypeStore
 
 
 class ConsentRules:
     def __init__(self, store: ConsentTypeStore, *, ttl_s: float) -> None:
         self._store = store
-        self._ttl_s = ttl_s
-        self._cached: dict[str, tuple[float, dict[str, ConsentType]]] = {}
+        self._types: LoadingCache[str, dict[str, ConsentType]] = LoadingCache(
+            self._load, ttl_s=ttl_s
+        )
+
+    async def _load(self, tenant: str) -> dict[str, ConsentType]:
+        return {consent.id: consent for consent in await self._store.list(tenant)}
 
     async def types(self, tenant: str) -> dict[str, ConsentType]:
-        cached = self._cached.get(tenant)
-        now = time.monotonic()
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        types = {consent.id: consent for consent in await self._store.list(tenant)}
-        self._cached[tenant] = (now + self._ttl_s, types)
-        return types
+        return await self._types.get(tenant)
 
     def forget(self, tenant: str) -> None:
-        self._cached.pop(tenant, None)
+        self._types.forget(lambda key: key == tenant)
 
     async def enforce(
         self, tenant: str, before: dict[str, Any], document: dict[str, Any]

@@ -29,13 +29,13 @@ from tessera.storage.ports import (
     UserStore,
 )
 from tessera.storage.processing_ports import ProcessingRuleStore
+from tessera.storage.sql.config_database import config_engine, config_schema_store
 from tessera.storage.sql.consents import SqlConsentTypeStore
 from tessera.storage.sql.destinations import SqlOutboxStore, sql_destination_store
-from tessera.storage.sql.engine import sqlite_engine
 from tessera.storage.sql.memory import SqlKeyValueStore
 from tessera.storage.sql.processing import SqlProcessingRuleStore
 from tessera.storage.sql.segments import SqlSegmentStore
-from tessera.storage.sql.stores import SqlSchemaStore, SqlSourceStore, SqlTokenStore, SqlUserStore
+from tessera.storage.sql.stores import SqlSourceStore, SqlTokenStore, SqlUserStore
 from tessera.storage.sql.workflows import SqlScheduleStore, rule_store, workflow_store
 from tessera.storage.sqlite.backend import SqliteRecordBackend
 
@@ -86,8 +86,9 @@ def build_storage(settings: Settings) -> Storage:
         synchronous=settings.sqlite_synchronous,
         readers=settings.sqlite_readers,
     )
-    engine = sqlite_engine(settings.data_dir)
-    config_schema = SqlSchemaStore(engine)
+    # MYSQL_HOST set: the pooled MySQL/MariaDB engine and its migrated schema; else SQLite.
+    engine = config_engine(settings)
+    config_schema = config_schema_store(engine, settings)
     return Storage(
         writer=records.writer,
         events=records.events,

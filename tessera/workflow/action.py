@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tessera.errors import InvalidPayload
+from tessera.pipeline.reshaping import copy_json
 
 if TYPE_CHECKING:
     import httpx
@@ -120,6 +121,19 @@ class ActionContext:
     effects: Effects = field(default_factory=Effects)
     profile_changed: bool = False
     session_changed: bool = False
+    # The documents as they were before the run, copied at the first change (``need_profile``,
+    # ``write``) so that the engine can put them back when the run fails; a run that only
+    # reads copies nothing.
+    profile_before: Any = None
+    session_before: Any = None
+
+    def keep_profile(self) -> None:
+        if self.profile_before is None and self.profile is not None:
+            self.profile_before = copy_json(self.profile)
+
+    def keep_session(self) -> None:
+        if self.session_before is None and self.session is not None:
+            self.session_before = copy_json(self.session)
 
     def read(self, path: str, payload: Any) -> Any:
         return read_path(path, self, payload)
@@ -129,8 +143,10 @@ class ActionContext:
         return write_path(path, value, self, payload)
 
     def need_profile(self) -> dict[str, Any]:
+        """The profile, to change it in place (use ``write`` where a path will do)."""
         if self.profile is None:
             raise ActionError("this event has no profile (a webhook event); nothing to change")
+        self.keep_profile()
         return self.profile
 
 
@@ -296,6 +312,7 @@ def write_path(path: str, value: Any, context: ActionContext, payload: Any) -> A
     elif root == "session":
         if context.session is None:
             raise ActionError("this event has no session; nothing to change")
+        context.keep_session()
         document = context.session
         context.session_changed = True
     else:

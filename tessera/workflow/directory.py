@@ -8,11 +8,11 @@ workflow, so a change applies at once here and within ``ttl_s`` in other process
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from tessera.errors import InvalidPayload
 from tessera.model.workflow import Rule, Workflow
+from tessera.pipeline.loading_cache import LoadingCache
 from tessera.storage.automation_ports import DocumentStore
 from tessera.workflow.graph import CompiledGraph, compile_graph
 from tessera.workflow.registry import ActionRegistry
@@ -27,24 +27,23 @@ class DeployedWorkflow:
 class RuleBook:
     def __init__(self, store: DocumentStore[Rule], *, ttl_s: float) -> None:
         self.store = store
-        self._ttl_s = ttl_s
-        self._cached: dict[str, tuple[float, dict[str, list[Rule]]]] = {}
+        self._by_type: LoadingCache[str, dict[str, list[Rule]]] = LoadingCache(
+            self._load, ttl_s=ttl_s
+        )
+
+    async def _load(self, tenant: str) -> dict[str, list[Rule]]:
+        by_type: dict[str, list[Rule]] = {}
+        for rule in await self.store.list(tenant):
+            if rule.enabled:
+                by_type.setdefault(rule.event_type, []).append(rule)
+        return by_type
 
     async def for_event_type(self, tenant: str, event_type: str) -> list[Rule]:
         """Enabled rules for this event type, oldest first."""
-        cached = self._cached.get(tenant)
-        now = time.monotonic()
-        if cached is None or cached[0] <= now:
-            by_type: dict[str, list[Rule]] = {}
-            for rule in await self.store.list(tenant):
-                if rule.enabled:
-                    by_type.setdefault(rule.event_type, []).append(rule)
-            cached = (now + self._ttl_s, by_type)
-            self._cached[tenant] = cached
-        return cached[1].get(event_type, [])
+        return (await self._by_type.get(tenant)).get(event_type, [])
 
     def forget(self, tenant: str) -> None:
-        self._cached.pop(tenant, None)
+        self._by_type.forget(lambda key: key == tenant)
 
 
 class WorkflowDirectory:
@@ -53,25 +52,22 @@ class WorkflowDirectory:
     ) -> None:
         self.store = store
         self.registry = registry
-        self._ttl_s = ttl_s
-        self._cached: dict[tuple[str, str], tuple[float, DeployedWorkflow | None]] = {}
+        self._deployed: LoadingCache[tuple[str, str], DeployedWorkflow | None] = LoadingCache(
+            self._load, ttl_s=ttl_s
+        )
         self._compiled: dict[tuple[str, str, int], CompiledGraph] = {}
 
     async def deployed(self, tenant: str, workflow_id: str) -> DeployedWorkflow | None:
         """The workflow's deployed graph, compiled; None when it does not exist, is disabled,
         was never deployed, or no longer compiles (an action plugin was uninstalled)."""
-        key = (tenant, workflow_id)
-        now = time.monotonic()
-        cached = self._cached.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        workflow = await self.store.get(tenant, workflow_id)
-        found: DeployedWorkflow | None = None
-        if workflow is not None and workflow.enabled and workflow.deployed is not None:
-            graph = self._compile(workflow)
-            found = DeployedWorkflow(workflow, graph) if graph is not None else None
-        self._cached[key] = (now + self._ttl_s, found)
-        return found
+        return await self._deployed.get((tenant, workflow_id))
+
+    async def _load(self, key: tuple[str, str]) -> DeployedWorkflow | None:
+        workflow = await self.store.get(*key)
+        if workflow is None or not workflow.enabled or workflow.deployed is None:
+            return None
+        graph = self._compile(workflow)
+        return DeployedWorkflow(workflow, graph) if graph is not None else None
 
     def _compile(self, workflow: Workflow) -> CompiledGraph | None:
         key = (workflow.tenant, workflow.id, workflow.version)
@@ -85,7 +81,6 @@ class WorkflowDirectory:
         return graph
 
     def forget(self, tenant: str) -> None:
-        for key in [key for key in self._cached if key[0] == tenant]:
-            del self._cached[key]
+        self._deployed.forget(lambda key: key[0] == tenant)
         for compiled_key in [key for key in self._compiled if key[0] == tenant]:
             del self._compiled[compiled_key]

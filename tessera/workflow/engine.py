@@ -8,7 +8,8 @@ copied, so one branch's changes never show up in another's.
 A run stops cleanly at the first failing node: an ``ActionError`` (or a bug in an action) ends the
 whole run, its error goes into that node's trace and into the run's ``error``, and the profile
 and session documents are put back as they were before the run. A workflow's changes are saved
-all together or not at all; that is why the engine, not the ingest path, snapshots the documents.
+all together or not at all; the context copies a document the first time a run changes it
+(a run that only reads copies nothing), and the engine puts that copy back on failure.
 
 Every node leaves a trace: its input, what it answered (port and payload), how long it took and
 its error. Inputs and outputs are copied into the trace only when ``trace_payloads`` is on
@@ -96,8 +97,8 @@ async def run_graph(
     """Run ``graph`` against ``context``; with ``resume`` = (node id, port, payload), continue
     after that node's port instead of starting at the entries."""
     result = RunResult()
-    profile_before = copy_json(context.profile) if context.profile is not None else None
-    session_before = copy_json(context.session) if context.session is not None else None
+    # Copied lazily by the context at the first change (see ActionContext.keep_profile).
+    context.profile_before = context.session_before = None
     changed_before = (context.profile_changed, context.session_changed)
     effects_before = (
         len(context.effects.emitted),
@@ -152,8 +153,8 @@ async def run_graph(
             _follow(graph, queue, node_id, output.port, output.payload)
     if result.error is not None:
         # All or nothing: a failed run leaves the documents and effects as they were.
-        context.profile = _restore(context.profile, profile_before)
-        context.session = _restore(context.session, session_before)
+        context.profile = _restore(context.profile, context.profile_before)
+        context.session = _restore(context.session, context.session_before)
         context.profile_changed, context.session_changed = changed_before
         del context.effects.emitted[effects_before[0] :]
         del context.effects.merge_on[effects_before[1] :]

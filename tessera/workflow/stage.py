@@ -144,7 +144,9 @@ class AutomationStage:
             for segment_id in ids
         ]
 
-    async def matching_rules(self, subject: Subject, event: Event) -> list[Rule]:
+    async def matching_rules(
+        self, subject: Subject, event: Event, document: dict[str, Any] | None = None
+    ) -> list[Rule]:
         rules = await self.rules.for_event_type(event.tenant, event.type)
         if not rules:
             return []
@@ -162,7 +164,7 @@ class AutomationStage:
             if rule.condition is not None:
                 if records is None:
                     records = {
-                        "event": event_document(event),
+                        "event": document if document is not None else event_document(event),
                         "profile": profile or {},
                         "session": subject.session or {},
                     }
@@ -189,7 +191,8 @@ class AutomationStage:
         if event.metadata.valid is False:
             return []
         emitted: list[Event] = []
-        for rule in await self.matching_rules(subject, event):
+        document = event_document(event)
+        for rule in await self.matching_rules(subject, event, document):
             automation = event.metadata.automation or Automation()
             event.metadata.automation = automation
             automation.rules.append(rule.id)
@@ -203,7 +206,7 @@ class AutomationStage:
                 outcome.warnings.append(f"event {event.id} ({event.type}): {problem}")
                 continue
             automation.workflows.append(deployed.workflow.id)
-            context = self.context(subject, event, deployed, now)
+            context = self.context(subject, event, deployed, now, document=document)
             result = await run_graph(deployed.graph, context, trace_payloads=debug)
             emitted += self.absorb(subject, event, deployed, context, result, outcome, now)
             if result.error is not None:
@@ -219,17 +222,18 @@ class AutomationStage:
         deployed: DeployedWorkflow,
         now: datetime,
         *,
-        debug: bool = False,
+        document: dict[str, Any] | None = None,
     ) -> ActionContext:
+        """A run's context; ``document``: the event's document when the caller has it, shared
+        by the runs of one event (workflows cannot change the event)."""
         return ActionContext(
             tenant=subject.tenant,
-            event=event_document(event),
+            event=document if document is not None else event_document(event),
             profile=subject.profile,
             session=subject.session,
             now=now,
             services=self.services,
             workflow_id=deployed.workflow.id,
-            debug=debug,
         )
 
     def absorb(
@@ -245,10 +249,6 @@ class AutomationStage:
         """Take what one run asked for into the outcome; the internal events it emitted."""
         outcome.profile_changed |= context.profile_changed
         outcome.session_changed |= context.session_changed
-        for level, message in context.effects.logs:
-            log.log(
-                _LEVELS.get(level, logging.INFO), "workflow %s: %s", deployed.workflow.id, message
-            )
         if result.error is not None:
             log.info(
                 "workflow %s failed on event %s: %s", deployed.workflow.id, event.id, result.error
@@ -273,14 +273,6 @@ class AutomationStage:
                 )
             )
         return [_emitted(event, wanted, now) for wanted in context.effects.emitted]
-
-
-_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-}
 
 
 def internal_event(
