@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -16,6 +17,7 @@ from tessera.storage.automation_ports import (
     OutboxStore,
     ScheduleStore,
 )
+from tessera.storage.elastic.backend import build_elastic_records
 from tessera.storage.ports import (
     ConsentTypeStore,
     EventStore,
@@ -38,6 +40,40 @@ from tessera.storage.sql.segments import SqlSegmentStore
 from tessera.storage.sql.stores import SqlSourceStore, SqlTokenStore, SqlUserStore
 from tessera.storage.sql.workflows import SqlScheduleStore, rule_store, workflow_store
 from tessera.storage.sqlite.backend import SqliteRecordBackend
+
+
+class RecordBackend(Protocol):
+    """The hot-record ports of one backend, started and stopped together."""
+
+    @property
+    def writer(self) -> RecordWriter: ...
+    @property
+    def events(self) -> EventStore: ...
+    @property
+    def sessions(self) -> SessionStore: ...
+    @property
+    def profiles(self) -> ProfileStore: ...
+
+    async def create_schema(self) -> None: ...
+
+    async def installed_version(self) -> int | None: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def build_records(settings: Settings) -> RecordBackend:
+    """Elasticsearch when ELASTIC_HOST is set, else the embedded SQLite store."""
+    if settings.elastic_host is not None:
+        return build_elastic_records(settings)
+    return SqliteRecordBackend(
+        settings.data_dir,
+        batch_size=settings.writer_batch_size,
+        flush_interval_s=settings.writer_flush_interval_ms / 1000,
+        synchronous=settings.sqlite_synchronous,
+        readers=settings.sqlite_readers,
+    )
 
 
 @dataclass
@@ -63,7 +99,7 @@ class Storage:
     workflows: DocumentStore[Workflow]
     schedules: ScheduleStore
     memory: KeyValueStore
-    _records: SqliteRecordBackend
+    _records: RecordBackend
     _config_engine: AsyncEngine
 
     async def install_schema(self) -> None:
@@ -79,13 +115,7 @@ class Storage:
 
 
 def build_storage(settings: Settings) -> Storage:
-    records = SqliteRecordBackend(
-        settings.data_dir,
-        batch_size=settings.writer_batch_size,
-        flush_interval_s=settings.writer_flush_interval_ms / 1000,
-        synchronous=settings.sqlite_synchronous,
-        readers=settings.sqlite_readers,
-    )
+    records = build_records(settings)
     # MYSQL_HOST set: the pooled MySQL/MariaDB engine and its migrated schema; else SQLite.
     engine = config_engine(settings)
     config_schema = config_schema_store(engine, settings)
