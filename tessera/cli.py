@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from tessera.errors import ConfigurationError, TesseraError
+from tessera.ops.elastic_cli import backup_app, storage_app
 from tessera.settings import SECRET_FIELDS, Settings, load_settings
 
 app = typer.Typer(
@@ -197,6 +198,11 @@ def show_settings(
     for name, value in settings.model_dump().items():
         shown = "(hidden)" if name in SECRET_FIELDS and value else value
         print(f"{name} = {shown}")
+
+
+# Backups and retention of the Elasticsearch records (distributed mode): tessera/ops/elastic_cli.py
+app.add_typer(backup_app, name="backup")
+app.add_typer(storage_app, name="storage")
 
 
 def main() -> None:

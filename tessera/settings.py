@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +43,12 @@ def _yes_no(value: Any) -> Any:
 
 
 YesNo = Annotated[bool, BeforeValidator(_yes_no)]
+# How time-partitioned Elasticsearch indices are cut (index name suffix 2024, 2024-q1, 2024-03,
+# 2024-w09, 2024-03-07).
+Partitioning = Annotated[
+    Literal["year", "quarter", "month", "week", "day"],
+    BeforeValidator(lambda value: value.strip().lower() if isinstance(value, str) else value),
+]
 
 # Tokens that are public knowledge (Tracardi's documented default, the usual placeholders) are
 # refused in production: an installation secret everybody knows protects nothing.
@@ -60,6 +66,7 @@ SECRET_FIELDS = frozenset(
         "auto_profile_merging",
         "mysql_password",
         "redis_password",
+        "elastic_password",
     }
 )
 
@@ -433,6 +440,200 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- Elasticsearch: events, sessions and profiles (None host: the embedded SQLite file) ---
+    elastic_host: str | None = Field(
+        None,
+        validation_alias="ELASTIC_HOST",
+        description=(
+            "Elasticsearch URL(s) for events, sessions and profiles, comma-separated (e.g. "
+            "`http://es1:9200,http://es2:9200`). Unset: the embedded SQLite store."
+        ),
+    )
+    elastic_username: str | None = Field(
+        None,
+        validation_alias="ELASTIC_USERNAME",
+        description="Elasticsearch user (basic authentication); unset: none.",
+    )
+    elastic_password: str | None = Field(
+        None,
+        validation_alias="ELASTIC_PASSWORD",
+        description=(
+            "Password of `ELASTIC_USERNAME` (never logged). Production refuses a well-known or "
+            "short one."
+        ),
+    )
+    elastic_verify_certs: YesNo = Field(
+        True,
+        validation_alias="ELASTIC_VERIFY_CERTS",
+        description="`no` accepts any TLS certificate from Elasticsearch (development only).",
+    )
+    elastic_index_shards: int = Field(
+        3,
+        ge=1,
+        le=1024,
+        validation_alias="ELASTIC_INDEX_SHARDS",
+        description="Primary shards of every index Tessera creates, unless a kind overrides it.",
+    )
+    elastic_index_replicas: int = Field(
+        1,
+        ge=0,
+        le=32,
+        validation_alias="ELASTIC_INDEX_REPLICAS",
+        description="Replicas of every index Tessera creates, unless a kind overrides it.",
+    )
+    elastic_event_shards: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        validation_alias="TESSERA_ELASTIC_EVENT_SHARDS",
+        description="Primary shards of event indices; unset: `ELASTIC_INDEX_SHARDS`.",
+    )
+    elastic_event_replicas: int | None = Field(
+        None,
+        ge=0,
+        le=32,
+        validation_alias="TESSERA_ELASTIC_EVENT_REPLICAS",
+        description="Replicas of event indices; unset: `ELASTIC_INDEX_REPLICAS`.",
+    )
+    elastic_session_shards: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        validation_alias="TESSERA_ELASTIC_SESSION_SHARDS",
+        description="Primary shards of session indices; unset: `ELASTIC_INDEX_SHARDS`.",
+    )
+    elastic_session_replicas: int | None = Field(
+        None,
+        ge=0,
+        le=32,
+        validation_alias="TESSERA_ELASTIC_SESSION_REPLICAS",
+        description="Replicas of session indices; unset: `ELASTIC_INDEX_REPLICAS`.",
+    )
+    elastic_profile_shards: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        validation_alias="TESSERA_ELASTIC_PROFILE_SHARDS",
+        description=(
+            "Primary shards of profile indices and of the identity and retired-profile "
+            "indices beside them; unset: `ELASTIC_INDEX_SHARDS`."
+        ),
+    )
+    elastic_profile_replicas: int | None = Field(
+        None,
+        ge=0,
+        le=32,
+        validation_alias="TESSERA_ELASTIC_PROFILE_REPLICAS",
+        description="Replicas of profile (and identity) indices; unset: `ELASTIC_INDEX_REPLICAS`.",
+    )
+    elastic_index_prefix: str = Field(
+        "tessera",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$",
+        validation_alias="TESSERA_ELASTIC_INDEX_PREFIX",
+        description=(
+            "First part of every index, alias and template name (`<prefix>.<tenant>.event`), so "
+            "several installations can share one cluster. Lower-case letters, digits, `-`, `_`."
+        ),
+    )
+    event_partitioning: Partitioning = Field(
+        "month",
+        validation_alias="EVENT_PARTITIONING",
+        description=(
+            "How event indices are cut by event time: `year`, `quarter`, `month`, `week` (ISO) "
+            "or `day`."
+        ),
+    )
+    session_partitioning: Partitioning = Field(
+        "quarter",
+        validation_alias="SESSION_PARTITIONING",
+        description="How session indices are cut by the session's first-seen time.",
+    )
+    profile_partitioning: Partitioning = Field(
+        "year",
+        validation_alias="PROFILE_PARTITIONING",
+        description="How profile indices are cut by the profile's first-seen time.",
+    )
+
+    # --- Elasticsearch: retention and snapshots (`tessera storage retention`, `tessera backup`) ---
+    retention_event_days: int | None = Field(
+        None,
+        ge=1,
+        validation_alias="TESSERA_RETENTION_EVENT_DAYS",
+        description=(
+            "Days an event partition is kept after its whole time range ended; then "
+            "`tessera storage retention` deletes it. Unset: kept forever."
+        ),
+    )
+    retention_session_days: int | None = Field(
+        None,
+        ge=1,
+        validation_alias="TESSERA_RETENTION_SESSION_DAYS",
+        description="Days a session partition is kept after its time range ended; unset: forever.",
+    )
+    retention_profile_days: int | None = Field(
+        None,
+        ge=1,
+        validation_alias="TESSERA_RETENTION_PROFILE_DAYS",
+        description="Days a profile partition is kept after its time range ended; unset: forever.",
+    )
+    snapshot_repository: str = Field(
+        "tessera-backups",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,99}$",
+        validation_alias="TESSERA_SNAPSHOT_REPOSITORY",
+        description="Name of the Elasticsearch snapshot repository `tessera backup` uses.",
+    )
+    snapshot_type: Literal["fs", "s3"] = Field(
+        "fs",
+        validation_alias="TESSERA_SNAPSHOT_TYPE",
+        description=(
+            "`fs` (a folder shared by every Elasticsearch node, under their `path.repo`) or "
+            "`s3` (needs the repository-s3 module on the cluster)."
+        ),
+    )
+    snapshot_location: str | None = Field(
+        None,
+        validation_alias="TESSERA_SNAPSHOT_LOCATION",
+        description=(
+            "`fs` folder of the snapshots: absolute (inside `path.repo`) or relative to the "
+            "first `path.repo`. Unset: a folder named after the repository."
+        ),
+    )
+    snapshot_s3_bucket: str | None = Field(
+        None,
+        validation_alias="TESSERA_SNAPSHOT_S3_BUCKET",
+        description="`s3`: the bucket of the snapshots (required for `s3`).",
+    )
+    snapshot_s3_region: str | None = Field(
+        None,
+        validation_alias="TESSERA_SNAPSHOT_S3_REGION",
+        description=(
+            "`s3`: the bucket's region, e.g. `eu-west-1`. A client setting of the nodes "
+            "(`s3.client.<client>.region` in elasticsearch.yml): checked, and shown to copy there."
+        ),
+    )
+    snapshot_s3_endpoint: str | None = Field(
+        None,
+        validation_alias="TESSERA_SNAPSHOT_S3_ENDPOINT",
+        description=(
+            "`s3`: URL of an S3-compatible service (MinIO, …); unset: AWS. A node setting "
+            "(`s3.client.<client>.endpoint`): checked, and shown to copy there."
+        ),
+    )
+    snapshot_s3_base_path: str | None = Field(
+        None,
+        validation_alias="TESSERA_SNAPSHOT_S3_BASE_PATH",
+        description="`s3`: folder inside the bucket, e.g. `tessera/prod`; unset: the bucket root.",
+    )
+    snapshot_s3_client: str = Field(
+        "default",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        validation_alias="TESSERA_SNAPSHOT_S3_CLIENT",
+        description=(
+            "`s3`: the nodes' S3 client (`s3.client.<name>.*` settings and keystore "
+            "credentials) the repository uses."
+        ),
+    )
+
     @field_validator("auto_profile_merging")
     @classmethod
     def _long_salt(cls, value: str | None) -> str | None:
@@ -530,6 +731,12 @@ def check_production_secrets(settings: Settings) -> None:
     if password is not None and is_weak_secret(password):
         raise ConfigurationError(
             "TESSERA_ADMIN_PASSWORD: production needs a password of at least "
+            f"{MIN_PRODUCTION_SECRET_LENGTH} characters that is not a well-known default"
+        )
+    elastic_password = settings.elastic_password
+    if elastic_password is not None and is_weak_secret(elastic_password):
+        raise ConfigurationError(
+            "ELASTIC_PASSWORD: production needs a password of at least "
             f"{MIN_PRODUCTION_SECRET_LENGTH} characters that is not a well-known default"
         )
     redis_password = settings.redis_password

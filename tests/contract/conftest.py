@@ -36,6 +36,7 @@ from tessera.storage.sql.config_database import config_schema_store
 from tessera.storage.sql.engine import sqlite_engine
 from tessera.storage.sql.stores import SqlSchemaStore, SqlSourceStore, SqlTokenStore, SqlUserStore
 from tessera.storage.sqlite.backend import SqliteRecordBackend
+from tests.support.elastic import drop_created_prefixes, elastic_backend
 from tests.support.mariadb import drop_created_databases, mariadb_database
 
 
@@ -140,9 +141,37 @@ def _drop_mariadb_databases() -> Iterator[None]:
     drop_created_databases()
 
 
+# --- Elasticsearch (hot records on a cluster) -------------------------------------------------
+
+
+@asynccontextmanager
+async def elastic_records(place: Path) -> AsyncIterator[RecordBackend]:
+    """The record stores on the test's own index prefix (tests/support/elastic.py)."""
+    async with elastic_backend(place) as backend:
+        yield RecordBackend(
+            name="elasticsearch",
+            writer=backend.writer,
+            events=backend.events,
+            sessions=backend.sessions,
+            profiles=backend.profiles,
+            schema=backend,
+            commits=lambda: backend.writer.commits,
+        )
+
+
+@pytest.fixture(autouse=True)
+def _drop_elastic_prefixes() -> Iterator[None]:
+    """After each test: delete the indices and templates its openers created."""
+    yield
+    drop_created_prefixes()
+
+
 # --- Registries: one entry per backend; the fixtures are parametrised over them --------------
 
-RECORD_BACKENDS: dict[str, RecordOpener] = {"sqlite": sqlite_records}
+RECORD_BACKENDS: dict[str, RecordOpener] = {
+    "sqlite": sqlite_records,
+    "elasticsearch": elastic_records,
+}
 CONFIG_BACKENDS: dict[str, ConfigOpener] = {"sqlite": sqlite_config, "mariadb": mariadb_config}
 
 

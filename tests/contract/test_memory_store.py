@@ -6,6 +6,7 @@ Adding a backend (Redis …) means one opener in ``MEMORY_BACKENDS``; the tests 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -173,3 +174,18 @@ async def test_keys_are_exact(memory: KeyValueStore) -> None:
     assert await memory.get("acme", "key", T0) == "lower"
     assert await memory.get("acme", "key:with/odd chars%_", T0) == "odd"
     assert await memory.get("acme", "key:with/odd chars%", T0) is None
+
+
+async def test_concurrent_first_sets_of_one_key_from_two_stores_both_succeed(
+    open_memory: MemoryOpener, tmp_path: Path
+) -> None:
+    """Two processes setting a key nobody set yet: neither fails, one value is kept."""
+    place = tmp_path / "shared"
+    async with open_memory(place) as first, open_memory(place) as second:
+        for round_number in range(10):
+            key = f"counter-{round_number}"
+            await asyncio.gather(
+                first.set("acme", key, "first", ttl_s=None, now=T0),
+                second.set("acme", key, "second", ttl_s=None, now=T0),
+            )
+            assert await first.get("acme", key, T0) in {"first", "second"}

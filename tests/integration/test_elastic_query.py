@@ -70,7 +70,8 @@ def es() -> Iterator[Elasticsearch]:
         client.cluster.health(wait_for_status="yellow", timeout="10s")
     except Exception as error:  # noqa: BLE001 - any failure to reach it is a reason to skip
         client.close()
-        pytest.skip(f"Elasticsearch at {URL} cannot be reached: {error!r}")
+        reason = f"{type(error).__name__}: {error}"[:200]
+        pytest.skip(f"Elasticsearch at {URL} cannot be reached ({reason}); run scripts/services up")
     yield client
     client.close()
 
@@ -333,7 +334,7 @@ def test_what_cannot_be_answered_exactly_is_refused() -> None:
 
 
 @settings(
-    max_examples=120,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )

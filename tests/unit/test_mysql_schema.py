@@ -397,3 +397,19 @@ def test_serve_refuses_a_schema_newer_than_the_code(tmp_path: Path) -> None:
     assert served.exit_code == 2
     assert "upgrade Tessera" in served.stderr
     assert "f00d" in served.stderr
+
+
+async def test_processes_starting_together_keep_one_shared_value(tmp_path: Path) -> None:
+    async with mariadb_database(tmp_path) as database:
+        await migrate_config_database(database.settings)
+        engines = [mysql_engine(database.settings) for _ in range(4)]
+        stores = [config_schema_store(engine, database.settings) for engine in engines]
+        try:
+            kept = await asyncio.gather(
+                *(store.keep_value("salt", f"salt-{n}") for n, store in enumerate(stores))
+            )
+        finally:
+            await asyncio.gather(*(engine.dispose() for engine in engines))
+
+    assert len(set(kept)) == 1
+    assert kept[0].startswith("salt-")

@@ -178,7 +178,7 @@ def _string_entry(path: str, text: str, *, element: bool) -> dict[str, Any]:
             windows.append(data[start:end].decode())
             if end >= len(data):
                 break
-            start = _boundary(data, start + WINDOW_STEP + 500)
+            start = _boundary(data, start + WINDOW_STEP)
         entry["c"] = windows
         tail = _boundary(data, len(data) - KEYWORD_BYTES, forward=True)
         entry["z"] = data[tail:].decode()[::-1]

@@ -124,5 +124,10 @@ class MigratedSchemaStore(SqlSchemaStore):
             return await super().installed_version()
 
     async def keep_value(self, key: str, value: str) -> str:
+        """Processes starting together on a new database may both find no value and both
+        insert one: the loser's insert fails on the key, and it takes the winner's value."""
         async with self._reaching():
-            return await super().keep_value(key, value)
+            try:
+                return await super().keep_value(key, value)
+            except sqlalchemy.exc.IntegrityError:
+                return await super().keep_value(key, value)

@@ -73,5 +73,5 @@ class RedisRecordCache(Generic[R]):
             await self._client.set(self._key(key), self._encode(record), px=self._ttl_ms, nx=True)
 
     async def discard(self, key: str) -> None:
-        if False:
+        if self.enabled:
             await self._client.set(self._key(key), TOMBSTONE, px=self._tombstone_ms)

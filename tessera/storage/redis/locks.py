@@ -21,7 +21,6 @@ takes all of its keys or none in one script.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import secrets
@@ -141,6 +140,7 @@ class RedisLockSet:
         # Key → (the value this holder wrote, its fencing token), in acquisition order.
         self._held: dict[str, tuple[str, int]] = {}
         self._renewal: asyncio.Task[None] | None = None
+        self._done = False
 
     @property
     def keys(self) -> frozenset[str]:
@@ -219,7 +219,7 @@ class RedisLockSet:
             pause = min(pause * 2, LONGEST_PAUSE_S)
 
     async def _renew_while_held(self) -> None:
-        while True:
+        while not self._done:
             await asyncio.sleep(self._owner.renew_every_s)
             if not self._held:
                 continue
@@ -236,11 +236,13 @@ class RedisLockSet:
                 )
 
     async def _let_go(self) -> None:
+        # The renewal is stopped, not waited for: a cancellation landing inside a Redis call
+        # can be lost (it has been seen to be), and a late renewal is harmless anyway — it only
+        # extends keys still holding this holder's value, and release deletes those.
+        self._done = True
         renewal, self._renewal = self._renewal, None
         if renewal is not None:
             renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewal
         held, self._held = self._held, {}
         if held:
             await self._release_quietly(list(held), [value for value, _fence in held.values()])

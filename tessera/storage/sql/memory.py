@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tessera.storage.sql.tables import metadata
+from tessera.storage.sql.upsert import save_row
 
 kv_memory = sa.Table(
     "kv_memory",
@@ -46,15 +47,14 @@ class SqlKeyValueStore:
         self, tenant: str, key: str, value: Any, *, ttl_s: float | None, now: datetime
     ) -> None:
         expires = now.timestamp() + ttl_s if ttl_s is not None else None
-        where = (kv_memory.c.tenant == tenant) & (kv_memory.c.key == key)
         async with self._engine.begin() as connection:
-            updated = await connection.execute(
-                kv_memory.update().where(where).values(value=value, expires=expires)
+            # Workflows of concurrent events often set the same new key: save_row is safe then.
+            await save_row(
+                connection,
+                kv_memory,
+                key={"tenant": tenant, "key": key},
+                values={"value": value, "expires": expires},
             )
-            if updated.rowcount == 0:
-                await connection.execute(
-                    kv_memory.insert().values(tenant=tenant, key=key, value=value, expires=expires)
-                )
 
     async def delete(self, tenant: str, key: str) -> bool:
         async with self._engine.begin() as connection:

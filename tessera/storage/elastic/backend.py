@@ -1,0 +1,128 @@
+"""The Elasticsearch record store as one unit: client, templates, writer and readers, started
+and stopped together. Same surface as SqliteRecordBackend (writer, events, sessions,
+profiles, create_schema, installed_version, start, close)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from elastic_transport import TransportError
+from elasticsearch import ApiError
+
+from tessera.errors import StorageUnavailable
+from tessera.settings import Settings
+from tessera.storage.elastic.bulk import Refresh, describe
+from tessera.storage.elastic.client import ElasticConnection, open_client
+from tessera.storage.elastic.naming import KINDS, Names, Partitioning
+from tessera.storage.elastic.schema import ElasticSchema, IndexShape
+from tessera.storage.elastic.stores import (
+    ElasticEventStore,
+    ElasticProfileStore,
+    ElasticSessionStore,
+)
+from tessera.storage.elastic.writer import ElasticWriter
+
+T = TypeVar("T")
+
+
+class ElasticRecordBackend:
+    def __init__(
+        self,
+        connection: ElasticConnection,
+        *,
+        prefix: str,
+        shapes: dict[str, IndexShape],
+        partitioning: dict[str, Partitioning],
+        batch_size: int,
+        flush_interval_s: float,
+        refresh: Refresh = "true",
+        retry_budget_s: float = 5.0,
+    ) -> None:
+        self.connection = connection
+        self.names = Names(prefix)
+        self.client = open_client(connection)
+        self.schema = ElasticSchema(self.client, self.names, shapes)
+        self.writer = ElasticWriter(
+            self.client,
+            self.names,
+            self.schema,
+            partitioning,
+            batch_size=batch_size,
+            flush_interval_s=flush_interval_s,
+            refresh=refresh,
+            retry_budget_s=retry_budget_s,
+        )
+        self.events = ElasticEventStore(self.client, self.names)
+        self.sessions = ElasticSessionStore(self.client, self.names)
+        self.profiles = ElasticProfileStore(self.client, self.names)
+
+    async def create_schema(self) -> None:
+        await self._reaching("create the index templates", self.schema.create_schema())
+
+    async def installed_version(self) -> int | None:
+        return await self._reaching("read the schema version", self.schema.installed_version())
+
+    async def start(self) -> None:
+        """Install the templates and start the writer; StorageUnavailable when the cluster
+        cannot be reached (start again once it can: nothing is left half-started)."""
+        await self.create_schema()
+        self.writer.start()
+
+    async def close(self) -> None:
+        await self.writer.stop()
+        await self.client.close()
+
+    async def drop_everything(self) -> None:
+        """Delete every index and template of this prefix (tests and reset tooling only)."""
+        await self._reaching("delete the indices", self.schema.drop_everything())
+
+    async def _reaching(self, what: str, work: Awaitable[T]) -> T:
+        try:
+            return await work
+        except (TransportError, ApiError) as exc:
+            raise StorageUnavailable(
+                f"cannot {what} in Elasticsearch at {self.connection.where()}: {describe(exc)}"
+            ) from exc
+
+
+def build_elastic_records(settings: Settings) -> ElasticRecordBackend:
+    """The record backend ELASTIC_HOST and its companion settings describe."""
+    if settings.elastic_host is None:
+        raise ValueError("ELASTIC_HOST is not set")
+    connection = ElasticConnection.from_hosts(
+        settings.elastic_host,
+        username=settings.elastic_username,
+        password=settings.elastic_password,
+        verify_certs=settings.elastic_verify_certs,
+    )
+    general = IndexShape(settings.elastic_index_shards, settings.elastic_index_replicas)
+
+    def shape(shards: int | None, replicas: int | None) -> IndexShape:
+        return IndexShape(
+            shards if shards is not None else general.shards,
+            replicas if replicas is not None else general.replicas,
+        )
+
+    profile = shape(settings.elastic_profile_shards, settings.elastic_profile_replicas)
+    shapes = {
+        "event": shape(settings.elastic_event_shards, settings.elastic_event_replicas),
+        "session": shape(settings.elastic_session_shards, settings.elastic_session_replicas),
+        "profile": profile,
+        # One document per profile (or per merge-key value): sized like the profiles.
+        "identity": profile,
+        "retired": profile,
+    }
+    assert set(shapes) == set(KINDS)
+    return ElasticRecordBackend(
+        connection,
+        prefix=settings.elastic_index_prefix,
+        shapes=shapes,
+        partitioning={
+            "event": settings.event_partitioning,
+            "session": settings.session_partitioning,
+            "profile": settings.profile_partitioning,
+        },
+        batch_size=settings.writer_batch_size,
+        flush_interval_s=settings.writer_flush_interval_ms / 1000,
+    )

@@ -1,0 +1,85 @@
+"""The Elasticsearch client: where the cluster is, how to log in, and how JSON is read.
+
+Documents are encoded and decoded with msgspec, as the embedded store does: it keeps integers
+of any size exact (a property of 12345678901234567890123 comes back as that integer, not as
+a float) and is several times faster than the standard library on large bulk bodies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from elasticsearch import AsyncElasticsearch
+from elasticsearch.serializer import JsonSerializer, NdjsonSerializer
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
+
+
+class _MsgspecJson(JsonSerializer):
+    def json_dumps(self, data: Any) -> bytes:
+        return _encoder.encode(data)
+
+    def json_loads(self, data: bytes) -> Any:
+        return _decoder.decode(data)
+
+
+class _MsgspecNdjson(NdjsonSerializer):
+    def json_dumps(self, data: Any) -> bytes:
+        return _encoder.encode(data)
+
+    def json_loads(self, data: bytes) -> Any:
+        return _decoder.decode(data)
+
+
+@dataclass(frozen=True, slots=True)
+class ElasticConnection:
+    hosts: tuple[str, ...]
+    username: str | None = None
+    # Never logged: __repr__ leaves it out.
+    password: str | None = None
+    verify_certs: bool = True
+    request_timeout_s: float = 30.0
+
+    def __repr__(self) -> str:
+        return f"ElasticConnection(hosts={self.hosts!r}, username={self.username!r})"
+
+    @staticmethod
+    def from_hosts(text: str, **options: Any) -> ElasticConnection:
+        """From ELASTIC_HOST's comma-separated URLs."""
+        hosts = tuple(part.strip() for part in text.split(",") if part.strip())
+        if not hosts:
+            raise ValueError("ELASTIC_HOST: no URL given")
+        return ElasticConnection(hosts=hosts, **options)
+
+    def where(self) -> str:
+        """The cluster's URLs without credentials, for messages."""
+        return ", ".join(_without_credentials(host) for host in self.hosts)
+
+
+def _without_credentials(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    rest = rest.rpartition("@")[2]
+    return f"{scheme}://{rest}" if scheme else rest
+
+
+def open_client(connection: ElasticConnection) -> AsyncElasticsearch:
+    options: dict[str, Any] = {}
+    if connection.username is not None:
+        options["basic_auth"] = (connection.username, connection.password or "")
+    hosts: Sequence[str] = list(connection.hosts)
+    return AsyncElasticsearch(
+        hosts,
+        verify_certs=connection.verify_certs,
+        request_timeout=connection.request_timeout_s,
+        serializers={
+            "application/json": _MsgspecJson(),
+            "application/x-ndjson": _MsgspecNdjson(),
+        },
+        **options,
+    )

@@ -1,0 +1,87 @@
+"""Erasing a person: every document about their ids, in every kind of index.
+
+Done as "search, then bulk delete what was found, until nothing is found", not with
+`_delete_by_query`: that API lives in Elasticsearch's `reindex` module, which not every
+distribution ships (the minimal one the tests run on has none), and a privacy erasure must not
+depend on an optional module. The tenant's indices are refreshed first, so the searches see
+every write acknowledged before the erasure, and every delete request refreshes, so a search
+never finds again what was just deleted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from elasticsearch import AsyncElasticsearch
+
+from tessera.errors import StorageUnavailable
+from tessera.storage.elastic.bulk import Operation, Refresh, Retrier, send
+from tessera.storage.elastic.naming import Names
+from tessera.storage.ports import Erasure
+
+# Documents deleted per round.
+ROUND = 1000
+
+
+async def erase(
+    client: AsyncElasticsearch,
+    names: Names,
+    erasure: Erasure,
+    *,
+    refresh: Refresh,
+    retrier: Retrier,
+) -> None:
+    tenant, ids = erasure.tenant, list(dict.fromkeys(erasure.profile_ids))
+    if not ids:
+        return
+    await retrier.call(
+        "refresh before an erasure",
+        lambda: client.indices.refresh(
+            index=names.tenant_indices(tenant), ignore_unavailable=True, allow_no_indices=True
+        ),
+    )
+    targets: list[tuple[str, dict[str, Any]]] = [
+        (names.single_index(tenant, "identity"), {"terms": {"profile_id": ids}}),
+        (names.single_index(tenant, "retired"), {"ids": {"values": ids}}),
+        (names.alias(tenant, "profile"), {"ids": {"values": ids}}),
+    ]
+    if not erasure.keep_records:
+        targets += [
+            (names.alias(tenant, "session"), {"terms": {"profile.id": ids}}),
+            (names.alias(tenant, "event"), {"terms": {"profile.id": ids}}),
+        ]
+    for index, query in targets:
+        await _delete_matching(client, index, query, refresh=refresh, retrier=retrier)
+
+
+async def _delete_matching(
+    client: AsyncElasticsearch,
+    index: str,
+    query: dict[str, Any],
+    *,
+    refresh: Refresh,
+    retrier: Retrier,
+) -> None:
+    while True:
+        answer = await retrier.call(
+            f"finding what to erase in {index}",
+            lambda: client.search(
+                index=index,
+                query=query,
+                size=ROUND,
+                source=False,
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            ),
+        )
+        hits = answer["hits"]["hits"]
+        if not hits:
+            return
+        deletes = [Operation(0, "delete", hit["_index"], hit["_id"]) for hit in hits]
+        # Either refresh makes the deletes visible before it answers: the next round's
+        # search does not find them again.
+        failures = await send(client, deletes, refresh=refresh, retrier=retrier)
+        if failures:
+            raise StorageUnavailable(f"Elasticsearch: erasing in {index} failed: {failures[0]}")
+        if len(hits) < ROUND:
+            return

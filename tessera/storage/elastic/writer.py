@@ -1,0 +1,447 @@
+"""The Elasticsearch writer: group commit of change sets into bulk requests.
+
+Callers hand a ChangeSet to ``commit`` and wait. One task takes whatever has queued up (up to
+``batch_size`` records, waiting at most ``flush_interval`` for a batch to fill), turns it into
+one bulk request, and wakes every caller of the batch once Elasticsearch has answered. Only
+one batch is in flight at a time: batches are applied in the order they were committed, so a
+later version of a profile never lands before an earlier one.
+
+Where each record goes:
+
+- Events: into the partition of their event time (`EVENT_PARTITIONING`; bounded around the
+  arrival time, see partition_moment), with
+  `op_type=create`, so a repeated id in the same partition keeps the first event (409 is the
+  expected answer). Before writing, one `ids` search over all the tenant's event partitions
+  drops the events already stored: an event repeated with another time (another partition)
+  is not stored twice either.
+- Profiles and sessions: into their *home* partition. A record's home is decided once, at its
+  first write, from its first-seen time (`metadata.time.insert`); later writes go where the
+  record already is, found by one `ids` search per batch. Recomputing the partition from the
+  insert time on every write would not do: a merge gives the survivor the earlier insert time
+  of the two (identity/merge.py), which may lie in another partition, and the profile would
+  then exist twice. Should a copy ever exist in a second partition, the next write of that
+  record removes it.
+- Identity links, retired profiles: small indices per tenant, document id = digest / id.
+
+Read-your-writes: every bulk request refreshes (``refresh``: "true" by default, or "wait_for"),
+so when ``commit`` returns, every search sees the records (the home and duplicate lookups
+above rely on that too). Elasticsearch has no transactions across documents: a change set that
+fails may be partly stored. Every operation is idempotent (upserts, insert-once events,
+deletes), so the caller's retry converges on the intended state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+from elastic_transport import ObjectApiResponse
+from elasticsearch import AsyncElasticsearch
+
+from tessera.errors import StorageUnavailable
+from tessera.model.event import Event
+from tessera.model.profile import Profile
+from tessera.model.session import Session
+from tessera.storage.elastic import codec
+from tessera.storage.elastic.bulk import Operation, Refresh, Retrier, send
+from tessera.storage.elastic.erasure import erase
+from tessera.storage.elastic.naming import Names, Partitioning, partition
+from tessera.storage.elastic.schema import ElasticSchema
+from tessera.storage.ports import ChangeSet
+
+log = logging.getLogger(__name__)
+
+# How far from its arrival an event's time may place it (partition_moment).
+EVENT_PAST_BOUND = timedelta(days=2 * 366)
+EVENT_FUTURE_BOUND = timedelta(days=1)
+# Elasticsearch refuses longer document ids, and with them the whole bulk request.
+MAX_ID_BYTES = 512
+# Ids per lookup search (far below index.max_terms_count, 65536).
+LOOKUP_CHUNK = 1000
+
+Key = tuple[str, str]  # (tenant, record id)
+
+
+@dataclass(slots=True)
+class _Pending:
+    changes: ChangeSet
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Encoded:
+    """One caller's records as documents, before their indices are known."""
+
+    owner: int
+    changes: ChangeSet
+    events: list[tuple[Event, bytes]] = field(default_factory=list)
+    sessions: list[tuple[Session, bytes]] = field(default_factory=list)
+    profiles: list[tuple[Profile, bytes]] = field(default_factory=list)
+    retired: list[tuple[str, str, bytes]] = field(default_factory=list)
+    identities: list[tuple[str, str, bytes]] = field(default_factory=list)
+
+
+class ElasticWriter:
+    def __init__(
+        self,
+        client: AsyncElasticsearch,
+        names: Names,
+        schema: ElasticSchema,
+        partitioning: dict[str, Partitioning],
+        *,
+        batch_size: int,
+        flush_interval_s: float,
+        refresh: Refresh = "true",
+        retry_budget_s: float = 5.0,
+    ) -> None:
+        self._client = client
+        self._names = names
+        self._schema = schema
+        self._partitioning = partitioning
+        self._batch_size = batch_size
+        self._flush_interval_s = flush_interval_s
+        self._refresh: Refresh = refresh
+        self._retry_budget_s = retry_budget_s
+        self._queue: deque[_Pending] = deque()
+        self._arrived = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        # Batches written (one group commit each), the records in them, and the batches that
+        # needed a bulk request (an empty change set needs none).
+        self.commits = 0
+        self.records = 0
+        self.bulk_requests = 0
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._stopping
+
+    def start(self) -> None:
+        if self._task is not None:
+            return
+        self._stopping = False
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name="tessera-elastic-writer"
+        )
+
+    async def stop(self) -> None:
+        """Write what is queued, then end the task."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._arrived.set()
+        await self._task
+        self._task = None
+
+    async def commit(self, changes: ChangeSet) -> None:
+        if not self.running:
+            raise StorageUnavailable("the Elasticsearch record store is not running")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(changes, future))
+        self._arrived.set()
+        await future
+
+    # --- batching ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._stopping:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            batch = await self._next_batch()
+            try:
+                await self._write(batch)
+            # This task serves every caller: whatever goes wrong, it must survive and say so
+            # to the callers concerned, never die and leave them (and all later ones) waiting.
+            except Exception as exc:
+                log.exception("Elasticsearch commit failed")
+                _fail(batch, StorageUnavailable(f"the record store could not commit: {exc}"))
+
+    async def _next_batch(self) -> list[_Pending]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._flush_interval_s
+        batch: list[_Pending] = []
+        size = 0
+        while True:
+            while self._queue and (not batch or size < self._batch_size):
+                item = self._queue.popleft()
+                batch.append(item)
+                size += len(item.changes)
+            remaining = deadline - loop.time()
+            if size >= self._batch_size or remaining <= 0 or self._stopping:
+                return batch
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return batch
+
+    # --- one batch -----------------------------------------------------------------------
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        encoded: list[_Encoded] = []
+        errors: dict[int, str] = {}
+        for owner, item in enumerate(batch):
+            try:
+                encoded.append(_encode(owner, item.changes))
+            except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+                errors[owner] = f"a record cannot be stored: {exc}"
+        retrier = Retrier(self._retry_budget_s)
+        if encoded:
+            try:
+                errors.update(await self._store(encoded, retrier))
+            except StorageUnavailable as exc:
+                for done in encoded:
+                    errors.setdefault(done.owner, str(exc))
+        self.commits += 1
+        self.records += sum(
+            len(item.changes) for owner, item in enumerate(batch) if owner not in errors
+        )
+        for owner, item in enumerate(batch):
+            if item.future.done():  # the caller gave up (client went away); nothing to tell it
+                continue
+            if owner in errors:
+                item.future.set_exception(
+                    StorageUnavailable(f"the record store could not commit: {errors[owner]}")
+                )
+            else:
+                item.future.set_result(None)
+
+    async def _store(self, encoded: list[_Encoded], retrier: Retrier) -> dict[int, str]:
+        tenants = {tenant for item in encoded for tenant in _tenants(item.changes)}
+        await retrier.call(
+            "preparing the tenant's templates", lambda: self._schema.ensure_tenants(tenants)
+        )
+        homes, stored_events = await self._lookups(encoded, retrier)
+        operations = self._operations(encoded, homes, stored_events)
+        failures: dict[int, str] = {}
+        if operations:
+            failures = await send(self._client, operations, refresh=self._refresh, retrier=retrier)
+            self.bulk_requests += 1
+        for item in encoded:
+            if item.owner in failures:
+                continue
+            for erasure in item.changes.erasures:
+                try:
+                    await erase(
+                        self._client, self._names, erasure, refresh=self._refresh, retrier=retrier
+                    )
+                except StorageUnavailable as exc:
+                    failures[item.owner] = str(exc)
+                    break
+        return failures
+
+    async def _lookups(
+        self, encoded: list[_Encoded], retrier: Retrier
+    ) -> tuple[dict[tuple[str, Key], list[str]], set[Key]]:
+        """Where the batch's profiles and sessions live now, and which events are stored."""
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for item in encoded:
+            for profile, _ in item.profiles:
+                wanted.setdefault(("profile", profile.tenant), set()).add(profile.id)
+            for retired in item.changes.retired:
+                wanted.setdefault(("profile", retired.profile.tenant), set()).add(
+                    retired.profile.id
+                )
+            for session, _ in item.sessions:
+                wanted.setdefault(("session", session.tenant), set()).add(session.id)
+            for event, _ in item.events:
+                wanted.setdefault(("event", event.tenant), set()).add(event.id)
+        found = await asyncio.gather(
+            *(self._where(kind, tenant, ids, retrier) for (kind, tenant), ids in wanted.items())
+        )
+        homes: dict[tuple[str, Key], list[str]] = {}
+        stored_events: set[Key] = set()
+        for ((kind, tenant), _), hits in zip(wanted.items(), found, strict=True):
+            for doc_id, index in hits:
+                if kind == "event":
+                    stored_events.add((tenant, doc_id))
+                else:
+                    homes.setdefault((kind, (tenant, doc_id)), []).append(index)
+        for indices in homes.values():
+            indices.sort()
+        return homes, stored_events
+
+    async def _where(
+        self, kind: str, tenant: str, ids: set[str], retrier: Retrier
+    ) -> list[tuple[str, str]]:
+        """(id, index) of every stored copy of these records."""
+        ordered = sorted(ids)
+        hits: list[tuple[str, str]] = []
+        for start in range(0, len(ordered), LOOKUP_CHUNK):
+            chunk = ordered[start : start + LOOKUP_CHUNK]
+
+            def lookup(chunk: list[str] = chunk) -> Awaitable[ObjectApiResponse[Any]]:
+                return self._client.search(
+                    index=self._names.alias(tenant, kind),
+                    query={"ids": {"values": chunk}},
+                    size=2 * len(chunk),
+                    source=False,
+                    ignore_unavailable=True,
+                    allow_no_indices=True,
+                )
+
+            answer = await retrier.call(f"looking up {kind}s", lookup)
+            hits += [(hit["_id"], hit["_index"]) for hit in answer["hits"]["hits"]]
+        return hits
+
+    def _operations(
+        self,
+        encoded: list[_Encoded],
+        homes: dict[tuple[str, Key], list[str]],
+        stored_events: set[Key],
+    ) -> list[Operation]:
+        """The batch as bulk operations, in the embedded writer's order: retiring before the
+        upserts that may bring a profile back, released identity links before new ones."""
+        names = self._names
+        ops: list[Operation] = []
+
+        def home(kind: str, tenant: str, record_id: str, first_seen: datetime) -> str:
+            indices = homes.setdefault((kind, (tenant, record_id)), [])
+            if not indices:
+                suffix = partition(first_seen, self._partitioning[kind])
+                indices.append(names.partition_index(tenant, kind, suffix))
+            return indices[0]
+
+        for item in encoded:
+            for tenant, record_id, doc in item.retired:
+                ops.append(
+                    Operation(
+                        item.owner, "index", names.single_index(tenant, "retired"), record_id, doc
+                    )
+                )
+                for index in homes.get(("profile", (tenant, record_id)), []):
+                    ops.append(Operation(item.owner, "delete", index, record_id))
+        for item in encoded:
+            for tenant, record_id in item.changes.restored:
+                ops.append(
+                    Operation(
+                        item.owner, "delete", names.single_index(tenant, "retired"), record_id
+                    )
+                )
+        for item in encoded:
+            for profile, doc in item.profiles:
+                target = home("profile", profile.tenant, profile.id, profile.metadata.time.insert)
+                ops.append(Operation(item.owner, "index", target, profile.id, doc))
+                ops += _strays(item.owner, homes, "profile", (profile.tenant, profile.id))
+        for item in encoded:
+            for session, doc in item.sessions:
+                target = home("session", session.tenant, session.id, session.metadata.time.insert)
+                ops.append(Operation(item.owner, "index", target, session.id, doc))
+                ops += _strays(item.owner, homes, "session", (session.tenant, session.id))
+        seen: set[Key] = set()
+        for item in encoded:
+            for event, doc in item.events:
+                key = (event.tenant, event.id)
+                if key in stored_events or key in seen:
+                    continue  # insert-once: the first event with this id stays
+                seen.add(key)
+                suffix = partition(partition_moment(event), self._partitioning["event"])
+                index = names.partition_index(event.tenant, "event", suffix)
+                ops.append(Operation(item.owner, "create", index, event.id, doc))
+        for item in encoded:
+            for tenant, digest in item.changes.released_identities:
+                ops.append(
+                    Operation(item.owner, "delete", names.single_index(tenant, "identity"), digest)
+                )
+        for item in encoded:
+            for tenant, digest, doc in item.identities:
+                ops.append(
+                    Operation(
+                        item.owner, "index", names.single_index(tenant, "identity"), digest, doc
+                    )
+                )
+        return ops
+
+
+def partition_moment(event: Event) -> datetime:
+    """The event time, kept within bounds around the time the event arrived.
+
+    The event time comes from the client. Unbounded, a client sending events "from" every
+    day of the last century would make Elasticsearch create thousands of partitions (day
+    partitioning): one per distinct day. A time earlier than EVENT_PAST_BOUND before arrival
+    counts as that bound, one later than EVENT_FUTURE_BOUND (clock skew) as that one. The
+    event keeps its own time; only its partition is chosen from the bounded one.
+    """
+    arrived = event.metadata.insert
+    return min(max(event.time, arrived - EVENT_PAST_BOUND), arrived + EVENT_FUTURE_BOUND)
+
+
+def _strays(
+    owner: int, homes: dict[tuple[str, Key], list[str]], kind: str, key: Key
+) -> list[Operation]:
+    """Deletes of copies outside the record's home (there should be none); once only."""
+    indices = homes.get((kind, key), [])
+    extra = [Operation(owner, "delete", index, key[1]) for index in indices[1:]]
+    del indices[1:]
+    return extra
+
+
+def _encode(owner: int, changes: ChangeSet) -> _Encoded:
+    for record_id in _document_ids(changes):
+        if len(record_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+            raise ValueError(f"id {record_id[:40]!r}… is longer than {MAX_ID_BYTES} bytes")
+    encoded = _Encoded(owner, changes)
+    encoded.events = [(event, codec.searchable(event)) for event in changes.events]
+    encoded.sessions = [(session, codec.searchable(session)) for session in changes.sessions]
+    encoded.profiles = [(profile, codec.searchable(profile)) for profile in changes.profiles]
+    encoded.retired = [
+        (
+            gone.profile.tenant,
+            gone.profile.id,
+            codec.plain(
+                {
+                    "tenant": gone.profile.tenant,
+                    "id": gone.profile.id,
+                    "survivor_id": gone.survivor_id,
+                    "profile": gone.profile,
+                }
+            ),
+        )
+        for gone in changes.retired
+    ]
+    encoded.identities = [
+        (
+            link.tenant,
+            link.digest,
+            codec.plain(
+                {"tenant": link.tenant, "digest": link.digest, "profile_id": link.profile_id}
+            ),
+        )
+        for link in changes.identities
+    ]
+    return encoded
+
+
+def _document_ids(changes: ChangeSet) -> Iterable[str]:
+    yield from (event.id for event in changes.events)
+    yield from (session.id for session in changes.sessions)
+    yield from (profile.id for profile in changes.profiles)
+    yield from (gone.profile.id for gone in changes.retired)
+    yield from (link.digest for link in changes.identities)
+
+
+def _tenants(changes: ChangeSet) -> Iterable[str]:
+    yield from (event.tenant for event in changes.events)
+    yield from (session.tenant for session in changes.sessions)
+    yield from (profile.tenant for profile in changes.profiles)
+    yield from (link.tenant for link in changes.identities)
+    yield from (tenant for tenant, _ in changes.released_identities)
+    yield from (gone.profile.tenant for gone in changes.retired)
+    yield from (tenant for tenant, _ in changes.restored)
+    yield from (erasure.tenant for erasure in changes.erasures)
+
+
+def _fail(batch: list[_Pending], error: StorageUnavailable) -> None:
+    for item in batch:
+        if not item.future.done():
+            item.future.set_exception(error)
