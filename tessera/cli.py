@@ -47,7 +47,7 @@ def serve(
     if overrides:
         settings = settings.model_copy(update=overrides)
     configure_logging(settings)
-    _check_config_database(settings)
+    _check_services(settings)
 
     def announce(runtime: Runtime) -> None:
         base = f"http://{settings.host}:{settings.port}"
@@ -130,13 +130,14 @@ def install(
         raise typer.Exit(code=1) from None
 
 
-def _check_config_database(settings: Settings) -> None:
-    """A MySQL/MariaDB that cannot be reached, or whose schema does not fit, stops start-up
-    here with one line, not with a traceback from inside the server's start."""
-    from tessera.storage.sql.config_database import check_config_database
+def _check_services(settings: Settings) -> None:
+    """A MySQL/MariaDB, Elasticsearch or Redis that cannot be reached (or a config schema that
+    does not fit) stops start-up here with one line, not with a traceback from inside the
+    server's start."""
+    from tessera.ops.preflight import check_services
 
     try:
-        asyncio.run(check_config_database(settings))
+        asyncio.run(check_services(settings))
     except TesseraError as error:
         console.print(f"[bold red]Cannot start:[/] {error.message}")
         raise typer.Exit(code=2) from None

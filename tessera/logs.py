@@ -16,3 +16,7 @@ def configure_logging(settings: Settings) -> None:
     # and query strings, so its request lines never reach Tessera's log below WARNING.
     for chatty in ("httpx", "httpcore"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
+    # The Elasticsearch client logs every retried request at WARNING with a traceback; Tessera
+    # reports what matters itself (a 503, a start-up refusal naming ELASTIC_HOST).
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("elastic_transport").setLevel(logging.ERROR)

@@ -14,16 +14,13 @@ from tessera.destinations.worker import DeliveryWorker
 from tessera.identity.operations import ProfileOperations
 from tessera.identity.resolver import IdentityPolicy, IdentityResolver
 from tessera.model.common import DEFAULT_TENANT
-from tessera.model.profile import Profile
-from tessera.model.session import Session
 from tessera.model.source import EventSource
 from tessera.ops.housekeeping import Housekeeping
 from tessera.ops.install import bootstrap, identity_salt
-from tessera.pipeline.cache import RecordCache
 from tessera.pipeline.consents import ConsentCheck, ConsentRules
 from tessera.pipeline.enrich.device import warm_up as warm_up_device_rules
 from tessera.pipeline.ingest import Ingestor
-from tessera.pipeline.locks import KeyedLocks, Locks
+from tessera.pipeline.locks import Locks
 from tessera.pipeline.processing import ProcessingRules
 from tessera.pipeline.sources import SourceDirectory
 from tessera.pipeline.visitor import VisitorDirectory
@@ -101,16 +98,8 @@ def build_runtime(settings: Settings) -> Runtime:
     visitors = VisitorDirectory(
         storage.profiles,
         storage.sessions,
-        profile_cache=RecordCache(
-            Profile,
-            max_entries=settings.cache_max_entries,
-            ttl_s=settings.keep_profile_in_cache_for,
-        ),
-        session_cache=RecordCache(
-            Session,
-            max_entries=settings.cache_max_entries,
-            ttl_s=settings.keep_session_in_cache_for,
-        ),
+        profile_cache=storage.profile_cache,
+        session_cache=storage.session_cache,
     )
     identity = IdentityResolver(
         IdentityPolicy(
@@ -123,7 +112,7 @@ def build_runtime(settings: Settings) -> Runtime:
         storage.profiles,
         storage.sessions,
     )
-    locks = KeyedLocks()
+    locks = storage.locks
     http = httpx.AsyncClient(timeout=settings.http_timeout_seconds)
     delivery = DeliveryWorker(
         storage.outbox,

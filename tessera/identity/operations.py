@@ -13,7 +13,7 @@ from tessera.identity.keys import read_path
 from tessera.identity.resolver import profile_lock_key
 from tessera.model.common import utcnow
 from tessera.model.profile import Profile
-from tessera.pipeline.locks import Locks
+from tessera.pipeline.locks import Locks, ensure_held
 from tessera.pipeline.visitor import VisitorDirectory
 from tessera.storage.ports import (
     ChangeSet,
@@ -50,7 +50,7 @@ class ProfileOperations:
         sessions that came in under their ids, and the values they brought."""
         survivor = await self._current(tenant, profile_id)
         keys = [profile_lock_key(tenant, survivor.id), *(profile_lock_key(tenant, i) for i in ids)]
-        async with self.locks.hold_all(keys):
+        async with self.locks.hold_all(keys) as held:
             survivor = await self._current(tenant, survivor.id)
             restored: list[Profile] = []
             links: list[IdentityLink] = []
@@ -69,6 +69,7 @@ class ProfileOperations:
                 ]
             for profile in (survivor, *restored):
                 await self._recount(profile)
+            await ensure_held(held)
             await self.writer.commit(
                 ChangeSet(
                     profiles=[survivor, *restored],
@@ -90,12 +91,14 @@ class ProfileOperations:
         """Delete the profile and every id that resolved to it; with ``with_data`` also its
         sessions and events. Without it, they stay, anonymous, under ids nothing resolves."""
         profile = await self._current(tenant, profile_id)
-        async with self.locks.hold_all([profile_lock_key(tenant, profile.id)]):
+        async with self.locks.hold_all([profile_lock_key(tenant, profile.id)]) as held:
             profile = await self._current(tenant, profile.id)
             ids = tuple(dict.fromkeys([profile.id, *profile.ids]))
             if with_data:
+                await ensure_held(held)
                 await self.writer.commit(ChangeSet(erasures=[Erasure(tenant, ids)]))
             else:
+                await ensure_held(held)
                 await self.writer.commit(
                     ChangeSet(
                         released_identities=_digests(tenant, profile),
@@ -109,7 +112,7 @@ class ProfileOperations:
     async def anonymize(self, tenant: str, profile_id: str) -> Profile:
         """Remove what identifies the person; keep counts, segments and interests."""
         profile = await self._current(tenant, profile_id)
-        async with self.locks.hold_all([profile_lock_key(tenant, profile.id)]):
+        async with self.locks.hold_all([profile_lock_key(tenant, profile.id)]) as held:
             profile = await self._current(tenant, profile.id)
             released = _digests(tenant, profile)
             for part in PERSONAL_PARTS:
@@ -120,6 +123,7 @@ class ProfileOperations:
                 for entry in profile.metadata.merges
             ]
             profile.metadata.time.update = utcnow()
+            await ensure_held(held)
             await self.writer.commit(ChangeSet(profiles=[profile], released_identities=released))
             await self.visitors.forget_profile(tenant, profile.id)
         return profile

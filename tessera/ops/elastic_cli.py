@@ -1,4 +1,4 @@
-"""`tessera backup …` and `tessera storage retention`: looking after the Elasticsearch records.
+"""`tessera backup …`, `tessera storage retention|reshard`: looking after the Elasticsearch records.
 
 They talk to the cluster of ELASTIC_HOST, with the prefix, partitioning and TESSERA_SNAPSHOT_* /
 TESSERA_RETENTION_* settings the server uses. Without ELASTIC_HOST the records are in the
@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+)
 from rich.table import Table
 
 from tessera.errors import ConfigurationError, TesseraError
@@ -284,5 +291,97 @@ def storage_retention(
         console.print(f"[green]Deleted {len(report.deleted)} partitions[/]")
         lifecycle = await install_lifecycle(client, names, now, ages)
         console.print(lifecycle.message)
+
+    _run(work)
+
+
+@storage_app.command("reshard")
+def storage_reshard(
+    kind: Annotated[
+        str, typer.Option("--kind", help="event, session or profile", show_default=False)
+    ],
+    shards: Annotated[
+        int, typer.Option("--shards", min=1, help="Primary shards of every partition")
+    ],
+    replicas: Annotated[
+        int | None,
+        typer.Option("--replicas", min=0, help="Replicas per shard; default: as configured"),
+    ] = None,
+    settle_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--settle-seconds",
+            min=0,
+            help="How long the servers get to see the new generation before the copy starts",
+        ),
+    ] = None,
+) -> None:
+    """Copy a kind's partitions into new indices with another shard count, behind the alias.
+
+    The servers keep writing and reading meanwhile; see tessera/storage/elastic/reshard.py for
+    what is guaranteed. Interrupted, run the same command again: it continues."""
+    from tessera.storage.elastic import maintenance
+    from tessera.storage.elastic.generations import read_generations
+    from tessera.storage.elastic.naming import PARTITIONED_KINDS
+    from tessera.storage.elastic.reshard import DEFAULT_SETTLE_S, reshard
+    from tessera.storage.elastic.schema import ElasticSchema, IndexShape
+
+    if kind not in PARTITIONED_KINDS:
+        _messages().print(f"[bold red]--kind:[/] one of {', '.join(PARTITIONED_KINDS)}")
+        raise typer.Exit(code=2)
+
+    async def work(settings: Settings, client: AsyncElasticsearch, console: Console) -> None:
+        names = maintenance.names(settings)
+        schema = ElasticSchema(client, names, maintenance.shapes(settings))
+        state = (await read_generations(client, names))[kind]
+        wanted = IndexShape(
+            shards, replicas if replicas is not None else schema.shape_of(state).replicas
+        )
+        console.print(
+            f"Resharding {kind} to {wanted.shards} shards, {wanted.replicas} replicas "
+            f"(generation {state.generation} → "
+            f"{state.generation if state.moving_from else state.generation + 1})"
+        )
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, console=console, transient=False) as bar:
+            tasks: dict[str, TaskID] = {}
+
+            def partitions(found: list[tuple[str, int]]) -> None:
+                for index, documents in found:
+                    tasks[index] = bar.add_task(index, total=documents or 1)
+
+            def progress(index: str, done: int, total: int) -> None:
+                bar.update(tasks[index], completed=done, total=total or 1)
+
+            report = await reshard(
+                client,
+                names,
+                schema,
+                kind,
+                wanted,
+                settle_s=settle_seconds if settle_seconds is not None else DEFAULT_SETTLE_S,
+                on_partitions=partitions,
+                on_progress=progress,
+            )
+            for task in tasks.values():
+                total = bar.tasks[task].total or 1
+                bar.update(task, completed=total)
+        table = Table("moved from", "to", "documents")
+        for moved in report.moved:
+            table.add_row(moved.source, moved.target, str(moved.documents))
+        _tables().print(table)
+        console.print(
+            f"[green]{kind} resharded[/]: {len(report.moved)} partitions, "
+            f"{sum(m.documents for m in report.moved)} documents, now generation "
+            f"{report.to_generation} with {report.shards} shards"
+            + (" (continued an unfinished reshard)" if report.resumed else "")
+        )
+        configured = maintenance.shapes(settings)[kind]
+        if configured.shards != report.shards:
+            console.print(
+                f"  note: new {kind} partitions keep {report.shards} shards (stored with the "
+                f"generation); set TESSERA_ELASTIC_{kind.upper()}_SHARDS={report.shards} so "
+                "the settings say the same"
+            )
 
     _run(work)

@@ -40,7 +40,7 @@ from tessera.model.session import Session, Visit
 from tessera.pipeline.consents import ConsentRules
 from tessera.pipeline.enrich import enrich_new_session
 from tessera.pipeline.events import build_event
-from tessera.pipeline.locks import Locks, LockSetLike
+from tessera.pipeline.locks import Locks, LockSetLike, ensure_held
 from tessera.pipeline.processing import event_document
 from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult
 from tessera.pipeline.visitor import Visitor, VisitorDirectory
@@ -223,6 +223,7 @@ class Ingestor:
             messages = await self._plan_deliveries(
                 tenant, events, document, session_document, changed
             )
+        await ensure_held(held)
         await self._commit(visitor, events, merges.links, merges.retired)
         warnings += await self._after_commit(outcome.schedules, messages)
         result = IngestResult(visitor.profile.id, session_id, request_event_ids, warnings)
@@ -258,6 +259,7 @@ class Ingestor:
                 merged, merges = step
                 if merges.retired or merges.links:
                     merged.metadata.time.update = now
+                    await ensure_held(held)
                     await self._writer.commit(
                         ChangeSet(
                             profiles=[merged], identities=merges.links, retired=merges.retired

@@ -14,6 +14,8 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Protocol
 
+from tessera.errors import StorageUnavailable
+
 
 class LockSetLike(Protocol):
     """Several keys held together (see ``LockSet`` for why more are only added without
@@ -183,3 +185,11 @@ class LockSet:
     async def _release(self) -> None:
         while self._held:
             await self._held.pop().__aexit__(None, None, None)
+
+
+async def ensure_held(held: LockSetLike) -> None:
+    """Right before a commit: a lock that expired (its holder stalled past the lock's time to
+    live, and another process may have taken it) must not let a stale write through. The
+    caller answers 503 and the client retries."""
+    if not await held.still_held():
+        raise StorageUnavailable("a lock of this request expired before it could commit; retry")

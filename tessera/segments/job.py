@@ -36,7 +36,7 @@ from tessera.identity.resolver import profile_lock_key
 from tessera.model.common import new_id, utcnow
 from tessera.model.event import Event
 from tessera.model.profile import Profile
-from tessera.pipeline.locks import Locks
+from tessera.pipeline.locks import Locks, ensure_held
 from tessera.pipeline.visitor import VisitorDirectory
 from tessera.segments.events import membership_events
 from tessera.segments.live import LiveSegments, TenantSegments
@@ -187,7 +187,7 @@ class ResegmentationJobs:
 
     async def _page(self, job: Job, profile_ids: builtins.list[str], name: str | None) -> None:
         tenant = job.tenant
-        async with self._locks.hold_all(profile_lock_key(tenant, i) for i in profile_ids):
+        async with self._locks.hold_all(profile_lock_key(tenant, i) for i in profile_ids) as held:
             evaluated, removed, names = _plan(job, await self._segments.for_tenant(tenant), name)
             now = utcnow()
             changed: builtins.list[Profile] = []
@@ -206,6 +206,7 @@ class ResegmentationJobs:
                 job.left += len(change.left)
             if changed:
                 try:
+                    await ensure_held(held)
                     await self._writer.commit(ChangeSet(events=events, profiles=changed))
                 except BaseException:
                     # Committed or not, the cache must not answer the version before it.

@@ -8,8 +8,12 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tessera.model.destination import Destination
+from tessera.model.profile import Profile
 from tessera.model.segment import Segment
+from tessera.model.session import Session
 from tessera.model.workflow import Rule, Workflow
+from tessera.pipeline.cache import RecordCache, RecordCachePort
+from tessera.pipeline.locks import KeyedLocks, Locks
 from tessera.settings import Settings
 from tessera.storage.automation_ports import (
     DocumentStore,
@@ -17,6 +21,7 @@ from tessera.storage.automation_ports import (
     OutboxStore,
     ScheduleStore,
 )
+from tessera.storage.dedup import DedupKeys, InProcessDedupKeys
 from tessera.storage.elastic.backend import build_elastic_records
 from tessera.storage.ports import (
     ConsentTypeStore,
@@ -31,6 +36,7 @@ from tessera.storage.ports import (
     UserStore,
 )
 from tessera.storage.processing_ports import ProcessingRuleStore
+from tessera.storage.redis.services import RedisServices, build_redis
 from tessera.storage.sql.config_database import config_engine, config_schema_store
 from tessera.storage.sql.consents import SqlConsentTypeStore
 from tessera.storage.sql.destinations import SqlOutboxStore, sql_destination_store
@@ -99,19 +105,30 @@ class Storage:
     workflows: DocumentStore[Workflow]
     schedules: ScheduleStore
     memory: KeyValueStore
+    # One writer per profile, and the profile/session caches: in-process in the embedded
+    # mode, in Redis (shared by every process) when REDIS_HOST is set.
+    locks: Locks
+    profile_cache: RecordCachePort[Profile]
+    session_cache: RecordCachePort[Session]
+    dedup: DedupKeys
     _records: RecordBackend
     _config_engine: AsyncEngine
+    _redis: RedisServices | None = None
 
     async def install_schema(self) -> None:
         await self.config_schema.create_schema()
         await self.record_schema.create_schema()
 
     async def start(self) -> None:
+        if self._redis is not None:
+            await self._redis.start()
         await self._records.start()
 
     async def close(self) -> None:
         await self._records.close()
         await self._config_engine.dispose()
+        if self._redis is not None:
+            await self._redis.close()
 
 
 def build_storage(settings: Settings) -> Storage:
@@ -119,6 +136,8 @@ def build_storage(settings: Settings) -> Storage:
     # MYSQL_HOST set: the pooled MySQL/MariaDB engine and its migrated schema; else SQLite.
     engine = config_engine(settings)
     config_schema = config_schema_store(engine, settings)
+    # REDIS_HOST set: locks, caches, tokens, workflow memory and dedup keys shared in Redis.
+    redis = build_redis(settings) if settings.redis_host is not None else None
     return Storage(
         writer=records.writer,
         events=records.events,
@@ -126,7 +145,7 @@ def build_storage(settings: Settings) -> Storage:
         profiles=records.profiles,
         sources=SqlSourceStore(engine),
         users=SqlUserStore(engine),
-        tokens=SqlTokenStore(engine),
+        tokens=redis.tokens if redis else SqlTokenStore(engine),
         record_schema=records,
         config_schema=config_schema,
         shared_values=config_schema,
@@ -138,7 +157,24 @@ def build_storage(settings: Settings) -> Storage:
         rules=rule_store(engine),
         workflows=workflow_store(engine),
         schedules=SqlScheduleStore(engine),
-        memory=SqlKeyValueStore(engine),
+        memory=redis.memory if redis else SqlKeyValueStore(engine),
+        locks=redis.locks if redis else KeyedLocks(),
+        profile_cache=redis.profile_cache
+        if redis
+        else RecordCache(
+            Profile,
+            max_entries=settings.cache_max_entries,
+            ttl_s=settings.keep_profile_in_cache_for,
+        ),
+        session_cache=redis.session_cache
+        if redis
+        else RecordCache(
+            Session,
+            max_entries=settings.cache_max_entries,
+            ttl_s=settings.keep_session_in_cache_for,
+        ),
+        dedup=redis.dedup if redis else InProcessDedupKeys(),
+        _redis=redis,
         _records=records,
         _config_engine=engine,
     )

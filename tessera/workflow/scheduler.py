@@ -29,7 +29,7 @@ from tessera.model.common import utcnow
 from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
-from tessera.pipeline.locks import Locks
+from tessera.pipeline.locks import Locks, LockSetLike, ensure_held
 from tessera.pipeline.processing import event_document
 from tessera.pipeline.visitor import VisitorDirectory
 from tessera.storage.automation_ports import ScheduledStep, ScheduleStore
@@ -133,7 +133,7 @@ class DelayedSteps:
             log.warning("delayed step %s dropped: its event %s is gone", step.id, step.event_id)
             return
         if step.profile_id is None:
-            await self._continue(step, event, None, None)
+            await self._continue(step, event, None, None, None)
             return
         # The profile may have been merged into another since: find its survivor first, then
         # take the survivor's and the session's locks together. Never wait for a lock while
@@ -145,10 +145,11 @@ class DelayedSteps:
             keys = {profile_lock_key(step.tenant, profile_id)}
             if step.session_id is not None:
                 keys.add(f"s\x00{step.tenant}\x00{step.session_id}")
-            async with self._locks.hold_all(keys):
+            async with self._locks.hold_all(keys) as held:
                 profile = await self._visitors.profile(step.tenant, profile_id)
                 if profile is None or profile.id == profile_id:
-                    await self._continue(step, event, profile, await self._session(step))
+                    session = await self._session(step)
+                    await self._continue(step, event, profile, session, held)
                     return
             profile_id = profile.id
         raise StorageUnavailable(f"the profile of delayed step {step.id} keeps changing")
@@ -164,6 +165,7 @@ class DelayedSteps:
         event: Event,
         profile: Profile | None,
         session: Session | None,
+        held: LockSetLike | None,
     ) -> None:
         """Run the rest of the workflow, then what a request would do with its outcome:
         rules for the events it emitted, segments when the profile changed, destinations,
@@ -216,6 +218,8 @@ class DelayedSteps:
                 profile_changed=outcome.profile_changed,
             )
         if len(changes):
+            if held is not None:
+                await ensure_held(held)
             await self._writer.commit(changes)
             for changed in changes.profiles:
                 await self._visitors.remember_profile(changed)

@@ -14,6 +14,7 @@ from tessera.errors import StorageUnavailable
 from tessera.settings import Settings
 from tessera.storage.elastic.bulk import Refresh, describe
 from tessera.storage.elastic.client import ElasticConnection, open_client
+from tessera.storage.elastic.generations import DEFAULT_TTL_S
 from tessera.storage.elastic.naming import KINDS, Names, Partitioning
 from tessera.storage.elastic.schema import ElasticSchema, IndexShape
 from tessera.storage.elastic.stores import (
@@ -38,11 +39,14 @@ class ElasticRecordBackend:
         flush_interval_s: float,
         refresh: Refresh = "true",
         retry_budget_s: float = 5.0,
+        generation_ttl_s: float = DEFAULT_TTL_S,
     ) -> None:
         self.connection = connection
         self.names = Names(prefix)
         self.client = open_client(connection)
-        self.schema = ElasticSchema(self.client, self.names, shapes)
+        self.schema = ElasticSchema(
+            self.client, self.names, shapes, generation_ttl_s=generation_ttl_s
+        )
         self.writer = ElasticWriter(
             self.client,
             self.names,
@@ -82,7 +86,8 @@ class ElasticRecordBackend:
             return await work
         except (TransportError, ApiError) as exc:
             raise StorageUnavailable(
-                f"cannot {what} in Elasticsearch at {self.connection.where()}: {describe(exc)}"
+                f"cannot {what} in Elasticsearch at ELASTIC_HOST={self.connection.where()}: "
+                f"{describe(exc)}"
             ) from exc
 
 

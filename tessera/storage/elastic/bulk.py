@@ -11,6 +11,10 @@ refuses fails that caller alone. What each item answer means:
   a request that got no answer at all (connection refused, timeout). When an item of a
   document is retried, so are the later operations of the same batch on that document, in
   their order: a retried delete must not land after a later write of the same document.
+- 403 `cluster_block_exception`: the index is write-blocked because a reshard is moving it
+  (reshard.py). A delete marked `blocked_ok` (a stray copy in a generation being left: the
+  reshard removes the whole index) counts as done; any other such item fails its caller and
+  is reported in `blocked`, so the writer can plan the batch again with fresh generations.
 - anything else (400 mapping errors, …): that caller's change set cannot be stored.
 
 No item is dropped silently: every owner is either stored or named in the answer's failures,
@@ -37,7 +41,8 @@ from tessera.errors import StorageUnavailable
 log = logging.getLogger(__name__)
 
 Action = Literal["create", "index", "delete"]
-Refresh = Literal["true", "wait_for"]
+# "false" only for writes nobody reads before an explicit refresh (reshard.py's copies).
+Refresh = Literal["true", "wait_for", "false"]
 T = TypeVar("T")
 
 FIRST_BACKOFF_S = 0.05
@@ -48,6 +53,8 @@ MAX_BULK_BYTES = 16 * 1024 * 1024
 ANSWER_PARTS = ["errors", "items.*.status", "items.*.error.type", "items.*.error.reason"]
 
 _encode = msgspec.json.Encoder().encode
+# The error type of a write into a write-blocked index.
+BLOCKED = "cluster_block_exception"
 
 
 @dataclass(slots=True)
@@ -57,6 +64,8 @@ class Operation:
     index: str
     doc_id: str
     source: bytes | None = None
+    # A refusal by a write block means "done" (see the module docstring).
+    blocked_ok: bool = False
 
     def lines(self) -> bytes:
         head = _head(self.action, self.index, self.doc_id)
@@ -67,6 +76,10 @@ class Operation:
 
 def _head(action: str, index: str, doc_id: str) -> bytes:
     return _encode({action: {"_index": index, "_id": doc_id}}) + b"\n"
+
+
+class PartitionMoving(StorageUnavailable):
+    """A write reached a partition a reshard is moving (or has moved): plan it again."""
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -110,9 +123,14 @@ async def send(
     *,
     refresh: Refresh,
     retrier: Retrier,
+    blocked: set[int] | None = None,
 ) -> dict[int, str]:
-    """Store the operations; the owners whose operations were refused, with the reason."""
+    """Store the operations; the owners whose operations were refused, with the reason.
+
+    Owners refused by a write block are also added to `blocked`, when given."""
     failures: dict[int, str] = {}
+    if blocked is None:
+        blocked = set()
     todo = list(operations)
     while todo:
         retry: list[Operation] = []
@@ -143,7 +161,7 @@ async def send(
                 failures.setdefault(owners[0], describe(exc))
                 continue
             if answer.get("errors"):
-                retry.extend(_classify(chunk, answer["items"], failures))
+                retry.extend(_classify(chunk, answer["items"], failures, blocked))
         if not retry:
             break
         again = _with_later_operations(todo, retry)
@@ -157,9 +175,13 @@ async def send(
 
 
 def _classify(
-    chunk: Sequence[Operation], items: Sequence[dict[str, Any]], failures: dict[int, str]
+    chunk: Sequence[Operation],
+    items: Sequence[dict[str, Any]],
+    failures: dict[int, str],
+    blocked: set[int] | None = None,
 ) -> list[Operation]:
-    """Note refused owners in `failures`; return the operations to send again."""
+    """Note refused owners in `failures` (and in `blocked`, those a write block refused);
+    return the operations to send again."""
     retry: list[Operation] = []
     for op, item in zip(chunk, items, strict=True):
         answer = item[op.action]
@@ -173,6 +195,12 @@ def _classify(
             continue
         error = answer.get("error") or {}
         reason = f"{status} {error.get('type', '')}: {error.get('reason', '')}".strip()
+        if status == 403 and error.get("type") == BLOCKED:
+            if not op.blocked_ok:
+                if blocked is not None:
+                    blocked.add(op.owner)
+                failures.setdefault(op.owner, reason)
+            continue
         log.error("Elasticsearch refused %s %s/%s: %s", op.action, op.index, op.doc_id, reason)
         failures.setdefault(op.owner, reason)
     return retry

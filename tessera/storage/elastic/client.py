@@ -77,6 +77,10 @@ def open_client(connection: ElasticConnection) -> AsyncElasticsearch:
         hosts,
         verify_certs=connection.verify_certs,
         request_timeout=connection.request_timeout_s,
+        # The client's default puts a node that failed a few times aside for up to 30 s: with
+        # one node (or a small cluster) a short hiccup would turn into half a minute of 503s.
+        # Tessera's writer retries on its own; come back to a node within a second.
+        max_dead_node_backoff=1.0,
         serializers={
             "application/json": _MsgspecJson(),
             "application/x-ndjson": _MsgspecNdjson(),

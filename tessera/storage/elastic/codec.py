@@ -16,6 +16,7 @@ from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
 from tessera.storage.elastic.fields import SEARCH_FIELD, search_fields
+from tessera.storage.elastic.mappings import MOVED_FIELD
 
 R = TypeVar("R", Event, Session, Profile)
 
@@ -26,6 +27,19 @@ def searchable(record: Event | Session | Profile) -> bytes:
     """The stored document of an event, session or profile: the record and its `sx`."""
     document = msgspec.to_builtins(record)
     document[SEARCH_FIELD] = search_fields(document)
+    return _encode(document)
+
+
+def moved(
+    source: dict[str, Any], kind: type[Event] | type[Session] | type[Profile], generation: int
+) -> bytes:
+    """A stored `_source` as the document a reshard writes into `generation`: read back into
+    the record (so `sx` is rebuilt from exactly what the writer would encode), with `sx` and
+    the `mv` mark of the copy."""
+    source.pop(SEARCH_FIELD, None)
+    document = msgspec.to_builtins(msgspec.convert(source, kind))
+    document[SEARCH_FIELD] = search_fields(document)
+    document[MOVED_FIELD] = generation
     return _encode(document)
 
 

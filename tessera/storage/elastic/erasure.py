@@ -6,6 +6,10 @@ distribution ships (the minimal one the tests run on has none), and a privacy er
 depend on an optional module. The tenant's indices are refreshed first, so the searches see
 every write acknowledged before the erasure, and every delete request refreshes, so a search
 never finds again what was just deleted.
+
+A delete refused because a reshard is moving the partition (write block) raises
+PartitionMoving: the erasure must not skip it (the copy would bring the person back), so the
+writer plans the change set again once the partition has moved.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 from elasticsearch import AsyncElasticsearch
 
 from tessera.errors import StorageUnavailable
-from tessera.storage.elastic.bulk import Operation, Refresh, Retrier, send
+from tessera.storage.elastic.bulk import Operation, PartitionMoving, Refresh, Retrier, send
 from tessera.storage.elastic.naming import Names
 from tessera.storage.ports import Erasure
 
@@ -80,7 +84,10 @@ async def _delete_matching(
         deletes = [Operation(0, "delete", hit["_index"], hit["_id"]) for hit in hits]
         # Either refresh makes the deletes visible before it answers: the next round's
         # search does not find them again.
-        failures = await send(client, deletes, refresh=refresh, retrier=retrier)
+        blocked: set[int] = set()
+        failures = await send(client, deletes, refresh=refresh, retrier=retrier, blocked=blocked)
+        if blocked:
+            raise PartitionMoving(f"Elasticsearch: erasing in {index}: {failures[0]}")
         if failures:
             raise StorageUnavailable(f"Elasticsearch: erasing in {index} failed: {failures[0]}")
         if len(hits) < ROUND:

@@ -11,6 +11,10 @@ until the mapping names it.
 `sx` is left out of `_source`: it is derived from the document (fields.search_fields), so
 storing it twice would only double the disk used. Whatever copies documents from one index to
 another (a reindex) must therefore rebuild it with search_fields, not copy `_source` alone.
+
+`mv` (indexed only, not in `_source` either) marks a document a reshard copied into a new
+generation; the read alias hides such copies until the partition they came from is swapped
+out (reshard.py), so a reader never sees a record there twice.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from __future__ import annotations
 from typing import Any, Final
 
 from tessera.storage.elastic.fields import SEARCH_FIELD, SEARCH_MAPPING
+
+# The generation a reshard copied the document into (reshard.py).
+MOVED_FIELD: Final = "mv"
 
 Mapping = dict[str, Any]
 
@@ -36,7 +43,8 @@ def _document(properties: Mapping, *, searchable: bool = True) -> Mapping:
     mapping: Mapping = {"dynamic": False, "properties": dict(properties)}
     if searchable:
         mapping["properties"][SEARCH_FIELD] = SEARCH_MAPPING
-        mapping["_source"] = {"excludes": [SEARCH_FIELD]}
+        mapping["properties"][MOVED_FIELD] = {"type": "integer"}
+        mapping["_source"] = {"excludes": [SEARCH_FIELD, MOVED_FIELD]}
     return mapping
 
 

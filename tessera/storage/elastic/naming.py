@@ -1,12 +1,15 @@
 """Names of the indices, aliases and templates of one installation, and time partitions.
 
-    <prefix>.<tenant>.<kind>.v<version>-<partition>   an event/session/profile partition
-    <prefix>.<tenant>.<kind>                          the alias every read of that kind uses
-    <prefix>.<tenant>.<kind>.v<version>               a small index that is not partitioned
+    <prefix>.<tenant>.<kind>.v<generation>-<partition>  an event/session/profile partition
+    <prefix>.<tenant>.<kind>                            the alias every read of that kind uses
+    <prefix>.<tenant>.<kind>.v1                         a small index that is not partitioned
+    <prefix>.generations                                which generation each kind writes
 
 The tenant is part of every name, so one tenant's data never shares an index with another's
-and a tenant can be dropped, snapshotted or restored on its own. The version lets a changed
-mapping go into new indices (a reindex behind the alias) without renaming anything else.
+and a tenant can be dropped, snapshotted or restored on its own. The generation (`v1`, `v2`
+…) of a partitioned kind changes when its partitions are copied into new indices behind the
+alias (reshard.py: another shard count); every partitioned kind starts at generation 1, so
+the names of an installation that never resharded are the names it always had.
 
 Index names must be lower case and may not hold `\\ / * ? " < > | , #`, spaces or `:`.
 Tenant ids that are already plain (lower-case letters, digits, `_`, `-`) are used as they
@@ -29,6 +32,9 @@ SINGLE_KINDS: Final = ("identity", "retired")
 KINDS: Final = PARTITIONED_KINDS + SINGLE_KINDS
 
 VERSION: Final = 1
+FIRST_GENERATION: Final = VERSION
+
+_GENERATION_OF = re.compile(r"\.v([1-9][0-9]*)-[0-9a-z-]+$")
 
 _PLAIN_TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,59}$")
 PREFIX_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -38,6 +44,12 @@ def tenant_part(tenant: str) -> str:
     if _PLAIN_TENANT.match(tenant):
         return tenant
     return "t+" + tenant.encode().hex()
+
+
+def generation_of(index: str) -> int:
+    """The generation in a partition's name (`….event.v2-2024-03` → 2); 0 if it has none."""
+    found = _GENERATION_OF.search(index)
+    return int(found[1]) if found else 0
 
 
 def partition(moment: datetime, every: Partitioning) -> str:
@@ -73,24 +85,40 @@ class Names:
     def alias(self, tenant: str, kind: str) -> str:
         return f"{self.prefix}.{tenant_part(tenant)}.{kind}"
 
-    def partition_index(self, tenant: str, kind: str, suffix: str) -> str:
-        return f"{self.alias(tenant, kind)}.v{VERSION}-{suffix}"
+    def partition_index(
+        self, tenant: str, kind: str, suffix: str, generation: int = FIRST_GENERATION
+    ) -> str:
+        return f"{self.alias(tenant, kind)}.v{generation}-{suffix}"
 
     def single_index(self, tenant: str, kind: str) -> str:
         return f"{self.alias(tenant, kind)}.v{VERSION}"
 
-    def index_pattern(self, tenant: str, kind: str) -> str:
-        """What the tenant's index template of this kind applies to."""
+    def index_pattern(self, tenant: str, kind: str, generation: int = FIRST_GENERATION) -> str:
+        """What the tenant's index template of this kind (and generation) applies to."""
         if kind in PARTITIONED_KINDS:
-            return f"{self.alias(tenant, kind)}.v{VERSION}-*"
+            return f"{self.alias(tenant, kind)}.v{generation}-*"
         return self.single_index(tenant, kind)
 
-    def index_template(self, tenant: str, kind: str) -> str:
-        return self.alias(tenant, kind)
+    def index_template(self, tenant: str, kind: str, generation: int = FIRST_GENERATION) -> str:
+        # Generation 1 keeps the name templates always had.
+        base = self.alias(tenant, kind)
+        return base if generation == FIRST_GENERATION else f"{base}.v{generation}"
 
-    def component_template(self, kind: str) -> str:
+    def component_template(self, kind: str, generation: int = FIRST_GENERATION) -> str:
         """Settings and mappings of a kind, shared by every tenant's index template."""
-        return f"{self.prefix}.{kind}.v{VERSION}"
+        return f"{self.prefix}.{kind}.v{generation}"
+
+    def fence_template(self, kind: str) -> str:
+        """The template that makes a partition of a left generation unwritable (reshard.py)."""
+        return f"{self.prefix}.{kind}.left-generations"
+
+    def fence_patterns(self, kind: str, below: int) -> list[str]:
+        """Every tenant's partitions of this kind in generations 1 … below-1."""
+        return [f"{self.prefix}.*.{kind}.v{gen}-*" for gen in range(FIRST_GENERATION, below)]
+
+    def generations_index(self) -> str:
+        """One small document per partitioned kind: the generation it writes (generations.py)."""
+        return f"{self.prefix}.generations"
 
     def tenant_indices(self, tenant: str) -> str:
         return f"{self.prefix}.{tenant_part(tenant)}.*"

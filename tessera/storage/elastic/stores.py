@@ -9,28 +9,61 @@ profiles live in one index per tenant under their own id, so they are read with 
 GET/mget, which sees a write even before any refresh.
 
 A tenant that has written nothing has no indices: every read answers "nothing" then.
+
+While a reshard moves a partition (reshard.py), a record updated during that time has a copy
+in both generations: the frozen old one and the newer one the writer wrote. Reads keep, per
+id, the copy of the newest generation: `get` picks it, a search page lists each id once (at
+its first place). Such a record may still be counted twice in a search's `total`, and could
+show on two pages of a long listing, for as long as its partition is being copied (see
+reshard.py for how long that is).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
 
-from elasticsearch import AsyncElasticsearch, NotFoundError
+from elastic_transport import TransportError
+from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
 
+from tessera.errors import StorageUnavailable
 from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
+from tessera.storage.elastic.bulk import describe
 from tessera.storage.elastic.codec import decode
 from tessera.storage.elastic.fields import SEARCH_FIELD
-from tessera.storage.elastic.naming import Names
+from tessera.storage.elastic.naming import Names, generation_of
 from tessera.storage.elastic.query import search_page, to_query
 from tessera.storage.ports import Page, RetiredProfile, SearchPage
 from tessera.storage.search import SearchRequest
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def reads_elastic(read: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """A read that cannot reach the cluster (down, overloaded, shards not ready) is a
+    StorageUnavailable (503: retry), never an unexplained failure of the request."""
+
+    @functools.wraps(read)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await read(*args, **kwargs)
+        except (TransportError, ApiError) as exc:
+            raise StorageUnavailable(
+                f"Elasticsearch (ELASTIC_HOST) could not be read: {describe(exc)}"
+            ) from exc
+
+    return guarded
+
+
 # Ids per `ids` query when asking which events exist.
 IDS_PER_QUERY = 1000
 NO_SX = {"excludes": [SEARCH_FIELD]}
+# Copies of one id a read may meet: one per generation while a partition moves.
+COPIES = 4
 
 
 class ElasticEventStore:
@@ -38,6 +71,7 @@ class ElasticEventStore:
         self._client = client
         self._names = names
 
+    @reads_elastic
     async def get(self, tenant: str, event_id: str) -> Event | None:
         answer = await self._client.search(
             index=self._names.alias(tenant, "event"),
@@ -52,6 +86,7 @@ class ElasticEventStore:
         hits = answer["hits"]["hits"]
         return decode(hits[0]["_source"], Event) if hits else None
 
+    @reads_elastic
     async def existing_ids(self, tenant: str, event_ids: Sequence[str]) -> set[str]:
         wanted = list(dict.fromkeys(event_ids))
         found: set[str] = set()
@@ -68,12 +103,14 @@ class ElasticEventStore:
             found.update(hit["_id"] for hit in answer["hits"]["hits"])
         return found
 
+    @reads_elastic
     async def search(self, tenant: str, request: SearchRequest) -> SearchPage[Event]:
         query = to_query(request.condition, "event")
         return await _search(
             self._client, self._names.alias(tenant, "event"), request, query, "time", Event
         )
 
+    @reads_elastic
     async def for_profiles(
         self,
         tenant: str,
@@ -105,18 +142,20 @@ class ElasticSessionStore:
         self._client = client
         self._names = names
 
+    @reads_elastic
     async def get(self, tenant: str, session_id: str) -> Session | None:
         answer = await self._client.search(
             index=self._names.alias(tenant, "session"),
             query={"ids": {"values": [session_id]}},
-            size=1,
+            size=COPIES,
             source=NO_SX,
             ignore_unavailable=True,
             allow_no_indices=True,
         )
-        hits = answer["hits"]["hits"]
+        hits = newest_copies(answer["hits"]["hits"])
         return decode(hits[0]["_source"], Session) if hits else None
 
+    @reads_elastic
     async def for_profiles(
         self, tenant: str, profile_ids: Sequence[str], *, limit: int = 100, offset: int = 0
     ) -> Page[Session]:
@@ -139,6 +178,7 @@ class ElasticProfileStore:
         self._client = client
         self._names = names
 
+    @reads_elastic
     async def get(self, tenant: str, profile_id: str) -> Profile | None:
         # The profile with this id, else the one listing it in `ids`: one search finds both.
         answer = await self._client.search(
@@ -158,16 +198,18 @@ class ElasticProfileStore:
             ignore_unavailable=True,
             allow_no_indices=True,
         )
-        hits = answer["hits"]["hits"]
+        hits = newest_copies(answer["hits"]["hits"])
         own = [hit for hit in hits if hit["_id"] == profile_id]
         chosen = own[0] if own else hits[0] if hits else None
         return decode(chosen["_source"], Profile) if chosen is not None else None
 
+    @reads_elastic
     async def search(self, tenant: str, request: SearchRequest) -> SearchPage[Profile]:
         query = to_query(request.condition, "profile")
         alias = self._names.alias(tenant, "profile")
         return await _search(self._client, alias, request, query, "metadata.time.update", Profile)
 
+    @reads_elastic
     async def owners(self, tenant: str, digests: Sequence[str]) -> dict[str, str]:
         wanted = list(dict.fromkeys(digests))
         if not wanted:
@@ -182,6 +224,7 @@ class ElasticProfileStore:
             doc["_id"]: doc["_source"]["profile_id"] for doc in answer["docs"] if doc.get("found")
         }
 
+    @reads_elastic
     async def retired(self, tenant: str, profile_id: str) -> RetiredProfile | None:
         try:
             answer = await self._client.get(
@@ -210,5 +253,15 @@ async def _search(
     except NotFoundError:
         # The tenant's alias does not exist yet: nothing was ever stored for it.
         return SearchPage(total=0, items=[])
-    items = [decode(hit["_source"], kind) for hit in page.items]
+    items = [decode(hit["_source"], kind) for hit in newest_copies(page.items)]
     return SearchPage(total=page.total, items=items, next_cursor=page.next_cursor)
+
+
+def newest_copies(hits: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each id once, at its first place, as its copy in the newest generation."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for hit in hits:
+        seen = chosen.get(hit["_id"])
+        if seen is None or generation_of(hit["_index"]) > generation_of(seen["_index"]):
+            chosen[hit["_id"]] = hit
+    return list(chosen.values())

@@ -22,6 +22,14 @@ Where each record goes:
   then exist twice. Should a copy ever exist in a second partition, the next write of that
   record removes it.
 - Identity links, retired profiles: small indices per tenant, document id = digest / id.
+- Generations (generations.py, reshard.py): new partitions are created in the generation the
+  kind writes now. A record found in an older generation moves on its write: it is written
+  into the same partition of the current generation, and its old copy deleted (a refusal of
+  that delete by a reshard's write block counts as done: the reshard removes the whole old
+  index). Of several copies, the one in the newest generation is the record. A write refused
+  by a write block (the partition is being moved, or this process planned with generations
+  that have changed) makes the writer read the generations again and plan the whole batch
+  anew, within the retry budget; everything it sends is idempotent, so sending again is safe.
 
 Read-your-writes: every bulk request refreshes (``refresh``: "true" by default, or "wait_for"),
 so when ``commit`` returns, every search sees the records (the home and duplicate lookups
@@ -49,9 +57,11 @@ from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
 from tessera.storage.elastic import codec
-from tessera.storage.elastic.bulk import Operation, Refresh, Retrier, send
+from tessera.storage.elastic.bulk import Operation, PartitionMoving, Refresh, Retrier, send
 from tessera.storage.elastic.erasure import erase
-from tessera.storage.elastic.naming import Names, Partitioning, partition
+from tessera.storage.elastic.generations import KindGeneration
+from tessera.storage.elastic.inventory import recognise
+from tessera.storage.elastic.naming import Names, Partitioning, generation_of, partition
 from tessera.storage.elastic.schema import ElasticSchema
 from tessera.storage.ports import ChangeSet
 
@@ -64,6 +74,8 @@ EVENT_FUTURE_BOUND = timedelta(days=1)
 MAX_ID_BYTES = 512
 # Ids per lookup search (far below index.max_terms_count, 65536).
 LOOKUP_CHUNK = 1000
+# Copies a lookup may find per id: one per generation during a reshard, plus a stray.
+COPIES_PER_ID = 4
 
 Key = tuple[str, str]  # (tenant, record id)
 
@@ -196,12 +208,21 @@ class ElasticWriter:
             except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
                 errors[owner] = f"a record cannot be stored: {exc}"
         retrier = Retrier(self._retry_budget_s)
-        if encoded:
+        while encoded:
             try:
                 errors.update(await self._store(encoded, retrier))
+            except PartitionMoving as exc:
+                # Planned with generations that changed, or into a partition being moved.
+                self._schema.generations.forget()
+                if retrier.time_left():
+                    await retrier.pause()
+                    continue
+                for done in encoded:
+                    errors.setdefault(done.owner, str(exc))
             except StorageUnavailable as exc:
                 for done in encoded:
                     errors.setdefault(done.owner, str(exc))
+            break
         self.commits += 1
         self.records += sum(
             len(item.changes) for owner, item in enumerate(batch) if owner not in errors
@@ -221,11 +242,31 @@ class ElasticWriter:
         await retrier.call(
             "preparing the tenant's templates", lambda: self._schema.ensure_tenants(tenants)
         )
+        generations = await retrier.call(
+            "reading the generations", lambda: self._schema.generations.current()
+        )
         homes, stored_events = await self._lookups(encoded, retrier)
-        operations = self._operations(encoded, homes, stored_events)
+        operations = self._operations(encoded, homes, stored_events, generations)
+        # The old-generation copies of records moved on this write go only once the new copies
+        # are searchable: in one bulk, the shard of the old copy may refresh first, and the
+        # record would be found nowhere for a moment. Meanwhile both are found; the newest
+        # generation's is the record (stores.py).
+        moved_away = [op for op in operations if op.blocked_ok]
+        operations = [op for op in operations if not op.blocked_ok]
         failures: dict[int, str] = {}
         if operations:
-            failures = await send(self._client, operations, refresh=self._refresh, retrier=retrier)
+            blocked: set[int] = set()
+            failures = await send(
+                self._client, operations, refresh=self._refresh, retrier=retrier, blocked=blocked
+            )
+            self.bulk_requests += 1
+            if blocked:
+                raise PartitionMoving(f"a partition is being moved: {failures[min(blocked)]}")
+        moved_away = [op for op in moved_away if op.owner not in failures]
+        if moved_away:
+            failures.update(
+                await send(self._client, moved_away, refresh=self._refresh, retrier=retrier)
+            )
             self.bulk_requests += 1
         for item in encoded:
             if item.owner in failures:
@@ -235,6 +276,8 @@ class ElasticWriter:
                     await erase(
                         self._client, self._names, erasure, refresh=self._refresh, retrier=retrier
                     )
+                except PartitionMoving:
+                    raise
                 except StorageUnavailable as exc:
                     failures[item.owner] = str(exc)
                     break
@@ -268,7 +311,8 @@ class ElasticWriter:
                 else:
                     homes.setdefault((kind, (tenant, doc_id)), []).append(index)
         for indices in homes.values():
-            indices.sort()
+            # The copy in the newest generation first: that one is the record.
+            indices.sort(key=lambda index: (-generation_of(index), index))
         return homes, stored_events
 
     async def _where(
@@ -284,7 +328,7 @@ class ElasticWriter:
                 return self._client.search(
                     index=self._names.alias(tenant, kind),
                     query={"ids": {"values": chunk}},
-                    size=2 * len(chunk),
+                    size=COPIES_PER_ID * len(chunk),
                     source=False,
                     ignore_unavailable=True,
                     allow_no_indices=True,
@@ -299,6 +343,7 @@ class ElasticWriter:
         encoded: list[_Encoded],
         homes: dict[tuple[str, Key], list[str]],
         stored_events: set[Key],
+        generations: dict[str, KindGeneration],
     ) -> list[Operation]:
         """The batch as bulk operations, in the embedded writer's order: retiring before the
         upserts that may bring a profile back, released identity links before new ones."""
@@ -306,10 +351,19 @@ class ElasticWriter:
         ops: list[Operation] = []
 
         def home(kind: str, tenant: str, record_id: str, first_seen: datetime) -> str:
+            writes_to = generations[kind].generation
             indices = homes.setdefault((kind, (tenant, record_id)), [])
             if not indices:
                 suffix = partition(first_seen, self._partitioning[kind])
-                indices.append(names.partition_index(tenant, kind, suffix))
+                indices.append(names.partition_index(tenant, kind, suffix, writes_to))
+            elif generation_of(indices[0]) < writes_to:
+                # Moves on this write: the same partition, in the generation written now.
+                known = recognise(names, indices[0])
+                if known is not None and known.partition is not None:
+                    suffix = known.partition
+                else:
+                    suffix = partition(first_seen, self._partitioning[kind])
+                indices.insert(0, names.partition_index(tenant, kind, suffix, writes_to))
             return indices[0]
 
         for item in encoded:
@@ -346,7 +400,9 @@ class ElasticWriter:
                     continue  # insert-once: the first event with this id stays
                 seen.add(key)
                 suffix = partition(partition_moment(event), self._partitioning["event"])
-                index = names.partition_index(event.tenant, "event", suffix)
+                index = names.partition_index(
+                    event.tenant, "event", suffix, generations["event"].generation
+                )
                 ops.append(Operation(item.owner, "create", index, event.id, doc))
         for item in encoded:
             for tenant, digest in item.changes.released_identities:
@@ -379,9 +435,15 @@ def partition_moment(event: Event) -> datetime:
 def _strays(
     owner: int, homes: dict[tuple[str, Key], list[str]], kind: str, key: Key
 ) -> list[Operation]:
-    """Deletes of copies outside the record's home (there should be none); once only."""
+    """Deletes of copies outside the record's home; once only. A copy in an older generation
+    than the home may sit in a partition a reshard has write-blocked: the reshard deletes that
+    index as a whole, so a refused delete there is no failure."""
     indices = homes.get((kind, key), [])
-    extra = [Operation(owner, "delete", index, key[1]) for index in indices[1:]]
+    newest = generation_of(indices[0]) if indices else 0
+    extra = [
+        Operation(owner, "delete", index, key[1], blocked_ok=generation_of(index) < newest)
+        for index in indices[1:]
+    ]
     del indices[1:]
     return extra
 

@@ -40,13 +40,15 @@ class RedisServices:
     tokens: TokenStore
     memory: KeyValueStore
     dedup: DedupKeys
+    # Where the server is, for messages (never the password).
+    where: str = "REDIS_HOST"
 
     async def start(self) -> None:
         """Fail fast, with a clear message, when Redis cannot be reached."""
         try:
             await self.client.ping()
         except (RedisError, OSError) as exc:
-            raise StorageUnavailable(f"Redis does not answer: {exc}") from exc
+            raise StorageUnavailable(f"Redis at {self.where} does not answer: {exc}") from exc
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -69,6 +71,7 @@ def redis_services(
         tokens=RedisTokenStore(client, keys),
         memory=RedisKeyValueStore(client, keys),
         dedup=RedisDedupKeys(client, keys),
+        where=f"REDIS_HOST={settings.redis_host}:{settings.redis_port}",
     )
 
 
