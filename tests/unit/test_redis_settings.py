@@ -60,6 +60,6 @@ async def test_an_unreachable_redis_is_reported_at_start() -> None:
     # Port 1 on loopback: nothing listens there. No retries, to answer at once.
     client = Redis(host="127.0.0.1", port=1, retry=Retry(NoBackoff(), 0))
     services = redis_services(client, load_settings(REDIS_HOST="127.0.0.1", REDIS_PORT="1"))
-    with pytest.raises(StorageUnavailable, match="Redis at REDIS_HOST=.* does not answer"):
+    with pytest.raises(StorageUnavailable, match=r"Redis at REDIS_HOST=.* does not answer"):
         await services.start()
     await services.close()
