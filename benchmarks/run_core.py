@@ -1,8 +1,14 @@
-"""Core throughput/latency benchmark of an embedded Tessera server.
+"""Core throughput/latency benchmark of a Tessera server.
 
 Starts `tessera serve` on a free port with a fresh data dir, seeds known visitors, then drives
 `/track` with the Go load generator in `benchmarks/loadgen` and reports requests/s, events/s,
 latency percentiles, peak memory and CPU of the server.
+
+``--mode embedded`` (the default) runs the server on its own SQLite files; ``--mode
+distributed`` on the local Elasticsearch, MariaDB and Redis, in a fresh database and under
+index and key prefixes of its own, removed at the end (``distributed_services.py``), and also
+reports the CPU those services used; ``--mode compare`` runs embedded, then distributed, each on
+a fresh server, and puts the two side by side.
 
 With ``--automation realistic`` the server first gets a rule set (``realistic_automation.py``:
 20 rules, 8 workflows, 3 segments, about 3 workflow runs per event); ``--automation compare``
@@ -10,6 +16,7 @@ runs every scenario without it and then with it, each on a fresh server, and put
 by side.
 
     python benchmarks/run_core.py [--duration 15] [--known 2000] [--automation compare] [--record]
+    python benchmarks/run_core.py --mode compare --scenarios single,batch20 [--record]
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import distributed_services
 import realistic_automation
 from rich import box
 from rich.console import Console
@@ -148,15 +156,25 @@ class ScenarioResult:
     goal_met: bool
     # With automation: what the newest stored events say about the workflows run for them.
     automation_sample: AutomationSample | None = None
+    # Distributed mode: CPU seconds of each local service's process during the scenario
+    # (warm-up included, like server_cpu_s), and the run's Elasticsearch counters' increase.
+    services_cpu_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    elastic: dict[str, int] | None = None
 
 
 @dataclasses.dataclass
 class VariantResult:
-    """One server's run of the chosen scenarios, without or with the realistic automation."""
+    """One server's run of the chosen scenarios, in one mode, without or with the realistic
+    automation."""
 
     automation: str  # "none" or "realistic"
     scenarios: list[ScenarioResult]
     round: int = 1
+    mode: str = "embedded"  # or "distributed"
+
+    @property
+    def name(self) -> str:
+        return f"{self.mode}, {self.automation}"
 
 
 # --------------------------------------------------------------------------- arguments
@@ -183,6 +201,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "compare: none, then realistic, each on a fresh server",
     )
     p.add_argument(
+        "--mode",
+        choices=("embedded", "distributed", "compare"),
+        default="embedded",
+        help="embedded: SQLite in the data dir; distributed: the local Elasticsearch, MariaDB "
+        "and Redis (a fresh database and prefixes, removed at the end); compare: embedded, "
+        "then distributed, each on a fresh server",
+    )
+    p.add_argument("--elastic-url", default="http://127.0.0.1:9200", help="distributed mode")
+    p.add_argument("--mysql-host", default="127.0.0.1", help="distributed mode")
+    p.add_argument("--mysql-port", type=int, default=3306, help="distributed mode")
+    p.add_argument(
+        "--mysql-user",
+        default="tessera",
+        help="distributed mode; must be allowed to create and drop databases named "
+        f"{distributed_services.DATABASE_PREFIX}*; the password comes from "
+        "$TESSERA_BENCH_MYSQL_PASSWORD (default: the development one of scripts/services)",
+    )
+    p.add_argument("--redis-host", default="127.0.0.1", help="distributed mode")
+    p.add_argument("--redis-port", type=int, default=6379, help="distributed mode")
+    p.add_argument(
         "--scenarios",
         default=",".join(s.key for s in SCENARIOS),
         help="comma-separated scenarios to run, in the order of the table; "
@@ -193,8 +231,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=1,
         help="with compare: run both variants this many times, every other round in the "
-        "reverse order (none, realistic, realistic, none, ...), so a drift of the machine's "
-        "load does not favour one",
+        "reverse order (none, realistic, realistic, none, ...; or embedded, distributed, ...), "
+        "so a drift of the machine's load does not favour one",
     )
     p.add_argument(
         "--sample",
@@ -213,6 +251,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--duration must be > 0 and --warmup >= 0")
     if not 0 <= args.known <= 1_000_000 or not 0.0 <= args.known_ratio <= 1.0:
         p.error("--known must be within 0..1000000 and --known-ratio within 0..1")
+    if args.mode == "compare" and args.automation == "compare":
+        p.error("compare one thing at a time: --mode compare or --automation compare")
     if not 1 <= args.rounds <= 10:
         p.error("--rounds must be within 1..10")
     if not 1 <= args.sample <= 1000:
@@ -479,11 +519,19 @@ def server_command(template: str | None, port: int) -> list[str]:
     return [exe, "serve", "--port", str(port)]
 
 
+SERVICE_ADDRESS_VARIABLES = frozenset(
+    ("ELASTIC_HOST", "MYSQL_HOST", "REDIS_HOST", "TESSERA_ELASTIC_INDEX_PREFIX", "MYSQL_DATABASE")
+)
+
+
 @contextlib.contextmanager
 def running_server(
-    cmd: list[str], workdir: Path, password: str
+    cmd: list[str], workdir: Path, password: str, extra_env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    env = dict(os.environ)
+    # Only the mode asked for: a server address left in the caller's environment would turn an
+    # embedded run into a distributed one.
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_ADDRESS_VARIABLES}
+    env.update(extra_env or {})
     env.update(
         TESSERA_DATA_DIR=str(workdir / "data"),
         TESSERA_ADMIN_EMAIL=ADMIN_EMAIL,
@@ -586,8 +634,11 @@ def run_scenario(
     rate: float,
     seed: int,
     token: str | None,
+    place: distributed_services.RunPlace | None = None,
+    service_pids: dict[str, int] | None = None,
 ) -> ScenarioResult:
-    """Run one scenario; with ``token`` (automation on) also sample the events it stored."""
+    """Run one scenario; with ``token`` (automation on) also sample the events it stored; with
+    ``place`` (distributed mode) also measure the services' CPU and the run's index counters."""
     lg_args = [
         f"-url={base}",
         f"-source={SOURCE_ID}",
@@ -608,8 +659,12 @@ def run_scenario(
         lg_args += [f"-identify={scenario.identify}", f"-emails={scenario.emails}"]
     console.print(f"[bold]{scenario.label}[/bold] ...")
     server_pid = server.pid
+    pids = service_pids or {}
+    elastic_before = distributed_services.index_counters(place) if place is not None else None
+    services_before = distributed_services.services_cpu_s(pids)
     cpu_before, lg_cpu_before, t0 = cpu_seconds(server_pid), children_cpu_s(), time.monotonic()
     lg = run_loadgen(binary, lg_args, timeout_s=opts.warmup + opts.duration + 60)
+    services_after = distributed_services.services_cpu_s(pids)
     if lg.get("stopped_by") == "interrupt":
         # The generator caught Ctrl-C (we may not have, e.g. when started with SIGINT ignored).
         raise KeyboardInterrupt
@@ -618,6 +673,10 @@ def run_scenario(
         raise BenchError(f"the server exited with code {server.returncode} during {scenario.label}")
     wall = time.monotonic() - t0
     server_cpu = cpu_seconds(server_pid) - cpu_before
+    elastic: dict[str, int] | None = None
+    if place is not None and elastic_before is not None:
+        after = distributed_services.index_counters(place)
+        elastic = {key: after[key] - elastic_before.get(key, 0) for key in after}
     goal, met = goal_of(scenario, lg)
     sample = sample_automation(base, token, opts.sample) if token is not None else None
     return ScenarioResult(
@@ -632,6 +691,12 @@ def run_scenario(
         goal=goal,
         goal_met=met,
         automation_sample=sample,
+        services_cpu_s={
+            name: round(services_after[name] - cpu, 3)
+            for name, cpu in services_before.items()
+            if name in services_after
+        },
+        elastic=elastic,
     )
 
 
@@ -644,6 +709,8 @@ def run_all(
     *,
     base_seed: int,
     token: str | None,
+    place: distributed_services.RunPlace | None = None,
+    service_pids: dict[str, int] | None = None,
 ) -> list[ScenarioResult]:
     results: list[ScenarioResult] = []
     single_rps = 0.0
@@ -666,6 +733,8 @@ def run_all(
             rate=rate,
             seed=base_seed + i,
             token=token,
+            place=place,
+            service_pids=service_pids,
         )
         if scenario.key == "single":
             single_rps = float(res.loadgen["ok_requests_per_s"])
@@ -679,10 +748,15 @@ VARIANT_TITLES = {
     "none": "no rules",
     "realistic": "realistic automation ({rules} rules, {workflows} workflows, {segments} segments)",
 }
+MODE_TITLES = {
+    "embedded": "embedded mode (SQLite)",
+    "distributed": "distributed mode (Elasticsearch, MariaDB, Redis)",
+}
 
 
-def variant_title(automation: str) -> str:
-    return VARIANT_TITLES[automation].format(**realistic_automation.describe())
+def variant_title(automation: str, mode: str = "embedded") -> str:
+    rules = VARIANT_TITLES[automation].format(**realistic_automation.describe())
+    return f"{MODE_TITLES[mode]}, {rules}"
 
 
 def error_count(lg: dict[str, Any]) -> int:
@@ -692,26 +766,45 @@ def error_count(lg: dict[str, Any]) -> int:
 def server_cpu_us_per_event(r: ScenarioResult) -> float:
     """Server CPU per event sent, warm-up included on both sides (the CPU figure covers the
     whole load generator run); steadier than throughput on a shared machine."""
+    return _per_event_us(r, r.server_cpu_s)
+
+
+def service_cpu_us_per_event(r: ScenarioResult, service: str) -> float | None:
+    """A local service's CPU per event sent, like the server's; None when not measured."""
+    cpu = r.services_cpu_s.get(service)
+    return None if cpu is None else _per_event_us(r, cpu)
+
+
+def _per_event_us(r: ScenarioResult, cpu_s: float) -> float:
     sent_events = int(r.loadgen["total_sent"]) * int(r.loadgen["events_per_request"])
-    return 1e6 * r.server_cpu_s / sent_events if sent_events else 0.0
+    return 1e6 * cpu_s / sent_events if sent_events else 0.0
 
 
-def render_table(results: list[ScenarioResult], automation: str) -> Table:
+def elastic_cpu_pct(r: ScenarioResult) -> float | None:
+    cpu = r.services_cpu_s.get("elasticsearch")
+    return None if cpu is None or not r.wall_s else 100 * cpu / r.wall_s
+
+
+def render_table(variant: VariantResult) -> Table:
+    results = variant.scenarios
+    distributed = variant.mode == "distributed"
     table = Table(
-        title=f"Tessera core benchmark, {variant_title(automation)}, "
+        title=f"Tessera core benchmark, {variant_title(variant.automation, variant.mode)}, "
         f"{os.cpu_count()} CPUs shared with the load generator",
-        caption="latency in ms; RSS: server peak MiB over its lifetime; CPU%: of one core",
+        caption="latency in ms; RSS: server peak MiB over its lifetime; CPU%: of one core"
+        + ("; ES%: Elasticsearch's CPU, of one core" if distributed else ""),
         box=box.SIMPLE_HEAD,
     )
     table.add_column("scenario", no_wrap=True)
-    for col in ("req/s", "ev/s", "p50", "p99", "max", "errors", "RSS", "CPU%"):
+    columns = ["req/s", "ev/s", "p50", "p99", "max", "errors", "RSS", "CPU%"]
+    for col in [*columns, "ES%"] if distributed else columns:
         table.add_column(col, justify="right")
     table.add_column("goal")
     for r in results:
         lg, lat = r.loadgen, r.loadgen["latency_ms"]
         errors = error_count(lg)
         cpu_pct = 100 * r.server_cpu_s / r.wall_s if r.wall_s else 0.0
-        table.add_row(
+        cells = [
             r.short,
             f"{lg['ok_requests_per_s']:,.0f}",
             f"{lg['ok_events_per_s']:,.0f}",
@@ -721,8 +814,12 @@ def render_table(results: list[ScenarioResult], automation: str) -> Table:
             f"[red]{errors}[/red]" if errors else "0",
             f"{r.server_peak_rss_mib:.0f}",
             f"{cpu_pct:.0f}",
-            "[green]yes[/green]" if r.goal_met else "[red]no[/red]",
-        )
+        ]
+        if distributed:
+            es = elastic_cpu_pct(r)
+            cells.append("-" if es is None else f"{es:.0f}")
+        cells.append("[green]yes[/green]" if r.goal_met else "[red]no[/red]")
+        table.add_row(*cells)
     return table
 
 
@@ -739,6 +836,22 @@ def describe_sample(sample: AutomationSample) -> str:
     )
 
 
+def describe_services(r: ScenarioResult) -> str:
+    """What the local services did during a distributed scenario (warm-up included)."""
+    parts = []
+    for name, cpu in sorted(r.services_cpu_s.items()):
+        pct = 100 * cpu / r.wall_s if r.wall_s else 0.0
+        per_event = service_cpu_us_per_event(r, name) or 0.0
+        parts.append(f"{name} CPU {cpu:.1f} s ({pct:.0f}% of a core, {per_event:.0f} µs/event)")
+    if r.elastic is not None and r.wall_s:
+        docs, refreshes = r.elastic.get("docs_indexed", 0), r.elastic.get("shard_refreshes", 0)
+        parts.append(
+            f"Elasticsearch indexed {docs / r.wall_s:,.0f} docs/s, "
+            f"{refreshes / r.wall_s:,.0f} shard refreshes/s"
+        )
+    return "; ".join(parts) if parts else "services not measured"
+
+
 def print_details(results: list[ScenarioResult]) -> None:
     """What the table has no room for: the goals, the error kinds, generator saturation."""
     for r in results:
@@ -750,6 +863,8 @@ def print_details(results: list[ScenarioResult]) -> None:
             notes.append(f"target {lg['rate_target']:,.0f} req/s, {lg['late_sends']} late sends")
         notes.append(f"loadgen CPU {r.loadgen_cpu_s:.1f} s")
         notes.append(f"server CPU {server_cpu_us_per_event(r):.0f} µs/event")
+        if r.services_cpu_s or r.elastic is not None:
+            notes.append(describe_services(r))
         if r.automation_sample is not None:
             notes.append(describe_sample(r.automation_sample))
         console.print(
@@ -764,33 +879,63 @@ def _change(before: float, after: float) -> str:
 Pairs = list[tuple[ScenarioResult, ScenarioResult]]
 
 
-def compared(variants: list[VariantResult], round_number: int) -> Pairs:
-    """(without, with) pairs of the scenarios both variants ran in this round."""
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """What a compare run varies: the automation (none/realistic) or the mode."""
+
+    field: str  # the VariantResult attribute that differs
+    first: str
+    second: str
+    title: str
+
+
+COMPARISONS = {
+    "automation": Comparison(
+        "automation", "none", "realistic", "Without and with the realistic automation"
+    ),
+    "mode": Comparison("mode", "embedded", "distributed", "Embedded and distributed mode"),
+}
+
+
+def comparison_of(opts: argparse.Namespace) -> Comparison | None:
+    if opts.mode == "compare":
+        return COMPARISONS["mode"]
+    if opts.automation == "compare":
+        return COMPARISONS["automation"]
+    return None
+
+
+def compared(variants: list[VariantResult], round_number: int, how: Comparison) -> Pairs:
+    """(first, second) pairs of the scenarios both variants ran in this round."""
     in_round = [v for v in variants if v.round == round_number]
-    plain = next((v for v in in_round if v.automation == "none"), None)
-    rich = next((v for v in in_round if v.automation == "realistic"), None)
-    if plain is None or rich is None:
+    first = next((v for v in in_round if getattr(v, how.field) == how.first), None)
+    second = next((v for v in in_round if getattr(v, how.field) == how.second), None)
+    if first is None or second is None:
         return []
-    by_key = {r.key: r for r in rich.scenarios}
-    return [(r, by_key[r.key]) for r in plain.scenarios if r.key in by_key]
+    by_key = {r.key: r for r in second.scenarios}
+    return [(r, by_key[r.key]) for r in first.scenarios if r.key in by_key]
 
 
-def render_comparison(pairs: Pairs, heading: str) -> Table:
+def render_comparison(pairs: Pairs, heading: str, how: Comparison) -> Table:
+    with_es = how.field == "mode"
     table = Table(
-        title=f"Without and with the realistic automation, side by side{heading}",
-        caption="req/s: answered 200 per second; CPU: server µs per event sent; "
-        "(c) runs at half of its own variant's (a)",
+        title=f"{how.title}, side by side{heading}",
+        caption=f"first figure: {how.first}, then {how.second}; req/s: answered 200 per second; "
+        "CPU: server µs per event sent; (c) runs at half of its own variant's (a)"
+        + ("; ES: Elasticsearch µs per event sent" if with_es else ""),
         box=box.SIMPLE_HEAD,
     )
     table.add_column("scenario", no_wrap=True)
-    for col in ("req/s", "with", "Δ", "p99", "with", "Δ", "CPU", "with", "Δ"):
+    columns = ["req/s", how.second[:5], "Δ", "p99", how.second[:5], "Δ", "CPU", how.second[:5]]
+    columns += ["Δ", "ES"] if with_es else ["Δ"]
+    for col in columns:
         table.add_column(col, justify="right")
-    for plain, rich in pairs:
-        rps = [float(r.loadgen["ok_requests_per_s"]) for r in (plain, rich)]
-        p99 = [float(r.loadgen["latency_ms"]["p99"]) for r in (plain, rich)]
-        cpu = [server_cpu_us_per_event(r) for r in (plain, rich)]
-        table.add_row(
-            plain.short,
+    for first, second in pairs:
+        rps = [float(r.loadgen["ok_requests_per_s"]) for r in (first, second)]
+        p99 = [float(r.loadgen["latency_ms"]["p99"]) for r in (first, second)]
+        cpu = [server_cpu_us_per_event(r) for r in (first, second)]
+        cells = [
+            first.short,
             f"{rps[0]:,.0f}",
             f"{rps[1]:,.0f}",
             _change(*rps),
@@ -800,7 +945,11 @@ def render_comparison(pairs: Pairs, heading: str) -> Table:
             f"{cpu[0]:.0f}",
             f"{cpu[1]:.0f}",
             _change(*cpu),
-        )
+        ]
+        if with_es:
+            es = service_cpu_us_per_event(second, "elasticsearch")
+            cells.append("-" if es is None else f"{es:.0f}")
+        table.add_row(*cells)
     return table
 
 
@@ -820,9 +969,13 @@ def git_revision() -> str:
 
 
 def markdown_rows(variants: list[VariantResult], stamp: str) -> str:
-    """Rows in the format of RESULTS.md; an automation column when any variant has rules."""
-    with_column = any(v.automation != "none" for v in variants)
-    extra_head, extra_rule = ("| automation ", "|---") if with_column else ("", "")
+    """Rows in the format of RESULTS.md; a column for the mode or the automation when a
+    variant differs from plain embedded."""
+    with_mode = any(v.mode != "embedded" for v in variants)
+    with_rules = any(v.automation != "none" for v in variants)
+    extra = [name for name, on in (("mode", with_mode), ("automation", with_rules)) if on]
+    extra_head = "".join(f"| {name} " for name in extra)
+    extra_rule = "|---" * len(extra)
     head = (
         f"| date (UTC) | commit | CPUs | scenario {extra_head}| req/s | events/s | p50 ms "
         "| p99 ms | max ms | errors | peak RSS MiB |\n"
@@ -832,12 +985,14 @@ def markdown_rows(variants: list[VariantResult], stamp: str) -> str:
     rows = []
     rounds = max(v.round for v in variants)
     for variant in variants:
-        name = f"{variant.automation}, round {variant.round}" if rounds > 1 else variant.automation
-        extra = f"| {name} " if with_column else ""
+        cells = [getattr(variant, name) for name in extra]
+        if rounds > 1 and cells:
+            cells[-1] = f"{cells[-1]}, round {variant.round}"
+        extra_cells = "".join(f"| {cell} " for cell in cells)
         for r in variant.scenarios:
             lg, lat = r.loadgen, r.loadgen["latency_ms"]
             rows.append(
-                f"| {stamp} | {rev} | {cpus} | {r.label} {extra}"
+                f"| {stamp} | {rev} | {cpus} | {r.label} {extra_cells}"
                 f"| {lg['ok_requests_per_s']:,.0f} "
                 f"| {lg['ok_events_per_s']:,.0f} | {lat['p50']:.2f} | {lat['p99']:.2f} "
                 f"| {lat['max']:.2f} | {error_count(lg)} | {r.server_peak_rss_mib:.0f} |\n"
@@ -845,7 +1000,9 @@ def markdown_rows(variants: list[VariantResult], stamp: str) -> str:
     return head + "".join(rows)
 
 
-def markdown_comparison(pairs: Pairs) -> str:
+def markdown_comparison(pairs: Pairs, how: Comparison) -> str:
+    if how.field == "mode":
+        return markdown_mode_comparison(pairs)
     head = (
         "| scenario | req/s none | req/s realistic | change | p99 ms none | p99 ms realistic "
         "| server CPU µs/event none | realistic | workflow runs/event |\n"
@@ -861,6 +1018,35 @@ def markdown_comparison(pairs: Pairs) -> str:
             f"| {plain.loadgen['latency_ms']['p99']:.2f} | {rich.loadgen['latency_ms']['p99']:.2f} "
             f"| {server_cpu_us_per_event(plain):.0f} | {server_cpu_us_per_event(rich):.0f} "
             f"| {runs} |\n"
+        )
+    return head + "".join(rows)
+
+
+def markdown_mode_comparison(pairs: Pairs) -> str:
+    """Embedded (E) and distributed (D) side by side, with what the services used in D."""
+    head = (
+        "| scenario | req/s E | req/s D | change | events/s E | events/s D | p50 ms E | p50 ms D "
+        "| p99 ms E | p99 ms D | errors E | errors D | server CPU µs/event E | D "
+        "| Elasticsearch CPU µs/event D | ES CPU % of a core D | ES docs indexed/s D |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    rows = []
+    for emb, dist in pairs:
+        rps = [float(r.loadgen["ok_requests_per_s"]) for r in (emb, dist)]
+        eps = [float(r.loadgen["ok_events_per_s"]) for r in (emb, dist)]
+        lat = [r.loadgen["latency_ms"] for r in (emb, dist)]
+        es_us = service_cpu_us_per_event(dist, "elasticsearch")
+        es_pct = elastic_cpu_pct(dist)
+        docs = (dist.elastic or {}).get("docs_indexed")
+        docs_rate = f"{docs / dist.wall_s:,.0f}" if docs is not None and dist.wall_s else "-"
+        rows.append(
+            f"| {emb.label} | {rps[0]:,.0f} | {rps[1]:,.0f} | {_change(*rps)} "
+            f"| {eps[0]:,.0f} | {eps[1]:,.0f} | {lat[0]['p50']:.2f} | {lat[1]['p50']:.2f} "
+            f"| {lat[0]['p99']:.2f} | {lat[1]['p99']:.2f} "
+            f"| {error_count(emb.loadgen)} | {error_count(dist.loadgen)} "
+            f"| {server_cpu_us_per_event(emb):.0f} | {server_cpu_us_per_event(dist):.0f} "
+            f"| {'-' if es_us is None else f'{es_us:.0f}'} "
+            f"| {'-' if es_pct is None else f'{es_pct:.0f}'} | {docs_rate} |\n"
         )
     return head + "".join(rows)
 
@@ -903,45 +1089,94 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+MODES: dict[str, tuple[str, ...]] = {
+    "embedded": ("embedded",),
+    "distributed": ("distributed",),
+    "compare": ("embedded", "distributed"),
+}
 VARIANTS = {"none": ("none",), "realistic": ("realistic",), "compare": ("none", "realistic")}
 
 
+def service_addresses(opts: argparse.Namespace) -> distributed_services.ServiceAddresses:
+    return distributed_services.ServiceAddresses(
+        elastic_url=opts.elastic_url.rstrip("/"),
+        mysql_host=opts.mysql_host,
+        mysql_port=opts.mysql_port,
+        mysql_user=opts.mysql_user,
+        mysql_password=os.environ.get("TESSERA_BENCH_MYSQL_PASSWORD", "tessera-dev-password"),
+        redis_host=opts.redis_host,
+        redis_port=opts.redis_port,
+    )
+
+
+@contextlib.contextmanager
+def run_place(
+    opts: argparse.Namespace, mode: str
+) -> Iterator[distributed_services.RunPlace | None]:
+    """Distributed mode: a fresh database and prefixes, removed afterwards whatever happens."""
+    if mode != "distributed":
+        yield None
+        return
+    try:
+        place = distributed_services.new_place(service_addresses(opts))
+    except distributed_services.ServiceError as exc:
+        raise BenchError(f"distributed mode needs the local services: {exc}") from exc
+    console.print(f"[dim]distributed: {place.describe()}[/dim]")
+    try:
+        yield place
+    finally:
+        problems = place.clean()
+        for problem in problems:
+            console.print(f"[yellow]left behind ({place.prefix}): {problem}[/yellow]")
+        if not problems:
+            console.print(f"[dim]removed {place.describe()}[/dim]")
+
+
 def run_variant(
-    opts: argparse.Namespace, binary: Path, automation: str, base_seed: int
+    opts: argparse.Namespace, binary: Path, automation: str, base_seed: int, mode: str
 ) -> tuple[VariantResult, list[str]]:
     """Every chosen scenario against one fresh server; the results and the server command."""
-    console.rule(f"[bold]{variant_title(automation)}[/bold]")
+    console.rule(f"[bold]{variant_title(automation, mode)}[/bold]")
     workdir = Path(tempfile.mkdtemp(prefix="tessera-bench-"))
     try:
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        cmd = server_command(opts.server_cmd, port)
-        password = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(24))
-        with running_server(cmd, workdir, password) as proc:
-            wait_healthy(base, proc)
-            token = get_token(base, password)
-            create_source(base, token)
-            if automation == "realistic":
-                # Before seeding: known visitors then carry the traits the rules give them.
-                console.print(f"[dim]creating the {variant_title(automation)}[/dim]")
-                create_automation(base, token)
-            known: Path | None = None
-            if opts.known > 0:
-                known = workdir / "known.tsv"
-                console.print(f"[dim]seeding {opts.known} known visitors[/dim]")
-                seed_known(port, opts.known, known)
-            results = run_all(
-                opts,
-                binary,
-                base,
-                proc,
-                known,
-                base_seed=base_seed,
-                token=token if automation != "none" else None,
+        with run_place(opts, mode) as place:
+            pids = distributed_services.service_pids() if place is not None else {}
+            if place is not None and "elasticsearch" not in pids:
+                console.print("[yellow]Elasticsearch's pid not found: its CPU is not reported")
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            cmd = server_command(opts.server_cmd, port)
+            password = "".join(
+                secrets.choice(string.ascii_letters + string.digits) for _ in range(24)
             )
+            env = place.server_env() if place is not None else None
+            with running_server(cmd, workdir, password, env) as proc:
+                wait_healthy(base, proc)
+                token = get_token(base, password)
+                create_source(base, token)
+                if automation == "realistic":
+                    # Before seeding: known visitors then carry the traits the rules give them.
+                    console.print(f"[dim]creating the {VARIANT_TITLES['realistic']}[/dim]")
+                    create_automation(base, token)
+                known: Path | None = None
+                if opts.known > 0:
+                    known = workdir / "known.tsv"
+                    console.print(f"[dim]seeding {opts.known} known visitors[/dim]")
+                    seed_known(port, opts.known, known)
+                results = run_all(
+                    opts,
+                    binary,
+                    base,
+                    proc,
+                    known,
+                    base_seed=base_seed,
+                    token=token if automation != "none" else None,
+                    place=place,
+                    service_pids=pids,
+                )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return VariantResult(automation, results), cmd
+    return VariantResult(automation, results, mode=mode), cmd
 
 
 def bench(opts: argparse.Namespace) -> int:
@@ -950,36 +1185,41 @@ def bench(opts: argparse.Namespace) -> int:
     # One seed for every variant: each sends the same request bodies in the same order (every
     # variant has a fresh server, so new-visitor ids are new to it all the same).
     base_seed = secrets.randbits(48) + 1
+    how = comparison_of(opts)
     variants: list[VariantResult] = []
     for round_number in range(1, opts.rounds + 1):
-        order = VARIANTS[opts.automation]
+        order = [(m, a) for m in MODES[opts.mode] for a in VARIANTS[opts.automation]]
         if round_number % 2 == 0:
             order = order[::-1]
-        for automation in order:
+        for mode, automation in order:
             if variants:
                 time.sleep(SETTLE_S)
-            variant, cmd = run_variant(opts, binary, automation, base_seed)
+            variant, cmd = run_variant(opts, binary, automation, base_seed, mode)
             variant.round = round_number
             variants.append(variant)
     for variant in variants:
-        console.print(render_table(variant.scenarios, variant.automation))
+        console.print(render_table(variant))
         print_details(variant.scenarios)
     comparisons = []
-    for round_number in range(1, opts.rounds + 1):
-        pairs = compared(variants, round_number)
+    for round_number in range(1, opts.rounds + 1) if how is not None else ():
+        assert how is not None
+        pairs = compared(variants, round_number, how)
         if pairs:
-            sequence = " -> ".join(v.automation for v in variants if v.round == round_number)
+            sequence = " -> ".join(
+                getattr(v, how.field) for v in variants if v.round == round_number
+            )
             heading = f", round {round_number} ({sequence})" if opts.rounds > 1 else ""
             comparisons.append((heading, pairs))
-            console.print(render_comparison(pairs, heading))
+            console.print(render_comparison(pairs, heading, how))
     path = write_results(variants, opts, cmd, started)
     console.print(f"raw numbers: {path}")
     if opts.record:
         print()
         print(markdown_rows(variants, started.strftime("%Y-%m-%d %H:%M")), end="")
         for heading, pairs in comparisons:
+            assert how is not None
             print(f"\nside by side{heading}:\n")
-            print(markdown_comparison(pairs), end="")
+            print(markdown_comparison(pairs, how), end="")
     return 0
 
 

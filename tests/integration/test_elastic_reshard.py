@@ -258,7 +258,8 @@ async def test_reshard_every_kind_while_ingesting(tmp_path: Path) -> None:
             )
         print(
             f"\nreshard while ingesting: {committed_during} change sets committed during the "
-            f"moves, {len(truth.events) - seeded} new events, {reads} reads meanwhile; "
+            f"moves, {len(truth.events) - seeded} new events, {reads} reads meanwhile, "
+            f"{backend.writer.replans} batches planned again; "
             + "; ".join(f"{r.kind} {len(r.moved)} partitions → {r.shards} shards" for r in reports)
         )
         for line in lines:

@@ -11,6 +11,7 @@ from elastic_transport import TransportError
 from elasticsearch import ApiError
 
 from tessera.errors import StorageUnavailable
+from tessera.model.common import DEFAULT_TENANT
 from tessera.settings import Settings
 from tessera.storage.elastic.bulk import Refresh, describe
 from tessera.storage.elastic.client import ElasticConnection, open_client
@@ -62,7 +63,13 @@ class ElasticRecordBackend:
         self.profiles = ElasticProfileStore(self.client, self.names)
 
     async def create_schema(self) -> None:
+        """The component templates, and the index templates of the default tenant (other
+        tenants get theirs at their first write); indices are created by the first write into
+        each partition, from these templates."""
         await self._reaching("create the index templates", self.schema.create_schema())
+        await self._reaching(
+            "create the index templates", self.schema.ensure_tenants({DEFAULT_TENANT})
+        )
 
     async def installed_version(self) -> int | None:
         return await self._reaching("read the schema version", self.schema.installed_version())

@@ -41,9 +41,9 @@ The algorithm, for kind K moving from generation g to g+1:
       partition; every other search sees a whole generation.
 4. When no partition of a generation below g+1 is left (the list is read again until empty:
    a writer that still planned with g can only have created a write-blocked, empty partition
-   through the fence, outside the alias, which the next pass deletes), store "K writes g+1" and remove the
-   templates of g. The fence stays, so a writer with a very stale view can never again create
-   a usable g partition.
+   through the fence, outside the alias, which the next pass deletes), store "K writes g+1"
+   and remove the templates of g. The fence stays, so a writer with a very stale view can
+   never again create a usable g partition.
 
 Why a write is never lost: the only writes that could be lost are ones made to O after its
 copy was read, and there are none: O is write-blocked before it is read, and a writer's write
@@ -57,13 +57,16 @@ O is gone.
 
 What readers see during the move (stores.py):
 - Nothing is missing at any moment: a record is in O (visible) until the atomic swap, or in N
-  (visible) if a writer wrote it.
-- A record updated by a writer while its partition is being copied (between 3a and 3d) is
-  visible twice: its frozen old version in O and its new one in N. `get` and the writer's
-  lookups take the newest generation; a search page lists each id once, as its newest copy;
-  but a search's `total` counts it twice, and a condition that only the old version matches
-  finds the old version. This lasts until the swap of that partition (3d) and concerns only
-  the records of that one partition updated during its copy.
+  (visible) if a writer wrote it; a writer moving a record deletes the old copy only after
+  the new one is searchable (a second bulk request). The one exception is a search that
+  started before a swap and is still running `grace_s` later (step 3e).
+- Briefly twice: a record updated by a writer while its partition is being copied (between
+  3a and 3d) is visible in O (its frozen old version) and in N (the new one), until the swap
+  of that partition; a record moved on write before its partition is copied is visible twice
+  between the writer's two bulk requests (milliseconds). `get` and the writer's lookups take
+  the newest generation's copy; a search page lists each id once, as its newest copy; but a
+  search's `total` counts such a record twice, and a condition only the old version matches
+  finds the old version.
 
 What waits: a change set that must *delete* a record living in the partition being copied (a
 merge retiring a profile, an erasure) is refused by the write block; the writer plans it again
@@ -74,10 +77,16 @@ done, and committing it again after the move completes it (the copy may have bro
 record into N meanwhile; the repeated change set deletes it there).
 
 Interrupted (the process dies, the cluster goes away): run the same reshard again. The stored
-state says which generation is being filled; partitions already swapped are gone from the
-list, a half-copied partition is copied again (creates of documents already copied answer
-409), and a blocked one stays readable meanwhile. Writers are unaffected by the interruption
-beyond the waits above. A second reshard of the same kind is refused until the first is done.
+state says which generation is being filled and with which shape (another shape is refused
+until that one is done); a partition already swapped out of the alias is only deleted, a
+half-copied one is copied again (creates of documents already copied answer 409), and a
+blocked one stays readable meanwhile. Writers are unaffected by the interruption beyond the
+waits above. Do not run two reshards of the same kind at the same time: nothing locks them
+against each other.
+
+Not covered: the small kinds that are not partitioned (identity links, retired profiles),
+and the search totals noted above. Two writer processes updating the same record at the same
+moment race as they always do (the last bulk wins); the reshard adds no new race to that.
 """
 
 from __future__ import annotations

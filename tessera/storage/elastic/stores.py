@@ -21,7 +21,7 @@ reshard.py for how long that is).
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from elastic_transport import TransportError
@@ -43,7 +43,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def reads_elastic(read: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def reads_elastic(
+    read: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
     """A read that cannot reach the cluster (down, overloaded, shards not ready) is a
     StorageUnavailable (503: retry), never an unexplained failure of the request."""
 

@@ -129,6 +129,8 @@ class ElasticWriter:
         self.commits = 0
         self.records = 0
         self.bulk_requests = 0
+        # Batches planned again because a write met a partition a reshard is moving.
+        self.replans = 0
 
     @property
     def running(self) -> bool:
@@ -214,6 +216,7 @@ class ElasticWriter:
             except PartitionMoving as exc:
                 # Planned with generations that changed, or into a partition being moved.
                 self._schema.generations.forget()
+                self.replans += 1
                 if retrier.time_left():
                     await retrier.pause()
                     continue
