@@ -18,9 +18,7 @@ Which destinations apply:
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +29,7 @@ import msgspec
 from tessera.errors import InvalidPayload
 from tessera.model.common import new_id, utcnow
 from tessera.model.destination import Destination, OutboxMessage
+from tessera.pipeline.loading_cache import LoadingCache
 from tessera.pipeline.reshaping import MAPPING_ROOTS, render
 from tessera.query import Condition, evaluate, parse
 from tessera.storage.automation_ports import DocumentStore, OutboxStore
@@ -69,42 +68,22 @@ class DestinationDispatcher:
     ) -> None:
         self.store = store
         self.outbox = outbox
-        self._ttl_s = ttl_s
         # The delivery worker's wake-up: messages just queued are sent without waiting a poll.
         self.on_enqueue = on_enqueue
-        self._targets: dict[str, tuple[float, list[ActiveDestination]]] = {}
-        self._loading: dict[str, asyncio.Task[list[ActiveDestination]]] = {}
-        # Grows on every forget(); a load that began before one is not cached.
-        self._generation = 0
+        self._targets: LoadingCache[str, list[ActiveDestination]] = LoadingCache(
+            self._load, ttl_s=ttl_s
+        )
 
     async def targets(self, tenant: str) -> list[ActiveDestination]:
         """The tenant's enabled destinations, oldest first, from the cache when fresh."""
-        cached = self._targets.get(tenant)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        task = self._loading.get(tenant)
-        if task is None:
-            task = asyncio.ensure_future(self._load(tenant, self._generation))
-            self._loading[tenant] = task
-            task.add_done_callback(lambda done: self._finished(tenant, done))
-        # shield: a request that is cancelled must not cancel the load others wait for.
-        return await asyncio.shield(task)
+        return await self._targets.get(tenant)
 
-    async def _load(self, tenant: str, generation: int) -> list[ActiveDestination]:
-        loaded = [
+    async def _load(self, tenant: str) -> list[ActiveDestination]:
+        return [
             target
             for destination in await self.store.list(tenant)
             if destination.enabled and (target := _target(destination)) is not None
         ]
-        if generation == self._generation:
-            self._targets[tenant] = (time.monotonic() + self._ttl_s, loaded)
-        return loaded
-
-    def _finished(self, tenant: str, task: asyncio.Task[list[ActiveDestination]]) -> None:
-        if self._loading.get(tenant) is task:
-            del self._loading[tenant]
-        if not task.cancelled():
-            task.exception()  # retrieved, so a failed load is not reported as never awaited
 
     async def active(self, tenant: str) -> bool:
         """Whether the tenant has any enabled destination: when not, the ingest path skips the
@@ -113,9 +92,7 @@ class DestinationDispatcher:
 
     def forget(self, tenant: str) -> None:
         """Called when this process changes a destination: the next request reads the store."""
-        self._generation += 1
-        self._targets.pop(tenant, None)
-        self._loading.pop(tenant, None)
+        self._targets.forget(lambda key: key == tenant)
 
     async def plan(
         self,

@@ -15,15 +15,14 @@ whichever profiles happen to be seen first, and a manually added id (a workflow'
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from tessera.errors import InvalidPayload
 from tessera.model.segment import Segment
+from tessera.pipeline.loading_cache import LoadingCache
 from tessera.query import Condition, parse
 from tessera.segments.membership import LiveSegment, SegmentChange, update_membership
 from tessera.storage.automation_ports import DocumentStore
@@ -48,14 +47,10 @@ class TenantSegments:
 class LiveSegments:
     def __init__(self, store: DocumentStore[Segment], ttl_s: float) -> None:
         self.store = store
-        self._ttl_s = ttl_s
-        self._cached: dict[str, tuple[float, TenantSegments]] = {}
-        self._loading: dict[str, asyncio.Task[TenantSegments]] = {}
+        self._tenants: LoadingCache[str, TenantSegments] = LoadingCache(self._load, ttl_s=ttl_s)
         # Parsed conditions per tenant, by (segment id, version): a reload after the time to
         # live does not parse again what did not change.
         self._parsed: dict[str, dict[tuple[str, int], Condition]] = {}
-        # Grows on every forget(); a load that began before one is not cached.
-        self._generation = 0
 
     async def apply(
         self, tenant: str, profile: dict[str, Any], event_types: Collection[str]
@@ -73,31 +68,12 @@ class LiveSegments:
         return (await self.for_tenant(tenant)).names
 
     def forget(self, tenant: str) -> None:
-        self._generation += 1
-        self._cached.pop(tenant, None)
-        # A load already under way may have read the old segments: callers from now on start
-        # a new one.
-        self._loading.pop(tenant, None)
+        self._tenants.forget(lambda key: key == tenant)
 
     async def for_tenant(self, tenant: str) -> TenantSegments:
-        cached = self._cached.get(tenant)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        task = self._loading.get(tenant)
-        if task is None:
-            task = asyncio.ensure_future(self._load(tenant, self._generation))
-            self._loading[tenant] = task
-            task.add_done_callback(lambda done: self._finished(tenant, done))
-        # shield: a caller that is cancelled must not cancel the load others wait for.
-        return await asyncio.shield(task)
+        return await self._tenants.get(tenant)
 
-    def _finished(self, tenant: str, task: asyncio.Task[TenantSegments]) -> None:
-        if self._loading.get(tenant) is task:
-            del self._loading[tenant]
-        if not task.cancelled():
-            task.exception()  # retrieved: a failed load is raised to its callers, not logged
-
-    async def _load(self, tenant: str, generation: int) -> TenantSegments:
+    async def _load(self, tenant: str) -> TenantSegments:
         stored = await self.store.list(tenant)
         previous = self._parsed.get(tenant, {})
         parsed: dict[tuple[str, int], Condition] = {}
@@ -130,6 +106,4 @@ class LiveSegments:
             disabled=frozenset(s.id for s in stored if not s.enabled),
         )
         self._parsed[tenant] = parsed
-        if generation == self._generation:
-            self._cached[tenant] = (time.monotonic() + self._ttl_s, loaded)
         return loaded

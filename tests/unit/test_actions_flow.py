@@ -6,17 +6,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 import tessera.storage.sql.memory  # noqa: F401  (defines the memory table create_schema makes)
 from tessera.errors import InvalidPayload
-from tessera.storage.sql.engine import sqlite_engine
-from tessera.storage.sql.memory import SqlKeyValueStore
-from tessera.storage.sql.stores import SqlSchemaStore
 from tessera.workflow.action import ActionContext, ActionError, ActionServices, Output
 from tessera.workflow.actions.flow import (
     CheckCondition,
@@ -34,31 +29,26 @@ MakeContext = Callable[..., ActionContext]
 
 
 @pytest.fixture
-async def make_context(tmp_path: Path) -> AsyncIterator[MakeContext]:
+async def make_context(services: ActionServices) -> AsyncIterator[MakeContext]:
     """Builds contexts over one real SQLite memory store and one real HTTP client."""
-    engine = sqlite_engine(tmp_path)
-    await SqlSchemaStore(engine).create_schema()
-    async with httpx.AsyncClient() as http:
-        services = ActionServices(http=http, memory=SqlKeyValueStore(engine))
 
-        def build(
-            event: dict[str, Any] | None = None,
-            profile: dict[str, Any] | None = None,
-            session: dict[str, Any] | None = None,
-        ) -> ActionContext:
-            return ActionContext(
-                tenant="t1",
-                event=event if event is not None else _event(),
-                profile=profile,
-                session=session,
-                now=datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
-                services=services,
-                workflow_id="wf1",
-                node_id="n1",
-            )
+    def build(
+        event: dict[str, Any] | None = None,
+        profile: dict[str, Any] | None = None,
+        session: dict[str, Any] | None = None,
+    ) -> ActionContext:
+        return ActionContext(
+            tenant="t1",
+            event=event if event is not None else _event(),
+            profile=profile,
+            session=session,
+            now=datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
+            services=services,
+            workflow_id="wf1",
+            node_id="n1",
+        )
 
-        yield build
-    await engine.dispose()
+    yield build
 
 
 def _event() -> dict[str, Any]:

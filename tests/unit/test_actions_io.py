@@ -4,19 +4,14 @@ against the real thing: a local HTTP server, a local SMTP server, SQLite."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 import tessera.storage.sql.memory  # noqa: F401  (defines the kv_memory table)
 from tessera.errors import InvalidPayload
-from tessera.storage.sql.engine import sqlite_engine
-from tessera.storage.sql.memory import SqlKeyValueStore
-from tessera.storage.sql.stores import SqlSchemaStore
 from tessera.workflow.action import ActionContext, ActionError, ActionServices, Output
 from tessera.workflow.actions.email import SendEmail
 from tessera.workflow.actions.http import HttpCall
@@ -30,15 +25,6 @@ NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 SECRET = "s3cret-Token-42"
 
 MakeContext = Callable[..., ActionContext]
-
-
-@pytest.fixture
-async def services(tmp_path: Path) -> AsyncIterator[ActionServices]:
-    engine = sqlite_engine(tmp_path / "config")
-    await SqlSchemaStore(engine).create_schema()
-    async with httpx.AsyncClient() as client:
-        yield ActionServices(http=client, memory=SqlKeyValueStore(engine))
-    await engine.dispose()
 
 
 @pytest.fixture

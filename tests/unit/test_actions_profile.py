@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 import tessera.storage.sql.memory  # noqa: F401  (registers the kv_memory table)
 from tessera.errors import InvalidPayload
-from tessera.storage.sql.engine import sqlite_engine
-from tessera.storage.sql.memory import SqlKeyValueStore
-from tessera.storage.sql.stores import SqlSchemaStore
 from tessera.workflow.action import (
     ActionContext,
     ActionError,
@@ -40,15 +35,6 @@ from tessera.workflow.registry import default_registry
 NOW = datetime(2024, 5, 15, 10, 30, tzinfo=UTC)  # a Wednesday
 
 MakeContext = Callable[..., ActionContext]
-
-
-@pytest.fixture
-async def services(tmp_path: Path) -> AsyncIterator[ActionServices]:
-    engine = sqlite_engine(tmp_path)
-    await SqlSchemaStore(engine).create_schema()
-    async with httpx.AsyncClient() as http:
-        yield ActionServices(http=http, memory=SqlKeyValueStore(engine))
-    await engine.dispose()
 
 
 @pytest.fixture

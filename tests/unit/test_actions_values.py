@@ -5,17 +5,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 import tessera.storage.sql.memory  # noqa: F401  (defines the memory table create_schema makes)
 from tessera.errors import InvalidPayload
-from tessera.storage.sql.engine import sqlite_engine
-from tessera.storage.sql.memory import SqlKeyValueStore
-from tessera.storage.sql.stores import SqlSchemaStore
 from tessera.workflow.action import ActionContext, ActionError, ActionServices, Output
 from tessera.workflow.actions.calculator import Calculator
 from tessera.workflow.actions.regex import RegexMatch
@@ -33,32 +28,27 @@ MakeContext = Callable[..., ActionContext]
 
 
 @pytest.fixture
-async def make_context(tmp_path: Path) -> AsyncIterator[MakeContext]:
+async def make_context(services: ActionServices) -> AsyncIterator[MakeContext]:
     """Builds contexts over one real SQLite memory store and one real HTTP client; each gets
     its own copy of the event, profile and session below unless given others."""
-    engine = sqlite_engine(tmp_path)
-    await SqlSchemaStore(engine).create_schema()
-    async with httpx.AsyncClient() as http:
-        services = ActionServices(http=http, memory=SqlKeyValueStore(engine))
 
-        def build(
-            event: dict[str, Any] | None = None,
-            profile: dict[str, Any] | None = None,
-            session: dict[str, Any] | None = None,
-            *,
-            no_profile: bool = False,
-        ) -> ActionContext:
-            return ActionContext(
-                tenant="t1",
-                event=event if event is not None else _event(),
-                profile=None if no_profile else profile if profile is not None else _profile(),
-                session=session if session is not None else _session(),
-                now=datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
-                services=services,
-            )
+    def build(
+        event: dict[str, Any] | None = None,
+        profile: dict[str, Any] | None = None,
+        session: dict[str, Any] | None = None,
+        *,
+        no_profile: bool = False,
+    ) -> ActionContext:
+        return ActionContext(
+            tenant="t1",
+            event=event if event is not None else _event(),
+            profile=None if no_profile else profile if profile is not None else _profile(),
+            session=session if session is not None else _session(),
+            now=datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
+            services=services,
+        )
 
-        yield build
-    await engine.dispose()
+    yield build
 
 
 def _event() -> dict[str, Any]:

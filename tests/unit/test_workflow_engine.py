@@ -3,21 +3,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import httpx
 import msgspec
 import pytest
 
 import tessera.storage.sql.memory  # noqa: F401  (its table is created with the schema)
 from tessera.errors import InvalidPayload
 from tessera.model.workflow import WorkflowGraph
-from tessera.storage.sql.engine import sqlite_engine
-from tessera.storage.sql.memory import SqlKeyValueStore
-from tessera.storage.sql.stores import SqlSchemaStore
 from tessera.workflow.action import (
     Action,
     ActionConfig,
@@ -45,15 +39,6 @@ def graph(nodes: list[tuple[str, str, dict[str, Any]]], edges: list[tuple[str, s
         ),
         REGISTRY,
     )
-
-
-@pytest.fixture
-async def services(tmp_path: Path) -> AsyncIterator[ActionServices]:
-    engine = sqlite_engine(tmp_path)
-    await SqlSchemaStore(engine).create_schema()
-    async with httpx.AsyncClient() as client:
-        yield ActionServices(http=client, memory=SqlKeyValueStore(engine))
-    await engine.dispose()
 
 
 def context(services: ActionServices, **traits: Any) -> ActionContext:
