@@ -1,8 +1,12 @@
 """Backups on a real Elasticsearch: snapshot, lose every index, restore, read through the aliases.
 
-There is one node here, so "restore into an empty cluster" is played by deleting every index
-and template of the test's prefix before restoring into the same node. Each test registers an
-fs repository of its own under the node's path.repo and removes it (and its files) afterwards.
+Two real clusters (scripts/services): the one every test uses (port 9200) and a second, empty
+one (`elasticsearch-restore`, port 9201) with the same path.repo. One test writes through the
+real record writer on the first, snapshots it and restores it into the second, which sees the
+repository read-only (two clusters must never both write one repository); the others play the
+loss on one cluster, by deleting every index and template of the test's prefix before restoring.
+Each test registers an fs repository of its own under path.repo and removes it (and its files)
+afterwards.
 No S3 service is available: the s3 settings are validated locally (tests/unit), and registering
 one here shows how a cluster without the repository-s3 module refuses it.
 """
@@ -10,21 +14,27 @@ one here shows how a cluster without the repository-s3 module refuses it.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 from elasticsearch import AsyncElasticsearch, Elasticsearch, NotFoundError
 from typer.testing import CliRunner
 
 from tessera.cli import app
 from tessera.errors import ConfigurationError, Conflict, NotFound, StorageUnavailable
+from tessera.query import parse
+from tessera.storage.elastic import codec
 from tessera.storage.elastic.inventory import list_index_names
 from tessera.storage.elastic.naming import Names
 from tessera.storage.elastic.schema import SCHEMA_VERSION, ElasticSchema
 from tessera.storage.elastic.snapshots import (
+    Repository,
     fs_repository,
     list_snapshots,
     register_repository,
@@ -34,9 +44,20 @@ from tessera.storage.elastic.snapshots import (
     start_snapshot,
     wait_for_snapshot,
 )
+from tessera.storage.elastic.stores import (
+    ElasticEventStore,
+    ElasticProfileStore,
+    ElasticSessionStore,
+)
+from tessera.storage.ports import ChangeSet, IdentityLink
+from tessera.storage.search import SearchRequest
+from tests.contract.test_record_stores import T0, make_event, make_profile, make_session
+from tests.support.elastic import drop_created_prefixes, drop_prefix, make_backend
 from tests.support.elastic_cluster import SMALL, URL, installation, reachable_client, unique_prefix
 
 TENANTS = ("acme", "Ünï")
+# The second, empty cluster of `scripts/services up elasticsearch-restore`.
+RESTORE_URL = os.environ.get("ELASTIC_RESTORE_TEST_URL", "http://127.0.0.1:9201")
 # kind -> partitions with one document each, per tenant.
 PARTITIONS = {"event": ("2024-03", "2024-04"), "session": ("2024-q1",), "profile": ("2024",)}
 
@@ -78,6 +99,22 @@ def list_names(client: Elasticsearch, repository: str) -> list[str]:
 @pytest.fixture
 async def client() -> AsyncIterator[AsyncElasticsearch]:
     client = await reachable_client()
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def second_cluster() -> AsyncIterator[AsyncElasticsearch]:
+    client = AsyncElasticsearch(RESTORE_URL, request_timeout=30)
+    try:
+        await client.cluster.health(wait_for_status="yellow", timeout="10s")
+    except Exception as error:  # noqa: BLE001 - any failure to reach it is a reason to skip
+        await client.close()
+        reason = f"{type(error).__name__}: {error}"[:200]
+        pytest.skip(
+            f"second Elasticsearch cluster at {RESTORE_URL} cannot be reached "
+            f"({reason}); run `bash scripts/services up elasticsearch-restore`"
+        )
     yield client
     await client.close()
 
@@ -187,6 +224,152 @@ async def test_snapshot_then_restore_into_an_empty_prefix(
     assert "event-2024-05" in await searchable(client, names.alias("acme", "event"))
     mapping = await client.indices.get_mapping(index=new)
     assert mapping[new]["mappings"]["dynamic"] in (False, "false")
+
+
+def written_records() -> ChangeSet:
+    """What a running Tessera would have stored: two tenants, three event months, sessions,
+    profiles (one with a merged id) and an identity link."""
+    april, may = T0 - timedelta(days=20), T0
+    return ChangeSet(
+        events=[
+            make_event("e-1", profile="p-1", session="s-1", time=april),
+            make_event(
+                "e-2",
+                profile="p-1",
+                session="s-1",
+                event_type="purchase",
+                time=may,
+                properties={"total": 80},
+            ),
+            make_event(
+                "e-3",
+                profile="p-2",
+                session="s-2",
+                event_type="purchase",
+                time=may + timedelta(hours=1),
+                properties={"total": 10},
+            ),
+            make_event("u-1", tenant="Ünï", profile="u-p", session=None, time=april),
+        ],
+        sessions=[make_session("s-1", profile="p-1"), make_session("s-2", profile="p-2")],
+        profiles=[
+            make_profile("p-1", ids=["p-1", "anon-1"], traits={"plan": "pro"}),
+            make_profile("p-2", traits={"plan": "free"}),
+            make_profile("u-p", tenant="Ünï"),
+        ],
+        identities=[IdentityLink("acme", "d-email", "p-1")],
+    )
+
+
+async def cluster_uuid(client: AsyncElasticsearch) -> str:
+    state = await client.cluster.state(metric="metadata", filter_path="metadata.cluster_uuid")
+    return str(state["metadata"]["cluster_uuid"])
+
+
+async def test_restore_into_a_second_empty_cluster(
+    client: AsyncElasticsearch,
+    second_cluster: AsyncElasticsearch,
+    repository: FsRepository,
+    tmp_path: Path,
+) -> None:
+    second = second_cluster
+    assert await cluster_uuid(second) != await cluster_uuid(client)  # really another cluster
+    if not await _shares_path_repo(second, repository.location):
+        pytest.skip(f"the cluster at {RESTORE_URL} does not share path.repo with {URL}")
+    first = make_backend(tmp_path / "installation")
+    names = first.names
+    wrote = written_records()
+    second_sync = Elasticsearch(RESTORE_URL, request_timeout=30)
+    try:
+        # Cluster 1: the records go in through the real writer, then into a snapshot.
+        await first.start()
+        async with asyncio.timeout(10):
+            await first.writer.commit(wrote)
+        before = await list_index_names(client, names)
+        assert len(before) > len(PARTITIONS)  # partitions of both tenants, identity, generations
+        spec = fs_repository(repository.name, str(repository.location))
+        await register_repository(client, spec)
+        await snapshot(client, repository, names, "to-move")
+
+        # Cluster 2: empty for this prefix; the same folder, registered read-only.
+        assert await list_index_names(second, names) == []
+        readonly = Repository(spec.name, "fs", {**spec.settings, "readonly": "true"})
+        assert await register_repository(second, readonly) == []
+        shown = await registered_repository(second, repository.name)
+        assert shown is not None and shown["settings"]["readonly"] == "true"
+        [listed] = await list_snapshots(second, repository.name)
+        assert (listed.name, listed.prefix) == ("to-move", names.prefix)
+
+        report = await restore_snapshot(
+            second, repository.name, "to-move", names, ElasticSchema(second, names, SMALL)
+        )
+        assert report.indices == before and report.replaced == [] and report.warnings == []
+        assert report.tenants == sorted(TENANTS)
+        assert await list_index_names(second, names) == before
+
+        # The templates came back with the restore, before anything wrote on cluster 2.
+        templates = await second.indices.get_index_template(
+            name=names.index_template("acme", "event")
+        )
+        assert templates["index_templates"][0]["index_template"]["composed_of"] == [
+            names.component_template("event")
+        ]
+
+        # Found on cluster 2 through the aliases, with the real stores.
+        events = ElasticEventStore(second, names)
+        sessions = ElasticSessionStore(second, names)
+        profiles = ElasticProfileStore(second, names)
+        e2, u1 = wrote.events[1], wrote.events[3]
+        assert await events.get("acme", "e-2") == e2
+        assert await events.get("Ünï", "u-1") == u1
+        assert await events.get("acme", "u-1") is None  # tenants stay apart
+        big = await events.search("acme", SearchRequest(parse("event@properties.total > 50"), 10))
+        assert [event.id for event in big.items] == ["e-2"]
+        mine = await events.for_profiles("acme", ["p-1"])
+        assert (mine.total, [event.id for event in mine.items]) == (2, ["e-2", "e-1"])
+        assert await sessions.get("acme", "s-2") == wrote.sessions[1]
+        both = await sessions.for_profiles("acme", ["p-1", "p-2"])
+        assert sorted(session.id for session in both.items) == ["s-1", "s-2"]
+        assert await profiles.get("acme", "anon-1") == wrote.profiles[0]  # by its merged id
+        pro = await profiles.search(
+            "acme", SearchRequest(parse("profile@traits.plan == 'pro'"), 10)
+        )
+        assert [profile.id for profile in pro.items] == ["p-1"]
+        assert await profiles.owners("acme", ["d-email"]) == {"d-email": "p-1"}
+
+        # A partition first written on cluster 2 gets the alias and mapping of the templates.
+        june = make_event(
+            "e-4", profile="p-1", event_type="purchase", time=datetime(2024, 6, 2, tzinfo=T0.tzinfo)
+        )
+        june.properties["total"] = 99
+        new = names.partition_index("acme", "event", "2024-06")
+        assert new not in before
+        await second.index(
+            index=new, id="e-4", document=msgspec.json.decode(codec.searchable(june)), refresh=True
+        )
+        big = await events.search("acme", SearchRequest(parse("event@properties.total > 50"), 10))
+        assert sorted(event.id for event in big.items) == ["e-2", "e-4"]
+        assert (await events.for_profiles("acme", ["p-1"])).total == 3
+        mapping = await second.indices.get_mapping(index=new)
+        assert mapping[new]["mappings"]["dynamic"] in (False, "false")
+        # Cluster 1 never saw that write: the clusters are apart after the restore.
+        assert await ElasticEventStore(client, names).get("acme", "e-4") is None
+    finally:
+        await first.close()
+        drop_created_prefixes()
+        drop_prefix(second_sync, names.prefix)
+        second_sync.options(ignore_status=404).snapshot.delete_repository(name=repository.name)
+        second_sync.close()
+
+
+async def _shares_path_repo(client: AsyncElasticsearch, location: Path) -> bool:
+    answer = await client.nodes.info(metric="settings", filter_path="nodes.*.settings.path.repo")
+    for node in (answer.body.get("nodes") or {}).values():
+        roots = node["settings"]["path"]["repo"]
+        for root in [roots] if isinstance(roots, str) else roots:
+            if location.is_relative_to(root):
+                return True
+    return False
 
 
 async def test_restore_over_existing_indices_needs_replace(
