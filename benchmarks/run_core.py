@@ -246,6 +246,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="command that starts the server, '{port}' is replaced "
         "(default: 'tessera serve --port {port}')",
     )
+    p.add_argument(
+        "--commit",
+        default=None,
+        help="commit to record (default: the checkout's HEAD); give the exported commit when "
+        "--server-cmd runs an export of another one",
+    )
     args = p.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0:
         p.error("--duration must be > 0 and --warmup >= 0")
@@ -953,7 +959,12 @@ def render_comparison(pairs: Pairs, heading: str, how: Comparison) -> Table:
     return table
 
 
+RECORDED_COMMIT: list[str] = []  # --commit, when given
+
+
 def git_revision() -> str:
+    if RECORDED_COMMIT:
+        return RECORDED_COMMIT[0]
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         proc = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -1225,6 +1236,8 @@ def bench(opts: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    if opts.commit:
+        RECORDED_COMMIT.append(opts.commit)
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
         return bench(opts)

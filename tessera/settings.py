@@ -526,6 +526,17 @@ class Settings(BaseSettings):
         validation_alias="TESSERA_ELASTIC_PROFILE_REPLICAS",
         description="Replicas of profile (and identity) indices; unset: `ELASTIC_INDEX_REPLICAS`.",
     )
+    elastic_bulks_in_flight: int = Field(
+        4,
+        ge=1,
+        le=64,
+        validation_alias="TESSERA_ELASTIC_BULKS_IN_FLIGHT",
+        description=(
+            "Bulk requests the Elasticsearch writer sends at once. Each waits for its refresh "
+            "(so that a read right after a write sees it); several in flight keep the cluster "
+            "busy meanwhile."
+        ),
+    )
     elastic_index_prefix: str = Field(
         "tessera",
         pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$",

@@ -40,6 +40,7 @@ class ElasticRecordBackend:
         flush_interval_s: float,
         refresh: Refresh = "true",
         retry_budget_s: float = 5.0,
+        max_in_flight: int = 4,
         generation_ttl_s: float = DEFAULT_TTL_S,
     ) -> None:
         self.connection = connection
@@ -57,6 +58,7 @@ class ElasticRecordBackend:
             flush_interval_s=flush_interval_s,
             refresh=refresh,
             retry_budget_s=retry_budget_s,
+            max_in_flight=max_in_flight,
         )
         self.events = ElasticEventStore(self.client, self.names)
         self.sessions = ElasticSessionStore(self.client, self.names)
@@ -137,4 +139,5 @@ def build_elastic_records(settings: Settings) -> ElasticRecordBackend:
         },
         batch_size=settings.writer_batch_size,
         flush_interval_s=settings.writer_flush_interval_ms / 1000,
+        max_in_flight=settings.elastic_bulks_in_flight,
     )

@@ -2,9 +2,12 @@
 
 Callers hand a ChangeSet to ``commit`` and wait. One task takes whatever has queued up (up to
 ``batch_size`` records, waiting at most ``flush_interval`` for a batch to fill), turns it into
-one bulk request, and wakes every caller of the batch once Elasticsearch has answered. Only
-one batch is in flight at a time: batches are applied in the order they were committed, so a
-later version of a profile never lands before an earlier one.
+one bulk request, and wakes every caller of the batch once Elasticsearch has answered. Up to
+``max_in_flight`` batches are written at once (each waits for its refresh, so one at a time
+would leave the cluster idle most of the time). That is safe because every caller that
+changes a profile, a session or an identity link holds that record's lock until its commit is
+answered (pipeline/locks.py): two versions of one record are never in flight together, so
+batches written side by side never race on a record.
 
 Where each record goes:
 
@@ -111,8 +114,11 @@ class ElasticWriter:
         flush_interval_s: float,
         refresh: Refresh = "true",
         retry_budget_s: float = 5.0,
+        max_in_flight: int = 4,
     ) -> None:
         self._client = client
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._writing: set[asyncio.Task[None]] = set()
         self._names = names
         self._schema = schema
         self._partitioning = partitioning
@@ -167,18 +173,28 @@ class ElasticWriter:
         while True:
             if not self._queue:
                 if self._stopping:
-                    return
+                    break
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
+            await self._in_flight.acquire()
             batch = await self._next_batch()
-            try:
-                await self._write(batch)
-            # This task serves every caller: whatever goes wrong, it must survive and say so
-            # to the callers concerned, never die and leave them (and all later ones) waiting.
-            except Exception as exc:
-                log.exception("Elasticsearch commit failed")
-                _fail(batch, StorageUnavailable(f"the record store could not commit: {exc}"))
+            task = asyncio.create_task(self._write_batch(batch), name="tessera-elastic-bulk")
+            self._writing.add(task)
+            task.add_done_callback(self._writing.discard)
+        if self._writing:
+            await asyncio.gather(*self._writing)
+
+    async def _write_batch(self, batch: list[_Pending]) -> None:
+        try:
+            await self._write(batch)
+        # This task serves every caller: whatever goes wrong, it must survive and say so to
+        # the callers concerned, never die and leave them (and all later ones) waiting.
+        except Exception as exc:
+            log.exception("Elasticsearch commit failed")
+            _fail(batch, StorageUnavailable(f"the record store could not commit: {exc}"))
+        finally:
+            self._in_flight.release()
 
     async def _next_batch(self) -> list[_Pending]:
         loop = asyncio.get_running_loop()
