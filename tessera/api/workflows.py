@@ -27,6 +27,7 @@ from tessera.api.deps import RuntimeDep, current_user, json_response
 from tessera.errors import InvalidPayload, NotFound
 from tessera.model.common import DEFAULT_TENANT, Ref, new_id, utcnow
 from tessera.model.event import Event, EventMetadata, normalise_event_type
+from tessera.model.profile import new_profile
 from tessera.model.workflow import Workflow, WorkflowGraph
 from tessera.runtime import Runtime
 from tessera.workflow.action import ActionContext
@@ -328,15 +329,8 @@ async def _debug_subject(
         stored = await storage.profiles.get(DEFAULT_TENANT, event.profile.id)
         profile = msgspec.to_builtins(stored) if stored is not None else None
     if profile is None and body.event is not None:
-        profile = {
-            "id": "debug",
-            "traits": {},
-            "data": {},
-            "segments": [],
-            "interests": {},
-            "consents": {},
-            "stats": {},
-        }
+        # A new, empty profile, shaped like every stored one.
+        profile = msgspec.to_builtins(new_profile("debug", DEFAULT_TENANT, utcnow()))
     session: dict[str, Any] | None = None
     if event.session is not None:
         stored_session = await storage.sessions.get(DEFAULT_TENANT, event.session.id)

@@ -7,10 +7,10 @@ tables small. Runs once at start and then every ``interval_s``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from tessera.model.common import utcnow
+from tessera.ops.background import BackgroundLoop
 from tessera.storage.automation_ports import KeyValueStore
 from tessera.storage.ports import TokenStore
 
@@ -22,23 +22,18 @@ class Housekeeping:
         self._tokens = tokens
         self._memory = memory
         self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundLoop("tessera-housekeeping", self._loop)
+
+    def start(self) -> None:
+        self._background.start()
+
+    async def stop(self) -> None:
+        await self._background.stop()
 
     async def run_once(self) -> tuple[int, int]:
         """(expired tokens removed, expired memory keys removed)."""
         now = utcnow()
         return await self._tokens.purge_expired(now), await self._memory.purge_expired(now)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="tessera-housekeeping")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _loop(self) -> None:
         while True:

@@ -15,7 +15,6 @@ dropped with a log line: there is nothing sensible to continue.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,6 +28,7 @@ from tessera.model.common import utcnow
 from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
+from tessera.ops.background import BackgroundLoop
 from tessera.pipeline.locks import Locks, LockSetLike, ensure_held
 from tessera.pipeline.processing import event_document
 from tessera.pipeline.visitor import VisitorDirectory
@@ -76,19 +76,14 @@ class DelayedSteps:
         self._writer = writer
         self._locks = locks
         self._poll_s = poll_s
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundLoop("tessera-delayed-steps", self._loop)
         self.completed = 0
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="tessera-delayed-steps")
+        self._background.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._background.stop()
 
     async def _loop(self) -> None:
         while True:
