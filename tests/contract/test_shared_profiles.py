@@ -13,69 +13,27 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from tessera.identity.operations import ProfileOperations
-from tessera.model.common import DEFAULT_TENANT, utcnow
+from tessera.model.common import DEFAULT_TENANT
 from tessera.model.profile import Profile
 from tessera.model.session import Session
-from tessera.model.workflow import Rule, Workflow, WorkflowGraph
 from tessera.pipeline.cache import RecordCache, RecordCachePort
 from tessera.pipeline.ingest import Ingestor
 from tessera.pipeline.locks import KeyedLocks, Locks
 from tessera.pipeline.request import IncomingBatch, IncomingEvent
 from tessera.pipeline.visitor import VisitorDirectory
-from tessera.runtime import Runtime, build_runtime
-from tessera.settings import load_settings
+from tessera.runtime import Runtime
 from tessera.storage.redis.services import redis_services
+from tests.support.merge_workflow import login, merging_runtime
 from tests.support.redis_service import new_client, reachable_client, unique_prefix
-
-GRAPH = {
-    "nodes": [
-        {"id": "start", "action": "start"},
-        {
-            "id": "key",
-            "action": "set_trait",
-            "config": {"path": "profile@traits.customer_id", "value": "{{ event.properties.c }}"},
-        },
-        {"id": "merge", "action": "merge_profiles", "config": {"paths": ["traits.customer_id"]}},
-    ],
-    "edges": [{"source": "start", "target": "key"}, {"source": "key", "target": "merge"}],
-}
 
 
 @pytest.fixture
 async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
-    running = build_runtime(load_settings(TESSERA_DATA_DIR=str(tmp_path / "data")))
-    await running.start()
-    graph = msgspec.convert(GRAPH, WorkflowGraph)
-    now = utcnow()
-    await running.storage.workflows.save(
-        Workflow(
-            tenant=DEFAULT_TENANT,
-            id="merge",
-            name="merge",
-            created=now,
-            draft=graph,
-            deployed=graph,
-            version=1,
-        )
-    )
-    await running.storage.rules.save(
-        Rule(
-            tenant=DEFAULT_TENANT,
-            id="r",
-            name="r",
-            event_type="login",
-            workflow_id="merge",
-            created=now,
-        )
-    )
-    try:
+    async with merging_runtime(tmp_path) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 @dataclass
@@ -141,16 +99,6 @@ async def shared(
             await first_client.delete(*found)
         await first_client.aclose()
         await second_client.aclose()
-
-
-def login(runtime: Runtime, session: str) -> IncomingBatch:
-    assert runtime.default_source is not None
-    return IncomingBatch(
-        tenant=DEFAULT_TENANT,
-        source=runtime.default_source,
-        session_id=session,
-        events=[IncomingEvent(type="login", properties={"c": "customer-42"})],
-    )
 
 
 async def merge_across(first: Process, second: Process, runtime: Runtime) -> tuple[str, str, str]:

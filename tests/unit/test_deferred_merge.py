@@ -11,71 +11,18 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from tessera.identity.resolver import profile_lock_key
-from tessera.model.common import DEFAULT_TENANT, utcnow
-from tessera.model.workflow import Rule, Workflow, WorkflowGraph
-from tessera.pipeline.request import IncomingBatch, IncomingEvent
-from tessera.runtime import Runtime, build_runtime
-from tessera.settings import load_settings
-
-GRAPH = {
-    "nodes": [
-        {"id": "start", "action": "start"},
-        {
-            "id": "key",
-            "action": "set_trait",
-            "config": {"path": "profile@traits.customer_id", "value": "{{ event.properties.c }}"},
-        },
-        {"id": "merge", "action": "merge_profiles", "config": {"paths": ["traits.customer_id"]}},
-    ],
-    "edges": [{"source": "start", "target": "key"}, {"source": "key", "target": "merge"}],
-}
+from tessera.model.common import DEFAULT_TENANT
+from tessera.runtime import Runtime
+from tests.support.merge_workflow import login, merging_runtime
 
 
 @pytest.fixture
 async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
-    running = build_runtime(load_settings(TESSERA_DATA_DIR=str(tmp_path / "data")))
-    await running.start()
-    graph = msgspec.convert(GRAPH, WorkflowGraph)
-    now = utcnow()
-    await running.storage.workflows.save(
-        Workflow(
-            tenant=DEFAULT_TENANT,
-            id="merge",
-            name="merge",
-            created=now,
-            draft=graph,
-            deployed=graph,
-            version=1,
-        )
-    )
-    await running.storage.rules.save(
-        Rule(
-            tenant=DEFAULT_TENANT,
-            id="r",
-            name="r",
-            event_type="login",
-            workflow_id="merge",
-            created=now,
-        )
-    )
-    try:
+    async with merging_runtime(tmp_path) as running:
         yield running
-    finally:
-        await running.stop()
-
-
-def login(runtime: Runtime, session: str) -> IncomingBatch:
-    assert runtime.default_source is not None
-    return IncomingBatch(
-        tenant=DEFAULT_TENANT,
-        source=runtime.default_source,
-        session_id=session,
-        events=[IncomingEvent(type="login", properties={"c": "customer-42"})],
-    )
 
 
 async def test_a_busy_profile_is_merged_once_it_is_free(runtime: Runtime) -> None:
