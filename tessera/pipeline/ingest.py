@@ -167,7 +167,7 @@ class Ingestor:
         events = self._build_events(batch, incoming, visitor, now)
         apply_visit(visitor, events, batch, now, self._close_visit_after)
         watched = self.destinations is not None and await self.destinations.active(tenant)
-        warnings, document, session_document = await self._process(visitor, events)
+        warnings, document, session_document = await self._process(visitor, events, watched)
 
         fresh, identity_warnings = self._identity.new_values(
             visitor.profile, document, visitor.identity_before
@@ -370,12 +370,13 @@ class Ingestor:
         return warnings
 
     async def _process(
-        self, visitor: Visitor, events: list[Event]
+        self, visitor: Visitor, events: list[Event], watched: bool
     ) -> tuple[list[str], Any, dict[str, Any]]:
         document = msgspec.to_builtins(visitor.profile)
         visitor.identity_before = snapshot_paths(document, self._identity.policy.paths)
         consents_before = dict(document.get("consents") or {})
-        visitor.person_before = _person_parts(document)
+        if watched:  # only destinations ask whether the person changed
+            visitor.person_before = _person_parts(document)
         session_document = msgspec.to_builtins(visitor.session)
         warnings = await self._processor(events, document, session_document)
         if self._consents is not None:

@@ -23,7 +23,7 @@ import msgspec
 
 from tessera.destinations.planner import DestinationPlanner
 from tessera.errors import StorageUnavailable
-from tessera.identity.resolver import profile_lock_key
+from tessera.identity.resolver import profile_lock_key, snapshot_paths
 from tessera.model.common import utcnow
 from tessera.model.event import Event
 from tessera.model.profile import Profile
@@ -34,7 +34,7 @@ from tessera.pipeline.processing import event_document
 from tessera.pipeline.visitor import VisitorDirectory
 from tessera.storage.automation_ports import ScheduledStep, ScheduleStore
 from tessera.storage.ports import ChangeSet, EventStore, RecordWriter
-from tessera.workflow.action import dig
+from tessera.workflow.directory import DeployedWorkflow
 from tessera.workflow.engine import run_graph
 from tessera.workflow.stage import AutomationStage, StageOutcome, Subject
 
@@ -128,7 +128,7 @@ class DelayedSteps:
             log.warning("delayed step %s dropped: its event %s is gone", step.id, step.event_id)
             return
         if step.profile_id is None:
-            await self._continue(step, event, None, None, None)
+            await self._continue(step, deployed, event, None, None, None)
             return
         # The profile may have been merged into another since: find its survivor first, then
         # take the survivor's and the session's locks together. Never wait for a lock while
@@ -144,7 +144,7 @@ class DelayedSteps:
                 profile = await self._visitors.profile(step.tenant, profile_id)
                 if profile is None or profile.id == profile_id:
                     session = await self._session(step)
-                    await self._continue(step, event, profile, session, held)
+                    await self._continue(step, deployed, event, profile, session, held)
                     return
             profile_id = profile.id
         raise StorageUnavailable(f"the profile of delayed step {step.id} keeps changing")
@@ -157,6 +157,7 @@ class DelayedSteps:
     async def _continue(
         self,
         step: ScheduledStep,
+        deployed: DeployedWorkflow,
         event: Event,
         profile: Profile | None,
         session: Session | None,
@@ -165,12 +166,11 @@ class DelayedSteps:
         """Run the rest of the workflow, then what a request would do with its outcome:
         rules for the events it emitted, segments when the profile changed, destinations,
         new delays; merges it asked for are made once the locks are let go (``merge_later``)."""
-        deployed = await self._stage.workflows.deployed(step.tenant, step.workflow_id)
-        assert deployed is not None
         now = utcnow()
         document: dict[str, Any] | None = msgspec.to_builtins(profile) if profile else None
         session_document: dict[str, Any] | None = msgspec.to_builtins(session) if session else None
-        before = msgspec.to_builtins(profile) if profile else {}
+        # Merge-key values before the run: what the run writes there is merged on afterwards.
+        before = snapshot_paths(document, self._identity_paths) if document is not None else {}
         subject = Subject(step.tenant, document, session_document)
         context = self._stage.context(subject, event, deployed, now)
         result = await run_graph(
@@ -225,6 +225,4 @@ class DelayedSteps:
         if messages and self._destinations is not None:
             await self._destinations.enqueue(messages)
         if outcome.merge_on and profile is not None and self._merge_later is not None:
-            paths = self._identity_paths
-            snapshot = {path: dig(before, path.split(".")) or None for path in paths}
-            await self._merge_later(step.tenant, profile.id, snapshot, outcome.merge_on)
+            await self._merge_later(step.tenant, profile.id, before, outcome.merge_on)

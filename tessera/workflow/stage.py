@@ -190,6 +190,8 @@ class AutomationStage:
     ) -> list[Event]:
         if event.metadata.valid is False:
             return []
+        if not await self.rules.for_event_type(event.tenant, event.type):
+            return []  # most events: no rule listens, so no document is built for them
         emitted: list[Event] = []
         document = event_document(event)
         for rule in await self.matching_rules(subject, event, document):
