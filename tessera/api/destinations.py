@@ -18,7 +18,6 @@ destination is shown with ``secret_header_names`` instead, and no error repeats 
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -26,6 +25,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tessera.api.deps import RuntimeDep, current_user, json_response
+from tessera.api.ids import url_safe_id
 from tessera.destinations.checks import check_destination
 from tessera.errors import Conflict, InvalidPayload, NotFound
 from tessera.model.common import DEFAULT_TENANT, new_id, utcnow
@@ -35,8 +35,6 @@ from tessera.runtime import Runtime
 
 router = APIRouter(tags=["destinations"], dependencies=[Depends(current_user)])
 
-# Ids travel in URLs; the same rule as event sources and processing rules.
-_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 DestinationId = Annotated[str, Path(max_length=128)]
 MessageId = Annotated[str, Path(max_length=64)]
 MAX_TIMEOUT_S = 60.0  # the delivery worker's lease is longer than this (worker.DEFAULT_LEASE_S)
@@ -88,9 +86,7 @@ class DestinationIn(_DestinationFields):
     @field_validator("id")
     @classmethod
     def _url_safe(cls, value: str | None) -> str | None:
-        if value is not None and not _ID.match(value):
-            raise ValueError("must be 1-128 characters of letters, digits, '.', '_', '~' or '-'")
-        return value
+        return url_safe_id(value)
 
 
 class DestinationPatch(_DestinationFields):

@@ -14,7 +14,6 @@ applied to collection at once through ``runtime.processing.forget``.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 import msgspec
@@ -22,6 +21,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, Field, field_validator
 
 from tessera.api.deps import RuntimeDep, current_user, json_response
+from tessera.api.ids import url_safe_id
 from tessera.errors import InvalidPayload, NotFound
 from tessera.model.common import DEFAULT_TENANT, new_id, utcnow
 from tessera.model.event import normalise_event_type
@@ -39,8 +39,6 @@ from tessera.storage.processing_ports import R
 
 router = APIRouter(tags=["event processing"], dependencies=[Depends(current_user)])
 
-# Rule ids travel in URLs; keep them URL-safe (the same rule as event source ids).
-_RULE_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 RuleId = Annotated[str, Path(max_length=128)]
 EventTypeQuery = Annotated[str | None, Query(max_length=255)]
 
@@ -56,9 +54,7 @@ class _RuleIn(BaseModel):
     @field_validator("id")
     @classmethod
     def _url_safe(cls, value: str | None) -> str | None:
-        if value is not None and not _RULE_ID.match(value):
-            raise ValueError("must be 1-128 characters of letters, digits, '.', '_', '~' or '-'")
-        return value
+        return url_safe_id(value)
 
 
 class ValidationIn(_RuleIn):

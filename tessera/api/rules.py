@@ -11,7 +11,6 @@ process is dropped; other processes see it within ``TESSERA_WORKFLOW_CACHE_SECON
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 import msgspec
@@ -19,6 +18,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, Field, field_validator
 
 from tessera.api.deps import RuntimeDep, current_user, json_response
+from tessera.api.ids import url_safe_id
 from tessera.errors import InvalidPayload, NotFound
 from tessera.model.common import DEFAULT_TENANT, new_id, utcnow
 from tessera.model.event import normalise_event_type
@@ -28,21 +28,14 @@ from tessera.runtime import Runtime
 
 router = APIRouter(tags=["rules"], dependencies=[Depends(current_user)])
 
-_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 RuleId = Annotated[str, Path(max_length=128)]
-
-
-def _url_safe(value: str | None) -> str | None:
-    if value is not None and not _ID.match(value):
-        raise ValueError("must be 1-128 characters of letters, digits, '.', '_', '~' or '-'")
-    return value
 
 
 class _RuleFields(BaseModel):
     @field_validator("segment", "workflow_id", "source_id", check_fields=False)
     @classmethod
     def _ids(cls, value: str | None) -> str | None:
-        return _url_safe(value)
+        return url_safe_id(value)
 
 
 class RuleIn(_RuleFields):
@@ -60,7 +53,7 @@ class RuleIn(_RuleFields):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str | None) -> str | None:
-        return _url_safe(value)
+        return url_safe_id(value)
 
 
 class RulePatch(_RuleFields):

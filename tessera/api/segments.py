@@ -15,7 +15,6 @@ it must parse (422 naming the line and column) and read ``profile@`` fields only
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 import msgspec
@@ -23,6 +22,7 @@ from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, Field, field_validator
 
 from tessera.api.deps import RuntimeDep, current_user, json_response
+from tessera.api.ids import url_safe_id
 from tessera.errors import InvalidPayload, NotFound
 from tessera.model.common import DEFAULT_TENANT, new_id, utcnow
 from tessera.model.event import normalise_event_type
@@ -34,8 +34,6 @@ from tessera.segments.job import Job
 
 router = APIRouter(tags=["segments"], dependencies=[Depends(current_user)])
 
-# Segment ids travel in URLs and sit in profiles' ``segments``; the same rule as rule ids.
-_SEGMENT_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 SegmentId = Annotated[str, Path(max_length=128)]
 JobId = Annotated[str, Path(max_length=64)]
 
@@ -57,9 +55,7 @@ class SegmentIn(BaseModel):
     @field_validator("id")
     @classmethod
     def _url_safe(cls, value: str | None) -> str | None:
-        if value is not None and not _SEGMENT_ID.match(value):
-            raise ValueError("must be 1-128 characters of letters, digits, '.', '_', '~' or '-'")
-        return value
+        return url_safe_id(value)
 
 
 class SegmentPatch(BaseModel):

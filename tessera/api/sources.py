@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, Field, field_validator
 
 from tessera.api.deps import RuntimeDep, current_user, json_response
+from tessera.api.ids import url_safe_id
 from tessera.errors import NotFound
 from tessera.model.common import DEFAULT_TENANT, new_id, utcnow
 from tessera.model.source import EventSource
 
 router = APIRouter(tags=["event sources"], dependencies=[Depends(current_user)])
 
-# Source ids travel in URLs (/collect/{type}/{source_id}); keep them URL-safe.
-_SOURCE_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 SourceId = Annotated[str, Path(max_length=128)]
 
 
@@ -31,9 +29,7 @@ class SourceIn(BaseModel):
     @field_validator("id")
     @classmethod
     def _url_safe(cls, value: str | None) -> str | None:
-        if value is not None and not _SOURCE_ID.match(value):
-            raise ValueError("must be 1-128 characters of letters, digits, '.', '_', '~' or '-'")
-        return value
+        return url_safe_id(value)
 
 
 class SourcePatch(BaseModel):

@@ -16,7 +16,6 @@ Secret configuration fields are answered as ``********``; sending that back keep
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -24,6 +23,7 @@ from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, Field, field_validator
 
 from tessera.api.deps import RuntimeDep, current_user, json_response
+from tessera.api.ids import url_safe_id
 from tessera.errors import InvalidPayload, NotFound
 from tessera.model.common import DEFAULT_TENANT, Ref, new_id, utcnow
 from tessera.model.event import Event, EventMetadata, normalise_event_type
@@ -39,14 +39,7 @@ from tessera.workflow.stage import trace_entry
 
 router = APIRouter(tags=["workflows"], dependencies=[Depends(current_user)])
 
-_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 WorkflowId = Annotated[str, Path(max_length=128)]
-
-
-def _url_safe(value: str | None) -> str | None:
-    if value is not None and not _ID.match(value):
-        raise ValueError("must be 1-128 characters of letters, digits, '.', '_', '~' or '-'")
-    return value
 
 
 class NodeIn(BaseModel):
@@ -79,7 +72,7 @@ class WorkflowIn(BaseModel):
     @field_validator("id")
     @classmethod
     def _check_id(cls, value: str | None) -> str | None:
-        return _url_safe(value)
+        return url_safe_id(value)
 
 
 class WorkflowPatch(BaseModel):
