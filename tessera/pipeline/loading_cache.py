@@ -30,9 +30,14 @@ class LoadingCache(Generic[K, V]):
         self._generation = 0
 
     async def get(self, key: K) -> V:
+        return (await self.entry(key))[1]
+
+    async def entry(self, key: K) -> tuple[float, V]:
+        """The value with the monotonic time it expires at, so that what is derived from it
+        can be kept no longer than it."""
         cached = self._values.get(key)
         if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
+            return cached
         task = self._loading.get(key)
         if task is None:
             task = asyncio.ensure_future(self._fill(key, self._generation))
@@ -40,7 +45,10 @@ class LoadingCache(Generic[K, V]):
             task.add_done_callback(lambda done: self._finished(key, done))
         # shield: a caller that is cancelled (its client went away) must not cancel the load
         # others are waiting for.
-        return await asyncio.shield(task)
+        value = await asyncio.shield(task)
+        kept = self._values.get(key)
+        # Not kept (a forget() came during the load): fresh for one time to live all the same.
+        return kept if kept is not None else (time.monotonic() + self._ttl_s, value)
 
     async def _fill(self, key: K, generation: int) -> V:
         value = await self._load(key)

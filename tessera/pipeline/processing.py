@@ -20,7 +20,6 @@ Warnings for the answer say what was refused or skipped, naming the event.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import msgspec
 from tessera.model.event import Event
 from tessera.model.processing import MappingRule, ProcessingRule, ReshapeRule, ValidationRule
 from tessera.pipeline.builtin_events import builtin_mapping_rule
+from tessera.pipeline.loading_cache import LoadingCache
 from tessera.pipeline.mapping import (
     ConditionHolds,
     apply_mappings,
@@ -113,10 +113,11 @@ class ProcessingRules:
         self.store = store
         self._ttl_s = ttl_s
         self._condition_holds = condition_holds
-        self._rules: dict[tuple[str, str], tuple[float, list[ProcessingRule]]] = {}
+        self._rules: LoadingCache[tuple[str, str], list[ProcessingRule]] = LoadingCache(
+            self._load, ttl_s=ttl_s, max_entries=self.MAX_ENTRIES
+        )
         self._sets: dict[tuple[str, str, str | None], tuple[float, RuleSet]] = {}
-        self._loading: dict[tuple[str, str], asyncio.Task[list[ProcessingRule]]] = {}
-        # Grows on every forget(); a load that began before one is not cached.
+        # Grows on every forget(); a rule set built from rules read before one is not kept.
         self._generation = 0
 
     async def for_event(self, tenant: str, source_id: str | None, event_type: str) -> RuleSet:
@@ -126,7 +127,7 @@ class ProcessingRules:
         if cached is not None and cached[0] > now:
             return cached[1]
         generation = self._generation
-        expires, rules = await self._type_rules(tenant, event_type)
+        expires, rules = await self._rules.entry((tenant, event_type))
         selected = select_rules(rules, event_type, source_id)
         # A rule changed while the store was read: use what was read, but do not keep it.
         if generation == self._generation:
@@ -136,35 +137,8 @@ class ProcessingRules:
             self._sets[key] = (expires, selected)
         return selected
 
-    async def _type_rules(self, tenant: str, event_type: str) -> tuple[float, list[ProcessingRule]]:
-        key = (tenant, event_type)
-        cached = self._rules.get(key)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached
-        task = self._loading.get(key)
-        if task is None:
-            task = asyncio.ensure_future(self._load(key, self._generation))
-            self._loading[key] = task
-            task.add_done_callback(lambda done: self._finished(key, done))
-        # shield: a caller that is cancelled (its client went away) must not cancel the load
-        # other callers are waiting for.
-        rules = await asyncio.shield(task)
-        found = self._rules.get(key)
-        return found if found is not None else (time.monotonic() + self._ttl_s, rules)
-
-    async def _load(self, key: tuple[str, str], generation: int) -> list[ProcessingRule]:
-        rules = await self.store.for_event_type(*key)
-        if generation == self._generation:
-            if len(self._rules) >= self.MAX_ENTRIES:
-                self._rules.clear()
-            self._rules[key] = (time.monotonic() + self._ttl_s, rules)
-        return rules
-
-    def _finished(self, key: tuple[str, str], task: asyncio.Task[list[ProcessingRule]]) -> None:
-        if self._loading.get(key) is task:
-            del self._loading[key]
-        if not task.cancelled():
-            task.exception()  # retrieved, so a failed load is not reported as never awaited
+    async def _load(self, key: tuple[str, str]) -> list[ProcessingRule]:
+        return await self.store.for_event_type(*key)
 
     def forget(self, tenant: str | None = None) -> None:
         """Called when this process changes a rule: the next event reads the store again.
@@ -172,14 +146,10 @@ class ProcessingRules:
         Rule changes are rare, so a change forgets every cached type of the tenant (of every
         tenant without one) rather than working out which types it touched."""
         self._generation += 1
+        self._rules.forget(None if tenant is None else (lambda key: key[0] == tenant))
         if tenant is None:
-            self._rules.clear()
             self._sets.clear()
-            self._loading.clear()
             return
-        for cache in (self._rules, self._loading):
-            for key in [key for key in cache if key[0] == tenant]:
-                del cache[key]
         for set_key in [key for key in self._sets if key[0] == tenant]:
             del self._sets[set_key]
 
