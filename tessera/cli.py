@@ -12,6 +12,7 @@ from rich.console import Console
 from tessera.errors import ConfigurationError, TesseraError
 from tessera.ops.elastic_cli import backup_app, storage_app
 from tessera.settings import SECRET_FIELDS, Settings, load_settings
+from tessera.workers.cli import queue_app
 
 app = typer.Typer(
     help="Tessera, an open-source Customer Data Platform.",
@@ -86,6 +87,30 @@ def serve(
 
 
 @app.command()
+def worker(
+    processes: Annotated[
+        int | None, typer.Option(help="Overrides TESSERA_WORKER_PROCESSES", min=1, max=64)
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Overrides TESSERA_WORKER_CONCURRENCY", min=1, max=4096)
+    ] = None,
+    burst: Annotated[
+        bool, typer.Option(help="Stop once the queue is empty instead of waiting for more")
+    ] = False,
+) -> None:
+    """Drain the ingest queue: run the pipeline on queued requests (async mode)."""
+    from tessera.workers.cli import worker_command
+
+    settings = _settings()
+    _check_services(settings)
+    try:
+        worker_command(settings, processes=processes, concurrency=concurrency, burst=burst)
+    except TesseraError as error:
+        console.print(f"[bold red]Worker stopped:[/] {error.message}")
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
 def install(
     admin_email: Annotated[
         str | None, typer.Option(envvar="TESSERA_ADMIN_EMAIL", help="E-mail of the admin")
@@ -100,6 +125,7 @@ def install(
     """Create the storage schema and, when asked, the first admin. Safe to run again."""
     from tessera.ops.install import install as run_install
     from tessera.storage.factory import build_storage
+    from tessera.workers.retention import apply_queue_retention
 
     settings = _settings()
     if admin_email and not admin_password:
@@ -116,6 +142,8 @@ def install(
         console.print(
             "[green]Schema ready[/]" + (" (created)" if report.schema_created else " (existed)")
         )
+        for line in await apply_queue_retention(settings):
+            console.print(f"[green]Queue retention:[/] {line}")
         if report.admin_created:
             console.print(f"[green]Admin {admin_email} created[/]")
         elif report.admin_exists:
@@ -204,6 +232,7 @@ def show_settings(
 # Backups and retention of the Elasticsearch records (distributed mode): tessera/ops/elastic_cli.py
 app.add_typer(backup_app, name="backup")
 app.add_typer(storage_app, name="storage")
+app.add_typer(queue_app, name="queue")
 
 
 def main() -> None:

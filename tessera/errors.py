@@ -55,3 +55,5 @@ class StorageUnavailable(TesseraError):
     """The store could not keep the data; the client should retry later."""
 
     status_code = 503
+    # Seconds the client is told to wait (the Retry-After header of the 503).
+    retry_after = 2

@@ -22,6 +22,7 @@ from tessera.pipeline.enrich.device import warm_up as warm_up_device_rules
 from tessera.pipeline.ingest import Ingestor
 from tessera.pipeline.locks import Locks
 from tessera.pipeline.processing import ProcessingRules
+from tessera.pipeline.request import Intake
 from tessera.pipeline.sources import SourceDirectory
 from tessera.pipeline.visitor import VisitorDirectory
 from tessera.security.tokens import TokenService
@@ -29,6 +30,12 @@ from tessera.segments.job import ResegmentationJobs
 from tessera.segments.live import LiveSegments
 from tessera.settings import Settings
 from tessera.storage.factory import Storage, build_storage
+from tessera.workers.connection import ConnectedQueue
+from tessera.workers.dead_letters import DeadLetterDesk
+from tessera.workers.intake import QueueIntake
+from tessera.workers.queue_factory import build_queue
+from tessera.workers.retention import QueueTrimmer
+from tessera.workers.worker import QueueWorker, WorkerOptions
 from tessera.workflow.action import ActionServices
 from tessera.workflow.directory import RuleBook, WorkflowDirectory
 from tessera.workflow.registry import ActionRegistry, default_registry
@@ -36,6 +43,15 @@ from tessera.workflow.scheduler import DelayedSteps
 from tessera.workflow.stage import AutomationStage
 
 log = logging.getLogger(__name__)
+
+
+def worker_options(settings: Settings) -> WorkerOptions:
+    return WorkerOptions(
+        concurrency=settings.worker_concurrency,
+        fetch=settings.worker_fetch,
+        max_attempts=settings.worker_max_attempts,
+        backoff_s=settings.worker_retry_backoff_ms / 1000,
+    )
 
 
 @dataclass
@@ -62,6 +78,13 @@ class Runtime:
     locks: Locks
     housekeeping: Housekeeping
     segment_jobs: ResegmentationJobs
+    # Async mode: the ingest queue, what /track hands requests to, and the workers this
+    # process runs (serve: TESSERA_WORKERS of them; `tessera worker`: one).
+    intake: Intake
+    dead_letters: DeadLetterDesk
+    queue: ConnectedQueue | None = None
+    queue_workers: list[QueueWorker] = field(default_factory=list)
+    queue_trimmer: QueueTrimmer | None = None
     ready: bool = False
     default_source: EventSource | None = field(default=None)
     admin_exists: bool = False
@@ -81,10 +104,24 @@ class Runtime:
         await asyncio.to_thread(warm_up_device_rules)
         if self.settings.enable_workflow:  # off: delayed steps wait until it is on again
             self.delayed_steps.start()
+        if self.queue is not None:
+            await self.queue.start()
+        for worker in self.queue_workers:
+            worker.start()
+        if self.queue is not None and self.queue_workers:
+            self.queue_trimmer = QueueTrimmer(self.queue)
+            self.queue_trimmer.loop.start()
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
+        # Workers first: they finish and acknowledge their batch while the store is open.
+        for worker in self.queue_workers:
+            await worker.stop()
+        if self.queue_trimmer is not None:
+            await self.queue_trimmer.loop.stop()
+        if self.queue is not None:
+            await self.queue.close()
         await self.housekeeping.stop()
         await self.delayed_steps.stop()
         await self.delivery.stop()  # first: its sends still need the store and the client
@@ -93,7 +130,9 @@ class Runtime:
         await self.http.aclose()
 
 
-def build_runtime(settings: Settings) -> Runtime:
+def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Runtime:
+    """``queue_workers``: how many queue workers this process runs in async mode (default
+    TESSERA_WORKERS, for `tessera serve`)."""
     storage = build_storage(settings)
     visitors = VisitorDirectory(
         storage.profiles,
@@ -158,9 +197,31 @@ def build_runtime(settings: Settings) -> Runtime:
         destinations=destinations,
         close_visit_after=timedelta(seconds=settings.close_visit_after),
     )
+    queue = None
+    intake: Intake = ingestor.ingest
+    workers: list[QueueWorker] = []
+    if settings.ingest_mode == "async":
+        queue = ConnectedQueue(build_queue(settings, storage.redis_client))
+        intake = QueueIntake(queue, visitors)
+        count = settings.workers if queue_workers is None else queue_workers
+        workers = [
+            QueueWorker(
+                queue=queue,
+                ingestor=ingestor,
+                dead_letters=storage.dead_letters,
+                beats=storage.worker_beats,
+                topic=settings.queue_topic,
+                options=worker_options(settings),
+            )
+            for _ in range(count)
+        ]
     return Runtime(
         settings=settings,
         storage=storage,
+        intake=intake,
+        dead_letters=DeadLetterDesk(storage.dead_letters, ingestor, queue),
+        queue=queue,
+        queue_workers=workers,
         sources=SourceDirectory(storage.sources, ttl_s=settings.source_cache_seconds),
         visitors=visitors,
         ingestor=ingestor,

@@ -645,6 +645,165 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- Ingest queue and workers (async intake; sync: the pipeline runs in the request) ---
+    ingest_mode: Literal["sync", "async"] = Field(
+        "sync",
+        validation_alias="TESSERA_INGEST_MODE",
+        description=(
+            "`sync`: `/track` runs the pipeline inside the request. `async`: the API checks the "
+            "request, stamps profile/session/event ids, publishes it to the ingest queue and "
+            "answers once the queue acknowledged it; workers run the pipeline."
+        ),
+    )
+    queue_backend: Literal["auto", "embedded", "redis", "kafka", "pulsar"] = Field(
+        "auto",
+        validation_alias="TESSERA_QUEUE",
+        description=(
+            "Ingest queue: `embedded` (a durable SQLite log in the data dir), `redis` (Redis "
+            "Streams on `REDIS_HOST`), `kafka` (`KAFKA_BOOTSTRAP_SERVERS`) or `pulsar` "
+            "(`PULSAR_HOST`). `auto`: Pulsar when `PULSAR_HOST` is set, else Kafka when "
+            "`KAFKA_BOOTSTRAP_SERVERS` is set, else embedded."
+        ),
+    )
+    queue_topic: str = Field(
+        "tessera-ingest",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$",
+        validation_alias="TESSERA_QUEUE_TOPIC",
+        description="Name of the ingest topic (Kafka/Pulsar topic, Redis stream prefix).",
+    )
+    queue_partitions: int = Field(
+        8,
+        ge=1,
+        le=1024,
+        validation_alias="TESSERA_QUEUE_PARTITIONS",
+        description=(
+            "Partitions of the ingest topic. One profile's messages stay on one partition and "
+            "one worker reads a partition at a time, so this caps how many workers share the "
+            "work. Set before the topic is created."
+        ),
+    )
+    queue_publish_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=120,
+        validation_alias="TESSERA_QUEUE_PUBLISH_TIMEOUT_SECONDS",
+        description=(
+            "Longest wait for the queue to acknowledge a publish; past it the API answers 503 "
+            "with `Retry-After`."
+        ),
+    )
+    queue_lease_seconds: float = Field(
+        10.0,
+        ge=1,
+        le=600,
+        validation_alias="TESSERA_QUEUE_LEASE_SECONDS",
+        description=(
+            "Embedded and Redis queues: seconds a worker's hold on a partition outlives the "
+            "worker (crash); others take the partition over after it."
+        ),
+    )
+    queue_retention_hours: float = Field(
+        720.0,
+        gt=0,
+        validation_alias="TESSERA_QUEUE_RETENTION_HOURS",
+        description=(
+            "How long the queue keeps messages (Pulsar namespace retention, Kafka "
+            "`retention.ms`, trimming of acknowledged messages for embedded/Redis). Applied "
+            "by `tessera install`."
+        ),
+    )
+    queue_retention_mb: int = Field(
+        1024,
+        ge=1,
+        validation_alias="TESSERA_QUEUE_RETENTION_MB",
+        description=(
+            "Most megabytes the queue keeps (Pulsar namespace retention size; Kafka "
+            "`retention.bytes` is this divided by the partitions). Applied by `tessera install`."
+        ),
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        None,
+        validation_alias="KAFKA_BOOTSTRAP_SERVERS",
+        description="Kafka brokers, e.g. `kafka1:9092,kafka2:9092` (the `kafka` queue).",
+    )
+    pulsar_host: str | None = Field(
+        None,
+        validation_alias="PULSAR_HOST",
+        description="Pulsar service URL, e.g. `pulsar://pulsar:6650` (the `pulsar` queue).",
+    )
+    pulsar_admin_url: str | None = Field(
+        None,
+        validation_alias="PULSAR_ADMIN_URL",
+        description=(
+            "Pulsar admin REST URL (topics, retention). Unset: `PULSAR_HOST`'s host on port 8080."
+        ),
+    )
+    pulsar_auth_token: str | None = Field(
+        None,
+        validation_alias="PULSAR_AUTH_TOKEN",
+        description="Pulsar token (JWT) for the client and the admin API. Never logged.",
+    )
+    pulsar_namespace: str = Field(
+        "public/default",
+        pattern=r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$",
+        validation_alias="PULSAR_NAMESPACE",
+        description="Pulsar `tenant/namespace` of the ingest topic; its retention is set.",
+    )
+    workers: int = Field(
+        1,
+        ge=0,
+        le=64,
+        validation_alias="TESSERA_WORKERS",
+        description=(
+            "Async mode: queue workers `tessera serve` runs in its own process (0: none, "
+            "separate `tessera worker` processes drain the queue)."
+        ),
+    )
+    worker_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        validation_alias="TESSERA_WORKER_PROCESSES",
+        description="Processes one `tessera worker` command starts, each one queue consumer.",
+    )
+    worker_concurrency: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        validation_alias="TESSERA_WORKER_CONCURRENCY",
+        description=(
+            "Messages of different profiles one worker processes at once (one profile's "
+            "messages always one after the other); their writes share the storage batches."
+        ),
+    )
+    worker_fetch: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        validation_alias="TESSERA_WORKER_FETCH",
+        description="Most messages a worker takes from the queue in one round.",
+    )
+    worker_max_attempts: int = Field(
+        5,
+        ge=1,
+        le=100,
+        validation_alias="TESSERA_WORKER_MAX_ATTEMPTS",
+        description=(
+            "Attempts at a message that fails with an error that is not the storage being "
+            "down, before it goes to the dead letters."
+        ),
+    )
+    worker_retry_backoff_ms: float = Field(
+        200.0,
+        ge=1,
+        le=60_000,
+        validation_alias="TESSERA_WORKER_RETRY_BACKOFF_MS",
+        description=(
+            "First wait before a failed message is tried again; it doubles per attempt up to "
+            "30 s (storage outages are retried for as long as they last)."
+        ),
+    )
+
     @field_validator("auto_profile_merging")
     @classmethod
     def _long_salt(cls, value: str | None) -> str | None:
@@ -687,6 +846,17 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_environment(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @property
+    def queue_kind(self) -> str:
+        """The queue backend ``auto`` stands for."""
+        if self.queue_backend != "auto":
+            return self.queue_backend
+        if self.pulsar_host:
+            return "pulsar"
+        if self.kafka_bootstrap_servers:
+            return "kafka"
+        return "embedded"
 
     @property
     def is_production(self) -> bool:

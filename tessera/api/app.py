@@ -18,6 +18,7 @@ from tessera.api import (
     install,
     processing,
     profile_admin,
+    queue,
     records,
     rules,
     search,
@@ -27,7 +28,7 @@ from tessera.api import (
 )
 from tessera.api.body_limit import BodySizeLimit
 from tessera.collect.routes import CollectionApp
-from tessera.errors import TesseraError, Unauthorized
+from tessera.errors import StorageUnavailable, TesseraError, Unauthorized
 from tessera.ops.gc_tuning import tune_for_serving
 from tessera.runtime import Runtime, build_runtime
 from tessera.settings import Settings
@@ -76,12 +77,13 @@ def create_app(
         destinations,
         rules,
         workflows,
+        queue,
     ):
         api.include_router(module.router)
     return CollectionApp(
         settings=settings,
         sources=runtime.sources,
-        ingestor=runtime.ingestor,
+        intake=runtime.intake,
         fallback=BodySizeLimit(api, limit=settings.max_body_bytes),
     )
 
@@ -89,4 +91,6 @@ def create_app(
 async def _tessera_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, TesseraError)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
+    if isinstance(error, StorageUnavailable):
+        headers = {"Retry-After": str(error.retry_after)}
     return JSONResponse({"detail": error.message}, status_code=error.status_code, headers=headers)

@@ -25,11 +25,16 @@ from tessera.collect.payload import (
     decode_json_object,
     decode_track,
 )
-from tessera.errors import BadRequest, InvalidPayload, NotFound, TesseraError
+from tessera.errors import (
+    BadRequest,
+    InvalidPayload,
+    NotFound,
+    StorageUnavailable,
+    TesseraError,
+)
 from tessera.model.common import DEFAULT_TENANT
 from tessera.model.event import normalise_event_type
-from tessera.pipeline.ingest import Ingestor
-from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult
+from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult, Intake
 from tessera.pipeline.sources import SourceDirectory
 from tessera.settings import Settings
 
@@ -44,12 +49,12 @@ class CollectionApp:
         *,
         settings: Settings,
         sources: SourceDirectory,
-        ingestor: Ingestor,
+        intake: Intake,
         fallback: ASGIApp,
     ) -> None:
         self._settings = settings
         self._sources = sources
-        self._ingestor = ingestor
+        self._intake = intake
         self._fallback = fallback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -73,7 +78,10 @@ class CollectionApp:
                     return
                 result = await self._collect(scope, receive, path)
         except TesseraError as error:
-            await send_json(send, error.status_code, {"detail": error.message}, CORS_HEADERS)
+            headers = CORS_HEADERS
+            if isinstance(error, StorageUnavailable):
+                headers = [*CORS_HEADERS, (b"retry-after", str(error.retry_after).encode())]
+            await send_json(send, error.status_code, {"detail": error.message}, headers)
             return
         await send_json(send, 200, _answer(result), CORS_HEADERS)
 
@@ -97,7 +105,7 @@ class CollectionApp:
             headers=safe_headers(scope),
             debug=self._settings.track_debug and payload.options.get("debugger") is True,
         )
-        return await self._ingestor.ingest(batch)
+        return await self._intake(batch)
 
     async def _collect(self, scope: Scope, receive: Receive, path: str) -> IngestResult:
         # Split the raw path, then decode each part once: an encoded "/" (%2F) stays inside
@@ -130,7 +138,7 @@ class CollectionApp:
             client_ip=client_ip(scope),
             headers=safe_headers(scope),
         )
-        return await self._ingestor.ingest(batch)
+        return await self._intake(batch)
 
     async def _collect_properties(self, scope: Scope, receive: Receive) -> dict[str, Any]:
         """JSON, a form, or the query string become the event's properties."""

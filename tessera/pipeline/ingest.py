@@ -112,8 +112,8 @@ class Ingestor:
     async def ingest(self, batch: IncomingBatch) -> IngestResult:
         now = utcnow()
         warnings: list[str] = []
-        incoming = await self._drop_known_events(batch, warnings)
         if batch.profile_less:
+            incoming = await self._drop_known_events(batch, warnings)
             events = [build_event(batch, e, now=now, profile=None, session=None) for e in incoming]
             outcome = await self._automate(Subject(batch.tenant, None, None), events, now, batch)
             stored = events + outcome.internal_events
@@ -131,7 +131,7 @@ class Ingestor:
         wanted: set[str] = {f"s\x00{tenant}\x00{session_id}"}
         for _round in range(MAX_ROUNDS):
             async with self._locks.hold_all(wanted) as held:
-                result = await self._ingest_locked(batch, incoming, session_id, now, held)
+                result = await self._ingest_locked(batch, session_id, now, held)
             if isinstance(result, IngestResult):
                 break
             wanted |= result
@@ -147,16 +147,20 @@ class Ingestor:
     async def _ingest_locked(
         self,
         batch: IncomingBatch,
-        incoming: list[IncomingEvent],
         session_id: str,
         now: datetime,
         held: LockSetLike,
     ) -> IngestResult | set[str]:
         """The request's work under its locks; the set of keys to add when one was busy."""
         tenant = batch.tenant
+        # Under the session's lock: a retry of the same request (same event ids) that came in
+        # while the first was being processed meets its stored events here, so neither the
+        # events nor the profile's counters are taken twice.
+        known_warnings: list[str] = []
+        incoming = await self._drop_known_events(batch, known_warnings)
         session = await self._visitors.session(tenant, session_id)
         profile_id, may_exist = await self._visitors.candidate_profile(
-            tenant, session, batch.profile_id
+            tenant, session, batch.profile_id, batch.new_profile_id
         )
         profile_key = profile_lock_key(tenant, profile_id)
         if not await held.try_add([profile_key]):
@@ -226,7 +230,9 @@ class Ingestor:
         await ensure_held(held)
         await self._commit(visitor, events, merges.links, merges.retired)
         warnings += await self._after_commit(outcome.schedules, messages)
-        result = IngestResult(visitor.profile.id, session_id, request_event_ids, warnings)
+        result = IngestResult(
+            visitor.profile.id, session_id, request_event_ids, known_warnings + warnings
+        )
         result.debug = outcome.traces if batch.debug else None
         result.deferred = deferred
         return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,6 +36,9 @@ class IncomingBatch:
     headers: dict[str, str] = field(default_factory=dict)
     # TRACK_DEBUG is on and the client asked for the debugger: the answer carries the traces.
     debug: bool = False
+    # Async intake: the id the answer promised for a visitor the request does not name (no
+    # profile id, no known session), so the worker creates the profile under that id.
+    new_profile_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -49,3 +53,7 @@ class IngestResult:
     # A merge the workflows asked for that needs locks the request could not take at once:
     # (merge-key values before the workflows, merge-on paths); made once the locks are free.
     deferred: tuple[dict[str, Any], list[str]] | None = None
+
+
+# What takes a checked request: the pipeline itself (sync mode) or the queue intake (async).
+Intake = Callable[[IncomingBatch], Awaitable[IngestResult]]

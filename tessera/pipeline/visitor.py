@@ -83,7 +83,11 @@ class VisitorDirectory:
         await self.session_cache.put(f"{tenant}\x00{visitor.session.id}", visitor.session)
 
     async def candidate_profile(
-        self, tenant: str, session: Session | None, requested: str | None
+        self,
+        tenant: str,
+        session: Session | None,
+        requested: str | None,
+        promised: str | None = None,
     ) -> tuple[str, bool]:
         """Which profile the request will use, and whether it may already exist: the requested
         one (by any of its ids), else the session's, else a fresh id that cannot exist yet.
@@ -93,6 +97,8 @@ class VisitorDirectory:
             return (existing.id, True) if existing is not None else (requested, True)
         if session is not None and session.profile is not None:
             return session.profile.id, True
+        if promised is not None:  # async intake answered with this id: keep the promise
+            return promised, True
         return new_id(), False
 
     async def resolve(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tessera.model.destination import Destination
@@ -44,8 +45,10 @@ from tessera.storage.sql.memory import SqlKeyValueStore
 from tessera.storage.sql.processing import SqlProcessingRuleStore
 from tessera.storage.sql.segments import SqlSegmentStore
 from tessera.storage.sql.stores import SqlSourceStore, SqlTokenStore, SqlUserStore
+from tessera.storage.sql.worker_records import SqlDeadLetterStore, SqlWorkerBeats
 from tessera.storage.sql.workflows import SqlScheduleStore, rule_store, workflow_store
 from tessera.storage.sqlite.backend import SqliteRecordBackend
+from tessera.storage.worker_ports import DeadLetterStore, WorkerBeats
 
 
 class RecordBackend(Protocol):
@@ -111,6 +114,9 @@ class Storage:
     profile_cache: RecordCachePort[Profile]
     session_cache: RecordCachePort[Session]
     dedup: DedupKeys
+    # Queue workers' dead letters and heartbeats (configuration database).
+    dead_letters: DeadLetterStore
+    worker_beats: WorkerBeats
     _records: RecordBackend
     _config_engine: AsyncEngine
     _redis: RedisServices | None = None
@@ -123,6 +129,11 @@ class Storage:
         if self._redis is not None:
             await self._redis.start()
         await self._records.start()
+
+    @property
+    def redis_client(self) -> Redis | None:
+        """The Redis client of the shared services (the Redis Streams queue reuses it)."""
+        return self._redis.client if self._redis is not None else None
 
     async def close(self) -> None:
         await self._records.close()
@@ -174,6 +185,8 @@ def build_storage(settings: Settings) -> Storage:
             ttl_s=settings.keep_session_in_cache_for,
         ),
         dedup=redis.dedup if redis else InProcessDedupKeys(),
+        dead_letters=SqlDeadLetterStore(engine),
+        worker_beats=SqlWorkerBeats(engine),
         _redis=redis,
         _records=records,
         _config_engine=engine,

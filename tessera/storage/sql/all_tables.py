@@ -14,6 +14,7 @@ from tessera.storage.sql import (  # noqa: F401  (imported for the tables they d
     memory,
     processing,
     segments,
+    worker_records,
     workflows,
 )
 from tessera.storage.sql.tables import metadata

@@ -1,0 +1,161 @@
+"""The embedded ingest log's writer: one thread, one ``synchronous=FULL`` connection, group commit.
+
+Hundreds of concurrent requests each publishing one message must not each wait for their own
+fsync. Publishers queue their rows and wait on a future; the thread takes everything that has
+queued up (while it was committing the previous group), writes it in one transaction, commits,
+and wakes every publisher of that group with one call per event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from tessera.errors import TesseraError
+from tessera.storage.queue_ports import QueueUnavailable
+from tessera.storage.sqlite import queue_log
+from tessera.storage.sqlite.connection import open_connection
+
+log = logging.getLogger(__name__)
+
+# Rows per transaction at most, so one group's commit never grows without bound under a flood.
+MAX_GROUP_ROWS = 20_000
+
+Row = tuple[int, str, bytes, float]
+
+
+@dataclass(slots=True)
+class _Pending:
+    rows: list[Row]
+    future: asyncio.Future[None]
+    loop: asyncio.AbstractEventLoop
+
+
+_STOP = object()
+
+
+class LogPublisher:
+    def __init__(self, path: Path, partitions: int) -> None:
+        self._path = path
+        self._partitions = partitions
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.commits = 0
+
+    def start(self) -> None:
+        """Open the log (creating its tables) on the writer thread; blocks until it is ready."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        thread = threading.Thread(
+            target=self._run, args=(ready, failure), name="tessera-queue-writer", daemon=True
+        )
+        thread.start()
+        ready.wait()
+        if failure:
+            thread.join()
+            if isinstance(failure[0], TesseraError):
+                raise failure[0]
+            raise QueueUnavailable(f"cannot open the embedded queue {self._path}: {failure[0]}")
+        self._thread = thread
+
+    def stop(self) -> None:
+        """Commit what is queued, then end the thread; nothing happens the second time."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._queue.put(_STOP)
+        thread.join()
+
+    def submit(self, rows: list[Row]) -> asyncio.Future[None]:
+        """Queue rows for the next group; the future is done once they are committed."""
+        if self._thread is None:
+            raise QueueUnavailable("the embedded queue is not running")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._queue.put(_Pending(rows, future, loop))
+        return future
+
+    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            connection = open_connection(self._path, synchronous="FULL", read_only=False)
+            try:
+                queue_log.prepare(connection, self._partitions)
+            except BaseException:
+                connection.close()
+                raise
+        # Whatever stops the log from opening is reported to start(), never lost in a thread.
+        except Exception as exc:  # noqa: BLE001
+            failure.append(exc)
+            ready.set()
+            return
+        ready.set()
+        try:
+            while True:
+                group, stop = self._next_group()
+                if group:
+                    self._write(connection, group)
+                if stop:
+                    return
+        finally:
+            connection.close()
+
+    def _next_group(self) -> tuple[list[_Pending], bool]:
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        assert isinstance(first, _Pending)
+        group = [first]
+        rows = len(first.rows)
+        while rows < MAX_GROUP_ROWS:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return group, True
+            assert isinstance(item, _Pending)
+            group.append(item)
+            rows += len(item.rows)
+        return group, False
+
+    def _write(self, connection: sqlite3.Connection, group: list[_Pending]) -> None:
+        error: QueueUnavailable | None = None
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.executemany(
+                queue_log.INSERT_MESSAGE, [row for item in group for row in item.rows]
+            )
+            connection.execute("COMMIT")
+            self.commits += 1
+        # The thread serves every publisher: it reports the failure to this group and goes on.
+        except Exception as exc:  # noqa: BLE001
+            if connection.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+            log.error("embedded queue commit failed: %s", exc)
+            error = QueueUnavailable(f"the embedded queue could not commit: {exc}")
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for item in group:
+            by_loop.setdefault(item.loop, []).append(item.future)
+        for loop, futures in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, futures, error)
+            except RuntimeError:
+                log.warning("a publisher's event loop closed before its commit was acknowledged")
+
+
+def _settle(futures: list[asyncio.Future[None]], error: QueueUnavailable | None) -> None:
+    for future in futures:
+        if future.done():  # the publisher gave up waiting (timeout, client went away)
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)

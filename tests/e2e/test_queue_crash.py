@@ -1,0 +1,233 @@
+"""Zero loss, nothing twice: async intake under SIGKILL, once per queue backend.
+
+An API process and two worker processes share one data folder, one Redis (locks, caches) and
+one queue topic. A client sends 20,000 events (2,000 requests of 10, 400 profiles, 40 pairs of
+profiles that a shared e-mail merges) and retries every request that was not answered 200 with
+the same body (the same event ids), as a tracker does. Meanwhile the API and the workers are
+killed with SIGKILL at random moments and started again. Afterwards every acknowledged event is
+stored exactly once, every profile's event counter equals what was sent to it (merged pairs:
+the sum of both), the merged pairs are one profile, and there is no dead letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import threading
+import time
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.async_cluster import AsyncCluster
+from tests.support.queues import QueueFactory
+
+REQUESTS = 2_000
+EVENTS_PER_REQUEST = 10
+PROFILES = 400
+MERGED_PAIRS = 40
+CLIENTS = 24
+LOAD_DEADLINE_S = 420.0
+DRAIN_DEADLINE_S = 300.0
+PARTITIONS = 8
+
+
+class Load:
+    """The requests, what was sent to each profile, and which were acknowledged."""
+
+    def __init__(self, source_id: str, seed: int) -> None:
+        rng = random.Random(seed)
+        self.source_id = source_id
+        self.sent_to: Counter[str] = Counter()
+        self.pairs = [(f"p{2 * n}", f"p{2 * n + 1}") for n in range(MERGED_PAIRS)]
+        merge_requests = {}
+        numbers = rng.sample(range(REQUESTS), 2 * MERGED_PAIRS)
+        for number, (first, second) in enumerate(self.pairs):
+            email = f"pair-{number}@crash.example"
+            merge_requests[numbers[2 * number]] = (first, email)
+            merge_requests[numbers[2 * number + 1]] = (second, email)
+        self.bodies: list[dict[str, Any]] = []
+        for number in range(REQUESTS):
+            profile = f"p{rng.randrange(PROFILES)}"
+            identify = merge_requests.get(number)
+            if identify is not None:
+                profile = identify[0]
+            events: list[dict[str, Any]] = [
+                {"id": f"r{number}-e{n}", "type": "page-view", "properties": {"n": n}}
+                for n in range(EVENTS_PER_REQUEST)
+            ]
+            if identify is not None:
+                events[-1] = {
+                    "id": f"r{number}-e{EVENTS_PER_REQUEST - 1}",
+                    "type": "identify",
+                    "properties": {"email": identify[1]},
+                }
+            self.sent_to[profile] += len(events)
+            self.bodies.append(
+                {
+                    "source": {"id": source_id},
+                    "profile": {"id": profile},
+                    "session": {"id": f"s-{profile}"},
+                    "events": events,
+                }
+            )
+        self.acknowledged: set[int] = set()
+        self.retries = 0
+        self.refusals: Counter[str] = Counter()
+
+    def event_ids(self) -> set[str]:
+        return {e["id"] for n in self.acknowledged for e in self.bodies[n]["events"]}
+
+    async def send_all(self, base_url: str) -> None:
+        pending: asyncio.Queue[int] = asyncio.Queue()
+        for number in range(REQUESTS):
+            pending.put_nowait(number)
+        deadline = time.monotonic() + LOAD_DEADLINE_S
+        async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+
+            async def sender() -> None:
+                while not pending.empty() and time.monotonic() < deadline:
+                    number = pending.get_nowait()
+                    if await self._send(client, number):
+                        self.acknowledged.add(number)
+                    else:
+                        self.retries += 1
+                        pending.put_nowait(number)
+                        await asyncio.sleep(0.2)
+
+            await asyncio.gather(*(sender() for _ in range(CLIENTS)))
+
+    async def _send(self, client: httpx.AsyncClient, number: int) -> bool:
+        try:
+            answer = await client.post("/track", json=self.bodies[number])
+        except httpx.TransportError as error:
+            self.refusals[type(error).__name__] += 1
+            return False
+        if answer.status_code == 200:
+            body = answer.json()
+            assert body["profile"] and body["session"], body
+            assert len(body["events"]) == EVENTS_PER_REQUEST
+            return True
+        # Only "come back later" is acceptable while processes die; a 4xx would be a bug.
+        assert answer.status_code == 503, answer.text
+        assert answer.headers.get("retry-after"), answer.headers
+        self.refusals["503"] += 1
+        return False
+
+
+def _killer(cluster: AsyncCluster, stop: threading.Event, seed: int) -> None:
+    """SIGKILL a random process every 1.5 to 4 s and start it again shortly after."""
+    rng = random.Random(seed)
+    while not stop.wait(rng.uniform(1.5, 4.0)):
+        victim = rng.randrange(1 + cluster.workers)
+        if victim == 0:
+            cluster.kill_api()
+            time.sleep(rng.uniform(0.1, 1.0))
+            cluster.start_api()
+        else:
+            cluster.kill_worker(victim - 1)
+            time.sleep(rng.uniform(0.1, 1.0))
+            cluster.start_worker(victim - 1)
+
+
+def _wait_for_drain(client: httpx.Client, cluster: AsyncCluster, expected: int) -> dict[str, Any]:
+    deadline = time.monotonic() + DRAIN_DEADLINE_S
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = client.get("/queue/status").json()
+        if (
+            status["queue"]["backlog"] == 0
+            and _stored_event_ids(cluster, count_only=True) >= expected
+        ):
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"the queue did not drain: {status}\n{cluster.logs()}")
+
+
+def _stored_event_ids(cluster: AsyncCluster, *, count_only: bool = False) -> Any:
+    connection = sqlite3.connect(f"file:{cluster.data_dir / 'events.sqlite'}?mode=ro", uri=True)
+    try:
+        if count_only:
+            return connection.execute("SELECT count(*) FROM events").fetchone()[0]
+        return Counter(row[0] for row in connection.execute("SELECT id FROM events"))
+    finally:
+        connection.close()
+
+
+def test_no_acknowledged_event_is_lost_or_stored_twice_when_processes_die(
+    queue_factory: QueueFactory, tmp_path: Path, request: pytest.FixtureRequest, redis_prefix: str
+) -> None:
+    env = {
+        "TESSERA_QUEUE_LEASE_SECONDS": "2",
+        "TESSERA_WORKER_CONCURRENCY": "32",
+        "TESSERA_REDIS_PREFIX": redis_prefix,
+        **queue_factory.environment(),
+    }
+    cluster = AsyncCluster(data_dir=tmp_path / "data", env=env, workers=2)
+    cluster.start()
+    try:
+        admin = cluster.client()
+        answer = admin.post("/event-source", json={"id": "crash-web", "name": "Crash test"})
+        assert answer.status_code in (200, 201), answer.text
+        load = Load("crash-web", seed=zlib.crc32(request.node.name.encode()))
+
+        stop = threading.Event()
+        killer = threading.Thread(target=_killer, args=(cluster, stop, 7), daemon=True)
+        killer.start()
+        try:
+            asyncio.run(load.send_all(cluster.base_url))
+        finally:
+            stop.set()
+            killer.join(timeout=60)
+        assert len(load.acknowledged) == REQUESTS, "the load did not finish in time"
+        cluster.check_alive()
+        admin = cluster.client()  # the API may have been restarted: a new connection
+        expected_ids = load.event_ids()
+        status = _wait_for_drain(admin, cluster, len(expected_ids))
+
+        stored = _stored_event_ids(cluster)
+        twice = [event_id for event_id, times in stored.items() if times > 1]
+        missing = expected_ids - set(stored)
+        unexpected = set(stored) - expected_ids
+        counters_ok, groups = _check_profiles(admin, load)
+        print(
+            f"\n[{queue_factory.backend}] sent {len(expected_ids)} events in {REQUESTS} requests "
+            f"(all acknowledged after {load.retries} retries; refusals {dict(load.refusals)}); "
+            f"kills: {cluster.kills}; stored {sum(stored.values())} events, "
+            f"{len(set(stored))} distinct, {len(twice)} twice, {len(missing)} missing; "
+            f"profile counters equal for {counters_ok}/{groups} profiles (merged pairs as one); "
+            f"dead letters {status['dead_letters']}"
+        )
+        assert cluster.kills["api"] >= 1 and cluster.kills["worker"] >= 1, cluster.kills
+        assert not twice and not missing and not unexpected
+        assert counters_ok == groups
+        assert status["dead_letters"] == 0
+    finally:
+        cluster.stop()
+
+
+def _check_profiles(client: httpx.Client, load: Load) -> tuple[int, int]:
+    """How many profiles (a merged pair counts as one) have the counter that was sent."""
+    paired = {member for pair in load.pairs for member in pair}
+    expected: list[tuple[list[str], int]] = [
+        ([first, second], load.sent_to[first] + load.sent_to[second])
+        for first, second in load.pairs
+    ]
+    expected += [([p], n) for p, n in load.sent_to.items() if p not in paired]
+    good = 0
+    for members, events in expected:
+        profiles = [client.get(f"/profile/{member}").json() for member in members]
+        ids = {profile.get("id") for profile in profiles}
+        if len(ids) == 1 and profiles[0].get("stats", {}).get("events") == events:
+            good += 1
+        else:
+            print(
+                f"profile {members}: {[p.get('id') for p in profiles]} "
+                f"events {[p.get('stats', {}).get('events') for p in profiles]} != {events}"
+            )
+    return good, len(expected)
