@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +29,7 @@ PARTITIONS = 4
 
 
 @pytest.fixture(params=list(QUEUE_BACKENDS))
-async def queues(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterator[QueueFactory]:
+async def queues(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[QueueFactory]:
     async with QUEUE_BACKENDS[request.param](request.node.name, tmp_path, PARTITIONS) as factory:
         yield factory
 

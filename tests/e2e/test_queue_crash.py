@@ -19,7 +19,7 @@ import time
 import zlib
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -135,40 +135,58 @@ def _killer(cluster: AsyncCluster, stop: threading.Event, seed: int) -> None:
             cluster.start_worker(victim - 1)
 
 
-def _wait_for_drain(client: httpx.Client, cluster: AsyncCluster, expected: int) -> dict[str, Any]:
+class StoredEvents(Protocol):
+    """How the test reads back what the record store holds."""
+
+    def count(self) -> int: ...
+
+    def ids(self) -> Counter[str]: ...
+
+
+class SqliteEvents:
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "events.sqlite"
+
+    def _query(self, sql: str) -> list[Any]:
+        connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            return connection.execute(sql).fetchall()
+        finally:
+            connection.close()
+
+    def count(self) -> int:
+        return int(self._query("SELECT count(*) FROM events")[0][0])
+
+    def ids(self) -> Counter[str]:
+        return Counter(row[0] for row in self._query("SELECT id FROM events"))
+
+
+def _wait_for_drain(
+    client: httpx.Client, cluster: AsyncCluster, stored: StoredEvents, expected: int
+) -> dict[str, Any]:
     deadline = time.monotonic() + DRAIN_DEADLINE_S
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
         status = client.get("/queue/status").json()
-        if (
-            status["queue"]["backlog"] == 0
-            and _stored_event_ids(cluster, count_only=True) >= expected
-        ):
+        if status["queue"]["backlog"] == 0 and stored.count() >= expected:
             return status
         time.sleep(0.5)
     raise AssertionError(f"the queue did not drain: {status}\n{cluster.logs()}")
 
 
-def _stored_event_ids(cluster: AsyncCluster, *, count_only: bool = False) -> Any:
-    connection = sqlite3.connect(f"file:{cluster.data_dir / 'events.sqlite'}?mode=ro", uri=True)
-    try:
-        if count_only:
-            return connection.execute("SELECT count(*) FROM events").fetchone()[0]
-        return Counter(row[0] for row in connection.execute("SELECT id FROM events"))
-    finally:
-        connection.close()
-
-
 def test_no_acknowledged_event_is_lost_or_stored_twice_when_processes_die(
     queue_factory: QueueFactory, tmp_path: Path, request: pytest.FixtureRequest, redis_prefix: str
 ) -> None:
-    env = {
-        "TESSERA_QUEUE_LEASE_SECONDS": "2",
-        "TESSERA_WORKER_CONCURRENCY": "32",
-        "TESSERA_REDIS_PREFIX": redis_prefix,
-        **queue_factory.environment(),
-    }
-    cluster = AsyncCluster(data_dir=tmp_path / "data", env=env, workers=2)
+    data_dir = tmp_path / "data"
+    env = {"TESSERA_REDIS_PREFIX": redis_prefix, **queue_factory.environment()}
+    _crash_run(queue_factory.backend, env, data_dir, SqliteEvents(data_dir), request)
+
+
+def _crash_run(
+    name: str, env: dict[str, str], data_dir: Path, stored: StoredEvents, request: Any
+) -> None:
+    env = {"TESSERA_QUEUE_LEASE_SECONDS": "2", "TESSERA_WORKER_CONCURRENCY": "32", **env}
+    cluster = AsyncCluster(data_dir=data_dir, env=env, workers=2)
     cluster.start()
     try:
         admin = cluster.client()
@@ -188,18 +206,18 @@ def test_no_acknowledged_event_is_lost_or_stored_twice_when_processes_die(
         cluster.check_alive()
         admin = cluster.client()  # the API may have been restarted: a new connection
         expected_ids = load.event_ids()
-        status = _wait_for_drain(admin, cluster, len(expected_ids))
+        status = _wait_for_drain(admin, cluster, stored, len(expected_ids))
 
-        stored = _stored_event_ids(cluster)
-        twice = [event_id for event_id, times in stored.items() if times > 1]
-        missing = expected_ids - set(stored)
-        unexpected = set(stored) - expected_ids
+        found = stored.ids()
+        twice = [event_id for event_id, times in found.items() if times > 1]
+        missing = expected_ids - set(found)
+        unexpected = set(found) - expected_ids
         counters_ok, groups = _check_profiles(admin, load)
         print(
-            f"\n[{queue_factory.backend}] sent {len(expected_ids)} events in {REQUESTS} requests "
+            f"\n[{name}] sent {len(expected_ids)} events in {REQUESTS} requests "
             f"(all acknowledged after {load.retries} retries; refusals {dict(load.refusals)}); "
-            f"kills: {cluster.kills}; stored {sum(stored.values())} events, "
-            f"{len(set(stored))} distinct, {len(twice)} twice, {len(missing)} missing; "
+            f"kills: {cluster.kills}; stored {sum(found.values())} events, "
+            f"{len(set(found))} distinct, {len(twice)} twice, {len(missing)} missing; "
             f"profile counters equal for {counters_ok}/{groups} profiles (merged pairs as one); "
             f"dead letters {status['dead_letters']}"
         )

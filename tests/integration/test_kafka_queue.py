@@ -52,6 +52,17 @@ async def topic_configs(admin: Any, topic: str) -> dict[str, str]:
     return {e["config_names"]: e["config_value"] for e in resource["config_entries"]}
 
 
+async def settled_configs(admin: Any, topic: str, name: str, value: str) -> dict[str, str]:
+    """The topic's configs once the broker shows ``name=value``: a change goes through the
+    KRaft controller and reaches the broker's metadata a moment later."""
+    for _ in range(40):
+        configs = await topic_configs(admin, topic)
+        if configs.get(name) == value:
+            break
+        await asyncio.sleep(0.25)
+    return configs
+
+
 def messages(keys: int, per_key: int) -> list[QueueMessage]:
     return [
         QueueMessage(f"key-{k}", f"key-{k}:{n}".encode())
@@ -86,7 +97,7 @@ async def test_start_creates_the_topic_with_its_partitions_and_retention(
     try:
         (described,) = await admin.describe_topics([queues.topic])
         assert sorted(p["partition"] for p in described["partitions"]) == [0, 1, 2]
-        configs = await topic_configs(admin, queues.topic)
+        configs = await settled_configs(admin, queues.topic, "retention.ms", "7200000")
         assert configs["retention.ms"] == str(2 * 3600 * 1000)
         # Kafka's size limit is per partition: the 9 MB are shared by the three.
         assert configs["retention.bytes"] == str(3 * 1024 * 1024)
@@ -110,8 +121,9 @@ async def test_apply_retention_sets_both_limits_and_keeps_the_topics_other_setti
             ConfigResourceType.TOPIC, queues.topic, {"max.message.bytes": "2000000"}
         )
         await admin.alter_configs([custom])
+        await settled_configs(admin, queues.topic, "max.message.bytes", "2000000")
         lines = await queue.apply_retention(QueueRetention(hours=720, megabytes=30))
-        configs = await topic_configs(admin, queues.topic)
+        configs = await settled_configs(admin, queues.topic, "retention.bytes", "10485760")
         assert configs["retention.ms"] == str(720 * 3600 * 1000)
         assert configs["retention.bytes"] == str(10 * 1024 * 1024)
         assert configs["max.message.bytes"] == "2000000"

@@ -21,6 +21,7 @@ from tessera.errors import TesseraError
 from tessera.storage.queue_ports import QueueUnavailable
 from tessera.storage.sqlite import queue_log
 from tessera.storage.sqlite.connection import open_connection
+from tessera.storage.sqlite.grouping import STOP, Stop, iter_groups, start_connection_thread
 
 log = logging.getLogger(__name__)
 
@@ -37,31 +38,32 @@ class _Pending:
     loop: asyncio.AbstractEventLoop
 
 
-_STOP = object()
+def _row_count(pending: _Pending) -> int:
+    return len(pending.rows)
 
 
 class LogPublisher:
     def __init__(self, path: Path, partitions: int) -> None:
         self._path = path
         self._partitions = partitions
-        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Pending | Stop] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.commits = 0
 
     def start(self) -> None:
         """Open the log (creating its tables) on the writer thread; blocks until it is ready."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        thread = threading.Thread(
-            target=self._run, args=(ready, failure), name="tessera-queue-writer", daemon=True
+        thread, failure = start_connection_thread(
+            "tessera-queue-writer",
+            connect=self._open,
+            serve=self._serve,
+            # Whatever stops the log from opening is reported here, never lost in a thread.
+            opening_errors=Exception,
         )
-        thread.start()
-        ready.wait()
-        if failure:
+        if failure is not None:
             thread.join()
-            if isinstance(failure[0], TesseraError):
-                raise failure[0]
-            raise QueueUnavailable(f"cannot open the embedded queue {self._path}: {failure[0]}")
+            if isinstance(failure, TesseraError):
+                raise failure
+            raise QueueUnavailable(f"cannot open the embedded queue {self._path}: {failure}")
         self._thread = thread
 
     def stop(self) -> None:
@@ -69,7 +71,7 @@ class LogPublisher:
         thread, self._thread = self._thread, None
         if thread is None:
             return
-        self._queue.put(_STOP)
+        self._queue.put(STOP)
         thread.join()
 
     def submit(self, rows: list[Row]) -> asyncio.Future[None]:
@@ -81,49 +83,19 @@ class LogPublisher:
         self._queue.put(_Pending(rows, future, loop))
         return future
 
-    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
+    def _open(self) -> sqlite3.Connection:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        connection = open_connection(self._path, synchronous="FULL", read_only=False)
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            connection = open_connection(self._path, synchronous="FULL", read_only=False)
-            try:
-                queue_log.prepare(connection, self._partitions)
-            except BaseException:
-                connection.close()
-                raise
-        # Whatever stops the log from opening is reported to start(), never lost in a thread.
-        except Exception as exc:  # noqa: BLE001
-            failure.append(exc)
-            ready.set()
-            return
-        ready.set()
-        try:
-            while True:
-                group, stop = self._next_group()
-                if group:
-                    self._write(connection, group)
-                if stop:
-                    return
-        finally:
+            queue_log.prepare(connection, self._partitions)
+        except BaseException:
             connection.close()
+            raise
+        return connection
 
-    def _next_group(self) -> tuple[list[_Pending], bool]:
-        first = self._queue.get()
-        if first is _STOP:
-            return [], True
-        assert isinstance(first, _Pending)
-        group = [first]
-        rows = len(first.rows)
-        while rows < MAX_GROUP_ROWS:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return group, True
-            assert isinstance(item, _Pending)
-            group.append(item)
-            rows += len(item.rows)
-        return group, False
+    def _serve(self, connection: sqlite3.Connection) -> None:
+        for group in iter_groups(self._queue, size_of=_row_count, limit=MAX_GROUP_ROWS):
+            self._write(connection, group)
 
     def _write(self, connection: sqlite3.Connection, group: list[_Pending]) -> None:
         error: QueueUnavailable | None = None

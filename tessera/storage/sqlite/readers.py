@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from tessera.errors import StorageUnavailable
 from tessera.storage.sqlite.connection import open_connection
+from tessera.storage.sqlite.grouping import STOP, Stop, iter_groups
 
 R = TypeVar("R")
 
@@ -33,7 +34,8 @@ class _Query:
     loop: asyncio.AbstractEventLoop
 
 
-_STOP = object()
+def _one_query(_: _Query) -> int:
+    return 1
 
 
 class ReaderPool:
@@ -41,7 +43,7 @@ class ReaderPool:
         self._path = path
         self._synchronous = synchronous
         self._size = size
-        self._queue: queue.SimpleQueue[_Query | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Query | Stop] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -70,35 +72,14 @@ class ReaderPool:
     def _serve(self) -> None:
         connection: sqlite3.Connection | None = None
         try:
-            while True:
-                group, stop = self._next_group()
-                if group:
-                    if connection is None:
-                        connection = self._open_or_fail(group)
-                    if connection is not None:
-                        self._answer(connection, group)
-                if stop:
-                    return
+            for group in iter_groups(self._queue, size_of=_one_query, limit=MAX_GROUP):
+                if connection is None:
+                    connection = self._open_or_fail(group)
+                if connection is not None:
+                    self._answer(connection, group)
         finally:
             if connection is not None:
                 connection.close()
-
-    def _next_group(self) -> tuple[list[_Query], bool]:
-        first = self._queue.get()
-        if first is _STOP:
-            return [], True
-        assert isinstance(first, _Query)
-        group = [first]
-        while len(group) < MAX_GROUP:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return group, True
-            assert isinstance(item, _Query)
-            group.append(item)
-        return group, False
 
     def _open_or_fail(self, group: list[_Query]) -> sqlite3.Connection | None:
         try:
@@ -136,7 +117,7 @@ class ReaderPool:
         with self._lock:
             threads, self._threads = self._threads, []
         for _ in threads:
-            self._queue.put(_STOP)
+            self._queue.put(STOP)
         for thread in threads:
             thread.join()
 

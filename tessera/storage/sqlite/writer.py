@@ -13,7 +13,6 @@ import logging
 import queue
 import sqlite3
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tessera.errors import StorageUnavailable
 from tessera.storage.ports import ChangeSet
 from tessera.storage.sqlite.codec import encode, event_row, profile_row, session_row
 from tessera.storage.sqlite.connection import open_connection
+from tessera.storage.sqlite.grouping import STOP, Stop, iter_groups, start_connection_thread
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ class _Pending:
     loop: asyncio.AbstractEventLoop
 
 
-_STOP = object()
+def _record_count(pending: _Pending) -> int:
+    return len(pending.changes)
 
 
 class SqliteWriter:
@@ -85,27 +86,26 @@ class SqliteWriter:
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
         self._synchronous = synchronous
-        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Pending | Stop] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.commits = 0
         self.records = 0
 
     def start(self) -> None:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        self._thread = threading.Thread(
-            target=self._run, args=(ready, failure), name="tessera-sqlite-writer", daemon=True
+        self._thread, failure = start_connection_thread(
+            "tessera-sqlite-writer",
+            connect=self._open,
+            serve=self._serve,
+            opening_errors=sqlite3.Error,
         )
-        self._thread.start()
-        ready.wait()
-        if failure:
-            raise StorageUnavailable(f"cannot open the event store {self._path}: {failure[0]}")
+        if failure is not None:
+            raise StorageUnavailable(f"cannot open the event store {self._path}: {failure}")
 
     def stop(self) -> None:
         """Commit what is queued, then end the thread."""
         if self._thread is None:
             return
-        self._queue.put(_STOP)
+        self._queue.put(STOP)
         self._thread.join()
         self._thread = None
 
@@ -117,51 +117,21 @@ class SqliteWriter:
         self._queue.put(_Pending(changes, future, loop))
         await future
 
-    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        try:
-            connection = open_connection(self._path, synchronous=self._synchronous, read_only=False)
-            # Checkpoints run on their own thread (checkpointer.py), never inside a commit.
-            connection.execute("PRAGMA wal_autocheckpoint=0")
-        except sqlite3.Error as exc:
-            failure.append(exc)
-            ready.set()
-            return
-        ready.set()
-        try:
-            while True:
-                batch, stop = self._next_batch()
-                if batch:
-                    self._write(connection, batch)
-                if stop:
-                    return
-        finally:
-            connection.close()
+    def _open(self) -> sqlite3.Connection:
+        connection = open_connection(self._path, synchronous=self._synchronous, read_only=False)
+        # Checkpoints run on their own thread (checkpointer.py), never inside a commit.
+        connection.execute("PRAGMA wal_autocheckpoint=0")
+        return connection
 
-    def _next_batch(self) -> tuple[list[_Pending], bool]:
-        first = self._queue.get()
-        if first is _STOP:
-            return [], True
-        assert isinstance(first, _Pending)
-        batch = [first]
-        size = len(first.changes)
-        deadline = time.monotonic() + self._flush_interval_s
-        while size < self._batch_size:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    item = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
-            if item is _STOP:
-                return batch, True
-            assert isinstance(item, _Pending)
-            batch.append(item)
-            size += len(item.changes)
-        return batch, False
+    def _serve(self, connection: sqlite3.Connection) -> None:
+        batches = iter_groups(
+            self._queue,
+            size_of=_record_count,
+            limit=self._batch_size,
+            flush_interval_s=self._flush_interval_s,
+        )
+        for batch in batches:
+            self._write(connection, batch)
 
     def _write(self, connection: sqlite3.Connection, batch: list[_Pending]) -> None:
         error: StorageUnavailable | None = None
