@@ -11,14 +11,13 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from tests.support.redis_service import REDIS_HOST, REDIS_PORT
-from tests.support.server import ADMIN_EMAIL, free_port
+from tests.support.server import ADMIN_EMAIL, free_port, wait_for_health
 
 START_TIMEOUT_S = 60.0
 
@@ -75,17 +74,8 @@ class AsyncCluster:
 
     def start_api(self) -> None:
         self.api = self._spawn(["serve"], "api")
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.api.poll() is not None:
-                raise RuntimeError(f"the API exited at start-up:\n{self.logs()}")
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"the API was not ready within {START_TIMEOUT_S} s:\n{self.logs()}")
+        if not wait_for_health(self.base_url, self.api, self.logs, START_TIMEOUT_S):
+            raise RuntimeError(f"the API was not ready within {START_TIMEOUT_S} s:\n{self.logs()}")
 
     def start_worker(self, index: int) -> None:
         process = self._spawn(["worker", "--processes", "1"], f"worker{index}")

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,17 +106,27 @@ def start_server(
     return server
 
 
-def wait_until_ready(server: RunningServer) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+def wait_for_health(
+    base_url: str, process: subprocess.Popen[bytes], log: Callable[[], str], timeout_s: float
+) -> bool:
+    """True once ``/health`` answers 200; False after ``timeout_s``; raises when the process
+    exits first."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"the server exited at start-up:\n{server.log()}")
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited at start-up:\n{log()}")
         try:
-            if httpx.get(f"{server.base_url}/health", timeout=1).status_code == 200:
-                return
+            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                return True
         except httpx.TransportError:
             pass
         time.sleep(0.05)
+    return False
+
+
+def wait_until_ready(server: RunningServer) -> None:
+    if wait_for_health(server.base_url, server.process, server.log, START_TIMEOUT_S):
+        return
     server.stop()
     raise RuntimeError(f"the server was not ready within {START_TIMEOUT_S} s:\n{server.log()}")
 
