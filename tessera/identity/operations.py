@@ -70,15 +70,15 @@ class ProfileOperations:
             for profile in (survivor, *restored):
                 await self._recount(profile)
             await ensure_held(held)
-            await self.writer.commit(
+            await self.visitors.commit(
+                self.writer,
                 ChangeSet(
                     profiles=[survivor, *restored],
                     identities=links,
                     restored=[(tenant, former.id) for former in restored],
-                )
+                ),
+                put_back=False,
             )
-            for profile in (survivor, *restored):
-                await self.visitors.forget_profile(tenant, profile.id)
         return {"profile": {"id": survivor.id}, "restored": [{"id": p.id} for p in restored]}
 
     async def _recount(self, profile: Profile) -> None:
@@ -95,18 +95,14 @@ class ProfileOperations:
             profile = await self._current(tenant, profile.id)
             ids = tuple(dict.fromkeys([profile.id, *profile.ids]))
             if with_data:
-                await ensure_held(held)
-                await self.writer.commit(ChangeSet(erasures=[Erasure(tenant, ids)]))
+                erasure = ChangeSet(erasures=[Erasure(tenant, ids)])
             else:
-                await ensure_held(held)
-                await self.writer.commit(
-                    ChangeSet(
-                        released_identities=_digests(tenant, profile),
-                        erasures=[Erasure(tenant, ids, keep_records=True)],
-                    )
+                erasure = ChangeSet(
+                    released_identities=_digests(tenant, profile),
+                    erasures=[Erasure(tenant, ids, keep_records=True)],
                 )
-            for gone in ids:
-                await self.visitors.forget_profile(tenant, gone)
+            await ensure_held(held)
+            await self.visitors.commit(self.writer, erasure)
         return {"deleted": list(ids), "with_data": with_data}
 
     async def anonymize(self, tenant: str, profile_id: str) -> Profile:
@@ -124,8 +120,11 @@ class ProfileOperations:
             ]
             profile.metadata.time.update = utcnow()
             await ensure_held(held)
-            await self.writer.commit(ChangeSet(profiles=[profile], released_identities=released))
-            await self.visitors.forget_profile(tenant, profile.id)
+            await self.visitors.commit(
+                self.writer,
+                ChangeSet(profiles=[profile], released_identities=released),
+                put_back=False,
+            )
         return profile
 
     async def export(self, tenant: str, profile_id: str) -> dict[str, Any]:

@@ -19,7 +19,9 @@ class RecordCachePort(Protocol[R]):
 
     ``put`` keeps what was just committed (the caller holds the record's lock); ``fill`` keeps
     what was just read from storage, unless something is there already — a read that raced a
-    commit must not overwrite the newer record the committer put back.
+    commit must not overwrite the newer record the committer put back. ``discard`` turns
+    entries into misses before a commit (``VisitorDirectory.commit``), so a process that dies
+    between its commit and its ``put`` leaves a miss, never the version before.
     """
 
     async def get(self, key: str) -> R | None: ...
@@ -28,7 +30,7 @@ class RecordCachePort(Protocol[R]):
 
     async def fill(self, key: str, record: R) -> None: ...
 
-    async def discard(self, key: str) -> None: ...
+    async def discard(self, *keys: str) -> None: ...
 
 
 class TtlCache(Generic[V]):
@@ -102,10 +104,11 @@ class RecordCache(Generic[R]):
         if self._entries.get(key) is None:
             self._entries.put(key, self._encode(record))
 
-    async def discard(self, key: str) -> None:
+    async def discard(self, *keys: str) -> None:
         # A tombstone, not a removal: a read that began before the discard must not ``fill``
         # the old record back. It reads as a miss; the next ``put`` replaces it.
-        self._entries.put(key, _TOMBSTONE)
+        for key in keys:
+            self._entries.put(key, _TOMBSTONE)
 
     def __len__(self) -> int:
         return len(self._entries)

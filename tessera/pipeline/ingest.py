@@ -266,14 +266,12 @@ class Ingestor:
                 if merges.retired or merges.links:
                     merged.metadata.time.update = now
                     await ensure_held(held)
-                    await self._writer.commit(
+                    await self._visitors.commit(
+                        self._writer,
                         ChangeSet(
                             profiles=[merged], identities=merges.links, retired=merges.retired
-                        )
+                        ),
                     )
-                    for gone in merges.retired:
-                        await self._visitors.forget_profile(tenant, gone.profile.id)
-                    await self._visitors.remember_profile(merged)
                 return warnings
         return ["a merge asked for by a workflow was not made: the profiles are changing too often"]
 
@@ -428,18 +426,16 @@ class Ingestor:
         links: list[IdentityLink],
         retired: list[RetiredProfile],
     ) -> None:
-        await self._writer.commit(
+        await self._visitors.commit(
+            self._writer,
             ChangeSet(
                 events=events,
                 sessions=[visitor.session],
                 profiles=[visitor.profile],
                 identities=links,
                 retired=retired,
-            )
+            ),
         )
-        for gone in retired:
-            await self._visitors.forget_profile(gone.profile.tenant, gone.profile.id)
-        await self._visitors.remember(visitor)
 
 
 # What a person is, as opposed to what every request changes (stats, times): a "profile changed"

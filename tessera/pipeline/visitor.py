@@ -1,7 +1,8 @@
 """Finding (or starting) the session and profile a request belongs to.
 
-Callers hold the session's and the profile's locks while they use what this returns, and put
-the records back (``remember``) only once they are committed.
+Callers hold the session's and the profile's locks while they use what this returns, and store
+what they changed through ``commit``, which keeps the cache from ever answering a version older
+than storage.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from tessera.model.profile import Profile, new_profile
 from tessera.model.session import Session, new_session
 from tessera.model.source import EventSource
 from tessera.pipeline.cache import RecordCachePort
-from tessera.storage.ports import ProfileStore, SessionStore
+from tessera.storage.ports import ChangeSet, ProfileStore, RecordWriter, SessionStore
 
 
 @dataclass(slots=True)
@@ -47,7 +48,7 @@ class VisitorDirectory:
         self.session_cache = session_cache
 
     async def session(self, tenant: str, session_id: str) -> Session | None:
-        key = f"{tenant}\x00{session_id}"
+        key = _key(tenant, session_id)
         session = await self.session_cache.get(key)
         if session is None:
             session = await self._sessions.get(tenant, session_id)
@@ -56,7 +57,7 @@ class VisitorDirectory:
         return session
 
     async def profile(self, tenant: str, profile_id: str) -> Profile | None:
-        key = f"{tenant}\x00{profile_id}"
+        key = _key(tenant, profile_id)
         profile = await self.profile_cache.get(key)
         if profile is None:
             profile = await self._profiles.get(tenant, profile_id)
@@ -66,21 +67,35 @@ class VisitorDirectory:
                 await self.profile_cache.fill(key, profile)
         return profile
 
-    async def forget_profile(self, tenant: str, profile_id: str) -> None:
-        await self.profile_cache.discard(f"{tenant}\x00{profile_id}")
-
-    async def remember_profile(self, profile: Profile) -> None:
-        """Put back a profile committed without its session (e.g. by re-segmentation)."""
-        await self.profile_cache.put(f"{profile.tenant}\x00{profile.id}", profile)
-
-    async def remember_session(self, session: Session) -> None:
-        """Put back a session committed without its profile (e.g. by a delayed step)."""
-        await self.session_cache.put(f"{session.tenant}\x00{session.id}", session)
-
-    async def remember(self, visitor: Visitor) -> None:
-        tenant = visitor.profile.tenant
-        await self.profile_cache.put(f"{tenant}\x00{visitor.profile.id}", visitor.profile)
-        await self.session_cache.put(f"{tenant}\x00{visitor.session.id}", visitor.session)
+    async def commit(
+        self, writer: RecordWriter, changes: ChangeSet, *, put_back: bool = True
+    ) -> None:
+        """Store ``changes`` (the caller holds the locks of its records) and keep the cache in
+        step. Every profile and session the change set writes, retires, restores or erases
+        turns into a miss *before* the commit: the cache is shared and outlives this process,
+        so one killed between its commit and putting the new versions back must leave a miss
+        (read again from storage), not the version before, which the next request would build
+        on and so lose this one's changes. With ``put_back`` the committed profiles and
+        sessions are put back afterwards, saving the next request a storage read."""
+        profile_keys = [_key(p.tenant, p.id) for p in changes.profiles]
+        profile_keys += [_key(r.profile.tenant, r.profile.id) for r in changes.retired]
+        profile_keys += [_key(tenant, profile_id) for tenant, profile_id in changes.restored]
+        profile_keys += [
+            _key(erasure.tenant, profile_id)
+            for erasure in changes.erasures
+            for profile_id in erasure.profile_ids
+        ]
+        session_keys = [_key(s.tenant, s.id) for s in changes.sessions]
+        if profile_keys:
+            await self.profile_cache.discard(*profile_keys)
+        if session_keys:
+            await self.session_cache.discard(*session_keys)
+        await writer.commit(changes)
+        if put_back:
+            for profile in changes.profiles:
+                await self.profile_cache.put(_key(profile.tenant, profile.id), profile)
+            for session in changes.sessions:
+                await self.session_cache.put(_key(session.tenant, session.id), session)
 
     async def candidate_profile(
         self,
@@ -125,3 +140,7 @@ class VisitorDirectory:
                 # The client moved this session to another profile; it now counts for that one.
                 session.profile = Ref(profile.id)
         return Visitor(session, profile, session_is_new, profile_is_new, first_time)
+
+
+def _key(tenant: str, record_id: str) -> str:
+    return f"{tenant}\x00{record_id}"

@@ -205,16 +205,10 @@ class ResegmentationJobs:
                 job.entered += len(change.entered)
                 job.left += len(change.left)
             if changed:
-                try:
-                    await ensure_held(held)
-                    await self._writer.commit(ChangeSet(events=events, profiles=changed))
-                except BaseException:
-                    # Committed or not, the cache must not answer the version before it.
-                    for profile in changed:
-                        await self._visitors.forget_profile(tenant, profile.id)
-                    raise
-                for profile in changed:
-                    await self._visitors.remember_profile(profile)
+                await ensure_held(held)
+                await self._visitors.commit(
+                    self._writer, ChangeSet(events=events, profiles=changed)
+                )
         job.processed += len(profile_ids)
         job.changed += len(changed)
         job.total = max(job.total, job.processed)

@@ -4,6 +4,7 @@ for them at start-up."""
 
 from __future__ import annotations
 
+import importlib.util
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
@@ -50,6 +51,7 @@ def build_queue(settings: Settings, redis: Redis | None = None) -> IngestQueue:
             partitions=partitions,
         )
     if kind == "kafka":
+        _needs_client("aiokafka", "kafka")
         from tessera.storage.kafka.queue import KafkaIngestQueue
 
         if not settings.kafka_bootstrap_servers:
@@ -61,6 +63,7 @@ def build_queue(settings: Settings, redis: Redis | None = None) -> IngestQueue:
             partitions=partitions,
         )
     if kind == "pulsar":
+        _needs_client("pulsar", "pulsar")
         from tessera.storage.pulsar.queue import PulsarIngestQueue
 
         if not settings.pulsar_host:
@@ -75,6 +78,14 @@ def build_queue(settings: Settings, redis: Redis | None = None) -> IngestQueue:
             partitions=partitions,
         )
     raise ConfigurationError(f"TESSERA_QUEUE: unknown queue {kind!r}")
+
+
+def _needs_client(module: str, extra: str) -> None:
+    """A clear start-up error instead of an import trace when the broker client is missing."""
+    if importlib.util.find_spec(module) is None:
+        raise ConfigurationError(
+            f"TESSERA_QUEUE={extra} needs the {module!r} client: pip install 'tessera-cdp[{extra}]'"
+        )
 
 
 def _admin_url(service_url: str) -> str:

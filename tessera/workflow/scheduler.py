@@ -215,11 +215,7 @@ class DelayedSteps:
         if len(changes):
             if held is not None:
                 await ensure_held(held)
-            await self._writer.commit(changes)
-            for changed in changes.profiles:
-                await self._visitors.remember_profile(changed)
-            for changed_session in changes.sessions:
-                await self._visitors.remember_session(changed_session)
+            await self._visitors.commit(self._writer, changes)
         if outcome.schedules:
             await self._schedules.add(outcome.schedules)
         if messages and self._destinations is not None:

@@ -25,6 +25,7 @@ from tessera.pipeline.locks import KeyedLocks, Locks
 from tessera.pipeline.request import IncomingBatch, IncomingEvent
 from tessera.pipeline.visitor import VisitorDirectory
 from tessera.runtime import Runtime
+from tessera.storage.ports import ChangeSet, RecordWriter
 from tessera.storage.redis.services import redis_services
 from tests.support.merge_workflow import login, merging_runtime
 from tests.support.redis_service import new_client, reachable_client, unique_prefix
@@ -43,11 +44,29 @@ class Process:
     operations: ProfileOperations
 
 
+class DiesAfterCommit:
+    """The store's writer in a process that is killed the moment its commit is durable:
+    nothing the caller meant to do after the commit (putting the records back in the cache)
+    happens. Raising stands for SIGKILL, which would stop the process at the same point."""
+
+    def __init__(self, writer: RecordWriter) -> None:
+        self._writer = writer
+
+    async def commit(self, changes: ChangeSet) -> None:
+        await self._writer.commit(changes)
+        raise ProcessKilled
+
+
+class ProcessKilled(BaseException):
+    pass
+
+
 def process(
     runtime: Runtime,
     locks: Locks,
     profile_cache: RecordCachePort[Profile],
     session_cache: RecordCachePort[Session],
+    writer: RecordWriter | None = None,
 ) -> Process:
     storage = runtime.storage
     visitors = VisitorDirectory(
@@ -57,7 +76,7 @@ def process(
         session_cache=session_cache,
     )
     ingestor = Ingestor(
-        writer=storage.writer,
+        writer=writer or storage.writer,
         events=storage.events,
         visitors=visitors,
         locks=locks,
@@ -169,6 +188,46 @@ async def test_after_an_erasure_by_another_process_the_profile_is_gone(
     await second.operations.erase(DEFAULT_TENANT, survivor_id, with_data=True)
     for profile_id in (survivor_id, first_id, second_id):
         assert await first.visitors.profile(DEFAULT_TENANT, profile_id) is None
+
+
+async def test_a_process_killed_after_its_commit_leaves_no_stale_profile_in_the_cache(
+    runtime: Runtime, shared: tuple[Process, Process]
+) -> None:
+    """The shared cache outlives the process: one killed between its commit and putting the
+    new versions back must not leave the versions before, or the next request, built on
+    them, would undo its changes (here: its events would not be counted)."""
+    first, second = shared
+    source = runtime.default_source
+    assert source is not None
+
+    def visit(count: int) -> IncomingBatch:
+        return IncomingBatch(
+            tenant=DEFAULT_TENANT,
+            source=source,
+            session_id="tablet",
+            events=[IncomingEvent(type="page-view") for _ in range(count)],
+        )
+
+    one = await first.ingestor.ingest(visit(3))
+    assert one.profile_id is not None
+    cached = await second.visitors.profile(DEFAULT_TENANT, one.profile_id)
+    assert cached is not None and cached.stats["events"] == 3, "cached after the first request"
+    # The dying process works on the same shared cache and locks as the first.
+    dying = process(
+        runtime,
+        first.ingestor._locks,
+        first.visitors.profile_cache,
+        first.visitors.session_cache,
+        writer=DiesAfterCommit(runtime.storage.writer),
+    )
+    with pytest.raises(ProcessKilled):
+        await dying.ingestor.ingest(visit(4))
+    stored = await runtime.storage.profiles.get(DEFAULT_TENANT, one.profile_id)
+    assert stored is not None and stored.stats["events"] == 7, "the commit was kept"
+    await second.ingestor.ingest(visit(5))
+    final = await runtime.storage.profiles.get(DEFAULT_TENANT, one.profile_id)
+    assert final is not None
+    assert final.stats["events"] == 12, "the next request built on what was committed"
 
 
 async def test_control_separate_in_process_caches_would_answer_a_stale_profile(

@@ -7,9 +7,10 @@ Staleness is what a shared cache must not allow, and three rules keep it out:
 - ``put`` (after a commit, under the record's lock) always overwrites;
 - ``fill`` (after a storage read, without the lock) writes only when the key is empty, so a read
   that raced a commit cannot overwrite the newer record the committer put back;
-- ``discard`` (after a merge, unmerge or erasure) leaves a short-lived tombstone rather than an
-  empty key, so such a racing read cannot bring the old record back either. A tombstone reads
-  as a miss; the next commit's ``put`` replaces it.
+- ``discard`` (before every commit of the record, see ``VisitorDirectory.commit``) leaves a
+  short-lived tombstone rather than an empty key, so such a racing read cannot bring the old
+  record back either, and a committer killed before its ``put`` leaves a miss rather than the
+  version before its commit. A tombstone reads as a miss; the next ``put`` replaces it.
 
 Size is bounded by Redis (``maxmemory`` with an LRU policy), not here.
 """
@@ -72,6 +73,13 @@ class RedisRecordCache(Generic[R]):
         if self.enabled:
             await self._client.set(self._key(key), self._encode(record), px=self._ttl_ms, nx=True)
 
-    async def discard(self, key: str) -> None:
-        if self.enabled:
-            await self._client.set(self._key(key), TOMBSTONE, px=self._tombstone_ms)
+    async def discard(self, *keys: str) -> None:
+        if not self.enabled or not keys:
+            return
+        if len(keys) == 1:
+            await self._client.set(self._key(keys[0]), TOMBSTONE, px=self._tombstone_ms)
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.set(self._key(key), TOMBSTONE, px=self._tombstone_ms)
+            await pipe.execute()
