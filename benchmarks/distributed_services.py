@@ -121,23 +121,28 @@ class RunPlace:
                 elastic_json("DELETE", f"{url}/_component_template/{item['name']}")
 
     def _drop_keys(self) -> None:
-        from redis import Redis
-
-        client = Redis(host=self.services.redis_host, port=self.services.redis_port)
-        try:
-            batch: list[bytes] = []
-            for key in client.scan_iter(match=f"{self.prefix}:*", count=1000):
-                batch.append(key)
-                if len(batch) >= 1000:
-                    client.delete(*batch)
-                    batch.clear()
-            if batch:
-                client.delete(*batch)
-        finally:
-            client.close()
+        drop_redis_keys(self.services.redis_host, self.services.redis_port, self.prefix)
 
     def _drop_database(self) -> None:
         mysql_statement(self.services, f"DROP DATABASE IF EXISTS `{self.database}`")
+
+
+def drop_redis_keys(host: str, port: int, prefix: str) -> None:
+    """Delete every key under ``prefix:``, a thousand at a time."""
+    from redis import Redis
+
+    client = Redis(host=host, port=port, socket_timeout=10)
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                client.delete(*batch)
+                batch.clear()
+        if batch:
+            client.delete(*batch)
+    finally:
+        client.close()
 
 
 def new_place(services: ServiceAddresses) -> RunPlace:

@@ -313,20 +313,7 @@ class Place:
         return problems
 
     def _drop_keys(self) -> None:
-        from redis import Redis
-
-        client = Redis(host=self.redis_host, port=self.redis_port, socket_timeout=10)
-        try:
-            batch: list[bytes] = []
-            for key in client.scan_iter(match=f"{self.prefix}:*", count=1000):
-                batch.append(key)
-                if len(batch) >= 1000:
-                    client.delete(*batch)
-                    batch.clear()
-            if batch:
-                client.delete(*batch)
-        finally:
-            client.close()
+        distributed_services.drop_redis_keys(self.redis_host, self.redis_port, self.prefix)
 
     def _drop_kafka_topic(self) -> None:
         from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]

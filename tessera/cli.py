@@ -213,6 +213,17 @@ def migrate() -> None:
         console.print(f"[green]Schema already at revision {report.head}[/]; nothing to do")
 
 
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Check the installation, read only: stores, Redis, Elasticsearch, the queue and its
+    retention. Exit code 1 when a check failed (warnings do not fail)."""
+    from tessera.ops.doctor_cli import doctor_command
+
+    raise typer.Exit(code=doctor_command(as_json=as_json))
+
+
 @app.command("settings")
 def show_settings(
     markdown: Annotated[bool, typer.Option(help="Print the docs/settings.md table")] = False,

@@ -22,6 +22,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def from_epoch(seconds: float) -> datetime:
+    """A moment stored as Unix seconds (the SQL stores' time columns), in UTC."""
+    return datetime.fromtimestamp(seconds, UTC)
+
+
 class _TimeOrderedIds:
     """UUID strings of version 7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits.
 

@@ -120,6 +120,13 @@ class IngestQueue(Protocol):
         operator saying what was applied."""
         ...
 
+    async def read_retention(self) -> QueueRetention | None:
+        """The limits in force: those the broker holds for the topic (Kafka, Pulsar: what
+        ``apply_retention`` last set there, seen by every process), or those this object trims
+        with (embedded, Redis). None when the broker holds none it can state (not set, the
+        topic missing, or unlimited)."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -80,6 +80,10 @@ class ConnectedQueue:
         await self.ensure()
         return await self.inner.apply_retention(retention)
 
+    async def read_retention(self) -> QueueRetention | None:
+        await self.ensure()
+        return await self.inner.read_retention()
+
     async def close(self) -> None:
         await self.inner.close()
 

@@ -49,6 +49,7 @@ def build_queue(settings: Settings, redis: Redis | None = None) -> IngestQueue:
             publish_timeout=settings.queue_publish_timeout_seconds,
             topic=topic,
             partitions=partitions,
+            retention=retention_of(settings),
         )
     if kind == "kafka":
         _needs_client("aiokafka", "kafka")

@@ -1,13 +1,15 @@
 """What only the embedded queue promises beyond the IngestQueue contract: the log outlives its
-process, a crashed worker's partitions move on after its lease, several processes share the
-file, publishers share commits, and retention never drops unacknowledged messages."""
+process, a frozen worker's partitions move on after its lease while a busy one keeps them,
+several processes share the file, publishers share commits, and retention never drops
+unacknowledged messages."""
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -22,6 +24,7 @@ from tessera.storage.queue_ports import (
 from tessera.storage.sqlite.queue import SqliteIngestQueue
 
 PARTITIONS = 4
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -89,15 +92,31 @@ async def test_the_log_survives_reopening(log_path: Path) -> None:
     await third.close()
 
 
-async def test_a_crashed_consumer_loses_its_partitions_after_the_lease(log_path: Path) -> None:
+class FrozenProcess:
+    """Another worker process, on an event loop of its own that runs only while the test
+    calls into it: between calls nothing of it runs (not even its lease renewal), as with a
+    process that is stopped or whose event loop hangs."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    async def call(self, work: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.to_thread(self.loop.run_until_complete, work)
+
+    def close(self) -> None:
+        self.loop.close()
+
+
+async def test_a_frozen_consumer_loses_its_partitions_after_the_lease(log_path: Path) -> None:
     producer = await _opened(log_path)
     await producer.publish(_numbered("a", 10) + _numbered("b", 10))
-    crashed_queue = await _opened(log_path, lease_seconds=1.0)
+    frozen = FrozenProcess()
+    crashed_queue = await frozen.call(_opened(log_path, lease_seconds=1.0))
     crashed = crashed_queue.consumer("worker-crashed")
-    taken = await _drain(crashed, 20, ack=False)
+    taken = await frozen.call(_drain(crashed, 20, ack=False))
     assert len(taken) == 20
-    await crashed.ack([d for d in taken if int(d.body) < 4])
-    # The crash: the consumer is never closed and never called again.
+    await frozen.call(crashed.ack([d for d in taken if int(d.body) < 4]))
+    # The freeze: from here on nothing of that process runs until it is called again.
 
     heir_queue = await _opened(log_path, lease_seconds=1.0)
     heir = heir_queue.consumer("worker-heir")
@@ -109,8 +128,9 @@ async def test_a_crashed_consumer_loses_its_partitions_after_the_lease(log_path:
 
     # The crashed consumer wakes up and acknowledges what it had: the heir owns those
     # partitions now, so nothing moves and the messages stay unacknowledged.
-    await crashed.ack(taken)
-    await crashed_queue.close()
+    await frozen.call(crashed.ack(taken))
+    await frozen.call(crashed_queue.close())
+    frozen.close()
     await heir.close()
     await heir_queue.close()
     last = producer.consumer("worker-last")
@@ -118,6 +138,29 @@ async def test_a_crashed_consumer_loses_its_partitions_after_the_lease(log_path:
     await last.close()
     assert (await producer.status()).backlog == 0
     await producer.close()
+
+
+async def test_a_consumer_busy_for_longer_than_its_lease_keeps_its_partitions(
+    log_path: Path,
+) -> None:
+    """Slow storage: a batch takes several leases to work through. The leases are renewed
+    meanwhile, so no other worker is handed the same messages."""
+    queue = await _opened(log_path, lease_seconds=1.0)
+    await queue.publish(_numbered("a", 10) + _numbered("b", 10))
+    busy = queue.consumer("worker-busy")
+    taken = await _drain(busy, 20, ack=False)
+    assert len(taken) == 20
+    await asyncio.sleep(3.0)  # working on the batch, calling nothing on the consumer
+
+    other_queue = await _opened(log_path, lease_seconds=1.0)
+    other = other_queue.consumer("worker-other")
+    assert await _drain(other, 1, rounds=5) == [], "nothing is handed out twice"
+    await busy.ack(taken)
+    assert (await queue.status()).backlog == 0
+    await other.close()
+    await other_queue.close()
+    await busy.close()
+    await queue.close()
 
 
 async def test_a_newcomer_gets_the_partitions_the_first_consumer_is_done_with(

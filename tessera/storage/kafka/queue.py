@@ -41,6 +41,7 @@ from tessera.storage.queue_ports import (
 log = logging.getLogger(__name__)
 
 TOPIC_ALREADY_EXISTS = 36
+UNKNOWN_TOPIC = 3
 # DescribeConfigs' source of a value set on the topic itself (not a broker default).
 DYNAMIC_TOPIC_CONFIG = 1
 
@@ -244,6 +245,31 @@ class KafkaIngestQueue:
                 "deletes whole closed segments, so a partition may keep up to one segment more"
             )
         return lines
+
+    async def read_retention(self) -> QueueRetention | None:
+        """The limits the broker applies to the topic (set on it, or the broker's defaults),
+        ``retention.bytes`` times the topic's partitions back to megabytes. None when the
+        topic does not exist or a limit is unlimited (-1: Kafka's default for the size)."""
+        resource = ConfigResource(ConfigResourceType.TOPIC, self.topic)
+        async with self._call(f"reading the retention of {self.topic}"):
+            admin = await self._admin_client()
+            (described,) = await admin.describe_topics([self.topic])
+            if described["error_code"] == UNKNOWN_TOPIC or not described["partitions"]:
+                return None
+            raise_for_codes([described["error_code"]], f"describing {self.topic}")
+            (answer,) = await admin.describe_configs([resource])
+            (found,) = answer.to_object()["resources"]
+            raise_for_codes([found["error_code"]], f"describing {self.topic} configs")
+        values = {e["config_names"]: e["config_value"] for e in found["config_entries"]}
+        milliseconds = int(values.get("retention.ms") or -1)
+        per_partition = int(values.get("retention.bytes") or -1)
+        if milliseconds < 0 or per_partition < 0:
+            return None
+        # apply_retention divides by the partitions, rounding down: rounding back undoes it.
+        total = per_partition * len(described["partitions"])
+        return QueueRetention(
+            hours=milliseconds / 3_600_000, megabytes=round(total / (1024 * 1024))
+        )
 
     async def close(self) -> None:
         if self._closed:

@@ -279,6 +279,27 @@ class PulsarIngestQueue:
             f"{retention.megabytes} MB (kept after acknowledgement)"
         ]
 
+    async def read_retention(self) -> QueueRetention | None:
+        """The namespace's retention policy as the broker keeps it; None when none is set (or
+        a limit is infinite, -1). A missing namespace is QueueUnavailable, as for ``start``."""
+        tenant, namespace = self.namespace.split("/", 1)
+        response = await self._admin(
+            "GET", f"/admin/v2/namespaces/{quote(tenant)}/{quote(namespace)}/retention"
+        )
+        try:
+            policy = response.json() if response.content else None
+        except ValueError:  # not JSON: nothing it states
+            return None
+        if not isinstance(policy, dict):
+            return None
+        minutes = policy.get("retentionTimeInMinutes")
+        megabytes = policy.get("retentionSizeInMB")
+        if not isinstance(minutes, int) or not isinstance(megabytes, int):
+            return None
+        if minutes < 0 or megabytes < 0:
+            return None
+        return QueueRetention(hours=minutes / 60, megabytes=megabytes)
+
     async def close(self) -> None:
         if self._closed:
             return

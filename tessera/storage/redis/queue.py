@@ -79,6 +79,7 @@ class RedisIngestQueue:
         partitions: int = 8,
         lease_seconds: float = 10.0,
         publish_timeout: float = 5.0,
+        retention: QueueRetention = DEFAULT_RETENTION,
     ) -> None:
         if partitions < 1 or lease_seconds <= 0 or publish_timeout <= 0:
             raise ValueError("partitions, lease and publish timeout must be positive")
@@ -90,7 +91,8 @@ class RedisIngestQueue:
         self.streams = [keys.key("queue", f"{topic}:{n}") for n in range(partitions)]
         self.leases = [keys.key("queue-lease", f"{topic}:{n}") for n in range(partitions)]
         self.workers_key = keys.key("queue-workers", topic)
-        self.retention = DEFAULT_RETENTION
+        # What ``trim`` trims by: the settings' limits, or the last ``apply_retention``.
+        self.retention = retention
         self.lease_scripts = LeaseScripts.on(client)
         self._consumers: weakref.WeakSet[RedisQueueConsumer] = weakref.WeakSet()
 
@@ -194,6 +196,11 @@ class RedisIngestQueue:
         except FAILURES:
             pass  # CONFIG is often disabled on managed Redis; the limits above still hold
         return lines
+
+    async def read_retention(self) -> QueueRetention:
+        """What ``trim`` trims by: the retention last given to ``apply_retention`` in this
+        process, else the default; Redis itself holds none."""
+        return self.retention
 
     async def trim(self) -> int:
         """Trim every partition to the retention last applied; the number of entries removed."""

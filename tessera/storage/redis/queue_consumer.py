@@ -27,7 +27,6 @@ import builtins
 import logging
 import math
 import secrets
-import weakref
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,6 +35,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from tessera.storage.lease_renewal import start_renewal
 from tessera.storage.queue_ports import Delivery
 
 if TYPE_CHECKING:
@@ -149,10 +149,7 @@ class RedisQueueConsumer:
         if self._closed or max_messages <= 0:
             return []
         if self._renewal is None:
-            every = self._queue.lease_seconds / 3
-            self._renewal = asyncio.get_running_loop().create_task(
-                _keep_alive(weakref.ref(self), every), name="tessera-queue-lease-renewal"
-            )
+            self._renewal = start_renewal(self, self._queue.lease_seconds / 3, FAILURES)
         async with self._queue.answering("hand out messages"):
             await self._rebalance()
             got: builtins.list[Delivery] = []
@@ -259,6 +256,14 @@ class RedisQueueConsumer:
                 self._owned.add(partition)
                 self._pending_after[partition] = b"0"
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def keep_alive(self) -> None:
+        await self.heartbeat()
+        await self.renew()
+
     async def heartbeat(self) -> int:
         queue = self._queue
         stale = queue.lease_seconds
@@ -317,21 +322,3 @@ def _delivery(partition: int, entry_id: bytes, fields: Any, *, redelivered: bool
         redelivered=redelivered,
         handle=entry_id.decode(),
     )
-
-
-async def _keep_alive(consumer_ref: weakref.ref[RedisQueueConsumer], every: float) -> None:
-    """Heartbeat and renew leases while the consumer exists. Only a weak reference is held
-    between rounds, so a consumer dropped without close (as in a crash) stops renewing and its
-    partitions go to others when the lease runs out."""
-    while True:
-        await asyncio.sleep(every)
-        consumer = consumer_ref()
-        if consumer is None or consumer._closed:
-            return
-        try:
-            async with asyncio.timeout(every):
-                await consumer.heartbeat()
-                await consumer.renew()
-        except FAILURES as exc:
-            log.warning("could not renew the queue leases: %s", type(exc).__name__)
-        del consumer

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import builtins
 import secrets
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tessera.model.common import from_epoch
 from tessera.model.destination import (
     MESSAGE_STATES,
     DeliveryAttempt,
@@ -78,10 +79,6 @@ def sql_destination_store(engine: AsyncEngine) -> SqlDocumentStore[Destination]:
     return SqlDocumentStore(engine, destinations, Destination)
 
 
-def _time(value: float) -> datetime:
-    return datetime.fromtimestamp(value, UTC)
-
-
 def _clip(text: str | None) -> str | None:
     return text[:MAX_ERROR_LENGTH] if text is not None else None
 
@@ -91,8 +88,8 @@ def _message(row: Any) -> OutboxMessage:
         tenant=row.tenant,
         id=row.id,
         destination_id=row.destination_id,
-        created=_time(row.created),
-        due=_time(row.due),
+        created=from_epoch(row.created),
+        due=from_epoch(row.due),
         attempts=row.attempts,
         state=row.state,
         body=row.body,
@@ -259,7 +256,7 @@ class SqlOutboxStore:
                     tenant=row.tenant,
                     message_id=row.message_id,
                     number=row.number,
-                    time=_time(row.time),
+                    time=from_epoch(row.time),
                     status=row.status,
                     error=row.error,
                     duration_ms=row.duration_ms,

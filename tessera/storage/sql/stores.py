@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tessera.errors import Conflict
+from tessera.model.common import from_epoch
 from tessera.model.source import EventSource
 from tessera.model.user import AccessToken, User
 from tessera.storage.sql.tables import (
@@ -24,10 +25,6 @@ from tessera.storage.sql.tables import (
 
 def _epoch(moment: datetime) -> float:
     return moment.timestamp()
-
-
-def _moment(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
 
 
 class SqlSchemaStore:
@@ -77,7 +74,7 @@ def _source_from_row(row: sa.Row[Any]) -> EventSource:
         description=row.description,
         enabled=bool(row.enabled),
         tags=list(row.tags),
-        created=_moment(row.created),
+        created=from_epoch(row.created),
     )
 
 
@@ -143,7 +140,7 @@ def _user_from_row(row: sa.Row[Any]) -> User:
         password_hash=row.password_hash,
         roles=list(row.roles),
         enabled=bool(row.enabled),
-        created=_moment(row.created),
+        created=from_epoch(row.created),
     )
 
 
@@ -221,8 +218,8 @@ class SqlTokenStore:
             digest=row.digest,
             tenant=row.tenant,
             user_id=row.user_id,
-            created=_moment(row.created),
-            expires=_moment(row.expires),
+            created=from_epoch(row.created),
+            expires=from_epoch(row.expires),
             revoked=bool(row.revoked),
         )
 

@@ -13,13 +13,14 @@ configuration ``metadata`` (see all_tables.py); migration 0002 creates them on a
 from __future__ import annotations
 
 import builtins
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tessera.model.common import from_epoch
 from tessera.storage.sql.tables import metadata
 from tessera.storage.sql.upsert import save_row
 from tessera.storage.worker_ports import DeadLetter, WorkerBeat
@@ -73,10 +74,6 @@ def _seconds(moment: datetime) -> float:
     return moment.timestamp()
 
 
-def _time(value: float) -> datetime:
-    return datetime.fromtimestamp(value, UTC)
-
-
 def _letter(row: Any) -> DeadLetter:
     return DeadLetter(
         id=row.id,
@@ -88,7 +85,7 @@ def _letter(row: Any) -> DeadLetter:
         body=bytes(row.body),
         error=row.error,
         attempts=row.attempts,
-        created=_time(row.created),
+        created=from_epoch(row.created),
     )
 
 
@@ -98,8 +95,8 @@ def _beat(row: Any) -> WorkerBeat:
         tenant=row.tenant,
         host=row.host,
         pid=row.pid,
-        started=_time(row.started),
-        seen=_time(row.seen),
+        started=from_epoch(row.started),
+        seen=from_epoch(row.seen),
         messages=row.messages,
         events=row.events,
         retries=row.retries,

@@ -135,6 +135,11 @@ class SqliteIngestQueue:
             "embedded log: unacknowledged messages are kept whatever the limits",
         ]
 
+    async def read_retention(self) -> QueueRetention:
+        """What ``trim`` removes by: the construction's retention (the settings, as the queue
+        factory builds it) until ``apply_retention`` gives another."""
+        return self._retention
+
     async def trim(self) -> int:
         """Remove acknowledged messages beyond the current retention; how many went."""
         older_than = time.time() - self._retention.hours * 3600

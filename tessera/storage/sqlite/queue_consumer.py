@@ -1,11 +1,13 @@
 """A worker's reader on the embedded ingest log, and the thread its SQL runs on.
 
 The consumer claims free or expired partition leases up to its fair share (partitions divided
-by the consumers that beat within a lease), renews them every third of a lease from ``fetch``
-and ``ack``, and gives idle partitions beyond its share back so that a worker that just started
-gets work. There is no background task: a worker that stops calling ``fetch`` or ``ack`` (it
-crashed, or hangs) loses its partitions a lease after its last call, and whoever takes them
-over starts again from the committed position.
+by the consumers that beat within a lease), renews them every third of a lease, and gives idle
+partitions beyond its share back so that a worker that just started gets work. Renewal runs
+from ``fetch`` and ``ack`` and from a background task while the consumer lives: a worker busy
+with a batch for longer than a lease (slow storage) keeps its partitions, rather than seeing
+them taken over and the batch worked again by another worker, round after round. A worker that
+crashed, or whose event loop hangs, loses its partitions a lease after the last renewal, and
+whoever takes them over starts again from the committed position.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from tessera.storage.lease_renewal import start_renewal
 from tessera.storage.queue_ports import Delivery, QueueUnavailable
 from tessera.storage.sqlite import queue_log
 from tessera.storage.sqlite.connection import open_connection
@@ -108,6 +111,7 @@ class SqliteQueueConsumer:
         # The newest seq in the log when every held partition was last read to its end: while
         # it stays the newest, an idle poll has nothing to read.
         self._caught_up_at: int | None = None
+        self._renewal: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
@@ -116,6 +120,8 @@ class SqliteQueueConsumer:
         return sorted(self._held)
 
     async def fetch(self, max_messages: int, wait_seconds: float) -> builtins.list[Delivery]:
+        if self._renewal is None and not self._closed:
+            self._renewal = start_renewal(self, self._lease / 3, (QueueUnavailable,))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         while not self._closed:
@@ -134,8 +140,19 @@ class SqliteQueueConsumer:
         if self._closed:
             return
         self._closed = True
+        if self._renewal is not None:
+            self._renewal.cancel()
         self._on_close(self)
         await self._state.run(self._leave)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def keep_alive(self) -> None:
+        """Renew the leases (and follow the fair share) if a third of a lease has passed."""
+        if not self._closed and time.time() >= self._renew_at:
+            await self._state.run(self._renew_if_due)
 
     # --- on the state thread ------------------------------------------------------------------
 
@@ -177,6 +194,11 @@ class SqliteQueueConsumer:
                 held.in_flight.add(seq)
             held.cursor = found[partition][-1][0]
         return deliveries
+
+    def _renew_if_due(self, connection: sqlite3.Connection) -> None:
+        now = time.time()
+        if not self._closed and now >= self._renew_at:
+            self._rebalance(connection, now)
 
     def _ack(self, deliveries: builtins.list[Delivery], connection: sqlite3.Connection) -> None:
         now = time.time()

@@ -1,0 +1,102 @@
+"""``IngestQueue.read_retention`` on every queue backend: the limits in force read back.
+
+Brokers (Kafka, Pulsar) hold the retention themselves, so any queue object, as another process
+would build it, reads what ``apply_retention`` set there. The embedded log and the Redis
+streams are trimmed by each queue object with the limits it holds, so they read back their own.
+Backends come from the registry in ``tests/support/queues.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tessera.storage.queue_ports import IngestQueue, QueueRetention, QueueUnavailable
+from tests.support.queues import QUEUE_BACKENDS, QueueFactory
+
+# Kafka splits the megabytes over the partitions, rounding down: 3 does not divide 100 MB.
+PARTITIONS = 3
+# The retention the support openers build queue objects with (none given: the default).
+BUILT_WITH = QueueRetention(hours=720, megabytes=1024)
+BROKERS = frozenset({"kafka", "pulsar"})
+
+
+@pytest.fixture(params=list(QUEUE_BACKENDS))
+async def queues(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[QueueFactory]:
+    async with QUEUE_BACKENDS[request.param](request.node.name, tmp_path, PARTITIONS) as factory:
+        yield factory
+
+
+async def _settled(
+    queue: IngestQueue, wanted: QueueRetention, seconds: float = 10.0
+) -> QueueRetention | None:
+    """What the queue reads once it reads ``wanted``, or at the deadline: a Kafka config
+    change reaches the broker's metadata a moment after the controller took it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        found = await queue.read_retention()
+        if found == wanted or loop.time() > deadline:
+            return found
+        await asyncio.sleep(0.2)
+
+
+async def test_read_retention_gives_back_what_apply_retention_set(queues: QueueFactory) -> None:
+    queue = queues.open()
+    await queue.start()
+    try:
+        first = QueueRetention(hours=36.5, megabytes=100)
+        await queue.apply_retention(first)
+        assert await _settled(queue, first) == first
+        # A second apply replaces the first one as a whole.
+        second = QueueRetention(hours=2, megabytes=7)
+        await queue.apply_retention(second)
+        assert await _settled(queue, second) == second
+    finally:
+        if queues.backend == "pulsar":
+            # The namespace is shared: back to the project's defaults, as other tests leave it.
+            await queue.apply_retention(BUILT_WITH)
+        await queue.close()
+
+
+async def test_another_queue_object_reads_what_it_trims_by(queues: QueueFactory) -> None:
+    applied = QueueRetention(hours=5, megabytes=30)
+    queue = queues.open()
+    await queue.start()
+    other = queues.open()
+    try:
+        await queue.apply_retention(applied)
+        await other.start()
+        if queues.backend in BROKERS:
+            # The broker holds it: every process sees the same limits.
+            assert await _settled(other, applied) == applied
+        else:
+            # Nothing holds it but the object that trims: the other one keeps its own.
+            assert await other.read_retention() == BUILT_WITH
+            assert await queue.read_retention() == applied
+    finally:
+        if queues.backend == "pulsar":
+            await queue.apply_retention(BUILT_WITH)
+        await other.close()
+        await queue.close()
+
+
+async def test_an_unreachable_broker_is_unavailable_not_a_guess(queues: QueueFactory) -> None:
+    unreachable = queues.unreachable()
+    if unreachable is None:
+        pytest.skip(f"the {queues.backend} queue is a local file: it cannot be unreachable")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        if queues.backend in BROKERS:
+            with pytest.raises(QueueUnavailable):
+                await unreachable.read_retention()
+        else:
+            # Redis holds no retention: the object answers what it trims by, without asking.
+            assert await unreachable.read_retention() == BUILT_WITH
+        assert loop.time() - started < 30
+    finally:
+        await unreachable.close()
