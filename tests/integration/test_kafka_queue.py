@@ -11,6 +11,7 @@ import signal
 import sys
 import textwrap
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,25 @@ async def take(consumer: KafkaQueueConsumer, count: int, rounds: int = 60) -> li
             break
         got += await consumer.fetch(100, 0.5)
     return got
+
+
+@asynccontextmanager
+async def two_workers(
+    queues: KafkaQueues,
+) -> AsyncIterator[tuple[KafkaIngestQueue, KafkaQueueConsumer, KafkaQueueConsumer]]:
+    """A producer and two workers' consumers of one topic, each on its own queue client."""
+    producer, first_queue, second_queue = queues.open(), queues.open(), queues.open()
+    for queue in (producer, first_queue, second_queue):
+        await queue.start()
+    first = first_queue.consumer("worker-first")
+    second = second_queue.consumer("worker-second")
+    try:
+        yield producer, first, second
+    finally:
+        await first.close()
+        await second.close()
+        for queue in (producer, first_queue, second_queue):
+            await queue.close()
 
 
 async def test_start_creates_the_topic_with_its_partitions_and_retention(
@@ -165,12 +185,7 @@ async def test_the_committed_offset_waits_for_a_gap_to_be_acknowledged(
 async def test_a_rebalance_does_not_hand_a_workers_unfinished_messages_out_again(
     queues: KafkaQueues,
 ) -> None:
-    producer, first_queue, second_queue = queues.open(), queues.open(), queues.open()
-    for queue in (producer, first_queue, second_queue):
-        await queue.start()
-    first = first_queue.consumer("worker-first")
-    second = second_queue.consumer("worker-second")
-    try:
+    async with two_workers(queues) as (producer, first, second):
         sent = messages(keys=9, per_key=4)
         await producer.publish(sent)
         held = await take(first, len(sent))
@@ -209,11 +224,29 @@ async def test_a_rebalance_does_not_hand_a_workers_unfinished_messages_out_again
         owners = {p.partition: p.owner for p in status.partitions}
         assert {owners[n] for n in second.partitions} == {"worker-second"}
         assert {owners[n] for n in first.partitions} == {"worker-first"}
-    finally:
-        await first.close()
-        await second.close()
-        for queue in (producer, first_queue, second_queue):
-            await queue.close()
+
+
+async def test_a_rebalance_waits_for_the_worker_to_finish_and_commits_before_moving_on(
+    queues: KafkaQueues,
+) -> None:
+    """The first worker finishes its batch while the second joins: its partitions move only
+    once what it did is committed, so the second is handed none of those messages again."""
+    async with two_workers(queues) as (producer, first, second):
+        sent = messages(keys=9, per_key=4)
+        await producer.publish(sent)
+        held = await take(first, len(sent))
+        assert len(held) == len(sent) and first.partitions == [0, 1, 2]
+
+        joining = asyncio.ensure_future(take(second, 1, rounds=16))
+        # Long enough for the group to be rebalancing, far less than the wait allowed.
+        await asyncio.sleep(2.0)
+        await first.ack(held)
+        assert await joining == [], "messages the first worker had finished were handed out"
+        again = await take(first, 1, rounds=4)
+        assert again == []
+        assert second.partitions, "the second worker got no partition"
+        assert sorted(first.partitions + second.partitions) == [0, 1, 2]
+        assert (await producer.status()).backlog == 0
 
 
 CRASHING_WORKER = textwrap.dedent(

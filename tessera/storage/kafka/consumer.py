@@ -3,12 +3,15 @@
 Kafka keeps one committed offset per partition, not an acknowledgement per message, so the
 consumer commits the offset just past the longest run of acknowledged messages and remembers
 the acknowledged ones after a gap until the gap is acknowledged too. Partitions come and go in
-rebalances (eager: every member gives all back and gets a new share).
+rebalances (eager: every member gives all back and gets a new share); before giving them back
+a member waits for its worker to finish what it was handed and commits it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -53,6 +56,8 @@ class KafkaQueueConsumer:
         # them; and the highest offset ever handed out (to mark redeliveries).
         self._revoked: dict[int, PartitionProgress] = {}
         self._highest: dict[int, int] = {}
+        # Set by every ack: a rebalance waiting for unfinished messages looks again.
+        self._acked = asyncio.Event()
         self._closed = False
 
     @property
@@ -142,6 +147,7 @@ class KafkaQueueConsumer:
                     break
                 del progress.handed[offset]
                 progress.done_until = offset + 1
+        self._acked.set()
         if self._kafka is not None and not self._closed:
             await self._commit_pending(self._kafka)
 
@@ -169,7 +175,31 @@ class KafkaQueueConsumer:
                 progress.committed = max(progress.committed, offset)
 
     async def on_revoked(self) -> None:
+        """Before the partitions go, wait for the worker to finish what it was handed, and
+        commit it: the next owner then neither works those messages again nor runs a profile's
+        next message while this worker still runs the one before. The broker completes the
+        rebalance without a member that has not rejoined within its session timeout, so the
+        wait is half of that; a worker still busy then (storage down) lets go anyway."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._queue.session_timeout_seconds / 2
+        while self._unfinished() and not self._closed:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                log.info("kafka consumer %s: rebalancing with unfinished messages", self.worker_id)
+                break
+            self._acked.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acked.wait(), remaining)
+        if self._kafka is not None and not self._closed:
+            try:
+                await self._commit_pending(self._kafka)
+            except QueueUnavailable as exc:
+                # Not committed: the next owner reads those messages again (and drops them).
+                log.warning("kafka consumer %s: not committed: %s", self.worker_id, exc)
         self._revoked, self._progress = self._progress, {}
+
+    def _unfinished(self) -> bool:
+        return any(not acked for p in self._progress.values() for acked in p.handed.values())
 
     async def on_assigned(self, assigned: Iterable[Any]) -> None:
         """A partition this consumer had before the rebalance keeps what it handed out (and the
