@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -94,6 +95,7 @@ def test_each_profile_is_processed_in_order_by_four_workers(
         stored_order = _stored_order(cluster.data_dir)
         profiles = {n: admin.get(f"/profile/order-{n}").json() for n in range(PROFILES)}
         applied = {n: profile["traits"].get("steps") for n, profile in profiles.items()}
+        status = _counted_beats(admin, PROFILES * STEPS)
         busy = [w for w in status["workers"] if w["messages"] > 0]
         print(
             f"\n[{queue_factory.backend}] {PROFILES} profiles x {STEPS} steps; "
@@ -107,6 +109,17 @@ def test_each_profile_is_processed_in_order_by_four_workers(
             assert applied[n] == list(range(STEPS)), n
     finally:
         cluster.stop()
+
+
+def _counted_beats(client: httpx.Client, messages: int) -> dict[str, Any]:
+    """The queue status once the workers' heartbeats (every 2 s) count every message."""
+    deadline = time.monotonic() + 15
+    while True:
+        status: dict[str, Any] = client.get("/queue/status").json()
+        counted = sum(int(w["messages"]) for w in status["workers"])
+        if counted >= messages or time.monotonic() > deadline:
+            return status
+        time.sleep(0.5)
 
 
 def _wait_for_workers(client: httpx.Client, cluster: AsyncCluster) -> None:
