@@ -42,6 +42,7 @@ LOAD_DEADLINE_S = 420.0
 # killed many times while it runs (a kill every 1.5 to 4 s) rather than once or twice.
 LOAD_SPREAD_S = 40.0
 MIN_KILLS_EACH = 3
+KILLS_DEADLINE_S = 120.0
 DRAIN_DEADLINE_S = 300.0
 PARTITIONS = 8
 
@@ -280,6 +281,11 @@ def _crash_run(
         killer.start()
         try:
             asyncio.run(load.send_all(cluster.base_url))
+            # On a slow machine restarts take longer: the killing goes on into the drain until
+            # each kind of process has died often enough.
+            deadline = time.monotonic() + KILLS_DEADLINE_S
+            while min(cluster.kills.values()) < MIN_KILLS_EACH and time.monotonic() < deadline:
+                time.sleep(0.2)
         finally:
             stop.set()
             killer.join(timeout=60)
