@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +22,7 @@ from tessera.storage.sql.engine import sqlite_engine
 from tessera.storage.sql.worker_records import SqlDeadLetterStore
 from tessera.storage.sqlite.queue import SqliteIngestQueue
 from tessera.storage.worker_ports import DeadLetter
+from tests.support.cli import run_tessera
 from tests.support.queues import QueueFactory
 from tests.support.server import RunningServer, free_port, running_server
 
@@ -235,27 +233,16 @@ async def _add_dead_letter(data_dir: Path, body: bytes) -> str:
     return letter.id
 
 
-def _tessera(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
-    return subprocess.run(
-        [sys.executable, "-m", "tessera", *arguments],
-        env={**clean, "COLUMNS": "250", **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_the_cli_shows_the_queue_and_its_dead_letters(async_server: RunningServer) -> None:
     env = {**ASYNC, "TESSERA_DATA_DIR": str(async_server.data_dir)}
-    status = _tessera(env, "queue", "status", "--json")
+    status = run_tessera(env, "queue", "status", "--json")
     assert status.returncode == 0, status.stderr
     assert '"backend": "embedded"' in status.stdout and '"backlog"' in status.stdout
-    listed = _tessera(env, "queue", "dead-letters", "list")
+    listed = run_tessera(env, "queue", "dead-letters", "list")
     assert listed.returncode == 0 and "dead letter(s)" in listed.stderr, listed.stderr
-    missing = _tessera(env, "queue", "dead-letters", "replay", "no-such-letter")
+    missing = run_tessera(env, "queue", "dead-letters", "replay", "no-such-letter")
     assert missing.returncode == 1 and "not found" in missing.stderr
-    both = _tessera(env, "queue", "dead-letters", "replay")
+    both = run_tessera(env, "queue", "dead-letters", "replay")
     assert both.returncode == 2 and "--all" in both.stderr
 
 
@@ -267,7 +254,7 @@ def test_install_applies_the_queue_retention(queue_factory: QueueFactory, tmp_pa
         "TESSERA_QUEUE_RETENTION_HOURS": "48",
         "TESSERA_QUEUE_RETENTION_MB": "256",
     }
-    done = _tessera(env, "install")
+    done = run_tessera(env, "install")
     assert done.returncode == 0, done.stderr
     applied = {
         "embedded": "keeps acknowledged messages 48 h / 256 MB",

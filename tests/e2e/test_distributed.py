@@ -18,11 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
-from elasticsearch import Elasticsearch
 
 from tests.support import mariadb
+from tests.support.distributed import clean_distributed, distributed_env
 from tests.support.elastic import URL as ELASTIC_URL
-from tests.support.elastic import drop_prefix, require_elastic
+from tests.support.elastic import require_elastic
 from tests.support.redis_service import REDIS_HOST, REDIS_PORT, new_client
 from tests.support.server import RunningServer, free_port, start_server
 from tests.support.tcp_proxy import TcpRelay
@@ -50,45 +50,6 @@ def _mariadb_or_skip() -> None:
     asyncio.run(mariadb.require_mariadb())
 
 
-def distributed_env(prefix: str, database: str, elastic_url: str = ELASTIC_URL) -> dict[str, str]:
-    return {
-        "ELASTIC_HOST": elastic_url,
-        "ELASTIC_INDEX_SHARDS": "1",
-        "ELASTIC_INDEX_REPLICAS": "0",
-        "TESSERA_ELASTIC_INDEX_PREFIX": prefix,
-        "MYSQL_HOST": mariadb.HOST,
-        "MYSQL_PORT": str(mariadb.PORT),
-        "MYSQL_USERNAME": mariadb.USER,
-        "MYSQL_PASSWORD": mariadb.PASSWORD,
-        "MYSQL_DATABASE": database,
-        "REDIS_HOST": REDIS_HOST,
-        "REDIS_PORT": str(REDIS_PORT),
-        "TESSERA_REDIS_PREFIX": prefix,
-        "TESSERA_WORKFLOW_CACHE_SECONDS": "0",
-        "TESSERA_SOURCE_CACHE_SECONDS": "0",
-    }
-
-
-def _clean(prefix: str, database: str) -> None:
-    client = Elasticsearch(ELASTIC_URL, request_timeout=30)
-    try:
-        drop_prefix(client, prefix)
-    finally:
-        client.close()
-    asyncio.run(mariadb.drop_databases({database}))
-
-    async def drop_keys() -> None:
-        client = new_client()
-        try:
-            keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=500)]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
-
-    asyncio.run(drop_keys())
-
-
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, RunningServer]]:
     require_elastic()
@@ -107,7 +68,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServ
         first.stop()
         second.stop()
         if not os.environ.get("TESSERA_KEEP_TEST_DATA"):
-            _clean(prefix, database)
+            clean_distributed(prefix, database)
         else:
             print(f"kept: prefix {prefix}, database {database}")
 
@@ -274,4 +235,4 @@ def test_a_running_server_recovers_when_elasticsearch_comes_back(tmp_path: Path)
     finally:
         server.stop()
         relay.close()
-        _clean(prefix, database)
+        clean_distributed(prefix, database)

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,8 +26,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_distributed import _clean, distributed_env
 from tests.support import mariadb
+from tests.support.cli import run_tessera
+from tests.support.distributed import clean_distributed, distributed_env
 from tests.support.elastic import require_elastic
 from tests.support.queues import QueueFactory
 from tests.support.queues_pulsar import admin_client, topic_path
@@ -52,14 +51,7 @@ QUICK_S = 25.0
 
 
 def _tessera(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(_NOT_INHERITED)}
-    return subprocess.run(
-        [sys.executable, "-m", "tessera", *arguments],
-        env={**clean, "COLUMNS": "250", **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_tessera(env, *arguments, not_inherited=_NOT_INHERITED)
 
 
 def _report(env: dict[str, str]) -> tuple[int, dict[str, dict[str, Any]]]:
@@ -311,4 +303,4 @@ def test_a_distributed_installation_reports_every_store(tmp_path: Path) -> None:
         assert shapes["status"] == "warning" and "settings say 2/0" in shapes["detail"], shapes
         assert mariadb.PASSWORD not in json.dumps(checks)
     finally:
-        _clean(prefix, database)
+        clean_distributed(prefix, database)
