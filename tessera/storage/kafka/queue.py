@@ -210,15 +210,19 @@ class KafkaIngestQueue:
             "retention.bytes": str(retention.megabytes * 1024 * 1024 // partitions),
         }
 
+    async def _topic_configs(self, admin: Any) -> dict[str, dict[str, Any]]:
+        """The topic's config entries (DescribeConfigs) by name."""
+        resource = ConfigResource(ConfigResourceType.TOPIC, self.topic)
+        (described,) = await admin.describe_configs([resource])
+        (found,) = described.to_object()["resources"]
+        raise_for_codes([found["error_code"]], f"describing {self.topic} configs")
+        return {entry["config_names"]: entry for entry in found["config_entries"]}
+
     async def apply_retention(self, retention: QueueRetention) -> builtins.list[str]:
         limits = self._retention_configs(retention, self.partitions)
-        resource = ConfigResource(ConfigResourceType.TOPIC, self.topic)
         async with self._call(f"setting the retention of {self.topic}"):
             admin = await self._admin_client()
-            (described,) = await admin.describe_configs([resource])
-            (found,) = described.to_object()["resources"]
-            raise_for_codes([found["error_code"]], f"describing {self.topic} configs")
-            entries = {e["config_names"]: e for e in found["config_entries"]}
+            entries = await self._topic_configs(admin)
             # AlterConfigs replaces the topic's whole set: carry the other values set on it.
             kept = {
                 name: e["config_value"]
@@ -250,17 +254,14 @@ class KafkaIngestQueue:
         """The limits the broker applies to the topic (set on it, or the broker's defaults),
         ``retention.bytes`` times the topic's partitions back to megabytes. None when the
         topic does not exist or a limit is unlimited (-1: Kafka's default for the size)."""
-        resource = ConfigResource(ConfigResourceType.TOPIC, self.topic)
         async with self._call(f"reading the retention of {self.topic}"):
             admin = await self._admin_client()
             (described,) = await admin.describe_topics([self.topic])
             if described["error_code"] == UNKNOWN_TOPIC or not described["partitions"]:
                 return None
             raise_for_codes([described["error_code"]], f"describing {self.topic}")
-            (answer,) = await admin.describe_configs([resource])
-            (found,) = answer.to_object()["resources"]
-            raise_for_codes([found["error_code"]], f"describing {self.topic} configs")
-        values = {e["config_names"]: e["config_value"] for e in found["config_entries"]}
+            entries = await self._topic_configs(admin)
+        values = {name: entry["config_value"] for name, entry in entries.items()}
         milliseconds = int(values.get("retention.ms") or -1)
         per_partition = int(values.get("retention.bytes") or -1)
         if milliseconds < 0 or per_partition < 0:

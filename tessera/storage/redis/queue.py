@@ -198,8 +198,8 @@ class RedisIngestQueue:
         return lines
 
     async def read_retention(self) -> QueueRetention:
-        """What ``trim`` trims by: the retention last given to ``apply_retention`` in this
-        process, else the default; Redis itself holds none."""
+        """What ``trim`` trims by: the construction's retention (the settings, as the queue
+        factory builds it) until ``apply_retention`` gives another; Redis itself holds none."""
         return self.retention
 
     async def trim(self) -> int:
