@@ -201,9 +201,7 @@ class SqliteQueueConsumer:
             self._rebalance(connection, now)
 
     def _ack(self, deliveries: builtins.list[Delivery], connection: sqlite3.Connection) -> None:
-        now = time.time()
-        if now >= self._renew_at:
-            self._rebalance(connection, now)
+        self._renew_if_due(connection)
         touched: set[int] = set()
         for delivery in deliveries:
             held = self._held.get(delivery.partition)
