@@ -202,7 +202,7 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
     workers: list[QueueWorker] = []
     if settings.ingest_mode == "async":
         queue = ConnectedQueue(build_queue(settings, storage.redis_client))
-        intake = QueueIntake(queue, visitors)
+        intake = QueueIntake(queue, secret=lambda: identity.policy.salt)
         count = settings.workers if queue_workers is None else queue_workers
         workers = [
             QueueWorker(

@@ -3,18 +3,20 @@ export. Each runs under the same per-profile locks as ingestion, so it never rac
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from tessera.errors import InvalidPayload, NotFound
+from tessera.errors import InvalidPayload, NotFound, StorageUnavailable
 from tessera.identity.keys import read_path
-from tessera.identity.resolver import profile_lock_key
+from tessera.identity.locking import profile_lock_key
 from tessera.model.common import utcnow
 from tessera.model.profile import Profile
-from tessera.pipeline.locks import Locks, ensure_held
-from tessera.pipeline.visitor import VisitorDirectory
+from tessera.pipeline.locks import Locks, LockSetLike, ensure_held
+from tessera.pipeline.visitor import MAX_MERGE_HOPS, VisitorDirectory
 from tessera.storage.ports import (
     ChangeSet,
     Erasure,
@@ -45,13 +47,29 @@ class ProfileOperations:
             raise NotFound(f"profile {profile_id!r} does not exist")
         return profile
 
+    @asynccontextmanager
+    async def _holding(
+        self, tenant: str, profile_id: str, more_keys: Iterable[str] = ()
+    ) -> AsyncIterator[tuple[Profile, LockSetLike]]:
+        """The profile ``profile_id`` resolves to, read under its own lock (and ``more_keys``).
+        An id may name a merged-away profile, and a merge may happen between the first read
+        and the lock: the lock is then the survivor's, taken before anything is changed."""
+        more = list(more_keys)
+        profile = await self._current(tenant, profile_id)
+        for _hop in range(MAX_MERGE_HOPS):
+            async with self.locks.hold_all([profile_lock_key(tenant, profile.id), *more]) as held:
+                current = await self._current(tenant, profile.id)
+                if current.id == profile.id:
+                    yield current, held
+                    return
+            profile = current
+        raise StorageUnavailable("the profile is being merged right now; retry")
+
     async def unmerge(self, tenant: str, profile_id: str, ids: list[str]) -> dict[str, Any]:
         """Split the named former profiles back out of the profile, with the events and
         sessions that came in under their ids, and the values they brought."""
-        survivor = await self._current(tenant, profile_id)
-        keys = [profile_lock_key(tenant, survivor.id), *(profile_lock_key(tenant, i) for i in ids)]
-        async with self.locks.hold_all(keys) as held:
-            survivor = await self._current(tenant, survivor.id)
+        former_keys = [profile_lock_key(tenant, i) for i in ids]
+        async with self._holding(tenant, profile_id, former_keys) as (survivor, held):
             restored: list[Profile] = []
             links: list[IdentityLink] = []
             for former_id in ids:
@@ -90,9 +108,7 @@ class ProfileOperations:
     async def erase(self, tenant: str, profile_id: str, *, with_data: bool) -> dict[str, Any]:
         """Delete the profile and every id that resolved to it; with ``with_data`` also its
         sessions and events. Without it, they stay, anonymous, under ids nothing resolves."""
-        profile = await self._current(tenant, profile_id)
-        async with self.locks.hold_all([profile_lock_key(tenant, profile.id)]) as held:
-            profile = await self._current(tenant, profile.id)
+        async with self._holding(tenant, profile_id) as (profile, held):
             ids = tuple(dict.fromkeys([profile.id, *profile.ids]))
             if with_data:
                 erasure = ChangeSet(erasures=[Erasure(tenant, ids)])
@@ -107,9 +123,7 @@ class ProfileOperations:
 
     async def anonymize(self, tenant: str, profile_id: str) -> Profile:
         """Remove what identifies the person; keep counts, segments and interests."""
-        profile = await self._current(tenant, profile_id)
-        async with self.locks.hold_all([profile_lock_key(tenant, profile.id)]) as held:
-            profile = await self._current(tenant, profile.id)
+        async with self._holding(tenant, profile_id) as (profile, held):
             released = _digests(tenant, profile)
             for part in PERSONAL_PARTS:
                 setattr(profile, part, {})

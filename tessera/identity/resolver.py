@@ -40,14 +40,6 @@ class IdentityChanges:
     owners: set[str] = field(default_factory=set)
 
 
-def identity_lock_key(tenant: str, digest: str) -> str:
-    return f"i\x00{tenant}\x00{digest}"
-
-
-def profile_lock_key(tenant: str, profile_id: str) -> str:
-    return f"p\x00{tenant}\x00{profile_id}"
-
-
 class IdentityResolver:
     def __init__(
         self, policy: IdentityPolicy, profiles: ProfileStore, sessions: SessionStore

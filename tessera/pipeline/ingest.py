@@ -27,12 +27,8 @@ import msgspec
 
 from tessera.destinations.planner import DestinationPlanner
 from tessera.errors import StorageUnavailable
-from tessera.identity.resolver import (
-    IdentityResolver,
-    identity_lock_key,
-    profile_lock_key,
-    snapshot_paths,
-)
+from tessera.identity.locking import identity_lock_key, profile_lock_key, session_lock_key
+from tessera.identity.resolver import IdentityResolver, snapshot_paths
 from tessera.model.common import Ref, new_id, utcnow
 from tessera.model.event import Event
 from tessera.model.profile import Profile, add_to_stat
@@ -128,7 +124,7 @@ class Ingestor:
 
         tenant = batch.tenant
         session_id = batch.session_id or new_id()
-        wanted: set[str] = {f"s\x00{tenant}\x00{session_id}"}
+        wanted: set[str] = {session_lock_key(tenant, session_id)}
         for _round in range(MAX_ROUNDS):
             async with self._locks.hold_all(wanted) as held:
                 result = await self._ingest_locked(batch, session_id, now, held)
@@ -162,12 +158,15 @@ class Ingestor:
         profile_id, may_exist = await self._visitors.candidate_profile(
             tenant, session, batch.profile_id, batch.new_profile_id
         )
-        profile_key = profile_lock_key(tenant, profile_id)
-        if not await held.try_add([profile_key]):
-            return {profile_key}
-        visitor = await self._visitors.resolve(
-            tenant, batch.source, session_id, session, profile_id, may_exist, now
+        found = await self._visitors.survivor_under_lock(tenant, profile_id, may_exist, held)
+        if isinstance(found, set):
+            return found
+        profile_id, profile = found
+        visitor = self._visitors.resolve(
+            tenant, batch.source, session_id, session, profile_id, profile, now
         )
+        if batch.new_profile_id is not None and not visitor.profile_is_new:
+            await self._keep_promise(visitor.profile, batch.new_profile_id)
         events = self._build_events(batch, incoming, visitor, now)
         apply_visit(visitor, events, batch, now, self._close_visit_after)
         watched = self.destinations is not None and await self.destinations.active(tenant)
@@ -236,6 +235,17 @@ class Ingestor:
         result.debug = outcome.traces if batch.debug else None
         result.deferred = deferred
         return result
+
+    async def _keep_promise(self, profile: Profile, promised: str) -> None:
+        """Async intake answered ``promised`` (the session's derived id) before any worker
+        knew the session; it belongs to ``profile``. Unless a profile of that id exists on its
+        own, the id becomes one of this profile's ids, so the answer finds the profile that
+        got the events (see workers/intake.py)."""
+        if promised in profile.ids:
+            return
+        if await self._visitors.profile(profile.tenant, promised) is not None:
+            return
+        profile.ids.append(promised)
 
     async def merge_later(
         self, tenant: str, profile_id: str, before: dict[str, Any], merge_on: list[str]

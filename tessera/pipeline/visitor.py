@@ -11,12 +11,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tessera.errors import StorageUnavailable
+from tessera.identity.locking import profile_lock_key
 from tessera.model.common import Ref, new_id
 from tessera.model.profile import Profile, new_profile
 from tessera.model.session import Session, new_session
 from tessera.model.source import EventSource
 from tessera.pipeline.cache import RecordCachePort
+from tessera.pipeline.locks import LockSetLike
 from tessera.storage.ports import ChangeSet, ProfileStore, RecordWriter, SessionStore
+
+# Merges a request follows from the id it was given to the profile that survived them all.
+MAX_MERGE_HOPS = 8
 
 
 @dataclass(slots=True)
@@ -106,7 +112,7 @@ class VisitorDirectory:
     ) -> tuple[str, bool]:
         """Which profile the request will use, and whether it may already exist: the requested
         one (by any of its ids), else the session's, else a fresh id that cannot exist yet.
-        The profile itself is read again under its lock."""
+        Only a first guess, taken without a lock: ``survivor_under_lock`` settles it."""
         if requested is not None:
             existing = await self.profile(tenant, requested)
             return (existing.id, True) if existing is not None else (requested, True)
@@ -116,17 +122,42 @@ class VisitorDirectory:
             return promised, True
         return new_id(), False
 
-    async def resolve(
+    async def survivor_under_lock(
+        self, tenant: str, profile_id: str, may_exist: bool, held: LockSetLike
+    ) -> tuple[str, Profile | None] | set[str]:
+        """The profile a request changes, read under *its own* lock; or the lock keys to ask
+        for when one is busy.
+
+        ``profile_id`` may name a profile that was merged away (a session still pointing at
+        it, a tracker sending the id it was once answered, a merge since the first guess):
+        reading it answers the survivor, whose lock the caller does not hold yet. Changing
+        the survivor under the merged-away id's lock would let two requests of one person
+        change one profile at once and lose one's counters, so the survivor's lock is taken
+        and the profile read again under it, until the id read is the id locked."""
+        for _step in range(MAX_MERGE_HOPS):
+            key = profile_lock_key(tenant, profile_id)
+            if not await held.try_add([key]):
+                return {key}
+            if not may_exist:
+                return profile_id, None
+            profile = await self.profile(tenant, profile_id)
+            if profile is None or profile.id == profile_id:
+                return profile_id, profile
+            profile_id = profile.id
+        raise StorageUnavailable("the profile is being merged right now; retry")
+
+    def resolve(
         self,
         tenant: str,
         source: EventSource,
         session_id: str,
         session: Session | None,
         profile_id: str,
-        may_exist: bool,
+        profile: Profile | None,
         now: datetime,
     ) -> Visitor:
-        profile = await self.profile(tenant, profile_id) if may_exist else None
+        """The visitor of a request from the profile ``survivor_under_lock`` found (None:
+        a new profile under ``profile_id``)."""
         profile_is_new = profile is None
         if profile is None:
             profile = new_profile(profile_id, tenant, now)
@@ -136,8 +167,10 @@ class VisitorDirectory:
             first_time = True
         else:
             first_time = session.profile is None or session.profile.id not in profile.ids
-            if first_time:
-                # The client moved this session to another profile; it now counts for that one.
+            # The client moved this session to another profile (then it counts as a visit of
+            # that one), or the session's profile was merged: either way it points at the
+            # profile it belongs to now, so later requests lock the right one at once.
+            if session.profile is None or session.profile.id != profile.id:
                 session.profile = Ref(profile.id)
         return Visitor(session, profile, session_is_new, profile_is_new, first_time)
 

@@ -32,7 +32,7 @@ from typing import Literal
 
 import msgspec
 
-from tessera.identity.resolver import profile_lock_key
+from tessera.identity.locking import profile_lock_key
 from tessera.model.common import new_id, utcnow
 from tessera.model.event import Event
 from tessera.model.profile import Profile

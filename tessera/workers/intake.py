@@ -1,26 +1,59 @@
 """Async intake: what ``/track`` and ``/collect`` do when TESSERA_INGEST_MODE=async.
 
 The request was parsed and its source checked already. Here every id the answer names is
-stamped into the batch (event ids, the session id, the profile id of a new visitor), so the
-worker that runs the pipeline later uses exactly those, and a redelivered message or a client's
-retry of the same events meets ids that are already stored. The answer goes out only once the
-queue acknowledged the message; when it cannot, QueueUnavailable becomes a 503 with
-Retry-After, never a 200 for an event the queue did not keep.
+stamped into the batch (event ids, the session id, the profile id), so the worker that runs
+the pipeline later uses exactly those, and a redelivered message or a client's retry of the
+same events meets ids that are already stored. The answer goes out only once the queue
+acknowledged the message; when it cannot, QueueUnavailable becomes a 503 with Retry-After,
+never a 200 for an event the queue did not keep.
+
+The intake needs nothing but the queue: it reads no session, no profile, no cache, so an outage
+of the record store or of Redis does not stop collection while the queue is healthy.
+
+Which profile id the answer names:
+
+- the request names one: that id (the worker creates it when it does not exist yet);
+- it does not: the id *derived from the session* (a keyed hash of tenant and session id). Every
+  answer for one session names the same id, so a new visitor's second request, arriving before a
+  worker stored the first, is answered the same id as the first. The worker honours it: a new
+  session's profile is created under it, and when the session turns out to belong to another
+  profile already (it was first seen with a profile id the client chose), the derived id is
+  added to that profile's ids, so the id answered always finds the profile that got the events.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections.abc import Callable
+
 from tessera.model.common import new_id, utcnow
 from tessera.pipeline.request import IncomingBatch, IngestResult
-from tessera.pipeline.visitor import VisitorDirectory
 from tessera.storage.queue_ports import IngestQueue, QueueMessage
 from tessera.workers.codec import encode_batch
 
 
+def session_profile_id(secret: str, tenant: str, session_id: str) -> str:
+    """The profile id promised to a session's requests that name none: a UUID (version 8,
+    RFC 9562) from a keyed hash, so nobody can work it out from a session id without the
+    installation's secret."""
+    digest = bytearray(
+        hmac.new(
+            secret.encode(), f"profile\x00{tenant}\x00{session_id}".encode(), hashlib.sha256
+        ).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x80  # version 8: custom
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 9562 variant
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 class QueueIntake:
-    def __init__(self, queue: IngestQueue, visitors: VisitorDirectory) -> None:
+    def __init__(self, queue: IngestQueue, secret: Callable[[], str]) -> None:
+        """``secret``: the installation's key for derived profile ids (read at each call, as
+        it is loaded from the configuration store at start-up)."""
         self._queue = queue
-        self._visitors = visitors
+        self._secret = secret
 
     async def __call__(self, batch: IncomingBatch) -> IngestResult:
         now = utcnow()
@@ -35,18 +68,12 @@ class QueueIntake:
             await self._queue.publish([QueueMessage(key, encode_batch(batch))])
             return IngestResult(None, None, event_ids)
         batch.session_id = batch.session_id or new_id()
-        profile_id = batch.profile_id or await self._session_profile(batch)
+        profile_id = batch.profile_id
         if profile_id is None:
-            profile_id = batch.new_profile_id = new_id()
-        # The issue's keying: by profile when the request names one, else by its session.
-        key = batch.profile_id or batch.session_id
-        await self._queue.publish([QueueMessage(key, encode_batch(batch))])
+            profile_id = session_profile_id(self._secret(), batch.tenant, batch.session_id)
+            batch.new_profile_id = profile_id
+        # Keyed by session: one session's requests are processed in the order they came,
+        # whether or not each names the profile, so a later one never overtakes the request
+        # that tied the session to its profile (and the visitor is never split).
+        await self._queue.publish([QueueMessage(batch.session_id, encode_batch(batch))])
         return IngestResult(profile_id, batch.session_id, event_ids)
-
-    async def _session_profile(self, batch: IncomingBatch) -> str | None:
-        """The profile a known session belongs to: the one the pipeline will use."""
-        assert batch.session_id is not None
-        session = await self._visitors.session(batch.tenant, batch.session_id)
-        if session is None or session.profile is None:
-            return None
-        return session.profile.id

@@ -23,7 +23,8 @@ import msgspec
 
 from tessera.destinations.planner import DestinationPlanner
 from tessera.errors import StorageUnavailable
-from tessera.identity.resolver import profile_lock_key, snapshot_paths
+from tessera.identity.locking import profile_lock_key, session_lock_key
+from tessera.identity.resolver import snapshot_paths
 from tessera.model.common import utcnow
 from tessera.model.event import Event
 from tessera.model.profile import Profile
@@ -139,7 +140,7 @@ class DelayedSteps:
             profile_id = found.id if found is not None else profile_id
             keys = {profile_lock_key(step.tenant, profile_id)}
             if step.session_id is not None:
-                keys.add(f"s\x00{step.tenant}\x00{step.session_id}")
+                keys.add(session_lock_key(step.tenant, step.session_id))
             async with self._locks.hold_all(keys) as held:
                 profile = await self._visitors.profile(step.tenant, profile_id)
                 if profile is None or profile.id == profile_id:

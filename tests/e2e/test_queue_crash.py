@@ -6,9 +6,9 @@ profiles that a shared e-mail merges) and retries every request that was not ans
 the same body (the same event ids), as a tracker does. Meanwhile the API and the workers are
 killed with SIGKILL at random moments (at least three times each) and started again.
 Afterwards every acknowledged event is stored exactly once, every profile's event counter
-equals what was sent to it (merged pairs: the sum of both), the merged pairs are one profile,
-and there is no dead letter. The records are in SQLite for every queue backend, and once more
-in Elasticsearch (with the embedded queue).
+equals what was sent to it (merged pairs: the sum of both) and the number of events stored
+under its ids, the merged pairs are one profile, and there is no dead letter. The records are
+in SQLite for every queue backend, and once more in Elasticsearch (with the embedded queue).
 """
 
 from __future__ import annotations
@@ -317,7 +317,8 @@ def _crash_run(
 
 
 def _check_profiles(client: httpx.Client, load: Load) -> tuple[int, int]:
-    """How many profiles (a merged pair counts as one) have the counter that was sent."""
+    """How many profiles (a merged pair counts as one) count the events that were sent to
+    them, and have exactly that many events stored under their ids."""
     paired = {member for pair in load.pairs for member in pair}
     expected: list[tuple[list[str], int]] = [
         ([first, second], load.sent_to[first] + load.sent_to[second])
@@ -328,11 +329,14 @@ def _check_profiles(client: httpx.Client, load: Load) -> tuple[int, int]:
     for members, events in expected:
         profiles = [client.get(f"/profile/{member}").json() for member in members]
         ids = {profile.get("id") for profile in profiles}
-        if len(ids) == 1 and profiles[0].get("stats", {}).get("events") == events:
+        counted = profiles[0].get("stats", {}).get("events")
+        stored = client.get(f"/profile/{members[0]}/events", params={"limit": 1}).json()
+        if len(ids) == 1 and counted == events and stored.get("total") == events:
             good += 1
         else:
             print(
                 f"profile {members}: {[p.get('id') for p in profiles]} "
-                f"events {[p.get('stats', {}).get('events') for p in profiles]} != {events}"
+                f"events {[p.get('stats', {}).get('events') for p in profiles]} "
+                f"(stored {stored.get('total')}) != {events}"
             )
     return good, len(expected)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tessera.identity.resolver import profile_lock_key
+from tessera.identity.locking import profile_lock_key
 from tessera.model.common import DEFAULT_TENANT
 from tessera.runtime import Runtime
 from tests.support.merge_workflow import login, merging_runtime
