@@ -57,3 +57,11 @@ class StorageUnavailable(TesseraError):
     status_code = 503
     # Seconds the client is told to wait (the Retry-After header of the 503).
     retry_after = 2
+
+
+class RecordRejected(TesseraError):
+    """The record store refused a record for what it is (a mapping error, a value it cannot
+    hold): sending it again cannot help. A queue worker gives such a message up to the dead
+    letters after its attempts instead of retrying it forever; a request is answered 422."""
+
+    status_code = 422

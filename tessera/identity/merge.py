@@ -9,6 +9,7 @@ Strategies, per part of the profile:
   from the sessions both profiles own, so a visit is never counted twice.
 - `segments` and `ids` are united.
 - First-seen times (`metadata.time.insert`) take the earliest, last-seen ones the latest.
+- The marks of applied requests (`metadata.applied`) are united.
 
 The merge log entry on the survivor records, for each path, where the kept value came from and
 the value that lost, which is what ``unmerge`` uses to put things back.
@@ -22,6 +23,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+
+from tessera.model.applied import PROFILE_MARKS, united
 
 MERGED_PARTS = ("traits", "data", "consents")
 SUMMED_PARTS = ("interests", "stats")
@@ -53,6 +56,12 @@ def merge_documents(
     result["ids"] = _union(result.get("ids") or [], merged.get("ids") or [])
     _merge_times(result, merged)
     _merge_identity(result, merged)
+    # Requests either profile took in are in the survivor: a retry of one applies nothing twice.
+    result["metadata"]["applied"] = united(
+        result["metadata"].get("applied") or [],
+        merged.get("metadata", {}).get("applied") or [],
+        PROFILE_MARKS,
+    )
     return result, log
 
 

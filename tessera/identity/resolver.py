@@ -98,10 +98,18 @@ class IdentityResolver:
         return [IdentityLink(profile.tenant, value.digest, profile.id) for value in values]
 
     async def merge(
-        self, first: Profile, second: Profile, now: datetime, sessions_pending: int
+        self,
+        first: Profile,
+        second: Profile,
+        now: datetime,
+        sessions_pending: int,
+        *,
+        request: str | None = None,
     ) -> tuple[Profile, RetiredProfile, list[IdentityLink]]:
         """Merge two profiles; the older one survives. ``sessions_pending`` counts sessions of
-        this request not stored yet, so the recounted visits include them."""
+        this request not stored yet, so the recounted visits include them. ``request``: the
+        mark of the request merging (model/applied.py), kept in the merge log so a retry of
+        it can finish a merge whose commit was cut short."""
         survivor, loser = sorted((first, second), key=lambda p: (p.metadata.time.insert, p.id))
         document, log = merge_documents(msgspec.to_builtins(survivor), msgspec.to_builtins(loser))
         merged = _to_profile(document, Profile)
@@ -115,14 +123,20 @@ class IdentityResolver:
                 "merged_ids": list(loser.ids),
                 "conflicts": log.conflicts,
                 "taken": log.taken,
+                **({"request": request} if request is not None else {}),
             }
         )
-        links = [
-            IdentityLink(survivor.tenant, digest, survivor.id)
+        links = self.loser_links(loser, survivor.id)
+        return merged, RetiredProfile(profile=loser, survivor_id=survivor.id), links
+
+    @staticmethod
+    def loser_links(loser: Profile, survivor_id: str) -> list[IdentityLink]:
+        """The merged-away profile's values, pointing at the survivor."""
+        return [
+            IdentityLink(loser.tenant, digest, survivor_id)
             for digests in loser.metadata.identity.values()
             for digest in digests
         ]
-        return merged, RetiredProfile(profile=loser, survivor_id=survivor.id), links
 
 
 def _restore(document: dict[str, Any], path: str, previous: Any) -> None:

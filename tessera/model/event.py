@@ -29,6 +29,9 @@ class EventMetadata(msgspec.Struct):
     automation: Automation | None = None
     # An event made inside Tessera (emitted by a workflow, segment entered/left), not collected.
     internal: bool = False
+    # The mark of the request that stored it (model/applied.py), to tell a retry's own
+    # half-stored events from those of other requests.
+    request: str | None = None
 
 
 class Event(msgspec.Struct):

@@ -21,6 +21,8 @@ class ProfileMetadata(msgspec.Struct):
     identity: dict[str, list[str]] = msgspec.field(default_factory=dict)
     # One entry per profile merged into this one: when, which, and what conflicted.
     merges: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    # Marks of the last requests this profile took in (model/applied.py): apply once.
+    applied: list[str] = msgspec.field(default_factory=list)
 
 
 def new_stats() -> dict[str, int | float]:

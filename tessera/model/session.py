@@ -28,6 +28,8 @@ class SessionMetadata(msgspec.Struct):
     time: SessionTime
     channel: str | None = None
     visit: Visit | None = None
+    # Marks of the last requests this session took in (model/applied.py): apply once.
+    applied: list[str] = msgspec.field(default_factory=list)
 
 
 class Session(msgspec.Struct):

@@ -16,7 +16,9 @@ def build_event(
     now: datetime,
     profile: Ref | None,
     session: Ref | None,
+    request: str | None = None,
 ) -> Event:
+    """``request``: the mark of the request storing it (model/applied.py)."""
     happened = incoming.time or now
     if happened.tzinfo is None:
         happened = happened.replace(tzinfo=UTC)
@@ -26,7 +28,9 @@ def build_event(
         tenant=batch.tenant,
         type=incoming.type,
         time=happened,
-        metadata=EventMetadata(insert=now, ip=batch.client_ip, profile_less=batch.profile_less),
+        metadata=EventMetadata(
+            insert=now, ip=batch.client_ip, profile_less=batch.profile_less, request=request
+        ),
         source=Ref(batch.source.id),
         session=session,
         profile=profile,

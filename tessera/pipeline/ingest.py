@@ -29,6 +29,7 @@ from tessera.destinations.planner import DestinationPlanner
 from tessera.errors import StorageUnavailable
 from tessera.identity.locking import identity_lock_key, profile_lock_key, session_lock_key
 from tessera.identity.resolver import IdentityResolver, snapshot_paths
+from tessera.model.applied import PROFILE_MARKS, SESSION_MARKS, remember, request_token
 from tessera.model.common import Ref, new_id, utcnow
 from tessera.model.event import Event
 from tessera.model.profile import Profile, add_to_stat
@@ -108,9 +109,14 @@ class Ingestor:
     async def ingest(self, batch: IncomingBatch) -> IngestResult:
         now = utcnow()
         warnings: list[str] = []
+        mark = request_mark(batch)
         if batch.profile_less:
-            incoming = await self._drop_known_events(batch, warnings)
-            events = [build_event(batch, e, now=now, profile=None, session=None) for e in incoming]
+            known = await self._known_events(batch)
+            incoming = _unknown(batch, known, warnings)
+            events = [
+                build_event(batch, e, now=now, profile=None, session=None, request=mark)
+                for e in incoming
+            ]
             outcome = await self._automate(Subject(batch.tenant, None, None), events, now, batch)
             stored = events + outcome.internal_events
             messages: list[Any] = []
@@ -127,7 +133,7 @@ class Ingestor:
         wanted: set[str] = {session_lock_key(tenant, session_id)}
         for _round in range(MAX_ROUNDS):
             async with self._locks.hold_all(wanted) as held:
-                result = await self._ingest_locked(batch, session_id, now, held)
+                result = await self._ingest_locked(batch, session_id, now, held, mark)
             if isinstance(result, IngestResult):
                 break
             wanted |= result
@@ -146,14 +152,14 @@ class Ingestor:
         session_id: str,
         now: datetime,
         held: LockSetLike,
+        mark: str,
     ) -> IngestResult | set[str]:
         """The request's work under its locks; the set of keys to add when one was busy."""
         tenant = batch.tenant
         # Under the session's lock: a retry of the same request (same event ids) that came in
         # while the first was being processed meets its stored events here, so neither the
         # events nor the profile's counters are taken twice.
-        known_warnings: list[str] = []
-        incoming = await self._drop_known_events(batch, known_warnings)
+        known = await self._known_events(batch)
         session = await self._visitors.session(tenant, session_id)
         profile_id, may_exist = await self._visitors.candidate_profile(
             tenant, session, batch.profile_id, batch.new_profile_id
@@ -167,8 +173,19 @@ class Ingestor:
         )
         if batch.new_profile_id is not None and not visitor.profile_is_new:
             await self._keep_promise(visitor.profile, batch.new_profile_id)
-        events = self._build_events(batch, incoming, visitor, now)
-        apply_visit(visitor, events, batch, now, self._close_visit_after)
+        if mark in visitor.profile.metadata.applied:
+            return await self._complete(batch, visitor, known, now, mark)
+        known_warnings: list[str] = []
+        incoming = await self._unstored(batch, known, mark, known_warnings)
+        events = self._build_events(batch, incoming, visitor, now, mark)
+        apply_visit(
+            visitor,
+            events,
+            batch,
+            now,
+            self._close_visit_after,
+            session_counted=mark in visitor.session.metadata.applied,
+        )
         watched = self.destinations is not None and await self.destinations.active(tenant)
         warnings, document, session_document = await self._process(visitor, events, watched)
 
@@ -178,7 +195,7 @@ class Ingestor:
         warnings += identity_warnings
         visitor.profile = msgspec.convert(document, Profile)
         pending = 1 if visitor.session_is_new or visitor.first_time_in_session else 0
-        first = await self._identify(visitor.profile, fresh, set(), held, now, pending)
+        first = await self._identify(visitor.profile, fresh, set(), held, now, pending, mark)
         if isinstance(first, set):
             return first
         visitor.profile, merges = first
@@ -205,7 +222,9 @@ class Ingestor:
                 warnings += more_warnings
                 visitor.profile = changed_profile
                 key_owners = await self._key_owners(visitor.profile, document, outcome.merge_on)
-                second = await self._identify(visitor.profile, more, key_owners, held, now, pending)
+                second = await self._identify(
+                    visitor.profile, more, key_owners, held, now, pending, mark
+                )
                 if isinstance(second, set):
                     # The workflows do not run again for a retry: the merge is made after the
                     # commit, once this request holds no lock (merge_later).
@@ -226,6 +245,8 @@ class Ingestor:
             messages = await self._plan_deliveries(
                 tenant, events, document, session_document, changed
             )
+        remember(visitor.profile.metadata.applied, mark, PROFILE_MARKS)
+        remember(visitor.session.metadata.applied, mark, SESSION_MARKS)
         await ensure_held(held)
         await self._commit(visitor, events, merges.links, merges.retired)
         warnings += await self._after_commit(outcome.schedules, messages)
@@ -293,6 +314,7 @@ class Ingestor:
         held: LockSetLike,
         now: datetime,
         pending: int,
+        mark: str | None = None,
     ) -> tuple[Profile, _Merges] | set[str]:
         """Index the new merge-key values and merge with the profiles that hold them (or hold
         the same value at a key a workflow named); the keys to add when one was busy.
@@ -314,9 +336,17 @@ class Ingestor:
                 return owner_keys
         for owner_id in sorted(owners):
             owner = await self._visitors.profile(tenant, owner_id)
-            if owner is None or owner.id != owner_id or owner_id in profile.ids:
+            if owner is None or owner.id != owner_id:
                 continue  # merged away meanwhile; its values now point at its survivor
-            profile, loser, loser_links = await self._identity.merge(profile, owner, now, pending)
+            if owner_id in profile.ids:
+                # Merged in already by a commit that was stored only in part (the survivor
+                # written, the loser not yet retired): finish that merge, add nothing again.
+                merges.retired.append(RetiredProfile(profile=owner, survivor_id=profile.id))
+                merges.links += self._identity.loser_links(owner, profile.id)
+                continue
+            profile, loser, loser_links = await self._identity.merge(
+                profile, owner, now, pending, request=mark
+            )
             merges.retired.append(loser)
             merges.links += loser_links
         if fresh:
@@ -399,33 +429,97 @@ class Ingestor:
             )
         return warnings, document, session_document
 
-    async def _drop_known_events(
-        self, batch: IncomingBatch, warnings: list[str]
-    ) -> list[IncomingEvent]:
-        """Events whose client-given id is already stored are not stored again."""
+    async def _known_events(self, batch: IncomingBatch) -> set[str]:
+        """The request's client-given (or intake-stamped) event ids that are stored already."""
         given = [e.id for e in batch.events if e.id is not None]
         if not given:
-            return batch.events
-        known = await self._events.existing_ids(batch.tenant, given)
-        kept: list[IncomingEvent] = []
-        seen: set[str] = set()
-        for event in batch.events:
-            if event.id is not None:
-                if event.id in known or event.id in seen:
-                    warnings.append(f"event {event.id!r} was already stored; not stored again")
-                    continue
-                seen.add(event.id)
-            kept.append(event)
-        return kept
+            return set()
+        return await self._events.existing_ids(batch.tenant, given)
+
+    async def _unstored(
+        self, batch: IncomingBatch, known: set[str], mark: str, warnings: list[str]
+    ) -> list[IncomingEvent]:
+        """The events to take in. A stored event is taken in again only when an earlier
+        attempt of this very request stored it and was cut short before its profile was
+        written (it carries the request's mark): it was never counted. Events another request
+        stored are not stored or counted again."""
+        ours: set[str] = set()
+        for event_id in known:
+            stored = await self._events.get(batch.tenant, event_id)
+            if stored is not None and stored.metadata.request == mark:
+                ours.add(event_id)
+        return _unknown(batch, known - ours, warnings)
+
+    async def _complete(
+        self,
+        batch: IncomingBatch,
+        visitor: Visitor,
+        known: set[str],
+        now: datetime,
+        mark: str,
+    ) -> IngestResult:
+        """A retry of a request the profile took in already (it holds the request's mark):
+        the first attempt's commit was cut short after the profile was written. Nothing is
+        counted or run again; what the commit may not have stored is stored now: the events
+        still missing, the session when it does not hold the mark, the links to the profile
+        and the retirement of the profiles that request merged in."""
+        profile, session = visitor.profile, visitor.session
+        tenant = profile.tenant
+        # This request's events: those stored by no request yet and those its first attempt
+        # stored (storing those again changes nothing: events are insert-once).
+        incoming = await self._unstored(batch, known, mark, [])
+        events = self._build_events(batch, incoming, visitor, now, mark)
+        if events:
+            # The events are processed (validated, reshaped) as the first attempt did; the
+            # profile and session documents that processing changes are copies, thrown away.
+            await self._processor(
+                events, msgspec.to_builtins(profile), msgspec.to_builtins(session)
+            )
+        sessions: list[Session] = []
+        if mark not in session.metadata.applied:
+            apply_visit(visitor, events, batch, now, self._close_visit_after, profile_counted=True)
+            remember(session.metadata.applied, mark, SESSION_MARKS)
+            sessions.append(session)
+        retired: list[RetiredProfile] = []
+        for entry in profile.metadata.merges:
+            if entry.get("request") == mark:
+                gone = await self._profiles_store_retired(tenant, str(entry.get("merged_id")))
+                if gone is not None:
+                    retired.append(gone)
+        links = [
+            IdentityLink(tenant, digest, profile.id)
+            for digests in profile.metadata.identity.values()
+            for digest in digests
+        ]
+        changes = ChangeSet(events=events, sessions=sessions, identities=links, retired=retired)
+        if len(changes):
+            await self._visitors.commit(self._writer, changes)
+        # Answered as any request whose events were stored already: those are named in
+        # warnings, the answer lists the events stored now.
+        warnings: list[str] = []
+        _unknown(batch, known, warnings)
+        stored_now = [event.id for event in events if event.id not in known]
+        return IngestResult(profile.id, session.id, stored_now, warnings)
+
+    async def _profiles_store_retired(self, tenant: str, profile_id: str) -> RetiredProfile | None:
+        if self._profiles is None:
+            return None
+        return await self._profiles.retired(tenant, profile_id)
 
     @staticmethod
     def _build_events(
-        batch: IncomingBatch, incoming: list[IncomingEvent], visitor: Visitor, now: datetime
+        batch: IncomingBatch,
+        incoming: list[IncomingEvent],
+        visitor: Visitor,
+        now: datetime,
+        mark: str,
     ) -> list[Event]:
         profile_ref = Ref(visitor.profile.id)
         session_ref = Ref(visitor.session.id)
         return [
-            build_event(batch, event, now=now, profile=profile_ref, session=session_ref)
+            build_event(
+                batch, event, now=now, profile=profile_ref, session=session_ref, request=mark
+            )
             for event in incoming
         ]
 
@@ -446,6 +540,28 @@ class Ingestor:
                 retired=retired,
             ),
         )
+
+
+def request_mark(batch: IncomingBatch) -> str:
+    """The request's apply-once mark (model/applied.py): from its first event id, which a
+    retry carries again (async intake stamps every id; a tracker resends its own), else a
+    fresh one (a retry then cannot be told from a new request, as before)."""
+    first = next((event.id for event in batch.events if event.id is not None), None)
+    return request_token(first if first is not None else new_id())
+
+
+def _unknown(batch: IncomingBatch, known: set[str], warnings: list[str]) -> list[IncomingEvent]:
+    """The request's events but those in ``known`` and repeats of an id within it."""
+    kept: list[IncomingEvent] = []
+    seen: set[str] = set()
+    for event in batch.events:
+        if event.id is not None:
+            if event.id in known or event.id in seen:
+                warnings.append(f"event {event.id!r} was already stored; not stored again")
+                continue
+            seen.add(event.id)
+        kept.append(event)
+    return kept
 
 
 # What a person is, as opposed to what every request changes (stats, times): a "profile changed"
@@ -474,8 +590,26 @@ def apply_visit(
     batch: IncomingBatch,
     now: datetime,
     close_visit_after: timedelta,
+    *,
+    session_counted: bool = False,
+    profile_counted: bool = False,
 ) -> None:
-    """What one request changes on its session and profile."""
+    """What one request changes on its session and profile; ``session_counted`` /
+    ``profile_counted``: that record took this request in already (a retry, see
+    model/applied.py), so its part is left as it is."""
+    if not session_counted:
+        _visit_session(visitor, events, batch, now, close_visit_after)
+    if not profile_counted:
+        _visit_profile(visitor, events, now)
+
+
+def _visit_session(
+    visitor: Visitor,
+    events: list[Event],
+    batch: IncomingBatch,
+    now: datetime,
+    close_visit_after: timedelta,
+) -> None:
     session, profile = visitor.session, visitor.profile
     if visitor.session_is_new:
         session.context = dict(batch.context)
@@ -494,6 +628,10 @@ def apply_visit(
         visit.last = now
     session.events += len(events)
     session.metadata.time.update = now
+
+
+def _visit_profile(visitor: Visitor, events: list[Event], now: datetime) -> None:
+    profile = visitor.profile
     add_to_stat(profile, "events", len(events))
     # stats.visits counts distinct sessions: a session is counted once for its profile.
     if visitor.first_time_in_session:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from elasticsearch import AsyncElasticsearch
 
-from tessera.errors import StorageUnavailable
+from tessera.errors import RecordRejected, StorageUnavailable
 from tessera.model.event import Event
 from tessera.model.profile import Profile, ProfileMetadata, ProfileTime
 from tessera.settings import Settings
@@ -298,7 +298,8 @@ async def test_a_record_elasticsearch_refuses_fails_only_its_caller(
         )
 
         assert results[0] is None and results[2] is None
-        assert isinstance(results[1], StorageUnavailable)
+        # Refused for what it is: a retry cannot help, so it is not "come back later".
+        assert isinstance(results[1], RecordRejected)
         assert "512" in str(results[1])
         assert await backend.events.existing_ids(TENANT, ["e-a", "e-b"]) == {"e-a", "e-b"}
 
@@ -319,7 +320,7 @@ async def test_an_item_elasticsearch_refuses_fails_only_its_caller(
 
         assert backend.writer.bulk_requests - before == 1  # one bulk served all three
         assert results[0] is None and results[2] is None
-        assert isinstance(results[1], StorageUnavailable)
+        assert isinstance(results[1], RecordRejected)
         assert "400" in str(results[1])
         assert await backend.sessions.get(TENANT, "s-a") is not None
         assert await backend.sessions.get(TENANT, "s-b") is not None

@@ -15,7 +15,9 @@ refuses fails that caller alone. What each item answer means:
   (reshard.py). A delete marked `blocked_ok` (a stray copy in a generation being left: the
   reshard removes the whole index) counts as done; any other such item fails its caller and
   is reported in `blocked`, so the writer can plan the batch again with fresh generations.
-- anything else (400 mapping errors, …): that caller's change set cannot be stored.
+- anything else (400 mapping errors, …): that caller's change set cannot be stored, and never
+  will be as it is: the owner is reported in `refused` (the writer answers RecordRejected, which
+  a queue worker dead-letters instead of retrying forever).
 
 No item is dropped silently: every owner is either stored or named in the answer's failures,
 and after `retry_budget_s` of failing attempts the remaining ones fail as well.
@@ -124,13 +126,18 @@ async def send(
     refresh: Refresh,
     retrier: Retrier,
     blocked: set[int] | None = None,
+    refused: set[int] | None = None,
 ) -> dict[int, str]:
     """Store the operations; the owners whose operations were refused, with the reason.
 
-    Owners refused by a write block are also added to `blocked`, when given."""
+    Owners refused by a write block are also added to `blocked`, when given; owners refused
+    for what their documents are (a 4xx other than a block or 429: sending them again cannot
+    help) to `refused`. The other failures may pass (no answer, overload, out of budget)."""
     failures: dict[int, str] = {}
     if blocked is None:
         blocked = set()
+    if refused is None:
+        refused = set()
     todo = list(operations)
     while todo:
         retry: list[Operation] = []
@@ -159,9 +166,11 @@ async def send(
                     )
                     continue
                 failures.setdefault(owners[0], describe(exc))
+                if isinstance(exc, ApiError) and 400 <= exc.meta.status < 500:
+                    refused.add(owners[0])
                 continue
             if answer.get("errors"):
-                retry.extend(_classify(chunk, answer["items"], failures, blocked))
+                retry.extend(_classify(chunk, answer["items"], failures, blocked, refused))
         if not retry:
             break
         again = _with_later_operations(todo, retry)
@@ -179,9 +188,10 @@ def _classify(
     items: Sequence[dict[str, Any]],
     failures: dict[int, str],
     blocked: set[int] | None = None,
+    refused: set[int] | None = None,
 ) -> list[Operation]:
-    """Note refused owners in `failures` (and in `blocked`, those a write block refused);
-    return the operations to send again."""
+    """Note refused owners in `failures` (and in `blocked`, those a write block refused, in
+    `refused` those refused for what they are); return the operations to send again."""
     retry: list[Operation] = []
     for op, item in zip(chunk, items, strict=True):
         answer = item[op.action]
@@ -203,6 +213,8 @@ def _classify(
             continue
         log.error("Elasticsearch refused %s %s/%s: %s", op.action, op.index, op.doc_id, reason)
         failures.setdefault(op.owner, reason)
+        if refused is not None:
+            refused.add(op.owner)
     return retry
 
 

@@ -85,6 +85,9 @@ WINDOW_STEP: Final = 16000
 MAX_LITERAL_BYTES: Final = KEYWORD_BYTES - WINDOW_STEP - 8
 TRUNCATED: Final = {"p": "", "k": "truncated"}
 
+# Bookkeeping no condition is about (the apply-once marks, model/applied.py): never indexed.
+UNSEARCHED_PATHS: Final = frozenset({"metadata.applied", "metadata.request"})
+
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
@@ -115,6 +118,8 @@ def search_fields(document: Mapping[str, Any]) -> list[dict[str, Any]]:
             if not isinstance(key, str) or not SEGMENT.fullmatch(key):
                 continue
             path = f"{prefix}.{key}" if prefix else key
+            if path in UNSEARCHED_PATHS:
+                continue
             if not _add(entries, _entry(path, value, element=False)):
                 return entries
             if isinstance(value, list | tuple):

@@ -38,7 +38,11 @@ Read-your-writes: every bulk request refreshes (``refresh``: "true" by default, 
 so when ``commit`` returns, every search sees the records (the home and duplicate lookups
 above rely on that too). Elasticsearch has no transactions across documents: a change set that
 fails may be partly stored. Every operation is idempotent (upserts, insert-once events,
-deletes), so the caller's retry converges on the intended state.
+deletes), the operations go out in three phases (``_operations``) so that what is stored of a
+failed change set is always something its retry can complete, and the profile and session carry
+the request's mark so the retry counts nothing twice (model/applied.py, pipeline/ingest.py).
+An item refused for what it is (a 4xx: a mapping error …) fails its caller with RecordRejected,
+one that may pass (no answer, overload past the retry budget) with StorageUnavailable.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ import msgspec
 from elastic_transport import ObjectApiResponse
 from elasticsearch import AsyncElasticsearch
 
-from tessera.errors import StorageUnavailable
+from tessera.errors import RecordRejected, StorageUnavailable
 from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
@@ -220,15 +224,18 @@ class ElasticWriter:
     async def _write(self, batch: list[_Pending]) -> None:
         encoded: list[_Encoded] = []
         errors: dict[int, str] = {}
+        # Owners whose records Elasticsearch (or the encoder) refused for what they are.
+        refused: set[int] = set()
         for owner, item in enumerate(batch):
             try:
                 encoded.append(_encode(owner, item.changes))
             except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
                 errors[owner] = f"a record cannot be stored: {exc}"
+                refused.add(owner)
         retrier = Retrier(self._retry_budget_s)
         while encoded:
             try:
-                errors.update(await self._store(encoded, retrier))
+                errors.update(await self._store(encoded, retrier, refused))
             except PartitionMoving as exc:
                 # Planned with generations that changed, or into a partition being moved.
                 self._schema.generations.forget()
@@ -249,14 +256,20 @@ class ElasticWriter:
         for owner, item in enumerate(batch):
             if item.future.done():  # the caller gave up (client went away); nothing to tell it
                 continue
-            if owner in errors:
+            if owner in refused:
+                item.future.set_exception(
+                    RecordRejected(f"the record store refused a record: {errors[owner]}")
+                )
+            elif owner in errors:
                 item.future.set_exception(
                     StorageUnavailable(f"the record store could not commit: {errors[owner]}")
                 )
             else:
                 item.future.set_result(None)
 
-    async def _store(self, encoded: list[_Encoded], retrier: Retrier) -> dict[int, str]:
+    async def _store(
+        self, encoded: list[_Encoded], retrier: Retrier, refused: set[int]
+    ) -> dict[int, str]:
         tenants = {tenant for item in encoded for tenant in _tenants(item.changes)}
         await retrier.call(
             "preparing the tenant's templates", lambda: self._schema.ensure_tenants(tenants)
@@ -265,18 +278,28 @@ class ElasticWriter:
             "reading the generations", lambda: self._schema.generations.current()
         )
         homes, stored_events = await self._lookups(encoded, retrier)
-        operations = self._operations(encoded, homes, stored_events, generations)
+        phases = self._operations(encoded, homes, stored_events, generations)
         # The old-generation copies of records moved on this write go only once the new copies
         # are searchable: in one bulk, the shard of the old copy may refresh first, and the
         # record would be found nowhere for a moment. Meanwhile both are found; the newest
         # generation's is the record (stores.py).
-        moved_away = [op for op in operations if op.blocked_ok]
-        operations = [op for op in operations if not op.blocked_ok]
+        moved_away = [op for phase in phases for op in phase if op.blocked_ok]
         failures: dict[int, str] = {}
-        if operations:
+        for phase in phases:
+            # An owner whose earlier phase failed sends nothing more (see _operations).
+            operations = [op for op in phase if not op.blocked_ok and op.owner not in failures]
+            if not operations:
+                continue
             blocked: set[int] = set()
-            failures = await send(
-                self._client, operations, refresh=self._refresh, retrier=retrier, blocked=blocked
+            failures.update(
+                await send(
+                    self._client,
+                    operations,
+                    refresh=self._refresh,
+                    retrier=retrier,
+                    blocked=blocked,
+                    refused=refused,
+                )
             )
             self.bulk_requests += 1
             if blocked:
@@ -363,11 +386,25 @@ class ElasticWriter:
         homes: dict[tuple[str, Key], list[str]],
         stored_events: set[Key],
         generations: dict[str, KindGeneration],
-    ) -> list[Operation]:
-        """The batch as bulk operations, in the embedded writer's order: retiring before the
-        upserts that may bring a profile back, released identity links before new ones."""
+    ) -> tuple[list[Operation], list[Operation], list[Operation]]:
+        """The batch as bulk operations in three phases, each sent once the one before it is
+        stored, so that a change set stored only in part (Elasticsearch has no transactions)
+        is always one a retry can complete without counting anything twice:
+
+        1. the retired profiles' last states, and the retired entries an unmerge removes;
+        2. profiles, sessions and events: the profile carries the request's mark
+           (model/applied.py), so from here on a retry knows the request was taken in;
+        3. what points at the profile: merged-away profiles leave their partitions, identity
+           links are released and written. Before the profile is stored these must not
+           move: a retry reads them to merge again (the loser still there, its values still
+           its own) instead of finding the loser gone and its values pointing elsewhere.
+
+        Within a phase: retiring before upserts that may bring a profile back, released
+        identity links before new ones (the embedded writer's order)."""
         names = self._names
         ops: list[Operation] = []
+        leaving: list[Operation] = []
+        pointing: list[Operation] = []
 
         def home(kind: str, tenant: str, record_id: str, first_seen: datetime) -> str:
             writes_to = generations[kind].generation
@@ -385,6 +422,8 @@ class ElasticWriter:
                 indices.insert(0, names.partition_index(tenant, kind, suffix, writes_to))
             return indices[0]
 
+        # A profile retired and written again by the batch is brought back: its copies stay.
+        written = {(p.tenant, p.id) for item in encoded for p, _ in item.profiles}
         for item in encoded:
             for tenant, record_id, doc in item.retired:
                 ops.append(
@@ -392,8 +431,10 @@ class ElasticWriter:
                         item.owner, "index", names.single_index(tenant, "retired"), record_id, doc
                     )
                 )
+                if (tenant, record_id) in written:
+                    continue
                 for index in homes.get(("profile", (tenant, record_id)), []):
-                    ops.append(Operation(item.owner, "delete", index, record_id))
+                    leaving.append(Operation(item.owner, "delete", index, record_id))
         for item in encoded:
             for tenant, record_id in item.changes.restored:
                 ops.append(
@@ -401,6 +442,7 @@ class ElasticWriter:
                         item.owner, "delete", names.single_index(tenant, "retired"), record_id
                     )
                 )
+        retiring, ops = ops, []
         for item in encoded:
             for profile, doc in item.profiles:
                 target = home("profile", profile.tenant, profile.id, profile.metadata.time.insert)
@@ -425,17 +467,17 @@ class ElasticWriter:
                 ops.append(Operation(item.owner, "create", index, event.id, doc))
         for item in encoded:
             for tenant, digest in item.changes.released_identities:
-                ops.append(
+                pointing.append(
                     Operation(item.owner, "delete", names.single_index(tenant, "identity"), digest)
                 )
         for item in encoded:
             for tenant, digest, doc in item.identities:
-                ops.append(
+                pointing.append(
                     Operation(
                         item.owner, "index", names.single_index(tenant, "identity"), digest, doc
                     )
                 )
-        return ops
+        return retiring, ops, leaving + pointing
 
 
 def partition_moment(event: Event) -> datetime:

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from tessera.errors import StorageUnavailable
+from tessera.errors import RecordRejected, StorageUnavailable
 from tessera.storage.ports import ChangeSet
 from tessera.storage.sqlite.codec import encode, event_row, profile_row, session_row
 from tessera.storage.sqlite.connection import open_connection
@@ -134,7 +134,7 @@ class SqliteWriter:
             self._write(connection, batch)
 
     def _write(self, connection: sqlite3.Connection, batch: list[_Pending]) -> None:
-        error: StorageUnavailable | None = None
+        error: StorageUnavailable | RecordRejected | None = None
         try:
             self._apply(connection, batch)
         # This thread serves every caller: whatever goes wrong, it must survive and say so to
@@ -148,7 +148,7 @@ class SqliteWriter:
                     self._write(connection, [item])
                 return
             log.error("event store commit failed: %s", exc)
-            error = StorageUnavailable(f"the event store could not commit: {exc}")
+            error = _failure(exc)
         else:
             self.commits += 1
             self.records += sum(len(item.changes) for item in batch)
@@ -217,7 +217,20 @@ class SqliteWriter:
         connection.execute("COMMIT")
 
 
-def _settle(futures: list[asyncio.Future[None]], error: StorageUnavailable | None) -> None:
+def _failure(exc: Exception) -> StorageUnavailable | RecordRejected:
+    """What a failed commit of one change set means to its caller: SQLite's own trouble
+    (locked, disk full, I/O) may pass; a record it cannot take (not encodable, a broken
+    constraint) will be refused again however often it is sent."""
+    if isinstance(exc, sqlite3.OperationalError) or (
+        isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError)
+    ):
+        return StorageUnavailable(f"the event store could not commit: {exc}")
+    return RecordRejected(f"the event store refused a record: {exc}")
+
+
+def _settle(
+    futures: list[asyncio.Future[None]], error: StorageUnavailable | RecordRejected | None
+) -> None:
     for future in futures:
         if future.done():  # the caller gave up (client went away); nothing to tell it
             continue
