@@ -20,8 +20,9 @@ from tessera.storage.queue_ports import IngestQueue
 class QueueFactory(Protocol):
     backend: str
 
-    def open(self) -> IngestQueue:
-        """A new queue object on the test's topic, with its own connections."""
+    def open(self, *, max_backlog_mb: int = 1024) -> IngestQueue:
+        """A new queue object on the test's topic, with its own connections, refusing
+        publishes past ``max_backlog_mb`` of unprocessed messages."""
         ...
 
     def unreachable(self) -> IngestQueue | None:
