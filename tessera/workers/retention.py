@@ -30,6 +30,11 @@ async def apply_queue_retention(settings: Settings) -> list[str]:
     """Creates the topic when missing and sets its retention; lines saying what was done."""
     if not uses_a_queue(settings):
         return []
+    if settings.queue_kind == "pulsar":
+        from tessera.storage.pulsar.queue import refuse_shared_namespace
+
+        # Before start(), which would create the topic there.
+        refuse_shared_namespace(settings.pulsar_namespace)
     queue = build_queue(settings)
     try:
         await queue.start()

@@ -71,6 +71,16 @@ _BROKER_QUOTA_RETRY_AFTER_S = 10
 _MIB = 1024 * 1024
 
 
+def refuse_shared_namespace(namespace: str) -> None:
+    """`tessera install` sets policies on the namespace: never on one other applications use."""
+    if namespace in SHARED_NAMESPACES:
+        raise ConfigurationError(
+            f"PULSAR_NAMESPACE={namespace} is shared with other applications: Tessera sets no "
+            "retention or backlog policy there; set PULSAR_NAMESPACE to a namespace of its own "
+            "(the default public/tessera), which `tessera install` creates"
+        )
+
+
 def _route(message: Any, partitions: int) -> int:
     return partition_of(str(message.partition_key()), partitions)
 
@@ -329,16 +339,8 @@ class PulsarIngestQueue:
             backpressure=self.backlog_gate.state(),
         )
 
-    def _refuse_shared(self) -> None:
-        if self.namespace in SHARED_NAMESPACES:
-            raise ConfigurationError(
-                f"PULSAR_NAMESPACE={self.namespace} is shared with other applications: Tessera "
-                "sets no retention or backlog policy there; set PULSAR_NAMESPACE to a namespace "
-                "of its own (the default public/tessera), which `tessera install` creates"
-            )
-
     async def apply_retention(self, retention: QueueRetention) -> builtins.list[str]:
-        self._refuse_shared()
+        refuse_shared_namespace(self.namespace)
         await self._admin("PUT", self._namespace_path, accept=(409,))
         quota_bytes = max(1, self.max_backlog_mb * _MIB // self.partitions)
         # Pulsar refuses a backlog quota as large as the retention size (and the reverse), so
