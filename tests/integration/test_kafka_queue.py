@@ -23,6 +23,7 @@ from aiokafka.admin.config_resource import (  # type: ignore[import-untyped]
 
 from tessera.storage.kafka import KafkaIngestQueue, KafkaQueueConsumer
 from tessera.storage.queue_ports import Delivery, QueueMessage, QueueRetention
+from tests.support.queues import risks_settled
 from tests.support.queues_kafka import (
     KAFKA_BOOTSTRAP,
     TEST_SESSION_SECONDS,
@@ -148,26 +149,16 @@ async def test_apply_retention_turns_the_brokers_retention_off_keeping_other_set
         )
         await admin.alter_configs([custom])
         await settled_configs(admin, queues.topic, "max.message.bytes", "2000000")
-        assert await _risks_settled(queue, 1) != []
+        assert await risks_settled(queue, 1) != []
         lines = await queue.apply_retention(QueueRetention(hours=720, megabytes=30))
         configs = await settled_configs(admin, queues.topic, "retention.ms", "-1")
         assert configs["retention.bytes"] == "-1"
         assert configs["max.message.bytes"] == "2000000"
         assert "retention.ms=-1, retention.bytes=-1, cleanup.policy=delete" in lines[0]
         assert "beyond 10.0 MB per partition (30 MB over 3 partitions)" in lines[1]
-        assert await _risks_settled(queue, 0) == []
+        assert await risks_settled(queue, 0) == []
     finally:
         await queue.close()
-
-
-async def _risks_settled(queue: KafkaIngestQueue, expected: int) -> list[str]:
-    """A config change reaches the broker's metadata a moment after it was made."""
-    for _ in range(40):
-        risks = await queue.retention_risks()
-        if len(risks) == expected:
-            break
-        await asyncio.sleep(0.25)
-    return risks
 
 
 async def test_trim_deletes_processed_records_only(queues: KafkaQueues, admin: Any) -> None:

@@ -18,6 +18,7 @@ import pytest
 from tessera.errors import ConfigurationError
 from tessera.storage.pulsar import PulsarIngestQueue
 from tessera.storage.queue_ports import QueueMessage, QueueRetention, QueueUnavailable
+from tests.support.queues import risks_settled
 from tests.support.queues_pulsar import (
     PULSAR_ADMIN_URL,
     PULSAR_URL,
@@ -146,24 +147,14 @@ async def test_a_ttl_or_an_evicting_quota_is_a_risk(factory: PulsarQueueFactory)
                 json=evict,
             )
             assert answer.status_code == 204, answer.text
-        risks = await _risks_settled(queue, 2)
+        risks = await risks_settled(queue, 2)
         assert any("message TTL of 60 s" in risk for risk in risks), risks
         assert any("consumer_backlog_eviction" in risk for risk in risks), risks
         # Install puts it right again.
         await queue.apply_retention(QueueRetention(hours=2, megabytes=2048))
-        assert await _risks_settled(queue, 0) == []
+        assert await risks_settled(queue, 0) == []
     finally:
         await queue.close()
-
-
-async def _risks_settled(queue: PulsarIngestQueue, expected: int) -> list[str]:
-    """Topic policies reach the broker's cache a moment after the namespace change."""
-    for _ in range(40):
-        risks = await queue.retention_risks()
-        if len(risks) == expected:
-            break
-        await asyncio.sleep(0.25)
-    return risks
 
 
 async def test_nothing_is_applied_to_public_default(factory: PulsarQueueFactory) -> None:
