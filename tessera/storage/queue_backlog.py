@@ -40,6 +40,8 @@ RESUME_SHARE = 0.9
 # A slow measurement (a huge embedded log, a far broker) spaces the next ones out to keep the
 # background cost near a tenth of one core at most.
 SLOW_MEASURE_FACTOR = 10
+# A status report older than this measures anew (not the publish path: it never waits).
+STALE_FOR_STATUS_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,16 @@ class BacklogGate:
             drain_bytes_per_second=self._drain_rate,
             accepting=not self._refusing,
         )
+
+    async def observed(self) -> BacklogState:
+        """The state for a status report: measured now when this process has no recent
+        measurement of its own (a process that never published, e.g. `tessera queue status`)."""
+        recent = self._measured_at is not None and (
+            time.monotonic() - self._measured_at < STALE_FOR_STATUS_S
+        )
+        if not recent:
+            await self.refresh()
+        return self.state()
 
     async def refresh(self) -> None:
         """Measure once now (the background task's step; tests call it to skip the wait)."""

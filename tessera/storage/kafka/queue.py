@@ -243,7 +243,7 @@ class KafkaIngestQueue:
             "retention_megabytes": self._retention.megabytes,
         }
         return QueueStatus(
-            self.backend, self.topic, rows, details, backpressure=self.backlog_gate.state()
+            self.backend, self.topic, rows, details, backpressure=await self.backlog_gate.observed()
         )
 
     async def _owners(self, admin: Any) -> dict[int, str]:

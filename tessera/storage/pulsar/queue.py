@@ -281,8 +281,8 @@ class PulsarIngestQueue:
             self.backlog_gate.refused()
             raise QueueFull(
                 f"pulsar broker at {self.service_url} refused {self.topic_url}: its backlog "
-                f"quota ({self.max_backlog_mb} MB over the partitions) is reached; retry once "
-                "the workers caught up",
+                "quota (TESSERA_QUEUE_MAX_BACKLOG_MB over the partitions, set by `tessera "
+                "install`) is reached; retry once the workers caught up",
                 retry_after=_BROKER_QUOTA_RETRY_AFTER_S,
             )
         if failed:
@@ -336,7 +336,7 @@ class PulsarIngestQueue:
             topic=self.topic_url,
             partitions=partitions,
             details={"subscription": self.subscription, "service_url": self.service_url},
-            backpressure=self.backlog_gate.state(),
+            backpressure=await self.backlog_gate.observed(),
         )
 
     async def apply_retention(self, retention: QueueRetention) -> builtins.list[str]:

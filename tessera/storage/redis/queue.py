@@ -171,7 +171,7 @@ class RedisIngestQueue:
                 "retention_hours": self.retention.hours,
                 "retention_megabytes": self.retention.megabytes,
             },
-            backpressure=self.backlog_gate.state(),
+            backpressure=await self.backlog_gate.observed(),
         )
 
     async def _backlogs(self) -> builtins.list[int]:

@@ -135,7 +135,7 @@ class SqliteIngestQueue:
                 "retention_hours": self._retention.hours,
                 "retention_mb": self._retention.megabytes,
             },
-            backpressure=self.backlog_gate.state(),
+            backpressure=await self.backlog_gate.observed(),
         )
 
     async def _measure_backlog(self) -> Backlog:
