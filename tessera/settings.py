@@ -707,9 +707,10 @@ class Settings(BaseSettings):
         gt=0,
         validation_alias="TESSERA_QUEUE_RETENTION_HOURS",
         description=(
-            "How long the queue keeps messages (Pulsar namespace retention, Kafka "
-            "`retention.ms`, trimming of acknowledged messages for embedded/Redis). Applied "
-            "by `tessera install`."
+            "How long the queue keeps *processed* messages after the workers are done with "
+            "them (Pulsar namespace retention; Tessera trims the embedded log, the Redis "
+            "streams and the Kafka topic). Unprocessed messages are never removed. Applied by "
+            "`tessera install`."
         ),
     )
     queue_retention_mb: int = Field(
@@ -717,8 +718,22 @@ class Settings(BaseSettings):
         ge=1,
         validation_alias="TESSERA_QUEUE_RETENTION_MB",
         description=(
-            "Most megabytes the queue keeps (Pulsar namespace retention size; Kafka "
-            "`retention.bytes` is this divided by the partitions). Applied by `tessera install`."
+            "Most megabytes of *processed* messages the queue keeps (Pulsar namespace "
+            "retention size; Kafka: this divided by the partitions, per partition; embedded: "
+            "processed messages go while the log file is larger). Unprocessed messages are "
+            "never removed: `TESSERA_QUEUE_MAX_BACKLOG_MB` bounds them."
+        ),
+    )
+    queue_max_backlog_mb: int = Field(
+        1024,
+        ge=1,
+        validation_alias="TESSERA_QUEUE_MAX_BACKLOG_MB",
+        description=(
+            "Most megabytes of *unprocessed* messages the queue accepts. Before a publish "
+            "would pass it, async `/track` and `/collect` answer 503 with `Retry-After` "
+            "(back-pressure) instead of keeping more; they accept again as the workers catch "
+            "up. Each API process measures the backlog every second in the background (Pulsar "
+            "also sets it as the broker's backlog quota, divided by the partitions)."
         ),
     )
     kafka_bootstrap_servers: str | None = Field(
@@ -744,10 +759,14 @@ class Settings(BaseSettings):
         description="Pulsar token (JWT) for the client and the admin API. Never logged.",
     )
     pulsar_namespace: str = Field(
-        "public/default",
+        "public/tessera",
         pattern=r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$",
         validation_alias="PULSAR_NAMESPACE",
-        description="Pulsar `tenant/namespace` of the ingest topic; its retention is set.",
+        description=(
+            "Pulsar `tenant/namespace` of the ingest topic, Tessera's own: `tessera install` "
+            "creates it and sets its retention and backlog quota (refused for the shared "
+            "`public/default`)."
+        ),
     )
     workers: int = Field(
         1,

@@ -1,5 +1,9 @@
 """`tessera doctor`'s checks of the ingest queue: it answers and what waits in it, dead letters,
-live workers, and the retention in force against TESSERA_QUEUE_RETENTION_HOURS / _MB.
+live workers, and the retention in force against TESSERA_QUEUE_RETENTION_HOURS / _MB. The
+retention check FAILS when the broker's configuration could delete messages no worker processed
+yet (a Kafka topic with a finite retention or compaction, a Pulsar topic in the shared
+``public/default`` or with a TTL, an evicting backlog quota or a subscription expiration, a Redis
+that evicts any key): the queue must keep what it acknowledged.
 
 Read only: the queue is built as the workers build it but not started (starting creates the
 topic, the subscription or the streams), except the embedded log when its file exists, which
@@ -25,10 +29,11 @@ DEAD_LETTERS = "dead letters"
 WORKERS = "queue workers"
 RETENTION = "queue retention"
 
-# Brokers hold the retention themselves: `tessera install` sets it there and every process sees
-# it. The embedded log and the Redis streams are trimmed by each worker process with the limits
-# it was built with, so for them nothing is "applied" and nothing can lag behind the settings.
-BROKER_KEPT = frozenset({"kafka", "pulsar"})
+# Pulsar holds the retention of acknowledged messages itself: `tessera install` sets it there
+# and every process sees it. The embedded log, the Redis streams and the Kafka topic are trimmed
+# by each worker process with the limits it was built with (Kafka's own retention must stay
+# off), so for them nothing is "applied" and nothing can lag behind the settings.
+BROKER_KEPT = frozenset({"pulsar"})
 # Pulsar keeps whole minutes: values half a minute apart are the same retention.
 _SAME_HOURS = 0.5 / 60
 
@@ -75,10 +80,14 @@ async def queue_checks(
 
 
 def _no_topic_perhaps(queue: IngestQueue, retention: Check) -> bool:
-    """A broker that answered the retention read with none may lack the topic itself, which
-    reading the backlog of does not say (Kafka waits for its metadata until it gives up)."""
-    answered = retention.status is not Status.FAILED
-    return queue.backend in BROKER_KEPT and answered and retention.facts.get("applied") is None
+    """A broker that answered the retention read (with none, for Pulsar) may lack the topic
+    itself, which reading the backlog of does not say (Kafka waits for its metadata until it
+    gives up)."""
+    if retention.status is Status.FAILED:
+        return False
+    if queue.backend == "kafka":
+        return True
+    return queue.backend in BROKER_KEPT and retention.facts.get("applied") is None
 
 
 def queue_where(queue: IngestQueue, settings: Settings) -> str:
@@ -156,8 +165,20 @@ async def _workers(settings: Settings, storage: Storage) -> Check:
 async def _retention(queue: IngestQueue, settings: Settings) -> Check:
     wanted = retention_of(settings)
     found = await queue.read_retention()
-    facts = {"applied": _facts(found), "settings": _facts(wanted)}
+    risks = await queue.retention_risks()
+    facts = {
+        "applied": _facts(found),
+        "settings": _facts(wanted),
+        "max_backlog_mb": settings.queue_max_backlog_mb,
+        "risks": risks,
+    }
     holder = _holder(queue, settings)
+    if risks:
+        return failed(
+            RETENTION,
+            "could delete messages no worker processed yet: " + "; ".join(risks),
+            **facts,
+        )
     if queue.backend in BROKER_KEPT:
         if found is None:
             return warning(

@@ -11,6 +11,10 @@ Every backend (embedded SQLite log, Redis Streams, Kafka, Pulsar) keeps the same
 - Delivery is at least once: a message that was fetched but not acknowledged (the worker
   crashed, or closed its consumer first) is delivered again, to this consumer or another one,
   in its original order. Workers make redelivery harmless (event ids are idempotency keys).
+- What was acknowledged is never dropped before a worker processed it: retention (time and
+  size) removes processed messages only. The unprocessed backlog is bounded by back-pressure
+  instead: past its limit ``publish`` raises ``QueueFull`` (a QueueUnavailable, so a 503 with
+  ``Retry-After``) and keeps nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +29,16 @@ from tessera.errors import StorageUnavailable
 
 class QueueUnavailable(StorageUnavailable):
     """The queue did not acknowledge in time or is unreachable; retry later (503)."""
+
+
+class QueueFull(QueueUnavailable):
+    """The unprocessed backlog is at its limit (TESSERA_QUEUE_MAX_BACKLOG_MB): nothing of this
+    publish was kept; retry after ``retry_after`` seconds, once the workers caught up."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        # An instance value shadows StorageUnavailable's class default of the Retry-After header.
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +63,34 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class QueueRetention:
-    """How long and how much the queue keeps. Acknowledged messages may go sooner (embedded,
-    Redis); unacknowledged ones are kept by the embedded log whatever the limits say."""
+    """How long and how much of the *processed* (acknowledged) messages the queue keeps after
+    the workers are done with them. Unprocessed messages are never removed by retention, on any
+    backend: their bound is the backlog limit (``BacklogState``), enforced by refusing
+    publishes."""
 
     hours: float
     megabytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogState:
+    """The unprocessed backlog as the publishing process sees it, against its limit.
+
+    ``estimated_bytes`` is the last measurement (refreshed in the background, never per
+    publish) plus what this process published since; ``refusals`` counts the publishes this
+    process refused with QueueFull since it started (a per-process counter, as a metrics
+    exporter would export it)."""
+
+    limit_bytes: int
+    estimated_bytes: int
+    messages: int
+    refusals: int
+    # Seconds since the last successful measurement; None before the first one.
+    measured_seconds_ago: float | None
+    # Bytes per second the workers took off the backlog between the last two measurements.
+    drain_bytes_per_second: float | None
+    # False while this process's last publish was refused for the limit.
+    accepting: bool = True
 
 
 @dataclass(slots=True)
@@ -72,6 +109,8 @@ class QueueStatus:
     partitions: builtins.list[PartitionStatus] = field(default_factory=list)
     # Anything the backend wants to show operators (retention applied, broker version …).
     details: dict[str, Any] = field(default_factory=dict)
+    # The backlog against its limit as this process's publisher sees it.
+    backpressure: BacklogState | None = None
 
     @property
     def backlog(self) -> int:
@@ -106,7 +145,9 @@ class IngestQueue(Protocol):
 
     async def publish(self, messages: builtins.list[QueueMessage]) -> None:
         """Durably keep every message, or raise QueueUnavailable (some may be kept anyway:
-        the client's retry carries the same event ids, so it is harmless)."""
+        the client's retry carries the same event ids, so it is harmless). QueueFull, kept
+        nothing, when the unprocessed backlog would pass its limit; deciding that costs no
+        round trip to the queue (the backlog is measured in the background)."""
         ...
 
     def consumer(self, worker_id: str) -> QueueConsumer:
@@ -116,15 +157,21 @@ class IngestQueue(Protocol):
     async def status(self) -> QueueStatus: ...
 
     async def apply_retention(self, retention: QueueRetention) -> builtins.list[str]:
-        """Set the time and size limits on the broker (or trim the log); lines for the
-        operator saying what was applied."""
+        """Set the retention of processed messages (on the broker, or trim by it) and make the
+        broker keep unprocessed ones whatever happens; lines for the operator saying what was
+        applied."""
         ...
 
     async def read_retention(self) -> QueueRetention | None:
-        """The limits in force: those the broker holds for the topic (Kafka, Pulsar: what
+        """The limits in force: those the broker holds for the topic (Pulsar: what
         ``apply_retention`` last set there, seen by every process), or those this object trims
-        with (embedded, Redis). None when the broker holds none it can state (not set, the
-        topic missing, or unlimited)."""
+        with (embedded, Redis, Kafka). None when the broker holds none it can state (not set,
+        the topic missing, or unlimited)."""
+        ...
+
+    async def retention_risks(self) -> builtins.list[str]:
+        """What in the broker's configuration or state could delete messages no worker has
+        processed yet, each with what to change; empty when nothing can."""
         ...
 
     async def close(self) -> None: ...

@@ -193,6 +193,14 @@ def status_command(
         for part in queue["partitions"]:
             table.add_row(str(part["partition"]), str(part["lag"]), part["owner"] or "-")
         console.print(table)
+        pressure = queue.get("backpressure")
+        if pressure is not None:
+            console.print(
+                f"backlog {pressure['backlog_bytes'] / 2**20:.1f} of "
+                f"{pressure['limit_bytes'] / 2**20:.0f} MB (TESSERA_QUEUE_MAX_BACKLOG_MB), "
+                f"{'accepting' if pressure['accepting'] else 'REFUSING'}; refused by this "
+                f"process: {pressure['refusals']}"
+            )
     console.print(
         f"workers: {len(status['workers'])}, {status['messages_per_second']} messages/s; "
         f"dead letters: {status['dead_letters']}"

@@ -84,6 +84,10 @@ class ConnectedQueue:
         await self.ensure()
         return await self.inner.read_retention()
 
+    async def retention_risks(self) -> builtins.list[str]:
+        await self.ensure()
+        return await self.inner.retention_risks()
+
     async def close(self) -> None:
         await self.inner.close()
 

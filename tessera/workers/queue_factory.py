@@ -35,6 +35,7 @@ def build_queue(settings: Settings, redis: Redis | None = None) -> IngestQueue:
             lease_seconds=settings.queue_lease_seconds,
             publish_timeout_seconds=settings.queue_publish_timeout_seconds,
             retention=retention_of(settings),
+            max_backlog_mb=settings.queue_max_backlog_mb,
         )
     if kind == "redis":
         from tessera.storage.redis.client import KeySpace, redis_client
@@ -50,6 +51,7 @@ def build_queue(settings: Settings, redis: Redis | None = None) -> IngestQueue:
             topic=topic,
             partitions=partitions,
             retention=retention_of(settings),
+            max_backlog_mb=settings.queue_max_backlog_mb,
         )
     if kind == "kafka":
         _needs_client("aiokafka", "kafka")
@@ -62,6 +64,8 @@ def build_queue(settings: Settings, redis: Redis | None = None) -> IngestQueue:
             publish_timeout=settings.queue_publish_timeout_seconds,
             topic=topic,
             partitions=partitions,
+            retention=retention_of(settings),
+            max_backlog_mb=settings.queue_max_backlog_mb,
         )
     if kind == "pulsar":
         _needs_client("pulsar", "pulsar")
@@ -77,6 +81,7 @@ def build_queue(settings: Settings, redis: Redis | None = None) -> IngestQueue:
             publish_timeout=settings.queue_publish_timeout_seconds,
             topic=topic,
             partitions=partitions,
+            max_backlog_mb=settings.queue_max_backlog_mb,
         )
     raise ConfigurationError(f"TESSERA_QUEUE: unknown queue {kind!r}")
 

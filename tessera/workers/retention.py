@@ -1,6 +1,8 @@
-"""Queue retention as ``tessera install`` applies it: the time and size limits from the
-settings set on the broker (Pulsar namespace, Kafka topic) or used to trim the embedded log and
-the Redis streams."""
+"""Queue retention as ``tessera install`` applies it: the time and size limits of *processed*
+messages from the settings, set on the broker (Pulsar namespace) or used to trim the embedded
+log, the Redis streams and the Kafka topic; and the broker made to keep every unprocessed
+message (Kafka topic retention unlimited, Pulsar without TTL and with a refusing backlog
+quota)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,11 @@ async def apply_queue_retention(settings: Settings) -> list[str]:
     """Creates the topic when missing and sets its retention; lines saying what was done."""
     if not uses_a_queue(settings):
         return []
+    if settings.queue_kind == "pulsar":
+        from tessera.storage.pulsar.queue import refuse_shared_namespace
+
+        # Before start(), which would create the topic there.
+        refuse_shared_namespace(settings.pulsar_namespace)
     queue = build_queue(settings)
     try:
         await queue.start()
@@ -36,8 +43,9 @@ async def apply_queue_retention(settings: Settings) -> list[str]:
         await queue.close()
 
 
-# The embedded log and Redis streams keep acknowledged messages until trimmed; brokers (Kafka,
-# Pulsar) apply their own retention.
+# The embedded log, the Redis streams and the Kafka topic keep processed messages until trimmed
+# (the Kafka broker's own retention is off: it would delete unprocessed ones too); Pulsar
+# applies its namespace retention, which only ever counts acknowledged messages.
 TRIM_INTERVAL_S = 300.0
 
 

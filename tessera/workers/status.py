@@ -1,5 +1,6 @@
 """``GET /queue/status`` and ``tessera queue status``: what waits in the queue, who drains it,
-how fast, and how many messages are dead letters."""
+how fast, how many messages are dead letters, and the backlog against its limit with the
+publishes refused for it (``backpressure``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from tessera.model.common import utcnow
-from tessera.storage.queue_ports import IngestQueue
+from tessera.storage.queue_ports import BacklogState, IngestQueue
 from tessera.storage.worker_ports import DeadLetterStore, WorkerBeats
 from tessera.workers.worker import BEAT_INTERVAL_S
 
@@ -59,5 +60,27 @@ async def queue_status(
             for p in sorted(status.partitions, key=lambda p: p.partition)
         ],
         "details": status.details,
+        "backpressure": _backpressure(status.backpressure),
     }
     return answer
+
+
+def _backpressure(state: BacklogState | None) -> dict[str, Any] | None:
+    """The unprocessed backlog against TESSERA_QUEUE_MAX_BACKLOG_MB as this process's
+    publisher sees it, and the publishes it refused (503) since it started."""
+    if state is None:
+        return None
+    return {
+        "accepting": state.accepting,
+        "backlog_bytes": state.estimated_bytes,
+        "limit_bytes": state.limit_bytes,
+        "used": round(state.estimated_bytes / state.limit_bytes, 4),
+        "backlog_messages": state.messages,
+        "refusals": state.refusals,
+        "measured_seconds_ago": (
+            None if state.measured_seconds_ago is None else round(state.measured_seconds_ago, 1)
+        ),
+        "drain_bytes_per_second": (
+            None if state.drain_bytes_per_second is None else round(state.drain_bytes_per_second)
+        ),
+    }

@@ -23,6 +23,7 @@ from aiokafka.admin.config_resource import (  # type: ignore[import-untyped]
 
 from tessera.storage.kafka import KafkaIngestQueue, KafkaQueueConsumer
 from tessera.storage.queue_ports import Delivery, QueueMessage, QueueRetention
+from tests.support.queues import risks_settled
 from tests.support.queues_kafka import (
     KAFKA_BOOTSTRAP,
     TEST_SESSION_SECONDS,
@@ -104,7 +105,7 @@ async def two_workers(
             await queue.close()
 
 
-async def test_start_creates_the_topic_with_its_partitions_and_retention(
+async def test_start_creates_the_topic_with_its_partitions_and_no_broker_retention(
     queues: KafkaQueues, admin: Any
 ) -> None:
     queue = KafkaIngestQueue(
@@ -117,10 +118,13 @@ async def test_start_creates_the_topic_with_its_partitions_and_retention(
     try:
         (described,) = await admin.describe_topics([queues.topic])
         assert sorted(p["partition"] for p in described["partitions"]) == [0, 1, 2]
-        configs = await settled_configs(admin, queues.topic, "retention.ms", "7200000")
-        assert configs["retention.ms"] == str(2 * 3600 * 1000)
-        # Kafka's size limit is per partition: the 9 MB are shared by the three.
-        assert configs["retention.bytes"] == str(3 * 1024 * 1024)
+        # The broker deletes nothing by itself (it would, consumed or not); the retention
+        # given is what the workers' trim deletes processed records by.
+        configs = await settled_configs(admin, queues.topic, "retention.ms", "-1")
+        assert configs["retention.ms"] == "-1"
+        assert configs["retention.bytes"] == "-1"
+        assert configs["cleanup.policy"] == "delete"
+        assert await queue.read_retention() == QueueRetention(hours=2, megabytes=9)
         # A second start (another process) finds the topic there and keeps it as it is.
         again = queues.open()
         await again.start()
@@ -131,25 +135,66 @@ async def test_start_creates_the_topic_with_its_partitions_and_retention(
         await queue.close()
 
 
-async def test_apply_retention_sets_both_limits_and_keeps_the_topics_other_settings(
+async def test_apply_retention_turns_the_brokers_retention_off_keeping_other_settings(
     queues: KafkaQueues, admin: Any
 ) -> None:
     queue = queues.open()
     await queue.start()
     try:
+        # As an older Tessera's install left it, beside a setting of the operator's own.
         custom = ConfigResource(
-            ConfigResourceType.TOPIC, queues.topic, {"max.message.bytes": "2000000"}
+            ConfigResourceType.TOPIC,
+            queues.topic,
+            {"max.message.bytes": "2000000", "retention.ms": "3600000"},
         )
         await admin.alter_configs([custom])
         await settled_configs(admin, queues.topic, "max.message.bytes", "2000000")
+        assert await risks_settled(queue, 1) != []
         lines = await queue.apply_retention(QueueRetention(hours=720, megabytes=30))
-        configs = await settled_configs(admin, queues.topic, "retention.bytes", "10485760")
-        assert configs["retention.ms"] == str(720 * 3600 * 1000)
-        assert configs["retention.bytes"] == str(10 * 1024 * 1024)
+        configs = await settled_configs(admin, queues.topic, "retention.ms", "-1")
+        assert configs["retention.bytes"] == "-1"
         assert configs["max.message.bytes"] == "2000000"
-        assert "retention.bytes=10485760 per partition (3 partitions" in lines[0]
-        # The broker's segments are 16 MB: larger than a partition's share, and said so.
-        assert any("segment.bytes=16777216" in line for line in lines[1:])
+        assert "retention.ms=-1, retention.bytes=-1, cleanup.policy=delete" in lines[0]
+        assert "beyond 10.0 MB per partition (30 MB over 3 partitions)" in lines[1]
+        assert await risks_settled(queue, 0) == []
+    finally:
+        await queue.close()
+
+
+async def test_trim_deletes_processed_records_only(queues: KafkaQueues, admin: Any) -> None:
+    """Past the retention, DeleteRecords moves each partition's start up to the committed
+    offset and never beyond: the unprocessed records stay readable."""
+    queue = KafkaIngestQueue(
+        KAFKA_BOOTSTRAP,
+        topic=queues.topic,
+        partitions=1,
+        retention=QueueRetention(hours=1 / 3600, megabytes=1024),
+    )
+    await queue.start()
+    try:
+        await queue.publish([QueueMessage("k", str(n).encode()) for n in range(100)])
+        consumer = queue.consumer("worker-1")
+        taken: list[Delivery] = []
+        while len(taken) < 60:
+            taken += await consumer.fetch(60 - len(taken), 0.5)
+        await consumer.ack(taken)
+        await consumer.close()
+        await asyncio.sleep(1.5)  # past the one-second retention
+        assert await queue.trim() == 60
+        assert await queue.trim() == 0
+        status = await queue.status()
+        assert status.backlog == 40
+        later = queues.open()
+        await later.start()
+        rest = later.consumer("worker-2")
+        got: list[Delivery] = []
+        while len(got) < 40:
+            batch = await rest.fetch(100, 0.5)
+            await rest.ack(batch)
+            got += batch
+        assert [int(d.body) for d in got] == list(range(60, 100))
+        await rest.close()
+        await later.close()
     finally:
         await queue.close()
 

@@ -1,5 +1,6 @@
 """The Pulsar queue against the real standalone broker (``bash scripts/pulsar up``), beyond the
-contract suite: token authentication, the namespace retention and the topic's partitions."""
+contract suite: token authentication, the namespace of Tessera's own and its policies (never
+``public/default``), and the topic's partitions."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from tessera.errors import ConfigurationError
 from tessera.storage.pulsar import PulsarIngestQueue
 from tessera.storage.queue_ports import QueueMessage, QueueRetention, QueueUnavailable
+from tests.support.queues import risks_settled
 from tests.support.queues_pulsar import (
-    NAMESPACE,
+    PULSAR_ADMIN_URL,
+    PULSAR_URL,
     PulsarQueueFactory,
     admin_client,
     pulsar_queue,
@@ -94,21 +98,97 @@ async def test_the_token_never_shows_in_the_queue_repr(factory: PulsarQueueFacto
     await queue.close()
 
 
-async def test_retention_reads_back_from_the_namespace(factory: PulsarQueueFactory) -> None:
-    queue = factory.open()
+async def test_install_sets_the_namespace_so_nothing_unprocessed_is_dropped(
+    factory: PulsarQueueFactory,
+) -> None:
+    queue = factory.open(max_backlog_mb=30)
     await queue.start()
-    path = f"/admin/v2/namespaces/{NAMESPACE}/retention"
+    namespace = f"/admin/v2/namespaces/{factory.namespace}"
     try:
         lines = await queue.apply_retention(QueueRetention(hours=2, megabytes=64))
-        assert lines == [
-            f"pulsar namespace {NAMESPACE}: retention 2 h / 64 MB (kept after acknowledgement)"
-        ]
+        assert lines[0] == (
+            f"pulsar namespace {factory.namespace}: acknowledged messages kept 2 h / 64 MB; "
+            "no message TTL, no subscription expiration"
+        )
         async with admin_client(factory.token) as admin:
-            applied = (await admin.get(path)).json()
-        assert applied == {"retentionTimeInMinutes": 120, "retentionSizeInMB": 64}
+            policies = (await admin.get(namespace)).json()
+        assert policies["retention_policies"] == {
+            "retentionTimeInMinutes": 120,
+            "retentionSizeInMB": 64,
+        }
+        # 30 MB over 3 partitions; a full partition refuses the producer, evicts nothing.
+        quota = policies["backlog_quota_map"]["destination_storage"]
+        assert quota["limitSize"] == 10 * 1024 * 1024
+        assert quota["policy"] == "producer_exception"
+        assert policies["message_ttl_in_seconds"] == 0
+        assert policies["subscription_expiration_time_minutes"] == 0
+        assert await queue.retention_risks() == []
+        # A retention at or below a partition's quota is raised above it (Pulsar insists).
+        lines = await queue.apply_retention(QueueRetention(hours=2, megabytes=5))
+        assert await queue.read_retention() == QueueRetention(hours=2, megabytes=11)
+        assert "raised from 5 to 11 MB" in lines[-1]
     finally:
-        # Back to the project's defaults (TESSERA_QUEUE_RETENTION_HOURS / _MB).
-        await queue.apply_retention(QueueRetention(hours=720, megabytes=1024))
+        await queue.close()
+
+
+async def test_a_ttl_or_an_evicting_quota_is_a_risk(factory: PulsarQueueFactory) -> None:
+    queue = factory.open()
+    await queue.start()
+    namespace = f"/admin/v2/namespaces/{factory.namespace}"
+    try:
+        await queue.apply_retention(QueueRetention(hours=2, megabytes=2048))
+        async with admin_client(factory.token) as admin:
+            # As an operator might: a TTL and an evicting quota on the namespace.
+            assert (await admin.post(f"{namespace}/messageTTL", json=60)).status_code == 204
+            evict = {"limitSize": 1 << 20, "limitTime": -1, "policy": "consumer_backlog_eviction"}
+            answer = await admin.post(
+                f"{namespace}/backlogQuota",
+                params={"backlogQuotaType": "destination_storage"},
+                json=evict,
+            )
+            assert answer.status_code == 204, answer.text
+        risks = await risks_settled(queue, 2)
+        assert any("message TTL of 60 s" in risk for risk in risks), risks
+        assert any("consumer_backlog_eviction" in risk for risk in risks), risks
+        # Install puts it right again.
+        await queue.apply_retention(QueueRetention(hours=2, megabytes=2048))
+        assert await risks_settled(queue, 0) == []
+    finally:
+        await queue.close()
+
+
+async def test_nothing_is_applied_to_public_default(factory: PulsarQueueFactory) -> None:
+    shared = PulsarIngestQueue(
+        PULSAR_URL,
+        admin_url=PULSAR_ADMIN_URL,
+        token=factory.token,
+        namespace="public/default",
+        topic=factory.topic,
+        partitions=PARTITIONS,
+    )
+    try:
+        with pytest.raises(ConfigurationError, match="PULSAR_NAMESPACE=public/default is shared"):
+            await shared.apply_retention(QueueRetention(hours=1, megabytes=10))
+        risks = await shared.retention_risks()
+        assert any("shared namespace public/default" in risk for risk in risks), risks
+        # Refused before any call: not even the namespace's policies were read.
+        async with admin_client(factory.token) as admin:
+            topic = f"{topic_path(factory.topic, 'public/default')}/partitions"
+            assert (await admin.get(topic)).status_code == 404
+    finally:
+        await shared.close()
+
+
+async def test_start_creates_a_missing_namespace(factory: PulsarQueueFactory) -> None:
+    """A first start before `tessera install` finds no namespace yet: it makes one."""
+    async with admin_client(factory.token) as admin:
+        assert (await admin.delete(f"/admin/v2/namespaces/{factory.namespace}")).status_code == 204
+    queue = factory.open()
+    try:
+        await queue.start()
+        await queue.publish([QueueMessage("k", b"kept")])
+        assert await _backlog_once_settled(queue, 1) == 1
+    finally:
         await queue.close()
 
 
@@ -120,8 +200,12 @@ async def test_start_makes_the_partitioned_topic_and_the_subscription(
     await queue.start()  # a second start (another process) finds both there
     try:
         async with admin_client(factory.token) as admin:
-            metadata = (await admin.get(f"{topic_path(factory.topic)}/partitions")).json()
-            subscriptions = (await admin.get(f"{topic_path(factory.topic)}/subscriptions")).json()
+            metadata = (
+                await admin.get(f"{topic_path(factory.topic, factory.namespace)}/partitions")
+            ).json()
+            subscriptions = (
+                await admin.get(f"{topic_path(factory.topic, factory.namespace)}/subscriptions")
+            ).json()
         assert metadata["partitions"] == PARTITIONS
         assert subscriptions == [f"{factory.topic}-workers"]
         status = await queue.status()

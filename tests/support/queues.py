@@ -9,6 +9,7 @@ with one loud line naming the server and how to start it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -20,8 +21,9 @@ from tessera.storage.queue_ports import IngestQueue
 class QueueFactory(Protocol):
     backend: str
 
-    def open(self) -> IngestQueue:
-        """A new queue object on the test's topic, with its own connections."""
+    def open(self, *, max_backlog_mb: int = 1024) -> IngestQueue:
+        """A new queue object on the test's topic, with its own connections, refusing
+        publishes past ``max_backlog_mb`` of unprocessed messages."""
         ...
 
     def unreachable(self) -> IngestQueue | None:
@@ -34,6 +36,18 @@ class QueueFactory(Protocol):
 
 
 QueueOpener = Callable[[str, Path, int], AbstractAsyncContextManager[QueueFactory]]
+
+
+async def risks_settled(queue: IngestQueue, expected: int) -> list[str]:
+    """``retention_risks`` once it names ``expected`` risks (or after ten seconds): a broker's
+    config or policy change reaches its metadata a moment after it was made."""
+    for _ in range(40):
+        risks = await queue.retention_risks()
+        if len(risks) == expected:
+            break
+        await asyncio.sleep(0.25)
+    return risks
+
 
 QUEUE_BACKENDS: dict[str, QueueOpener] = {}
 # Backends register here, one line each (keeps the registry's edits independent).

@@ -26,8 +26,13 @@ class EmbeddedQueueFactory:
     def path(self) -> Path:
         return self.folder / LOG_FILE
 
-    def open(self) -> IngestQueue:
-        return SqliteIngestQueue(self.path, topic=self.topic, partitions=self.partitions)
+    def open(self, *, max_backlog_mb: int = 1024) -> IngestQueue:
+        return SqliteIngestQueue(
+            self.path,
+            topic=self.topic,
+            partitions=self.partitions,
+            max_backlog_mb=max_backlog_mb,
+        )
 
     def unreachable(self) -> IngestQueue | None:
         return None

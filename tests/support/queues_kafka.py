@@ -17,6 +17,10 @@ from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
+from aiokafka.admin.config_resource import (  # type: ignore[import-untyped]
+    ConfigResource,
+    ConfigResourceType,
+)
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from tessera.storage.kafka import KafkaIngestQueue
@@ -54,12 +58,13 @@ class KafkaQueues:
     partitions: int
     backend: str = "kafka"
 
-    def open(self) -> KafkaIngestQueue:
+    def open(self, *, max_backlog_mb: int = 1024) -> KafkaIngestQueue:
         return KafkaIngestQueue(
             KAFKA_BOOTSTRAP,
             topic=self.topic,
             partitions=self.partitions,
             session_timeout_seconds=TEST_SESSION_SECONDS,
+            max_backlog_mb=max_backlog_mb,
         )
 
     def unreachable(self) -> KafkaIngestQueue:
@@ -88,3 +93,20 @@ async def kafka_queue(name: str, place: Path, partitions: int) -> AsyncIterator[
             await admin.delete_topics([queues.topic])
         finally:
             await admin.close()
+
+
+async def broker_retention_check_seconds() -> float:
+    """How often the broker deletes by retention (``log.retention.check.interval.ms``): a test
+    that wants to see retention at work waits at least this long."""
+    admin = await reachable_admin()
+    try:
+        cluster = await admin.describe_cluster()
+        broker = str(cluster["brokers"][0]["node_id"])
+        (described,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.BROKER, broker)]
+        )
+        (found,) = described.to_object()["resources"]
+        entries = {e["config_names"]: e["config_value"] for e in found["config_entries"]}
+        return int(entries["log.retention.check.interval.ms"]) / 1000
+    finally:
+        await admin.close()

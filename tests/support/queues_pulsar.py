@@ -1,15 +1,19 @@
 """The Pulsar queue backend for the contract suite: the real standalone broker that
 ``bash scripts/pulsar up`` starts on 127.0.0.1:6650 (admin API on :8080), with token auth.
 
-Each test gets its own partitioned topic in ``public/default`` (named after the test and its
-folder), deleted with its subscription when the test ends. The admin token is read from the
-script's cache folder, or from ``TESSERA_TEST_PULSAR_TOKEN``.
+Each test gets a namespace of its own (``public/tessera-test-…``: Tessera sets retention and
+backlog quota per namespace, and one test's tiny quota must not refuse another's producers) and
+in it a partitioned topic named after the test; both are deleted when the test ends. Nothing
+touches ``public/default``. The admin token is read from the script's cache folder, or from
+``TESSERA_TEST_PULSAR_TOKEN``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import secrets
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +28,7 @@ from tessera.storage.pulsar import PulsarIngestQueue
 
 PULSAR_URL = "pulsar://127.0.0.1:6650"
 PULSAR_ADMIN_URL = "http://127.0.0.1:8080"
-NAMESPACE = "public/default"
+NAMESPACE_PREFIX = "public/tessera-test-"
 
 
 def token_file() -> Path:
@@ -56,7 +60,7 @@ def admin_client(token: str | None) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=PULSAR_ADMIN_URL, headers=headers, timeout=30.0)
 
 
-def topic_path(topic: str, namespace: str = NAMESPACE) -> str:
+def topic_path(topic: str, namespace: str) -> str:
     return f"/admin/v2/persistent/{namespace}/{quote(topic)}"
 
 
@@ -94,16 +98,18 @@ class PulsarQueueFactory:
     token: str
     topic: str
     partitions: int
+    namespace: str
     backend: str = "pulsar"
 
-    def open(self) -> PulsarIngestQueue:
+    def open(self, *, max_backlog_mb: int = 1024) -> PulsarIngestQueue:
         return PulsarIngestQueue(
             PULSAR_URL,
             admin_url=PULSAR_ADMIN_URL,
             token=self.token,
-            namespace=NAMESPACE,
+            namespace=self.namespace,
             topic=self.topic,
             partitions=self.partitions,
+            max_backlog_mb=max_backlog_mb,
         )
 
     def with_token(self, token: str | None) -> PulsarIngestQueue:
@@ -112,7 +118,7 @@ class PulsarQueueFactory:
             PULSAR_URL,
             admin_url=PULSAR_ADMIN_URL,
             token=token,
-            namespace=NAMESPACE,
+            namespace=self.namespace,
             topic=self.topic,
             partitions=self.partitions,
             publish_timeout=3.0,
@@ -123,6 +129,7 @@ class PulsarQueueFactory:
             f"pulsar://127.0.0.1:{_free_port()}",
             admin_url=f"http://127.0.0.1:{_free_port()}",
             token=self.token,
+            namespace=self.namespace,
             topic=self.topic,
             partitions=self.partitions,
             publish_timeout=2.0,
@@ -134,7 +141,7 @@ class PulsarQueueFactory:
             "PULSAR_HOST": PULSAR_URL,
             "PULSAR_ADMIN_URL": PULSAR_ADMIN_URL,
             "PULSAR_AUTH_TOKEN": self.token,
-            "PULSAR_NAMESPACE": NAMESPACE,
+            "PULSAR_NAMESPACE": self.namespace,
             "TESSERA_QUEUE_TOPIC": self.topic,
             "TESSERA_QUEUE_PARTITIONS": str(self.partitions),
         }
@@ -145,8 +152,15 @@ async def pulsar_queue(
     name: str, place: Path, partitions: int
 ) -> AsyncIterator[PulsarQueueFactory]:
     token = await reachable_token()
+    namespace = NAMESPACE_PREFIX + secrets.token_hex(5)
+    async with admin_client(token) as admin:
+        response = await admin.put(f"/admin/v2/namespaces/{namespace}")
+        assert response.status_code == 204, response.text
     factory = PulsarQueueFactory(
-        token=token, topic=unique_topic(name, place), partitions=partitions
+        token=token,
+        topic=unique_topic(name, place),
+        partitions=partitions,
+        namespace=namespace,
     )
     try:
         yield factory
@@ -154,6 +168,17 @@ async def pulsar_queue(
         async with admin_client(token) as admin:
             # force: consumers a failed test left connected do not keep the topic alive.
             response = await admin.delete(
-                f"{topic_path(factory.topic)}/partitions", params={"force": "true"}
+                f"{topic_path(factory.topic, namespace)}/partitions", params={"force": "true"}
             )
             assert response.status_code in (204, 404), response.text
+            await _delete_namespace(admin, namespace)
+
+
+async def _delete_namespace(admin: httpx.AsyncClient, namespace: str) -> None:
+    """The broker may still be unloading the topic a moment after deleting it."""
+    for _ in range(20):
+        response = await admin.delete(f"/admin/v2/namespaces/{namespace}")
+        if response.status_code in (204, 404):
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"namespace {namespace} not deleted: {response.text}")

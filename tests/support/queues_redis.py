@@ -44,7 +44,7 @@ class RedisQueueFactory:
         self.lease_seconds = lease_seconds
         self._clients: list[Redis] = []
 
-    def open(self) -> RedisIngestQueue:
+    def open(self, *, max_backlog_mb: int = 1024) -> RedisIngestQueue:
         client = new_client()
         self._clients.append(client)
         return RedisIngestQueue(
@@ -53,6 +53,7 @@ class RedisQueueFactory:
             topic=TOPIC,
             partitions=self.partitions,
             lease_seconds=self.lease_seconds,
+            max_backlog_mb=max_backlog_mb,
         )
 
     def unreachable(self) -> RedisIngestQueue:

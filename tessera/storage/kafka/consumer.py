@@ -25,6 +25,7 @@ from aiokafka import (  # type: ignore[import-untyped]
 from aiokafka.errors import CommitFailedError, IllegalStateError  # type: ignore[import-untyped]
 
 from tessera.storage.kafka.broker import broker_call, stop_quietly
+from tessera.storage.queue_backlog import MESSAGE_OVERHEAD
 from tessera.storage.queue_ports import Delivery, QueueUnavailable
 
 if TYPE_CHECKING:
@@ -129,6 +130,9 @@ class KafkaQueueConsumer:
                 )
             if progress.next_fetch is not None:
                 self._highest[part.partition] = max(highest, progress.next_fetch - 1)
+        # The record sizes the queue's trim turns its retention megabytes into records by.
+        size = sum(len(d.key) + len(d.body) + MESSAGE_OVERHEAD for d in deliveries)
+        self._queue.saw(len(deliveries), size)
         return deliveries
 
     async def ack(self, deliveries: builtins.list[Delivery]) -> None:

@@ -8,6 +8,16 @@ session timeout). What Kafka does not give is acknowledging single messages: it 
 per partition, so each consumer commits the offset just past the longest run of acknowledged
 messages and remembers the rest until the gap before them is acknowledged too.
 
+Retention: Kafka's own (``retention.ms``, ``retention.bytes``) deletes old segments whether or
+not the group consumed them, so it must not be what bounds this topic. The topic is created (and
+``apply_retention`` sets it) with both unlimited and ``cleanup.policy=delete`` (compaction would
+drop a profile's older events under its key); Tessera removes processed records itself:
+``trim`` (run by the worker processes) moves each partition's start offset with DeleteRecords,
+never past the group's committed offset, to drop what is older than the retention hours or more
+than the retention megabytes (per partition: divided by the partitions). The unprocessed backlog
+(end offsets minus the committed ones, measured in the background) is bounded by back-pressure:
+``publish`` raises QueueFull before passing ``max_backlog_mb``.
+
 aiokafka ships no type information: its objects are ``Any`` here, behind narrow ignores.
 """
 
@@ -16,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
@@ -24,12 +35,14 @@ from aiokafka.admin.config_resource import (  # type: ignore[import-untyped]
     ConfigResource,
     ConfigResourceType,
 )
+from aiokafka.admin.records_to_delete import RecordsToDelete  # type: ignore[import-untyped]
 from aiokafka.coordinator.protocol import (  # type: ignore[import-untyped]
     ConsumerProtocolMemberAssignment,
 )
 
 from tessera.storage.kafka.broker import broker_call, raise_for_codes, stop_quietly
 from tessera.storage.kafka.consumer import KafkaQueueConsumer
+from tessera.storage.queue_backlog import Backlog, BacklogGate, message_bytes
 from tessera.storage.queue_ports import (
     PartitionStatus,
     QueueMessage,
@@ -44,12 +57,15 @@ TOPIC_ALREADY_EXISTS = 36
 UNKNOWN_TOPIC = 3
 # DescribeConfigs' source of a value set on the topic itself (not a broker default).
 DYNAMIC_TOPIC_CONFIG = 1
+# What the broker must hold for the topic so that it never deletes a record by itself.
+KEEP_EVERYTHING = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+DEFAULT_RETENTION = QueueRetention(hours=720, megabytes=1024)
 
 
 class KafkaIngestQueue:
-    """``retention``, when given, goes into the topic's configs when ``start`` creates it (an
-    existing topic keeps its own until ``apply_retention``). New topics get three replicas, or
-    one per broker on a smaller cluster."""
+    """``retention`` is what ``trim`` keeps of processed records; new topics get
+    ``KEEP_EVERYTHING`` (an existing topic keeps its own configs until ``apply_retention``) and
+    three replicas, or one per broker on a smaller cluster."""
 
     backend = "kafka"
 
@@ -61,7 +77,8 @@ class KafkaIngestQueue:
         partitions: int = 8,
         publish_timeout: float = 5.0,
         session_timeout_seconds: float = 10.0,
-        retention: QueueRetention | None = None,
+        retention: QueueRetention = DEFAULT_RETENTION,
+        max_backlog_mb: int = 1024,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
@@ -77,6 +94,19 @@ class KafkaIngestQueue:
         self._consumers: list[KafkaQueueConsumer] = []
         self._started = False
         self._closed = False
+        self.backlog_gate = BacklogGate(
+            limit_bytes=max_backlog_mb * 1024 * 1024,
+            measure=self._measure_backlog,
+            what=f"kafka topic {topic}",
+        )
+        # Records this process published or fetched and their bytes: the average record size
+        # that turns the retention megabytes into a number of records to keep.
+        self.seen_records = 0
+        self.seen_bytes = 0
+
+    def saw(self, records: int, size: int) -> None:
+        self.seen_records += records
+        self.seen_bytes += size
 
     def _call(self, what: str) -> Any:
         return broker_call(self.bootstrap_servers, what, self.publish_timeout)
@@ -116,12 +146,9 @@ class KafkaIngestQueue:
 
     async def _ensure_topic(self, admin: Any) -> None:
         cluster = await admin.describe_cluster()
-        configs: dict[str, str] = {}
-        if self._retention is not None:
-            configs = self._retention_configs(self._retention, self.partitions)
         replicas = max(1, min(3, len(cluster["brokers"])))
         answer = await admin.create_topics(
-            [NewTopic(self.topic, self.partitions, replicas, topic_configs=configs)]
+            [NewTopic(self.topic, self.partitions, replicas, topic_configs=KEEP_EVERYTHING)]
         )
         raise_for_codes(
             (code for _, code, *_ in answer.topic_errors if code != TOPIC_ALREADY_EXISTS),
@@ -148,6 +175,8 @@ class KafkaIngestQueue:
         if not messages:
             return
         await self.start()
+        await self.backlog_gate.admit(messages)
+        self.saw(len(messages), message_bytes(messages))
         async with self._call(f"publishing {len(messages)} messages to {self.topic}"):
             # send() only queues a message into its partition's batch; waiting on all the
             # answers together lets one request carry a whole batch.
@@ -162,29 +191,60 @@ class KafkaIngestQueue:
         self._consumers.append(consumer)
         return consumer
 
+    async def _offsets_reader(self) -> Any:
+        """A consumer outside the group, only to read partitions' offsets."""
+        if self._offsets is None:
+            reader = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap_servers,
+                client_id=f"{self.group}-status",
+                request_timeout_ms=int(self.publish_timeout * 1000),
+            )
+            await reader.start()
+            self._offsets = reader
+        return self._offsets
+
+    async def _positions(self, admin: Any) -> dict[Any, tuple[int, int, int | None]]:
+        """Partition → (first offset, end offset, the group's committed offset or None)."""
+        reader = await self._offsets_reader()
+        parts = [TopicPartition(self.topic, p) for p in range(self.partitions)]
+        first = await reader.beginning_offsets(parts)
+        end = await reader.end_offsets(parts)
+        committed = await admin.list_consumer_group_offsets(self.group, partitions=parts)
+        positions: dict[Any, tuple[int, int, int | None]] = {}
+        for part in parts:
+            done = committed.get(part)
+            taken = None if done is None or done.offset < 0 else int(done.offset)
+            positions[part] = (int(first[part]), int(end[part]), taken)
+        return positions
+
+    @staticmethod
+    def _unprocessed(first: int, end: int, committed: int | None) -> int:
+        start = first if committed is None else max(committed, first)
+        return max(0, end - start)
+
+    async def _measure_backlog(self) -> Backlog:
+        async with self._call(f"measuring the backlog of {self.topic}"):
+            positions = await self._positions(await self._admin_client())
+        return Backlog(messages=sum(self._unprocessed(*found) for found in positions.values()))
+
     async def status(self) -> QueueStatus:
         async with self._call(f"reading the backlog of {self.topic}"):
             admin = await self._admin_client()
-            if self._offsets is None:
-                self._offsets = AIOKafkaConsumer(
-                    bootstrap_servers=self.bootstrap_servers,
-                    client_id=f"{self.group}-status",
-                    request_timeout_ms=int(self.publish_timeout * 1000),
-                )
-                await self._offsets.start()
-            parts = [TopicPartition(self.topic, p) for p in range(self.partitions)]
-            first = await self._offsets.beginning_offsets(parts)
-            end = await self._offsets.end_offsets(parts)
-            committed = await admin.list_consumer_group_offsets(self.group, partitions=parts)
+            positions = await self._positions(admin)
             owners = await self._owners(admin)
-        rows = []
-        for part in parts:
-            done = committed.get(part)
-            start = first[part] if done is None or done.offset < 0 else done.offset
-            backlog = max(0, end[part] - max(start, first[part]))
-            rows.append(PartitionStatus(part.partition, backlog, owners.get(part.partition)))
-        details = {"group": self.group, "bootstrap_servers": self.bootstrap_servers}
-        return QueueStatus(self.backend, self.topic, rows, details)
+        rows = [
+            PartitionStatus(part.partition, self._unprocessed(*found), owners.get(part.partition))
+            for part, found in positions.items()
+        ]
+        details = {
+            "group": self.group,
+            "bootstrap_servers": self.bootstrap_servers,
+            "retention_hours": self._retention.hours,
+            "retention_megabytes": self._retention.megabytes,
+        }
+        return QueueStatus(
+            self.backend, self.topic, rows, details, backpressure=await self.backlog_gate.observed()
+        )
 
     async def _owners(self, admin: Any) -> dict[int, str]:
         """Partition → client id (the worker id) of the member reading it; one request to the
@@ -203,13 +263,6 @@ class KafkaIngestQueue:
                         owners.update(dict.fromkeys(numbers, str(member["client_id"])))
         return owners
 
-    @staticmethod
-    def _retention_configs(retention: QueueRetention, partitions: int) -> dict[str, str]:
-        return {
-            "retention.ms": str(round(retention.hours * 3600 * 1000)),
-            "retention.bytes": str(retention.megabytes * 1024 * 1024 // partitions),
-        }
-
     async def _topic_configs(self, admin: Any) -> dict[str, dict[str, Any]]:
         """The topic's config entries (DescribeConfigs) by name."""
         resource = ConfigResource(ConfigResourceType.TOPIC, self.topic)
@@ -219,8 +272,7 @@ class KafkaIngestQueue:
         return {entry["config_names"]: entry for entry in found["config_entries"]}
 
     async def apply_retention(self, retention: QueueRetention) -> builtins.list[str]:
-        limits = self._retention_configs(retention, self.partitions)
-        async with self._call(f"setting the retention of {self.topic}"):
+        async with self._call(f"setting the configs of {self.topic}"):
             admin = await self._admin_client()
             entries = await self._topic_configs(admin)
             # AlterConfigs replaces the topic's whole set: carry the other values set on it.
@@ -229,53 +281,91 @@ class KafkaIngestQueue:
                 for name, e in entries.items()
                 if e["config_source"] == DYNAMIC_TOPIC_CONFIG and not e["is_sensitive"]
             }
-            segment = entries.get("segment.bytes", {}).get("config_value")
-            altered = ConfigResource(ConfigResourceType.TOPIC, self.topic, {**kept, **limits})
+            altered = ConfigResource(
+                ConfigResourceType.TOPIC, self.topic, {**kept, **KEEP_EVERYTHING}
+            )
             answers = await admin.alter_configs([altered])
             raise_for_codes(
                 (r["error_code"] for a in answers for r in a.to_object()["resources"]),
                 f"altering {self.topic} configs",
             )
         self._retention = retention
-        lines = [
-            f"kafka topic {self.topic}: retention.ms={limits['retention.ms']}, "
-            f"retention.bytes={limits['retention.bytes']} per partition ({self.partitions} "
-            f"partitions; Kafka limits the size of each partition, {retention.megabytes} MB "
-            "in all)"
+        removed = await self.trim()
+        share = retention.megabytes / self.partitions
+        return [
+            f"kafka topic {self.topic}: retention.ms=-1, retention.bytes=-1, "
+            "cleanup.policy=delete (the broker deletes nothing by itself)",
+            f"kafka topic {self.topic}: the workers delete processed records older than "
+            f"{retention.hours:g} h or beyond {share:.1f} MB per partition ({retention.megabytes}"
+            f" MB over {self.partitions} partitions); {removed} deleted now",
+            f"kafka topic {self.topic}: unprocessed records are never deleted; publishing "
+            f"refuses (503) past {self.backlog_gate.limit_bytes // (1024 * 1024)} MB of them "
+            "(TESSERA_QUEUE_MAX_BACKLOG_MB)",
         ]
-        if segment is not None and int(segment) > int(limits["retention.bytes"]):
-            lines.append(
-                f"kafka topic {self.topic}: segment.bytes={segment} is larger than that; Kafka "
-                "deletes whole closed segments, so a partition may keep up to one segment more"
-            )
-        return lines
 
-    async def read_retention(self) -> QueueRetention | None:
-        """The limits the broker applies to the topic (set on it, or the broker's defaults),
-        ``retention.bytes`` times the topic's partitions back to megabytes. None when the
-        topic does not exist or a limit is unlimited (-1: Kafka's default for the size)."""
-        async with self._call(f"reading the retention of {self.topic}"):
+    async def read_retention(self) -> QueueRetention:
+        """What ``trim`` deletes processed records by: the construction's retention (the
+        settings, as the queue factory builds it) until ``apply_retention`` gives another. The
+        broker's own retention must be unlimited: ``retention_risks`` checks that."""
+        return self._retention
+
+    async def retention_risks(self) -> builtins.list[str]:
+        async with self._call(f"reading the configs of {self.topic}"):
             admin = await self._admin_client()
             (described,) = await admin.describe_topics([self.topic])
             if described["error_code"] == UNKNOWN_TOPIC or not described["partitions"]:
-                return None
+                return []  # no topic, nothing to lose; `tessera install` creates it safe
             raise_for_codes([described["error_code"]], f"describing {self.topic}")
             entries = await self._topic_configs(admin)
-        values = {name: entry["config_value"] for name, entry in entries.items()}
-        milliseconds = int(values.get("retention.ms") or -1)
-        per_partition = int(values.get("retention.bytes") or -1)
-        if milliseconds < 0 or per_partition < 0:
-            return None
-        # apply_retention divides by the partitions, rounding down: rounding back undoes it.
-        total = per_partition * len(described["partitions"])
-        return QueueRetention(
-            hours=milliseconds / 3_600_000, megabytes=round(total / (1024 * 1024))
-        )
+        values = {name: str(entry["config_value"]) for name, entry in entries.items()}
+        risks = []
+        for name in ("retention.ms", "retention.bytes"):
+            if values.get(name, "-1") != "-1":
+                risks.append(
+                    f"kafka topic {self.topic} has {name}={values[name]}: the broker deletes "
+                    "records past it whether or not a worker processed them; set it to -1 "
+                    "(`tessera install` does)"
+                )
+        if "compact" in values.get("cleanup.policy", "delete"):
+            risks.append(
+                f"kafka topic {self.topic} has cleanup.policy={values['cleanup.policy']}: "
+                "compaction drops older records of a key (a profile's earlier events); set "
+                "it to delete (`tessera install` does)"
+            )
+        return risks
+
+    async def trim(self) -> int:
+        """Delete processed records past the retention (DeleteRecords, never beyond the
+        group's committed offset); how many went."""
+        per_partition = self._retention.megabytes * 1024 * 1024 / self.partitions
+        # Records of the average size seen here; none seen: the size limit waits for some.
+        average = self.seen_bytes / self.seen_records if self.seen_records else None
+        cutoff_ms = round((time.time() - self._retention.hours * 3600) * 1000)
+        async with self._call(f"trimming {self.topic}"):
+            admin = await self._admin_client()
+            positions = await self._positions(admin)
+            reader = await self._offsets_reader()
+            newer = await reader.offsets_for_times(dict.fromkeys(positions, cutoff_ms))
+            cuts: dict[Any, RecordsToDelete] = {}
+            for part, (first, end, committed) in positions.items():
+                if committed is None:
+                    continue  # the group never committed here: nothing is processed
+                found = newer.get(part)
+                cut = end if found is None else int(found.offset)
+                if average is not None:
+                    cut = max(cut, committed - int(per_partition // average))
+                cut = min(cut, committed)
+                if cut > first:
+                    cuts[part] = RecordsToDelete(before_offset=cut)
+            if cuts:
+                await admin.delete_records(cuts)
+        return sum(cut.before_offset - positions[part][0] for part, cut in cuts.items())
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        await self.backlog_gate.close()
         for consumer in self._consumers:
             await consumer.close()
         await self._drop_clients()

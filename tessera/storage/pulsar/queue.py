@@ -15,6 +15,16 @@
 - Consumers: Failover subscription, so each partition has one active consumer (per-key order)
   and unacknowledged messages go to the next active consumer when one closes or its connection
   dies. Failover subscriptions keep no redelivery count, so ``redelivered`` stays False.
+- Keeping what was acknowledged: Pulsar keeps a subscription's unacknowledged messages unless a
+  message TTL, a ``consumer_backlog_eviction`` backlog quota or a subscription expiration drops
+  them. The topic lives in a namespace of Tessera's own (``public/tessera`` by default; never the
+  shared ``public/default``, whose policies other applications rely on), where
+  ``apply_retention`` sets the retention of acknowledged messages, no TTL, no subscription
+  expiration, and a backlog quota of ``max_backlog_mb`` (per partition: divided by the
+  partitions) with ``producer_exception``: a full backlog refuses the producer, never evicts.
+  The broker checks that quota only every ``backlogQuotaCheckIntervalInSeconds``, so the
+  publisher also measures the backlog itself (``queue_backlog.BacklogGate``, from the topic's
+  stats every second in the background) and refuses with QueueFull first.
 """
 
 from __future__ import annotations
@@ -30,9 +40,12 @@ from urllib.parse import quote
 import httpx
 import pulsar  # type: ignore[import-untyped]
 
+from tessera.errors import ConfigurationError
+from tessera.storage.queue_backlog import Backlog, BacklogGate
 from tessera.storage.queue_ports import (
     Delivery,
     PartitionStatus,
+    QueueFull,
     QueueMessage,
     QueueRetention,
     QueueStatus,
@@ -45,6 +58,27 @@ _PARTITION_SUFFIX = "-partition-"
 _EARLIEST = {"ledgerId": -1, "entryId": -1, "partitionIndex": -1}
 # Extra seconds past the client's own send timeout before publish gives up waiting for receipts.
 _RECEIPT_GRACE_SECONDS = 2.0
+# Namespaces other applications share: Tessera sets no policy there.
+SHARED_NAMESPACES = frozenset({"public/default"})
+DEFAULT_RETENTION = QueueRetention(hours=720, megabytes=1024)
+# The send results of a producer the broker blocked for its backlog quota.
+_QUOTA_REFUSALS = frozenset(
+    {"ProducerBlockedQuotaExceededError", "ProducerBlockedQuotaExceededException"}
+)
+# Seconds a client is told to wait when the broker's own quota refused (its check runs every
+# backlogQuotaCheckIntervalInSeconds, a minute by default).
+_BROKER_QUOTA_RETRY_AFTER_S = 10
+_MIB = 1024 * 1024
+
+
+def refuse_shared_namespace(namespace: str) -> None:
+    """`tessera install` sets policies on the namespace: never on one other applications use."""
+    if namespace in SHARED_NAMESPACES:
+        raise ConfigurationError(
+            f"PULSAR_NAMESPACE={namespace} is shared with other applications: Tessera sets no "
+            "retention or backlog policy there; set PULSAR_NAMESPACE to a namespace of its own "
+            "(the default public/tessera), which `tessera install` creates"
+        )
 
 
 def _route(message: Any, partitions: int) -> int:
@@ -91,10 +125,11 @@ class PulsarIngestQueue:
         *,
         admin_url: str,
         token: str | None,
-        namespace: str = "public/default",
+        namespace: str = "public/tessera",
         topic: str = "tessera-ingest",
         partitions: int = 8,
         publish_timeout: float = 5.0,
+        max_backlog_mb: int = 1024,
     ) -> None:
         self.service_url = service_url
         self.admin_url = admin_url.rstrip("/")
@@ -111,6 +146,12 @@ class PulsarIngestQueue:
         self._http: httpx.AsyncClient | None = None
         self._consumers: builtins.list[PulsarConsumer] = []
         self._closed = False
+        self.max_backlog_mb = max_backlog_mb
+        self.backlog_gate = BacklogGate(
+            limit_bytes=max_backlog_mb * _MIB,
+            measure=self._measure_backlog,
+            what=f"pulsar topic {self.topic_url}",
+        )
 
     def __repr__(self) -> str:  # the token stays out of reprs (and so out of logs)
         return f"PulsarIngestQueue({self.service_url!r}, topic={self.topic_url!r})"
@@ -119,6 +160,11 @@ class PulsarIngestQueue:
     def _topic_path(self) -> str:
         tenant, namespace = self.namespace.split("/", 1)
         return f"/admin/v2/persistent/{quote(tenant)}/{quote(namespace)}/{quote(self.topic)}"
+
+    @property
+    def _namespace_path(self) -> str:
+        tenant, namespace = self.namespace.split("/", 1)
+        return f"/admin/v2/namespaces/{quote(tenant)}/{quote(namespace)}"
 
     async def _admin(
         self, method: str, path: str, *, body: Any = None, accept: tuple[int, ...] = ()
@@ -164,9 +210,16 @@ class PulsarIngestQueue:
         return self._client
 
     async def start(self) -> None:
-        await self._admin(
-            "PUT", f"{self._topic_path}/partitions", body=self.partitions, accept=(409,)
+        created = await self._admin(
+            "PUT", f"{self._topic_path}/partitions", body=self.partitions, accept=(404, 409)
         )
+        if created.status_code == 404:
+            # No namespace yet (first start before `tessera install`): make it, then the topic.
+            # Its policies are the broker's defaults until install sets them.
+            await self._admin("PUT", self._namespace_path, accept=(409,))
+            await self._admin(
+                "PUT", f"{self._topic_path}/partitions", body=self.partitions, accept=(409,)
+            )
         await self._admin(
             "PUT",
             f"{self._topic_path}/subscription/{quote(self.subscription)}",
@@ -199,6 +252,7 @@ class PulsarIngestQueue:
     async def publish(self, messages: builtins.list[QueueMessage]) -> None:
         if not messages:
             return
+        await self.backlog_gate.admit(messages)
         producer = await self._ensure_producer()
         loop = asyncio.get_running_loop()
         receipts: builtins.list[asyncio.Future[str]] = []
@@ -223,6 +277,14 @@ class PulsarIngestQueue:
                 f"{self.publish_timeout:g} s"
             ) from None
         failed = [outcome for outcome in outcomes if outcome != "Ok"]
+        if any(outcome in _QUOTA_REFUSALS for outcome in failed):
+            self.backlog_gate.refused()
+            raise QueueFull(
+                f"pulsar broker at {self.service_url} refused {self.topic_url}: its backlog "
+                "quota (TESSERA_QUEUE_MAX_BACKLOG_MB over the partitions, set by `tessera "
+                "install`) is reached; retry once the workers caught up",
+                retry_after=_BROKER_QUOTA_RETRY_AFTER_S,
+            )
         if failed:
             raise QueueUnavailable(
                 f"pulsar broker at {self.service_url} did not keep {len(failed)} of "
@@ -238,15 +300,28 @@ class PulsarIngestQueue:
         if consumer in self._consumers:
             self._consumers.remove(consumer)
 
-    async def status(self) -> QueueStatus:
+    async def _subscription_stats(self) -> builtins.list[dict[str, Any]]:
+        """The workers' subscription's stats on each partition ({} where it has none yet)."""
         response = await self._admin(
             "GET", f"{self._topic_path}/partitioned-stats?perPartition=true", accept=(404,)
         )
         per_partition = response.json().get("partitions", {}) if response.is_success else {}
-        partitions = []
+        found = []
         for index in range(self.partitions):
             stats = per_partition.get(f"{self.topic_url}{_PARTITION_SUFFIX}{index}") or {}
-            subscription = (stats.get("subscriptions") or {}).get(self.subscription) or {}
+            found.append((stats.get("subscriptions") or {}).get(self.subscription) or {})
+        return found
+
+    async def _measure_backlog(self) -> Backlog:
+        subscriptions = await self._subscription_stats()
+        messages = sum(int(s.get("msgBacklog", 0)) for s in subscriptions)
+        if all("backlogSize" in s for s in subscriptions if s.get("msgBacklog")):
+            return Backlog(messages, bytes=sum(int(s.get("backlogSize", 0)) for s in subscriptions))
+        return Backlog(messages)  # a broker without byte counts: sized by the messages
+
+    async def status(self) -> QueueStatus:
+        partitions = []
+        for index, subscription in enumerate(await self._subscription_stats()):
             consumers = subscription.get("consumers") or [{}]
             owner = subscription.get("activeConsumerName") or consumers[0].get("consumerName")
             partitions.append(
@@ -261,31 +336,59 @@ class PulsarIngestQueue:
             topic=self.topic_url,
             partitions=partitions,
             details={"subscription": self.subscription, "service_url": self.service_url},
+            backpressure=await self.backlog_gate.observed(),
         )
 
     async def apply_retention(self, retention: QueueRetention) -> builtins.list[str]:
-        tenant, namespace = self.namespace.split("/", 1)
-        policy = {
-            "retentionTimeInMinutes": round(retention.hours * 60),
-            "retentionSizeInMB": retention.megabytes,
-        }
+        refuse_shared_namespace(self.namespace)
+        await self._admin("PUT", self._namespace_path, accept=(409,))
+        quota_bytes = max(1, self.max_backlog_mb * _MIB // self.partitions)
+        # Pulsar refuses a backlog quota as large as the retention size (and the reverse), so
+        # the retention gets at least one megabyte more than a partition's quota.
+        kept_mb = max(retention.megabytes, quota_bytes // _MIB + 1)
+        minutes = max(1, round(retention.hours * 60))
+        # The old quota could block a smaller retention: off first, back on after.
+        await self._admin(
+            "DELETE",
+            f"{self._namespace_path}/backlogQuota?backlogQuotaType=destination_storage",
+            accept=(404,),
+        )
         await self._admin(
             "POST",
-            f"/admin/v2/namespaces/{quote(tenant)}/{quote(namespace)}/retention",
-            body=policy,
+            f"{self._namespace_path}/retention",
+            body={
+                # Pulsar reads 0 minutes as "no retention" and refuses it beside a size.
+                "retentionTimeInMinutes": minutes,
+                "retentionSizeInMB": kept_mb,
+            },
         )
-        return [
-            f"pulsar namespace {self.namespace}: retention {retention.hours:g} h / "
-            f"{retention.megabytes} MB (kept after acknowledgement)"
+        await self._admin(
+            "POST",
+            f"{self._namespace_path}/backlogQuota?backlogQuotaType=destination_storage",
+            body={"limitSize": quota_bytes, "limitTime": -1, "policy": "producer_exception"},
+        )
+        # 0 switches both off for the namespace, whatever the broker's defaults say.
+        await self._admin("POST", f"{self._namespace_path}/messageTTL", body=0)
+        await self._admin("POST", f"{self._namespace_path}/subscriptionExpirationTime", body=0)
+        lines = [
+            f"pulsar namespace {self.namespace}: acknowledged messages kept {minutes / 60:g} h"
+            f" / {kept_mb} MB; no message TTL, no subscription expiration",
+            f"pulsar namespace {self.namespace}: backlog quota {quota_bytes / _MIB:.1f} MB per "
+            f"partition ({self.max_backlog_mb} MB over {self.partitions}), producer_exception: "
+            "a full backlog refuses publishing (503), never evicts unprocessed messages",
         ]
+        if kept_mb != retention.megabytes:
+            lines.append(
+                f"pulsar namespace {self.namespace}: retention size raised from "
+                f"{retention.megabytes} to {kept_mb} MB (Pulsar wants it above a partition's "
+                "backlog quota)"
+            )
+        return lines
 
     async def read_retention(self) -> QueueRetention | None:
         """The namespace's retention policy as the broker keeps it; None when none is set (or
         a limit is infinite, -1). A missing namespace is QueueUnavailable, as for ``start``."""
-        tenant, namespace = self.namespace.split("/", 1)
-        response = await self._admin(
-            "GET", f"/admin/v2/namespaces/{quote(tenant)}/{quote(namespace)}/retention"
-        )
+        response = await self._admin("GET", f"{self._namespace_path}/retention")
         try:
             policy = response.json() if response.content else None
         except ValueError:  # not JSON: nothing it states
@@ -300,10 +403,58 @@ class PulsarIngestQueue:
             return None
         return QueueRetention(hours=minutes / 60, megabytes=megabytes)
 
+    async def retention_risks(self) -> builtins.list[str]:
+        risks = []
+        if self.namespace in SHARED_NAMESPACES:
+            risks.append(
+                f"the topic is in the shared namespace {self.namespace}, whose TTL, backlog "
+                "quota and retention other applications set: set PULSAR_NAMESPACE to one of "
+                "Tessera's own (default public/tessera) and run `tessera install`"
+            )
+        namespace = await self._admin("GET", self._namespace_path, accept=(404,))
+        policies = namespace.json() if namespace.is_success else {}
+        ttl = await self._applied(f"{self._topic_path}/messageTTL?applied=true")
+        if ttl is None:
+            ttl = policies.get("message_ttl_in_seconds")
+        if isinstance(ttl, int) and ttl > 0:
+            risks.append(
+                f"{self.topic_url} has a message TTL of {ttl} s: unacknowledged messages older "
+                "than that are dropped; remove it (`tessera install` sets 0 on the namespace)"
+            )
+        expiry = policies.get("subscription_expiration_time_minutes")
+        if isinstance(expiry, int) and expiry > 0:
+            risks.append(
+                f"pulsar namespace {self.namespace} expires subscriptions idle {expiry} min, "
+                "and the workers' backlog with them; set it to 0 (`tessera install` does)"
+            )
+        quotas = await self._applied(f"{self._topic_path}/backlogQuotaMap?applied=true")
+        if not isinstance(quotas, dict):
+            quotas = policies.get("backlog_quota_map") or {}
+        for kind, quota in quotas.items():
+            if isinstance(quota, dict) and quota.get("policy") == "consumer_backlog_eviction":
+                risks.append(
+                    f"{self.topic_url} has a {kind} backlog quota with consumer_backlog_eviction:"
+                    " a full backlog evicts unprocessed messages; use producer_exception "
+                    "(`tessera install` sets it)"
+                )
+        return risks
+
+    async def _applied(self, path: str) -> Any:
+        """A topic policy as the broker applies it (topic, namespace or broker default); None
+        when the topic is not there or the broker does not answer it."""
+        response = await self._admin("GET", path, accept=(404, 405, 500))
+        if not response.is_success or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            return None
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        await self.backlog_gate.close()
         for consumer in list(self._consumers):
             await consumer.close()
         producer, client, http = self._producer, self._client, self._http

@@ -21,6 +21,12 @@ undelivered entry). The age limit is a MINID from Redis's clock; the size limit 
 MEMORY USAGE against megabytes / partitions, the excess turned into a MINID by interpolating
 between the first and last entry times, a few rounds at most.
 
+Back-pressure: the streams' unprocessed entries (each group's lag plus its pending entries, one
+pipelined XINFO GROUPS a second in the background) are bounded by ``max_backlog_mb``: ``publish``
+raises QueueFull before passing it (``queue_backlog.BacklogGate``). Retention never removes them,
+but Redis itself evicts keys under ``maxmemory`` with an ``allkeys-*`` policy:
+``retention_risks`` says so (``noeviction`` or a ``volatile-*`` policy is needed).
+
 The Redis client is the caller's (it may serve locks and caches too): ``close`` leaves it open.
 It must answer bytes (``decode_responses=False``), as ``redis_client`` builds it.
 """
@@ -38,6 +44,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from tessera.storage.queue_backlog import Backlog, BacklogGate
 from tessera.storage.queue_ports import (
     PartitionStatus,
     QueueMessage,
@@ -80,6 +87,7 @@ class RedisIngestQueue:
         lease_seconds: float = 10.0,
         publish_timeout: float = 5.0,
         retention: QueueRetention = DEFAULT_RETENTION,
+        max_backlog_mb: int = 1024,
     ) -> None:
         if partitions < 1 or lease_seconds <= 0 or publish_timeout <= 0:
             raise ValueError("partitions, lease and publish timeout must be positive")
@@ -95,6 +103,11 @@ class RedisIngestQueue:
         self.retention = retention
         self.lease_scripts = LeaseScripts.on(client)
         self._consumers: weakref.WeakSet[RedisQueueConsumer] = weakref.WeakSet()
+        self.backlog_gate = BacklogGate(
+            limit_bytes=max_backlog_mb * 1024 * 1024,
+            measure=self._measure_backlog,
+            what=f"Redis queue {topic!r}",
+        )
 
     @asynccontextmanager
     async def answering(self, doing: str) -> AsyncIterator[None]:
@@ -123,6 +136,7 @@ class RedisIngestQueue:
     async def publish(self, messages: builtins.list[QueueMessage]) -> None:
         if not messages:
             return
+        await self.backlog_gate.admit(messages)
         async with self.answering("keep the messages"):
             pipe = self.client.pipeline(transaction=False)
             for message in messages:
@@ -137,24 +151,16 @@ class RedisIngestQueue:
 
     async def status(self) -> QueueStatus:
         async with self.answering("report its status"):
-            pipe = self.client.pipeline(transaction=False)
-            for stream in self.streams:
-                pipe.xinfo_groups(stream)
-            answers = await pipe.execute(raise_on_error=False)
+            backlogs = await self._backlogs()
             owners = await self.client.mget(self.leases)
-            partitions = []
-            for n, (groups, owner) in enumerate(zip(answers, owners, strict=True)):
-                group = self._group_of(groups)
-                backlog = 0
-                if group is not None:
-                    lag = group.get("lag")
-                    if lag is None:
-                        # Redis cannot tell the lag after some deletions: count what is left.
-                        after = "(" + _id_text(stream_id(group["last-delivered-id"]))
-                        lag = len(await self.client.xrange(self.streams[n], after, "+") or [])
-                    backlog = int(lag) + int(group.get("pending") or 0)
-                holder = _text(owner).rpartition("/")[0] if owner else None
-                partitions.append(PartitionStatus(partition=n, backlog=backlog, owner=holder))
+        partitions = [
+            PartitionStatus(
+                partition=n,
+                backlog=backlog,
+                owner=_text(owner).rpartition("/")[0] if owner else None,
+            )
+            for n, (backlog, owner) in enumerate(zip(backlogs, owners, strict=True))
+        ]
         return QueueStatus(
             backend=self.backend,
             topic=self.topic,
@@ -165,7 +171,33 @@ class RedisIngestQueue:
                 "retention_hours": self.retention.hours,
                 "retention_megabytes": self.retention.megabytes,
             },
+            backpressure=await self.backlog_gate.observed(),
         )
+
+    async def _backlogs(self) -> builtins.list[int]:
+        """Each stream's entries not yet acknowledged by the group: its lag (never delivered)
+        plus its pending entries (delivered, not acknowledged); one pipelined round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xinfo_groups(stream)
+        answers = await pipe.execute(raise_on_error=False)
+        backlogs = []
+        for stream, groups in zip(self.streams, answers, strict=True):
+            group = self._group_of(groups)
+            backlog = 0
+            if group is not None:
+                lag = group.get("lag")
+                if lag is None:
+                    # Redis cannot tell the lag after some deletions: count what is left.
+                    after = "(" + _id_text(stream_id(group["last-delivered-id"]))
+                    lag = len(await self.client.xrange(stream, after, "+") or [])
+                backlog = int(lag) + int(group.get("pending") or 0)
+            backlogs.append(backlog)
+        return backlogs
+
+    async def _measure_backlog(self) -> Backlog:
+        async with self.answering("measure its backlog"):
+            return Backlog(messages=sum(await self._backlogs()))
 
     @staticmethod
     def _group_of(groups: Any) -> dict[str, Any] | None:
@@ -196,6 +228,24 @@ class RedisIngestQueue:
         except FAILURES:
             pass  # CONFIG is often disabled on managed Redis; the limits above still hold
         return lines
+
+    async def retention_risks(self) -> builtins.list[str]:
+        """Trimming never passes the oldest pending or undelivered entry (``_trim_stream``);
+        what can still drop them is Redis evicting the stream keys under memory pressure."""
+        try:
+            async with self.answering("read its eviction policy"):
+                config: dict[Any, Any] = dict(await self.client.config_get("maxmemory-policy"))
+        except QueueUnavailable:
+            return []  # CONFIG disabled (managed Redis): nothing this can tell
+        policy = _text(config.get(b"maxmemory-policy", config.get("maxmemory-policy", b"")))
+        if policy.startswith("allkeys-"):
+            return [
+                f"Redis evicts any key under memory pressure (maxmemory-policy={policy}), "
+                "the queue's streams included: set `maxmemory-policy noeviction` (or a "
+                "volatile-* policy) so a full Redis refuses writes instead of dropping "
+                "unprocessed messages"
+            ]
+        return []
 
     async def read_retention(self) -> QueueRetention:
         """What ``trim`` trims by: the construction's retention (the settings, as the queue
@@ -246,5 +296,6 @@ class RedisIngestQueue:
         return removed
 
     async def close(self) -> None:
+        await self.backlog_gate.close()
         for consumer in list(self._consumers):
             await consumer.close()

@@ -13,6 +13,9 @@ Retention removes acknowledged messages only (older than the hours, then the old
 file holds more than the megabytes); unacknowledged ones stay whatever the limits say. ``trim``
 applies the retention last given to ``apply_retention``, or the one given at construction
 (720 h / 1024 MB by default), so a housekeeping loop can call it without knowing the settings.
+The unacknowledged backlog is bounded by back-pressure instead: ``publish`` raises QueueFull
+before it would pass ``max_backlog_mb`` (``queue_backlog.BacklogGate``; the rows are counted on
+the log's index every second in the background).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import contextlib
 import time
 from pathlib import Path
 
+from tessera.storage.queue_backlog import Backlog, BacklogGate
 from tessera.storage.queue_ports import (
     PartitionStatus,
     QueueConsumer,
@@ -51,6 +55,7 @@ class SqliteIngestQueue:
         lease_seconds: float = 10.0,
         publish_timeout_seconds: float = 5.0,
         retention: QueueRetention = DEFAULT_RETENTION,
+        max_backlog_mb: int = 1024,
     ) -> None:
         self.path = path
         self.topic = topic
@@ -64,6 +69,11 @@ class SqliteIngestQueue:
         # Fetches of this process waiting for messages: a publish here wakes them at once.
         self._waiting: set[asyncio.Future[None]] = set()
         self._closed = False
+        self.backlog_gate = BacklogGate(
+            limit_bytes=max_backlog_mb * 1024 * 1024,
+            measure=self._measure_backlog,
+            what=f"embedded queue {path}",
+        )
 
     @property
     def commits(self) -> int:
@@ -85,6 +95,7 @@ class SqliteIngestQueue:
             return
         if self._publisher is None:
             raise QueueUnavailable("the embedded queue is not running")
+        await self.backlog_gate.admit(messages)
         now = time.time()
         rows = [(partition_of(m.key, self._partitions), m.key, m.body, now) for m in messages]
         committed = self._publisher.submit(rows)
@@ -124,7 +135,12 @@ class SqliteIngestQueue:
                 "retention_hours": self._retention.hours,
                 "retention_mb": self._retention.megabytes,
             },
+            backpressure=await self.backlog_gate.observed(),
         )
+
+    async def _measure_backlog(self) -> Backlog:
+        count = await self._running_state().run(queue_log.unacknowledged)
+        return Backlog(messages=count)
 
     async def apply_retention(self, retention: QueueRetention) -> builtins.list[str]:
         self._retention = retention
@@ -134,6 +150,10 @@ class SqliteIngestQueue:
             f" {retention.megabytes} MB; {removed} removed",
             "embedded log: unacknowledged messages are kept whatever the limits",
         ]
+
+    async def retention_risks(self) -> builtins.list[str]:
+        """None: ``trim`` removes acknowledged messages only (the contract suite checks it)."""
+        return []
 
     async def read_retention(self) -> QueueRetention:
         """What ``trim`` removes by: the construction's retention (the settings, as the queue
@@ -152,6 +172,7 @@ class SqliteIngestQueue:
 
     async def close(self) -> None:
         self._closed = True
+        await self.backlog_gate.close()
         for consumer in list(self._consumers):
             # A clean shutdown gives the partitions back; if that fails they expire instead.
             with contextlib.suppress(QueueUnavailable):

@@ -212,6 +212,11 @@ def read_after(
     return [(seq, key, bytes(body)) for seq, key, body in rows]
 
 
+def unacknowledged(connection: sqlite3.Connection) -> int:
+    """Messages no consumer acknowledged yet; a count on the partition index, no row read."""
+    return int(connection.execute(UNACKNOWLEDGED).fetchone()[0])
+
+
 def newest_seq(connection: sqlite3.Connection) -> int:
     return int(connection.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0])
 
