@@ -318,7 +318,8 @@ async def test_an_item_elasticsearch_refuses_fails_only_its_caller(
             return_exceptions=True,
         )
 
-        assert backend.writer.bulk_requests - before == 1  # one bulk served all three
+        # One bulk per phase served all three: the events, then the sessions.
+        assert backend.writer.bulk_requests - before == 2
         assert results[0] is None and results[2] is None
         assert isinstance(results[1], RecordRejected)
         assert "400" in str(results[1])

@@ -391,9 +391,11 @@ class ElasticWriter:
         stored, so that a change set stored only in part (Elasticsearch has no transactions)
         is always one a retry can complete without counting anything twice:
 
-        1. the retired profiles' last states, and the retired entries an unmerge removes;
-        2. profiles, sessions and events: the profile carries the request's mark
-           (model/applied.py), so from here on a retry knows the request was taken in;
+        1. events (insert-once), the retired profiles' last states, and the retired entries
+           an unmerge removes: an event Elasticsearch refuses fails its request before the
+           profile counts it;
+        2. profiles and sessions: they carry the request's mark (model/applied.py), so from
+           here on a retry knows the request was taken in, and counts it no more;
         3. what points at the profile: merged-away profiles leave their partitions, identity
            links are released and written. Before the profile is stored these must not
            move: a retry reads them to merge again (the loser still there, its values still
@@ -464,7 +466,7 @@ class ElasticWriter:
                 index = names.partition_index(
                     event.tenant, "event", suffix, generations["event"].generation
                 )
-                ops.append(Operation(item.owner, "create", index, event.id, doc))
+                retiring.append(Operation(item.owner, "create", index, event.id, doc))
         for item in encoded:
             for tenant, digest in item.changes.released_identities:
                 pointing.append(
