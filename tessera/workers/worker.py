@@ -1,16 +1,21 @@
-"""A queue worker: takes batches of messages from its consumer, runs the pipeline on each and
+"""A queue worker: takes messages from its consumer, runs the pipeline on each and
 acknowledges what is done.
 
-Order: one key's messages (one profile, or one anonymous session) run one after the other, in
-the order the queue gave them; messages of different keys run at once, up to the concurrency
-setting, so their writes meet in the storage writer's bulk batches.
+Order: one key's messages (one session) run one after the other, in the order the queue gave
+them; messages of different keys run at once, up to the concurrency setting, so their writes
+meet in the storage writer's bulk batches. Keys do not wait for each other: the worker fetches
+more once half of what it holds is done, and acknowledges each message once finished, so a key
+whose message keeps failing holds back its own later messages only.
 
-Failures: storage being down (StorageUnavailable) is retried, with backoff, for as long as it
-lasts, because nothing is wrong with the message. Any other error is retried a few times and
-then the message goes to the dead letters with the error, so one poison message never blocks
-its partition. A message is acknowledged only after its effects are committed (or after it
-was dead-lettered), so a crash anywhere redelivers it; the pipeline drops events whose ids are
-already stored, so redelivery stores nothing twice and counts nothing twice.
+Failures: storage being unavailable (StorageUnavailable: down, overloaded, a partition closed)
+is retried, with backoff, for as long as it lasts, because nothing is wrong with the message.
+Any other error — a record the store refuses for what it is (RecordRejected), a bug — is
+retried a few times (TESSERA_WORKER_MAX_ATTEMPTS) and then the message goes to the dead letters
+with the error, so one poison message never blocks its partition. A message is acknowledged
+only after its effects are committed (or after it was dead-lettered), so a crash anywhere
+redelivers it; a redelivered message stores nothing twice and counts nothing twice (event ids
+are stored once, and the profile and session remember the requests they took in:
+model/applied.py).
 """
 
 from __future__ import annotations
@@ -20,13 +25,14 @@ import contextlib
 import logging
 import os
 import socket
-from collections import OrderedDict
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from tessera.errors import StorageUnavailable
 from tessera.model.common import DEFAULT_TENANT, new_id, utcnow
-from tessera.pipeline.ingest import Ingestor
+from tessera.pipeline.request import IncomingBatch, IngestResult
 from tessera.storage.queue_ports import Delivery, IngestQueue, QueueConsumer
 from tessera.storage.worker_ports import DeadLetter, DeadLetterStore, WorkerBeat, WorkerBeats
 from tessera.workers.codec import UnreadableMessage, decode_batch
@@ -35,6 +41,15 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
 BEAT_INTERVAL_S = 2.0
+# How long a fetch waits for new messages while keys are still running: short, so that what
+# they finish is acknowledged without delay.
+BUSY_FETCH_WAIT_S = 0.01
+
+
+class Pipeline(Protocol):
+    """What a worker runs each message through (the ingest pipeline, pipeline/ingest.py)."""
+
+    async def ingest(self, batch: IncomingBatch) -> IngestResult: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +80,7 @@ class QueueWorker:
         self,
         *,
         queue: IngestQueue,
-        ingestor: Ingestor,
+        ingestor: Pipeline,
         dead_letters: DeadLetterStore,
         beats: WorkerBeats,
         topic: str,
@@ -80,6 +95,13 @@ class QueueWorker:
         self._topic = topic
         self._options = options
         self._limit = asyncio.Semaphore(options.concurrency)
+        # Messages fetched and not yet acknowledged; per key, those not yet finished.
+        self._max_in_hand = 2 * options.fetch
+        self._in_hand = 0
+        self._keys: dict[str, deque[Delivery]] = {}
+        self._runners: set[asyncio.Task[None]] = set()
+        self._finished: list[Delivery] = []
+        self._progress = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.counters = WorkerCounters()
@@ -92,7 +114,7 @@ class QueueWorker:
         self._task = asyncio.create_task(self.run(), name=f"queue-worker-{self.worker_id}")
 
     async def stop(self) -> None:
-        """Finish the batch in hand, acknowledge it, give the partitions back."""
+        """Finish the messages in hand, acknowledge them, give the partitions back."""
         self._stopping.set()
         if self._task is not None:
             await self._task
@@ -107,6 +129,7 @@ class QueueWorker:
         finally:
             beating.cancel()
             await asyncio.gather(beating, return_exceptions=True)
+            await self._settle(consumer)
             await self._close(consumer)
 
     async def drain(self, *, idle_rounds: int = 2) -> WorkerCounters:
@@ -116,30 +139,36 @@ class QueueWorker:
         idle = 0
         try:
             while idle < idle_rounds:
-                idle = 0 if await self.step(consumer) else idle + 1
+                done = await self.step(consumer)
+                idle = 0 if done or self._keys else idle + 1
         finally:
+            await self._settle(consumer)
             await self._close(consumer)
             await self._beat()
         return self.counters
 
     async def step(self, consumer: QueueConsumer) -> int:
-        """One round: fetch, process, acknowledge. Answers how many messages were done."""
-        try:
-            deliveries = await consumer.fetch(self._options.fetch, self._options.wait_s)
-        except StorageUnavailable as exc:
-            log.warning("the ingest queue is unreachable (%s); trying again", exc.message)
-            await self._nap(1.0)
-            return 0
-        if not deliveries:
-            return 0
-        done = await self._process(deliveries)
-        if done:
+        """One round: take more messages when half of those in hand are done, start each key's
+        messages, acknowledge what finished. Answers how many were acknowledged.
+
+        Keys run on their own: one whose message keeps failing (its storage partition is
+        closed, a poison message on its attempts) holds back only its own later messages,
+        never the other keys, nor the fetching of new ones."""
+        if self._in_hand <= self._options.fetch // 2:
+            room = self._max_in_hand - self._in_hand
+            wait = self._options.wait_s if not self._keys else BUSY_FETCH_WAIT_S
             try:
-                await consumer.ack(done)
+                deliveries = await consumer.fetch(min(self._options.fetch, room), wait)
             except StorageUnavailable as exc:
-                # Not acknowledged: delivered again later, and dropped then as already stored.
-                log.warning("acknowledging %d messages failed (%s)", len(done), exc.message)
-        return len(done)
+                log.warning("the ingest queue is unreachable (%s); trying again", exc.message)
+                await self._nap(1.0)
+                deliveries = []
+            self._take(deliveries)
+            if not deliveries and self._keys:
+                await self._progress_or(self._options.wait_s)
+        else:
+            await self._progress_or(self._options.wait_s)
+        return await self._acknowledge(consumer)
 
     async def _close(self, consumer: QueueConsumer) -> None:
         try:
@@ -153,25 +182,68 @@ class QueueWorker:
 
     # --- processing ------------------------------------------------------------------------
 
-    async def _process(self, deliveries: list[Delivery]) -> list[Delivery]:
-        """Every key's messages in order, keys at once; the deliveries that are done."""
-        by_key: OrderedDict[str, list[Delivery]] = OrderedDict()
+    def _take(self, deliveries: list[Delivery]) -> None:
+        """Queue each delivery behind its key's earlier ones; start a runner for a key that
+        has none."""
         for delivery in deliveries:
-            by_key.setdefault(delivery.key, []).append(delivery)
             self.counters.partitions.add(delivery.partition)
-        done: list[Delivery] = []
+            self._in_hand += 1
+            chain = self._keys.get(delivery.key)
+            if chain is not None:
+                chain.append(delivery)
+                continue
+            self._keys[delivery.key] = deque([delivery])
+            task = asyncio.create_task(self._run_key(delivery.key), name="queue-worker-key")
+            self._runners.add(task)
+            task.add_done_callback(self._runners.discard)
 
-        async def run_key(messages: list[Delivery]) -> None:
-            async with self._limit:
-                for delivery in messages:
+    async def _run_key(self, key: str) -> None:
+        """One key's messages, one after the other, in the order the queue gave them."""
+        chain = self._keys[key]
+        try:
+            while chain:
+                delivery = chain[0]
+                async with self._limit:
                     try:
                         await self._handle(delivery)
                     except _Stopping:
                         return  # this key's later messages wait too: order is kept
-                    done.append(delivery)
+                chain.popleft()
+                self._finished.append(delivery)
+                self._progress.set()
+        finally:
+            # What is left (the worker is stopping) stays unacknowledged: delivered again
+            # after this consumer closes.
+            self._in_hand -= len(chain)
+            del self._keys[key]
+            self._progress.set()
 
-        await asyncio.gather(*(run_key(messages) for messages in by_key.values()))
-        return done
+    async def _progress_or(self, seconds: float) -> None:
+        """Wait until a message finished, at most ``seconds``."""
+        self._progress.clear()
+        if self._finished:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._progress.wait(), timeout=seconds)
+
+    async def _acknowledge(self, consumer: QueueConsumer) -> int:
+        done, self._finished = self._finished, []
+        if not done:
+            return 0
+        self._in_hand -= len(done)
+        try:
+            await consumer.ack(done)
+        except StorageUnavailable as exc:
+            # Not acknowledged: delivered again later, and dropped then as already stored.
+            log.warning("acknowledging %d messages failed (%s)", len(done), exc.message)
+        return len(done)
+
+    async def _settle(self, consumer: QueueConsumer) -> None:
+        """On the way out: let every key finish what it holds (a message waiting for storage
+        gives up at its next pause, unacknowledged), then acknowledge what finished."""
+        if self._runners:
+            await asyncio.gather(*self._runners, return_exceptions=True)
+        await self._acknowledge(consumer)
 
     async def _handle(self, delivery: Delivery) -> None:
         try:
