@@ -57,3 +57,11 @@ class StorageUnavailable(TesseraError):
     status_code = 503
     # Seconds the client is told to wait (the Retry-After header of the 503).
     retry_after = 2
+
+
+class StorageRefused(TesseraError):
+    """The store refused a request Tessera made (Elasticsearch answered 400 to a read): not an
+    outage, so not "retry later" (a retry gets the same answer), and not the client's input,
+    which is checked before any read. A defect to report; the message names the refusal."""
+
+    status_code = 500

@@ -46,13 +46,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 import msgspec
-from elastic_transport import ObjectApiResponse
 from elasticsearch import AsyncElasticsearch
 
 from tessera.errors import StorageUnavailable
@@ -65,6 +63,7 @@ from tessera.storage.elastic.erasure import erase
 from tessera.storage.elastic.generations import KindGeneration
 from tessera.storage.elastic.inventory import recognise
 from tessera.storage.elastic.naming import Names, Partitioning, generation_of, partition
+from tessera.storage.elastic.reads import complete_search
 from tessera.storage.elastic.schema import ElasticSchema
 from tessera.storage.ports import ChangeSet
 
@@ -337,23 +336,21 @@ class ElasticWriter:
     async def _where(
         self, kind: str, tenant: str, ids: set[str], retrier: Retrier
     ) -> list[tuple[str, str]]:
-        """(id, index) of every stored copy of these records."""
+        """(id, index) of every stored copy of these records. Whole or StorageUnavailable
+        (reads.py): a record in a partition that cannot be read now must not look new."""
         ordered = sorted(ids)
         hits: list[tuple[str, str]] = []
         for start in range(0, len(ordered), LOOKUP_CHUNK):
             chunk = ordered[start : start + LOOKUP_CHUNK]
-
-            def lookup(chunk: list[str] = chunk) -> Awaitable[ObjectApiResponse[Any]]:
-                return self._client.search(
-                    index=self._names.alias(tenant, kind),
-                    query={"ids": {"values": chunk}},
-                    size=COPIES_PER_ID * len(chunk),
-                    source=False,
-                    ignore_unavailable=True,
-                    allow_no_indices=True,
-                )
-
-            answer = await retrier.call(f"looking up {kind}s", lookup)
+            answer = await complete_search(
+                self._client,
+                f"looking up {kind}s",
+                index=self._names.alias(tenant, kind),
+                retrier=retrier,
+                query={"ids": {"values": chunk}},
+                size=COPIES_PER_ID * len(chunk),
+                source=False,
+            )
             hits += [(hit["_id"], hit["_index"]) for hit in answer["hits"]["hits"]]
         return hits
 
