@@ -19,6 +19,7 @@ from tessera.storage.elastic.generations import DEFAULT_TTL_S
 from tessera.storage.elastic.naming import KINDS, Names, Partitioning
 from tessera.storage.elastic.schema import ElasticSchema, IndexShape
 from tessera.storage.elastic.stores import (
+    EXPORT_PAGE_SIZE,
     ElasticEventStore,
     ElasticProfileStore,
     ElasticSessionStore,
@@ -42,6 +43,7 @@ class ElasticRecordBackend:
         retry_budget_s: float = 5.0,
         max_in_flight: int = 4,
         generation_ttl_s: float = DEFAULT_TTL_S,
+        export_page_size: int = EXPORT_PAGE_SIZE,
     ) -> None:
         self.connection = connection
         self.names = Names(prefix)
@@ -60,8 +62,8 @@ class ElasticRecordBackend:
             retry_budget_s=retry_budget_s,
             max_in_flight=max_in_flight,
         )
-        self.events = ElasticEventStore(self.client, self.names)
-        self.sessions = ElasticSessionStore(self.client, self.names)
+        self.events = ElasticEventStore(self.client, self.names, page_size=export_page_size)
+        self.sessions = ElasticSessionStore(self.client, self.names, page_size=export_page_size)
         self.profiles = ElasticProfileStore(self.client, self.names)
 
     async def create_schema(self) -> None:

@@ -49,7 +49,7 @@ Order and paging (`sort_clause`, `search_page`):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 
 from elasticsearch import AsyncElasticsearch
@@ -429,4 +429,39 @@ async def _deep_page(
                 return total, []  # the offset lies past the last hit
             remaining -= len(hits)
             # With a PIT, Elasticsearch appends its own tiebreaker to `sort`: keep all values.
+            after = hits[-1]["sort"]
+
+
+async def every_page(
+    client: AsyncElasticsearch,
+    index: str,
+    query: Query,
+    sort: list[Query],
+    *,
+    page_size: int,
+    source: bool | Mapping[str, Any],
+) -> AsyncIterator[list[Query]]:
+    """Every hit of the query in `sort` order, `page_size` at a time (at most the result
+    window), from one point in time: however many there are, none twice, none left out."""
+    if not 1 <= page_size <= RESULT_WINDOW:
+        raise ValueError(f"page_size must be 1 to {RESULT_WINDOW}, not {page_size}")
+    async with point_in_time(client, index, f"reading every match in {index}") as pit:
+        if pit is None:
+            return  # nothing stored yet
+        after: list[Any] | None = None
+        while True:
+            extra: Query = {"search_after": after} if after is not None else {}
+            answer = await pit.search(
+                query=query,
+                sort=sort,
+                size=page_size,
+                track_total_hits=False,
+                source=source,
+                **extra,
+            )
+            hits: list[Query] = answer["hits"]["hits"]
+            if hits:
+                yield hits
+            if len(hits) < page_size:
+                return
             after = hits[-1]["sort"]

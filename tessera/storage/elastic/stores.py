@@ -22,7 +22,7 @@ reshard.py for how long that is).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from elasticsearch import AsyncElasticsearch, NotFoundError
@@ -30,10 +30,10 @@ from elasticsearch import AsyncElasticsearch, NotFoundError
 from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
-from tessera.storage.elastic.codec import decode
+from tessera.storage.elastic.codec import R, decode
 from tessera.storage.elastic.fields import SEARCH_FIELD
 from tessera.storage.elastic.naming import Names, generation_of
-from tessera.storage.elastic.query import search_page, to_query
+from tessera.storage.elastic.query import every_page, search_page, sort_clause, to_query
 from tessera.storage.elastic.reads import complete_search, found_documents, reads_elastic
 from tessera.storage.ports import Page, RetiredProfile, SearchPage
 from tessera.storage.search import SearchRequest
@@ -43,12 +43,18 @@ IDS_PER_QUERY = 1000
 NO_SX = {"excludes": [SEARCH_FIELD]}
 # Copies of one id a read may meet: one per generation while a partition moves.
 COPIES = 4
+# Records per page when reading all of a person's events or sessions (export); at most
+# Elasticsearch's result window (query.RESULT_WINDOW).
+EXPORT_PAGE_SIZE = 1000
 
 
 class ElasticEventStore:
-    def __init__(self, client: AsyncElasticsearch, names: Names) -> None:
+    def __init__(
+        self, client: AsyncElasticsearch, names: Names, *, page_size: int = EXPORT_PAGE_SIZE
+    ) -> None:
         self._client = client
         self._names = names
+        self._page_size = page_size
 
     @reads_elastic
     async def get(self, tenant: str, event_id: str) -> Event | None:
@@ -115,11 +121,20 @@ class ElasticEventStore:
         )
         return Page(total=page.total, items=page.items)
 
+    def pages_for_profiles(
+        self, tenant: str, profile_ids: Sequence[str]
+    ) -> AsyncIterator[list[Event]]:
+        alias = self._names.alias(tenant, "event")
+        return _every_record(self._client, alias, profile_ids, "time", self._page_size, Event)
+
 
 class ElasticSessionStore:
-    def __init__(self, client: AsyncElasticsearch, names: Names) -> None:
+    def __init__(
+        self, client: AsyncElasticsearch, names: Names, *, page_size: int = EXPORT_PAGE_SIZE
+    ) -> None:
         self._client = client
         self._names = names
+        self._page_size = page_size
 
     @reads_elastic
     async def get(self, tenant: str, session_id: str) -> Session | None:
@@ -150,6 +165,14 @@ class ElasticSessionStore:
             Session,
         )
         return Page(total=page.total, items=page.items)
+
+    def pages_for_profiles(
+        self, tenant: str, profile_ids: Sequence[str]
+    ) -> AsyncIterator[list[Session]]:
+        alias = self._names.alias(tenant, "session")
+        return _every_record(
+            self._client, alias, profile_ids, "metadata.time.update", self._page_size, Session
+        )
 
 
 class ElasticProfileStore:
@@ -229,6 +252,36 @@ async def _search(
     )
     items = [decode(hit["_source"], kind) for hit in newest_copies(page.items)]
     return SearchPage(total=page.total, items=items, next_cursor=page.next_cursor)
+
+
+async def _every_record(
+    client: AsyncElasticsearch,
+    alias: str,
+    profile_ids: Sequence[str],
+    moment_field: str,
+    page_size: int,
+    kind: type[R],
+) -> AsyncIterator[list[R]]:
+    """Every record of these profile ids, newest first, a page at a time, from one point in
+    time. A record with copies in two generations (a reshard moving it) comes once, at its
+    first place, as the copy of that page's newest generation."""
+    ids = list(dict.fromkeys(profile_ids))
+    if not ids:
+        return
+    given: set[str] = set()
+    pages = every_page(
+        client,
+        alias,
+        {"bool": {"filter": [{"terms": {"profile.id": ids}}]}},
+        sort_clause(None, moment_field=moment_field, id_field="id"),
+        page_size=page_size,
+        source=NO_SX,
+    )
+    async for hits in pages:
+        fresh = [hit for hit in newest_copies(hits) if hit["_id"] not in given]
+        given.update(hit["_id"] for hit in fresh)
+        if fresh:
+            yield [decode(hit["_source"], kind) for hit in fresh]
 
 
 def newest_copies(hits: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
