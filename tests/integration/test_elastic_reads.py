@@ -3,24 +3,29 @@
 A closed partition or a shard that cannot be read makes every read that needs it a
 StorageUnavailable (503), and the writer stores nothing on top of such a read: a profile in a
 partition that cannot be read now is never mistaken for a new one. A tenant that stored nothing
-yet reads as empty; a request Elasticsearch refuses is not "retry later".
+yet reads as empty; a request Elasticsearch refuses is not "retry later". Also: partitions are
+created ahead of their first write (partitions_ahead.py).
 
 Runs against the Elasticsearch of scripts/services (tests/support/elastic.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from elasticsearch import AsyncElasticsearch
 
 from tessera.errors import StorageRefused, StorageUnavailable
+from tessera.model.common import DEFAULT_TENANT
 from tessera.model.profile import Profile, ProfileMetadata, ProfileTime
 from tessera.storage.elastic.backend import ElasticRecordBackend
+from tessera.storage.elastic.naming import partition
+from tessera.storage.elastic.partitions_ahead import LEAD
 from tessera.storage.elastic.reads import (
     READ_RETRY_BUDGET_S,
     IncompleteRead,
@@ -116,6 +121,8 @@ async def test_a_closed_partition_fails_every_read_that_needs_it(
             ):
                 with pytest.raises(StorageUnavailable):
                     await read
+            with pytest.raises(StorageUnavailable):
+                [page async for page in backend.events.pages_for_profiles(TENANT, ["p-1"])]
         finally:
             await _open(client, events)
 
@@ -276,3 +283,55 @@ async def test_a_request_elasticsearch_refuses_is_not_retry_later(
             )
         assert not isinstance(refused.value, StorageUnavailable)
         assert refused.value.status_code == 500
+
+
+# --- Partitions ahead ------------------------------------------------------------------------
+
+
+async def test_start_creates_the_partitions_of_now_and_of_the_near_future(
+    tmp_path: Path,
+) -> None:
+    async with elastic_backend(tmp_path) as backend:
+        names, client = backend.names, backend.client
+        now = datetime.now(UTC)
+        expected = {
+            names.partition_index(DEFAULT_TENANT, kind, partition(moment, every))
+            for kind, every in (("event", "month"), ("session", "quarter"), ("profile", "year"))
+            for moment in (now, now + LEAD)
+        } | {names.single_index(DEFAULT_TENANT, kind) for kind in ("identity", "retired")}
+        indices = await client.indices.get(index=names.tenant_indices(DEFAULT_TENANT))
+        assert set(indices.body) == expected
+        # Created behind their aliases, shards started: readable at once, and empty.
+        health = await client.cluster.health(index=",".join(sorted(expected)))
+        assert health["status"] in ("green", "yellow")
+        assert await backend.profiles.get(DEFAULT_TENANT, "p-1") is None
+
+        # The background step creates the next partitions as time moves on, once.
+        later = now + timedelta(days=400)
+        created = await backend.partitions_ahead.prepare({DEFAULT_TENANT, TENANT}, later)
+        assert names.partition_index(DEFAULT_TENANT, "profile", partition(later, "year")) in (
+            created
+        )
+        assert names.partition_index(TENANT, "event", partition(later, "month")) in created
+        assert await backend.partitions_ahead.prepare({DEFAULT_TENANT, TENANT}, later) == []
+        aliases = await client.indices.get_alias(name=names.alias(TENANT, "event"))
+        assert names.partition_index(TENANT, "event", partition(later, "month")) in aliases
+
+
+async def test_the_background_step_prepares_every_tenant_this_process_wrote_for(
+    tmp_path: Path,
+) -> None:
+    async with elastic_backend(tmp_path, ahead_interval_s=0.2) as backend:
+        names = backend.names
+        # A write for another tenant creates only the partition of its event (May 2024) …
+        await backend.writer.commit(ChangeSet(events=[make_event("e-1")]))
+        now = datetime.now(UTC)
+        current = names.partition_index(TENANT, "event", partition(now, "month"))
+        # … and the next check creates that tenant's partitions of now, ahead of any write.
+        deadline = time.monotonic() + 10
+        while not await backend.client.indices.exists(index=current):
+            assert time.monotonic() < deadline, f"{current} was not created"
+            await asyncio.sleep(0.1)
+        assert await backend.client.indices.exists(
+            index=names.partition_index(TENANT, "profile", partition(now, "year"))
+        )
