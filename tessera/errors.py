@@ -65,3 +65,11 @@ class RecordRejected(TesseraError):
     letters after its attempts instead of retrying it forever; a request is answered 422."""
 
     status_code = 422
+
+
+class StorageRefused(TesseraError):
+    """The store refused a request Tessera made (Elasticsearch answered 400 to a read): not an
+    outage, so not "retry later" (a retry gets the same answer), and not the client's input,
+    which is checked before any read. A defect to report; the message names the refusal."""
+
+    status_code = 500

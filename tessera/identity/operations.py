@@ -29,7 +29,6 @@ from tessera.storage.ports import (
 
 # Parts of a profile that describe the person; anonymizing removes them all.
 PERSONAL_PARTS = ("traits", "data")
-EXPORT_PAGE = 500
 
 
 @dataclass
@@ -142,19 +141,20 @@ class ProfileOperations:
         return profile
 
     async def export(self, tenant: str, profile_id: str) -> dict[str, Any]:
-        """Everything held about the person, as JSON-ready data."""
+        """Everything held about the person, as JSON-ready data. Events and sessions are read
+        page by page to the end, however many there are (the stores page past Elasticsearch's
+        10,000-hit window)."""
         profile = await self._current(tenant, profile_id)
-        events: list[Any] = []
-        offset = 0
-        while True:
-            page = await self.events.for_profiles(
-                tenant, profile.ids, limit=EXPORT_PAGE, offset=offset
-            )
-            events += [msgspec.to_builtins(event) for event in page.items]
-            offset += EXPORT_PAGE
-            if offset >= page.total:
-                break
-        sessions = await self.sessions.for_profiles(tenant, profile.ids, limit=100_000)
+        events = [
+            msgspec.to_builtins(event)
+            async for page in self.events.pages_for_profiles(tenant, profile.ids)
+            for event in page
+        ]
+        sessions = [
+            msgspec.to_builtins(session)
+            async for page in self.sessions.pages_for_profiles(tenant, profile.ids)
+            for session in page
+        ]
         merged = []
         for former_id in profile.ids:
             retired = await self.profiles.retired(tenant, former_id)
@@ -163,7 +163,7 @@ class ProfileOperations:
         return {
             "profile": msgspec.to_builtins(profile),
             "merged_profiles": merged,
-            "sessions": [msgspec.to_builtins(session) for session in sessions.items],
+            "sessions": sessions,
             "events": events,
             "exported": utcnow().isoformat(),
         }

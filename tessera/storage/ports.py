@@ -8,7 +8,7 @@ caller only once its records are durable.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
@@ -126,6 +126,13 @@ class EventStore(Protocol):
         """Events of any of ``profile_ids`` (one person's ids), newest first, with the total."""
         ...
 
+    def pages_for_profiles(
+        self, tenant: str, profile_ids: Sequence[str]
+    ) -> AsyncIterator[list[Event]]:
+        """Every event of any of ``profile_ids``, newest first, a page at a time: however
+        many there are (export), each once."""
+        ...
+
 
 class SessionStore(Protocol):
     async def get(self, tenant: str, session_id: str) -> Session | None: ...
@@ -134,6 +141,13 @@ class SessionStore(Protocol):
         self, tenant: str, profile_ids: Sequence[str], *, limit: int = 100, offset: int = 0
     ) -> Page[Session]:
         """Sessions owned by any of ``profile_ids``, most recently active first."""
+        ...
+
+    def pages_for_profiles(
+        self, tenant: str, profile_ids: Sequence[str]
+    ) -> AsyncIterator[list[Session]]:
+        """Every session of any of ``profile_ids``, most recently active first, a page at a
+        time: however many there are (export), each once."""
         ...
 
 

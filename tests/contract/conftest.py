@@ -78,13 +78,15 @@ def _default(field_name: str) -> Any:
 
 
 @asynccontextmanager
-async def sqlite_records(place: Path) -> AsyncIterator[RecordBackend]:
+async def sqlite_records(place: Path, **options: Any) -> AsyncIterator[RecordBackend]:
+    """`options`: further arguments of SqliteRecordBackend (e.g. export_page_size)."""
     backend = SqliteRecordBackend(
         place,
         batch_size=_default("writer_batch_size"),
         flush_interval_s=_default("writer_flush_interval_ms") / 1000,
         synchronous=_default("sqlite_synchronous"),
         readers=_default("sqlite_readers"),
+        **options,
     )
     await backend.start()
     try:
@@ -145,9 +147,10 @@ def _drop_mariadb_databases() -> Iterator[None]:
 
 
 @asynccontextmanager
-async def elastic_records(place: Path) -> AsyncIterator[RecordBackend]:
-    """The record stores on the test's own index prefix (tests/support/elastic.py)."""
-    async with elastic_backend(place) as backend:
+async def elastic_records(place: Path, **options: Any) -> AsyncIterator[RecordBackend]:
+    """The record stores on the test's own index prefix (tests/support/elastic.py);
+    `options`: further arguments of ElasticRecordBackend."""
+    async with elastic_backend(place, **options) as backend:
         yield RecordBackend(
             name="elasticsearch",
             writer=backend.writer,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import socket
 import subprocess
 import time
@@ -30,11 +29,9 @@ import pytest
 
 from tests.support import mariadb
 from tests.support.cli import run_tessera
-from tests.support.distributed import clean_distributed, distributed_env
-from tests.support.elastic import require_elastic
+from tests.support.distributed import distributed_installation
 from tests.support.queues import QueueFactory
 from tests.support.queues_pulsar import admin_client, topic_path
-from tests.support.redis_service import reachable_client
 from tests.support.server import free_port, running_server
 
 # Settings of the machine running the tests must not leak into the installation under test.
@@ -272,18 +269,8 @@ def test_a_running_async_server_has_a_live_worker(tmp_path: Path) -> None:
 
 
 def test_a_distributed_installation_reports_every_store(tmp_path: Path) -> None:
-    require_elastic()
-    asyncio.run(mariadb.require_mariadb())
-
-    async def redis_up() -> None:
-        await (await reachable_client()).aclose()
-
-    asyncio.run(redis_up())
-    prefix = f"tt-doctor-{secrets.token_hex(5)}"
-    database = f"{mariadb.PREFIX}doctor_{secrets.token_hex(6)}"
-    asyncio.run(mariadb.create_database(database))
-    env = {**distributed_env(prefix, database), "TESSERA_DATA_DIR": str(tmp_path / "data")}
-    try:
+    with distributed_installation("doctor") as installation:
+        env = {**installation.env, "TESSERA_DATA_DIR": str(tmp_path / "data")}
         _install(env)
         code, checks = _report(env)
         assert code == 0, checks
@@ -304,5 +291,3 @@ def test_a_distributed_installation_reports_every_store(tmp_path: Path) -> None:
         shapes = checks["elasticsearch index settings"]
         assert shapes["status"] == "warning" and "settings say 2/0" in shapes["detail"], shapes
         assert mariadb.PASSWORD not in json.dumps(checks)
-    finally:
-        clean_distributed(prefix, database)

@@ -4,13 +4,18 @@ configuration, Redis locks and caches) under its own prefix and database, and it
 from __future__ import annotations
 
 import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from elasticsearch import Elasticsearch
 
 from tests.support import mariadb
 from tests.support.elastic import URL as ELASTIC_URL
-from tests.support.elastic import drop_prefix
-from tests.support.redis_service import REDIS_HOST, REDIS_PORT, new_client
+from tests.support.elastic import drop_prefix, require_elastic
+from tests.support.redis_service import REDIS_HOST, REDIS_PORT, new_client, reachable_client
 
 
 def distributed_env(prefix: str, database: str, elastic_url: str = ELASTIC_URL) -> dict[str, str]:
@@ -51,3 +56,35 @@ def clean_distributed(prefix: str, database: str) -> None:
             await client.aclose()
 
     asyncio.run(drop_keys())
+
+
+@dataclass(frozen=True)
+class Installation:
+    """One distributed installation's names and the environment of its processes."""
+
+    prefix: str
+    database: str
+    env: dict[str, str]
+
+
+@contextmanager
+def distributed_installation(name: str) -> Iterator[Installation]:
+    """A fresh installation (empty prefix, new database), removed afterwards; the test is
+    skipped, loudly, when one of the servers cannot be reached."""
+    require_elastic()
+    asyncio.run(mariadb.require_mariadb())
+
+    async def ping_redis() -> None:
+        await (await reachable_client()).aclose()
+
+    asyncio.run(ping_redis())
+    prefix = f"tt-{name}-{uuid.uuid4().hex[:10]}"
+    database = f"{mariadb.PREFIX}{name.replace('-', '_')}_{uuid.uuid4().hex[:12]}"
+    asyncio.run(mariadb.create_database(database))
+    try:
+        yield Installation(prefix, database, distributed_env(prefix, database))
+    finally:
+        if os.environ.get("TESSERA_KEEP_TEST_DATA"):
+            print(f"kept: prefix {prefix}, database {database}")
+        else:
+            clean_distributed(prefix, database)

@@ -17,8 +17,10 @@ from tessera.storage.elastic.bulk import Refresh, describe
 from tessera.storage.elastic.client import ElasticConnection, open_client
 from tessera.storage.elastic.generations import DEFAULT_TTL_S
 from tessera.storage.elastic.naming import KINDS, Names, Partitioning
+from tessera.storage.elastic.partitions_ahead import CHECK_INTERVAL_S, PartitionsAhead
 from tessera.storage.elastic.schema import ElasticSchema, IndexShape
 from tessera.storage.elastic.stores import (
+    EXPORT_PAGE_SIZE,
     ElasticEventStore,
     ElasticProfileStore,
     ElasticSessionStore,
@@ -42,6 +44,8 @@ class ElasticRecordBackend:
         retry_budget_s: float = 5.0,
         max_in_flight: int = 4,
         generation_ttl_s: float = DEFAULT_TTL_S,
+        export_page_size: int = EXPORT_PAGE_SIZE,
+        ahead_interval_s: float = CHECK_INTERVAL_S,
     ) -> None:
         self.connection = connection
         self.names = Names(prefix)
@@ -60,17 +64,20 @@ class ElasticRecordBackend:
             retry_budget_s=retry_budget_s,
             max_in_flight=max_in_flight,
         )
-        self.events = ElasticEventStore(self.client, self.names)
-        self.sessions = ElasticSessionStore(self.client, self.names)
+        self.events = ElasticEventStore(self.client, self.names, page_size=export_page_size)
+        self.sessions = ElasticSessionStore(self.client, self.names, page_size=export_page_size)
         self.profiles = ElasticProfileStore(self.client, self.names)
+        self.partitions_ahead = PartitionsAhead(
+            self.client, self.names, self.schema, partitioning, interval_s=ahead_interval_s
+        )
 
     async def create_schema(self) -> None:
-        """The component templates, and the index templates of the default tenant (other
-        tenants get theirs at their first write); indices are created by the first write into
-        each partition, from these templates."""
+        """The component templates, the index templates of the default tenant (other tenants
+        get theirs at their first write), and the default tenant's partitions of now and of
+        the near future (partitions_ahead.py): the first requests never wait for one."""
         await self._reaching("create the index templates", self.schema.create_schema())
         await self._reaching(
-            "create the index templates", self.schema.ensure_tenants({DEFAULT_TENANT})
+            "create the current partitions", self.partitions_ahead.prepare({DEFAULT_TENANT})
         )
 
     async def installed_version(self) -> int | None:
@@ -81,8 +88,10 @@ class ElasticRecordBackend:
         cannot be reached (start again once it can: nothing is left half-started)."""
         await self.create_schema()
         self.writer.start()
+        self.partitions_ahead.start()
 
     async def close(self) -> None:
+        await self.partitions_ahead.stop()
         await self.writer.stop()
         await self.client.close()
 

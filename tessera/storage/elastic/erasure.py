@@ -21,6 +21,7 @@ from elasticsearch import AsyncElasticsearch
 from tessera.errors import StorageUnavailable
 from tessera.storage.elastic.bulk import Operation, PartitionMoving, Refresh, Retrier, send
 from tessera.storage.elastic.naming import Names
+from tessera.storage.elastic.reads import complete_search
 from tessera.storage.ports import Erasure
 
 # Documents deleted per round.
@@ -67,16 +68,16 @@ async def _delete_matching(
     retrier: Retrier,
 ) -> None:
     while True:
-        answer = await retrier.call(
+        # Whole or StorageUnavailable (reads.py): an erasure that skipped a closed partition
+        # would report the person erased while their records stay.
+        answer = await complete_search(
+            client,
             f"finding what to erase in {index}",
-            lambda: client.search(
-                index=index,
-                query=query,
-                size=ROUND,
-                source=False,
-                ignore_unavailable=True,
-                allow_no_indices=True,
-            ),
+            index=index,
+            retrier=retrier,
+            query=query,
+            size=ROUND,
+            source=False,
         )
         hits = answer["hits"]["hits"]
         if not hits:

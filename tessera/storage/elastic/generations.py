@@ -26,6 +26,7 @@ import msgspec
 from elasticsearch import AsyncElasticsearch, NotFoundError
 
 from tessera.storage.elastic.naming import FIRST_GENERATION, PARTITIONED_KINDS, Names
+from tessera.storage.elastic.reads import found_documents
 
 DEFAULT_TTL_S = 2.0
 
@@ -51,9 +52,10 @@ async def read_generations(client: AsyncElasticsearch, names: Names) -> dict[str
         )
     except NotFoundError:
         return found
-    for doc in answer["docs"]:
-        if doc.get("found"):
-            found[doc["_id"]] = msgspec.convert(doc["_source"], KindGeneration)
+    # A document that could not be read is an error, not "generation 1": writing into the
+    # wrong generation would put records where no reader expects them.
+    for doc in found_documents(answer.body, "reading the generations"):
+        found[doc["_id"]] = msgspec.convert(doc["_source"], KindGeneration)
     return found
 
 

@@ -49,7 +49,7 @@ Order and paging (`sort_clause`, `search_page`):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 
 from elasticsearch import AsyncElasticsearch
@@ -85,6 +85,7 @@ from tessera.storage.elastic.fields import (
     number_key,
     text_hash,
 )
+from tessera.storage.elastic.reads import complete_search, point_in_time
 from tessera.storage.ports import SearchPage
 from tessera.storage.search import Cursor, SearchRequest, SortKey
 
@@ -94,7 +95,6 @@ MATCH_ALL: Final[Query] = {"match_all": {}}
 MATCH_NONE: Final[Query] = {"match_none": {}}
 # Elasticsearch's default index.max_result_window: `from + size` may not go beyond it.
 RESULT_WINDOW: Final = 10_000
-PIT_KEEP_ALIVE: Final = "1m"
 
 _VALUE_KINDS: Final = ["bool", "number", "string", "list", "object"]
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -363,6 +363,7 @@ async def search_page(
     `query` is to_query's answer, combined by the caller with its own filters (the tenant).
     The moment field should be numeric (the cursor carries its sort value as a float).
     `source` is Elasticsearch's `_source` filter; by default the whole document but `sx`.
+    Every shard must answer (reads.py): a page is never made of the shards that could.
     """
     if source is None:
         source = {"excludes": [SEARCH_FIELD]}
@@ -372,7 +373,9 @@ async def search_page(
     after = search_after(request.cursor) if request.cursor is not None else None
     if request.offset + request.limit <= RESULT_WINDOW and (after is None or not request.offset):
         extra: Query = {"search_after": after} if after is not None else {}
-        answer = await client.search(
+        answer = await complete_search(
+            client,
+            f"searching {index}",
             index=index,
             query=query,
             sort=sort,
@@ -401,16 +404,15 @@ async def _deep_page(
     source: bool | Mapping[str, Any],
 ) -> tuple[int, list[Query]]:
     """Skip `offset` hits by search_after steps inside one point in time, then read the page."""
-    opened = await client.open_point_in_time(index=index, keep_alive=PIT_KEEP_ALIVE)
-    pit_id: str = opened["id"]
-    try:
+    async with point_in_time(client, index, f"searching {index}") as pit:
+        if pit is None:
+            return 0, []  # nothing stored yet
         total: int | None = None
         remaining = request.offset
         while True:
             size = min(remaining, RESULT_WINDOW) if remaining else request.limit
             extra: Query = {"search_after": after} if after is not None else {}
-            answer = await client.search(
-                pit={"id": pit_id, "keep_alive": PIT_KEEP_ALIVE},
+            answer = await pit.search(
                 query=query,
                 sort=sort,
                 size=size,
@@ -418,7 +420,6 @@ async def _deep_page(
                 source=source if not remaining else False,
                 **extra,
             )
-            pit_id = answer.get("pit_id", pit_id)
             if total is None:
                 total = int(answer["hits"]["total"]["value"])
             hits: list[Query] = answer["hits"]["hits"]
@@ -429,5 +430,38 @@ async def _deep_page(
             remaining -= len(hits)
             # With a PIT, Elasticsearch appends its own tiebreaker to `sort`: keep all values.
             after = hits[-1]["sort"]
-    finally:
-        await client.close_point_in_time(id=pit_id)
+
+
+async def every_page(
+    client: AsyncElasticsearch,
+    index: str,
+    query: Query,
+    sort: list[Query],
+    *,
+    page_size: int,
+    source: bool | Mapping[str, Any],
+) -> AsyncIterator[list[Query]]:
+    """Every hit of the query in `sort` order, `page_size` at a time (at most the result
+    window), from one point in time: however many there are, none twice, none left out."""
+    if not 1 <= page_size <= RESULT_WINDOW:
+        raise ValueError(f"page_size must be 1 to {RESULT_WINDOW}, not {page_size}")
+    async with point_in_time(client, index, f"reading every match in {index}") as pit:
+        if pit is None:
+            return  # nothing stored yet
+        after: list[Any] | None = None
+        while True:
+            extra: Query = {"search_after": after} if after is not None else {}
+            answer = await pit.search(
+                query=query,
+                sort=sort,
+                size=page_size,
+                track_total_hits=False,
+                source=source,
+                **extra,
+            )
+            hits: list[Query] = answer["hits"]["hits"]
+            if hits:
+                yield hits
+            if len(hits) < page_size:
+                return
+            after = hits[-1]["sort"]

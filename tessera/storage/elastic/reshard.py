@@ -36,9 +36,9 @@ The algorithm, for kind K moving from generation g to g+1:
    e. After a pass over every partition, and `grace_s` after its last swap, the swapped-out
       indices are deleted. Not at once: a search resolves the alias (and its filters) when it
       starts; deleting O under a search that resolved "O + N with the filter" would make that
-      search silently skip O's documents (the stores search with ignore_unavailable). A search
-      that started before a swap and still runs `grace_s` later may miss documents of that
-      partition; every other search sees a whole generation.
+      search fail on O's shards (reads are whole or fail, reads.py: it is tried again, and
+      answers 503 if that fails too). A search that started before a swap and still runs
+      `grace_s` later fails that way; every other search sees a whole generation.
 4. When no partition of a generation below g+1 is left (the list is read again until empty:
    a writer that still planned with g can only have created a write-blocked, empty partition
    through the fence, outside the alias, which the next pass deletes), store "K writes g+1"

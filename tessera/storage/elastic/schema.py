@@ -118,6 +118,10 @@ class ElasticSchema:
             await asyncio.gather(*(self._put_tenant(*key) for key in new))
             self._tenants.update(new)
 
+    def tenants(self) -> set[str]:
+        """The tenants this process has put index templates for (has written for)."""
+        return {tenant for tenant, _, _ in self._tenants}
+
     async def put_generation(
         self, kind: str, generation: int, shape: IndexShape, tenants: set[str]
     ) -> None:

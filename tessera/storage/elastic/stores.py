@@ -8,7 +8,9 @@ refreshes each bulk before it acknowledges it (writer.py). Identity links and re
 profiles live in one index per tenant under their own id, so they are read with realtime
 GET/mget, which sees a write even before any refresh.
 
-A tenant that has written nothing has no indices: every read answers "nothing" then.
+A tenant that has written nothing has no indices: every read answers "nothing" then. Every
+other read is whole or fails (reads.py): a closed partition or a shard that cannot be read
+makes the read a StorageUnavailable (503), never an answer made of the rest.
 
 While a reshard moves a partition (reshard.py), a record updated during that time has a copy
 in both generations: the frozen old one and the newer one the writer wrote. Reads keep, per
@@ -20,70 +22,51 @@ reshard.py for how long that is).
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
-from elastic_transport import TransportError
-from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
+from elasticsearch import AsyncElasticsearch, NotFoundError
 
-from tessera.errors import StorageUnavailable
 from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
-from tessera.storage.elastic.bulk import describe
-from tessera.storage.elastic.codec import decode
+from tessera.storage.elastic.codec import R, decode
 from tessera.storage.elastic.fields import SEARCH_FIELD
 from tessera.storage.elastic.naming import Names, generation_of
-from tessera.storage.elastic.query import search_page, to_query
+from tessera.storage.elastic.query import every_page, search_page, sort_clause, to_query
+from tessera.storage.elastic.reads import complete_search, found_documents, reads_elastic
 from tessera.storage.ports import Page, RetiredProfile, SearchPage
 from tessera.storage.search import SearchRequest
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def reads_elastic(
-    read: Callable[P, Coroutine[Any, Any, T]],
-) -> Callable[P, Coroutine[Any, Any, T]]:
-    """A read that cannot reach the cluster (down, overloaded, shards not ready) is a
-    StorageUnavailable (503: retry), never an unexplained failure of the request."""
-
-    @functools.wraps(read)
-    async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await read(*args, **kwargs)
-        except (TransportError, ApiError) as exc:
-            raise StorageUnavailable(
-                f"Elasticsearch (ELASTIC_HOST) could not be read: {describe(exc)}"
-            ) from exc
-
-    return guarded
-
 
 # Ids per `ids` query when asking which events exist.
 IDS_PER_QUERY = 1000
 NO_SX = {"excludes": [SEARCH_FIELD]}
 # Copies of one id a read may meet: one per generation while a partition moves.
 COPIES = 4
+# Records per page when reading all of a person's events or sessions (export); at most
+# Elasticsearch's result window (query.RESULT_WINDOW).
+EXPORT_PAGE_SIZE = 1000
 
 
 class ElasticEventStore:
-    def __init__(self, client: AsyncElasticsearch, names: Names) -> None:
+    def __init__(
+        self, client: AsyncElasticsearch, names: Names, *, page_size: int = EXPORT_PAGE_SIZE
+    ) -> None:
         self._client = client
         self._names = names
+        self._page_size = page_size
 
     @reads_elastic
     async def get(self, tenant: str, event_id: str) -> Event | None:
-        answer = await self._client.search(
+        answer = await complete_search(
+            self._client,
+            "reading an event",
             index=self._names.alias(tenant, "event"),
             query={"ids": {"values": [event_id]}},
             # Should an id ever be stored twice, the first stored is the event.
             sort=[{"metadata.insert": "asc"}],
             size=1,
             source=NO_SX,
-            ignore_unavailable=True,
-            allow_no_indices=True,
         )
         hits = answer["hits"]["hits"]
         return decode(hits[0]["_source"], Event) if hits else None
@@ -94,13 +77,13 @@ class ElasticEventStore:
         found: set[str] = set()
         for start in range(0, len(wanted), IDS_PER_QUERY):
             chunk = wanted[start : start + IDS_PER_QUERY]
-            answer = await self._client.search(
+            answer = await complete_search(
+                self._client,
+                "looking up stored events",
                 index=self._names.alias(tenant, "event"),
                 query={"ids": {"values": chunk}},
                 size=2 * len(chunk),
                 source=False,
-                ignore_unavailable=True,
-                allow_no_indices=True,
             )
             found.update(hit["_id"] for hit in answer["hits"]["hits"])
         return found
@@ -138,21 +121,30 @@ class ElasticEventStore:
         )
         return Page(total=page.total, items=page.items)
 
+    def pages_for_profiles(
+        self, tenant: str, profile_ids: Sequence[str]
+    ) -> AsyncIterator[list[Event]]:
+        alias = self._names.alias(tenant, "event")
+        return _every_record(self._client, alias, profile_ids, "time", self._page_size, Event)
+
 
 class ElasticSessionStore:
-    def __init__(self, client: AsyncElasticsearch, names: Names) -> None:
+    def __init__(
+        self, client: AsyncElasticsearch, names: Names, *, page_size: int = EXPORT_PAGE_SIZE
+    ) -> None:
         self._client = client
         self._names = names
+        self._page_size = page_size
 
     @reads_elastic
     async def get(self, tenant: str, session_id: str) -> Session | None:
-        answer = await self._client.search(
+        answer = await complete_search(
+            self._client,
+            "reading a session",
             index=self._names.alias(tenant, "session"),
             query={"ids": {"values": [session_id]}},
             size=COPIES,
             source=NO_SX,
-            ignore_unavailable=True,
-            allow_no_indices=True,
         )
         hits = newest_copies(answer["hits"]["hits"])
         return decode(hits[0]["_source"], Session) if hits else None
@@ -174,6 +166,14 @@ class ElasticSessionStore:
         )
         return Page(total=page.total, items=page.items)
 
+    def pages_for_profiles(
+        self, tenant: str, profile_ids: Sequence[str]
+    ) -> AsyncIterator[list[Session]]:
+        alias = self._names.alias(tenant, "session")
+        return _every_record(
+            self._client, alias, profile_ids, "metadata.time.update", self._page_size, Session
+        )
+
 
 class ElasticProfileStore:
     def __init__(self, client: AsyncElasticsearch, names: Names) -> None:
@@ -183,7 +183,9 @@ class ElasticProfileStore:
     @reads_elastic
     async def get(self, tenant: str, profile_id: str) -> Profile | None:
         # The profile with this id, else the one listing it in `ids`: one search finds both.
-        answer = await self._client.search(
+        answer = await complete_search(
+            self._client,
+            "reading a profile",
             index=self._names.alias(tenant, "profile"),
             query={
                 "bool": {
@@ -197,8 +199,6 @@ class ElasticProfileStore:
             sort=[{"metadata.time.update": "desc"}, {"id": "asc"}],
             size=10,
             source=NO_SX,
-            ignore_unavailable=True,
-            allow_no_indices=True,
         )
         hits = newest_copies(answer["hits"]["hits"])
         own = [hit for hit in hits if hit["_id"] == profile_id]
@@ -221,10 +221,9 @@ class ElasticProfileStore:
                 index=self._names.single_index(tenant, "identity"), ids=wanted
             )
         except NotFoundError:
-            return {}
-        return {
-            doc["_id"]: doc["_source"]["profile_id"] for doc in answer["docs"] if doc.get("found")
-        }
+            return {}  # no identity index yet: nothing was ever linked
+        found = found_documents(answer.body, "reading identity links")
+        return {doc["_id"]: doc["_source"]["profile_id"] for doc in found}
 
     @reads_elastic
     async def retired(self, tenant: str, profile_id: str) -> RetiredProfile | None:
@@ -233,7 +232,7 @@ class ElasticProfileStore:
                 index=self._names.single_index(tenant, "retired"), id=profile_id
             )
         except NotFoundError:
-            return None
+            return None  # no such document, or no retired index yet
         source = answer["_source"]
         return RetiredProfile(
             profile=decode(source["profile"], Profile), survivor_id=source["survivor_id"]
@@ -248,15 +247,41 @@ async def _search(
     moment_field: str,
     kind: Any,
 ) -> SearchPage[Any]:
-    try:
-        page = await search_page(
-            client, alias, request, query=query, moment_field=moment_field, id_field="id"
-        )
-    except NotFoundError:
-        # The tenant's alias does not exist yet: nothing was ever stored for it.
-        return SearchPage(total=0, items=[])
+    page = await search_page(
+        client, alias, request, query=query, moment_field=moment_field, id_field="id"
+    )
     items = [decode(hit["_source"], kind) for hit in newest_copies(page.items)]
     return SearchPage(total=page.total, items=items, next_cursor=page.next_cursor)
+
+
+async def _every_record(
+    client: AsyncElasticsearch,
+    alias: str,
+    profile_ids: Sequence[str],
+    moment_field: str,
+    page_size: int,
+    kind: type[R],
+) -> AsyncIterator[list[R]]:
+    """Every record of these profile ids, newest first, a page at a time, from one point in
+    time. A record with copies in two generations (a reshard moving it) comes once, at its
+    first place, as the copy of that page's newest generation."""
+    ids = list(dict.fromkeys(profile_ids))
+    if not ids:
+        return
+    given: set[str] = set()
+    pages = every_page(
+        client,
+        alias,
+        {"bool": {"filter": [{"terms": {"profile.id": ids}}]}},
+        sort_clause(None, moment_field=moment_field, id_field="id"),
+        page_size=page_size,
+        source=NO_SX,
+    )
+    async for hits in pages:
+        fresh = [hit for hit in newest_copies(hits) if hit["_id"] not in given]
+        given.update(hit["_id"] for hit in fresh)
+        if fresh:
+            yield [decode(hit["_source"], kind) for hit in fresh]
 
 
 def newest_copies(hits: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -50,16 +50,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 import msgspec
-from elastic_transport import ObjectApiResponse
 from elasticsearch import AsyncElasticsearch
 
-from tessera.errors import RecordRejected, StorageUnavailable
+from tessera.errors import RecordRejected, StorageRefused, StorageUnavailable
 from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
@@ -69,6 +67,7 @@ from tessera.storage.elastic.erasure import erase
 from tessera.storage.elastic.generations import KindGeneration
 from tessera.storage.elastic.inventory import recognise
 from tessera.storage.elastic.naming import Names, Partitioning, generation_of, partition
+from tessera.storage.elastic.reads import complete_search
 from tessera.storage.elastic.schema import ElasticSchema
 from tessera.storage.ports import ChangeSet
 
@@ -192,6 +191,10 @@ class ElasticWriter:
     async def _write_batch(self, batch: list[_Pending]) -> None:
         try:
             await self._write(batch)
+        except StorageRefused as exc:
+            # A look-up Tessera made was refused (a defect, not an outage): not "retry later".
+            log.exception("Elasticsearch refused a look-up of the writer")
+            _fail(batch, exc)
         # This task serves every caller: whatever goes wrong, it must survive and say so to
         # the callers concerned, never die and leave them (and all later ones) waiting.
         except Exception as exc:
@@ -360,23 +363,21 @@ class ElasticWriter:
     async def _where(
         self, kind: str, tenant: str, ids: set[str], retrier: Retrier
     ) -> list[tuple[str, str]]:
-        """(id, index) of every stored copy of these records."""
+        """(id, index) of every stored copy of these records. Whole or StorageUnavailable
+        (reads.py): a record in a partition that cannot be read now must not look new."""
         ordered = sorted(ids)
         hits: list[tuple[str, str]] = []
         for start in range(0, len(ordered), LOOKUP_CHUNK):
             chunk = ordered[start : start + LOOKUP_CHUNK]
-
-            def lookup(chunk: list[str] = chunk) -> Awaitable[ObjectApiResponse[Any]]:
-                return self._client.search(
-                    index=self._names.alias(tenant, kind),
-                    query={"ids": {"values": chunk}},
-                    size=COPIES_PER_ID * len(chunk),
-                    source=False,
-                    ignore_unavailable=True,
-                    allow_no_indices=True,
-                )
-
-            answer = await retrier.call(f"looking up {kind}s", lookup)
+            answer = await complete_search(
+                self._client,
+                f"looking up {kind}s",
+                index=self._names.alias(tenant, kind),
+                retrier=retrier,
+                query={"ids": {"values": chunk}},
+                size=COPIES_PER_ID * len(chunk),
+                source=False,
+            )
             hits += [(hit["_id"], hit["_index"]) for hit in answer["hits"]["hits"]]
         return hits
 
@@ -566,7 +567,7 @@ def _tenants(changes: ChangeSet) -> Iterable[str]:
     yield from (erasure.tenant for erasure in changes.erasures)
 
 
-def _fail(batch: list[_Pending], error: StorageUnavailable) -> None:
+def _fail(batch: list[_Pending], error: StorageUnavailable | StorageRefused) -> None:
     for item in batch:
         if not item.future.done():
             item.future.set_exception(error)

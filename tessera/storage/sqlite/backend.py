@@ -13,6 +13,7 @@ from tessera.storage.sqlite.checkpointer import Checkpointer
 from tessera.storage.sqlite.connection import open_connection
 from tessera.storage.sqlite.readers import ReaderPool
 from tessera.storage.sqlite.stores import (
+    EXPORT_PAGE_SIZE,
     SqliteEventStore,
     SqliteProfileStore,
     SqliteSessionStore,
@@ -32,6 +33,7 @@ class SqliteRecordBackend:
         synchronous: str,
         readers: int,
         checkpoint_interval_s: float = 1.0,
+        export_page_size: int = EXPORT_PAGE_SIZE,
     ) -> None:
         self.path = data_dir / FILE_NAME
         self._synchronous = synchronous
@@ -45,8 +47,8 @@ class SqliteRecordBackend:
         self._checkpointer = Checkpointer(
             self.path, interval_s=checkpoint_interval_s, synchronous=synchronous
         )
-        self.events = SqliteEventStore(self._readers)
-        self.sessions = SqliteSessionStore(self._readers)
+        self.events = SqliteEventStore(self._readers, page_size=export_page_size)
+        self.sessions = SqliteSessionStore(self._readers, page_size=export_page_size)
         self.profiles = SqliteProfileStore(self._readers)
 
     async def create_schema(self) -> None:

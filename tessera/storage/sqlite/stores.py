@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TypeVar
 
 from tessera.model.event import Event
 from tessera.model.profile import Profile
@@ -16,11 +18,16 @@ from tessera.storage.sqlite.search import search
 
 # SQLite's default limit on host parameters is 32766; stay well below it.
 MAX_IDS_PER_QUERY = 500
+T = TypeVar("T")
+Row = tuple[object, object, str]
+# Records per page when reading all of a person's events or sessions (export).
+EXPORT_PAGE_SIZE = 1000
 
 
 class SqliteEventStore:
-    def __init__(self, readers: ReaderPool) -> None:
+    def __init__(self, readers: ReaderPool, *, page_size: int = EXPORT_PAGE_SIZE) -> None:
         self._readers = readers
+        self._page_size = page_size
 
     async def get(self, tenant: str, event_id: str) -> Event | None:
         def query(connection: sqlite3.Connection) -> str | None:
@@ -88,10 +95,19 @@ class SqliteEventStore:
         total, docs = await self._readers.run(query)
         return Page(total=total, items=[decode_event(doc) for doc in docs])
 
+    def pages_for_profiles(
+        self, tenant: str, profile_ids: Sequence[str]
+    ) -> AsyncIterator[list[Event]]:
+        # Keyset pages on (time, rowid), newest first.
+        return _keyset_pages(
+            self._readers, _EVENT_PAGE, tenant, profile_ids, self._page_size, decode_event
+        )
+
 
 class SqliteSessionStore:
-    def __init__(self, readers: ReaderPool) -> None:
+    def __init__(self, readers: ReaderPool, *, page_size: int = EXPORT_PAGE_SIZE) -> None:
         self._readers = readers
+        self._page_size = page_size
 
     async def for_profiles(
         self, tenant: str, profile_ids: Sequence[str], *, limit: int = 100, offset: int = 0
@@ -115,6 +131,14 @@ class SqliteSessionStore:
 
         total, docs = await self._readers.run(query)
         return Page(total=total, items=[decode_session(doc) for doc in docs])
+
+    def pages_for_profiles(
+        self, tenant: str, profile_ids: Sequence[str]
+    ) -> AsyncIterator[list[Session]]:
+        # Keyset pages on (updated, id), most recently active first (ties by id, descending).
+        return _keyset_pages(
+            self._readers, _SESSION_PAGE, tenant, profile_ids, self._page_size, decode_session
+        )
 
     async def get(self, tenant: str, session_id: str) -> Session | None:
         def query(connection: sqlite3.Connection) -> str | None:
@@ -178,3 +202,44 @@ class SqliteProfileStore:
 
         doc = await self._readers.run(query)
         return decode_profile(doc) if doc is not None else None
+
+
+# One page of _keyset_pages: (tenant, ids as JSON, key, tiebreak, limit) → (key, tiebreak,
+# doc) in descending (key, tiebreak) order.
+_EVENT_PAGE = (
+    "SELECT time, rowid, doc FROM events WHERE tenant = ?"
+    " AND profile_id IN (SELECT value FROM json_each(?)) AND (time, rowid) < (?, ?)"
+    " ORDER BY time DESC, rowid DESC LIMIT ?"
+)
+_SESSION_PAGE = (
+    "SELECT updated, id, doc FROM sessions INDEXED BY sessions_by_profile"
+    " WHERE tenant = ? AND profile_id IN (SELECT value FROM json_each(?))"
+    " AND (updated, id) < (?, ?) ORDER BY updated DESC, id DESC LIMIT ?"
+)
+
+
+async def _keyset_pages(
+    readers: ReaderPool,
+    sql: str,
+    tenant: str,
+    profile_ids: Sequence[str],
+    page_size: int,
+    decode: Callable[[str], T],
+) -> AsyncIterator[list[T]]:
+    """The records `sql` selects, page by page, each page starting after the last one's
+    (key, tiebreak): records stored meanwhile never shift a page, so none comes twice."""
+    ids = encode(list(dict.fromkeys(profile_ids)))
+    # Every stored key is finite, so (key, tiebreak) < (inf, "") holds for every row.
+    after: tuple[object, object] = (math.inf, "")
+    while True:
+
+        def page(connection: sqlite3.Connection, after: tuple[object, object] = after) -> list[Row]:
+            rows: list[Row] = connection.execute(sql, (tenant, ids, *after, page_size)).fetchall()
+            return rows
+
+        rows = await readers.run(page)
+        if rows:
+            yield [decode(row[2]) for row in rows]
+        if len(rows) < page_size:
+            return
+        after = (rows[-1][0], rows[-1][1])
