@@ -19,6 +19,7 @@ from tessera.ops.housekeeping import Housekeeping
 from tessera.ops.install import bootstrap, identity_salt
 from tessera.pipeline.consents import ConsentCheck, ConsentRules
 from tessera.pipeline.enrich.device import warm_up as warm_up_device_rules
+from tessera.pipeline.held_work import HeldWork
 from tessera.pipeline.ingest import Ingestor
 from tessera.pipeline.locks import Locks
 from tessera.pipeline.processing import ProcessingRules
@@ -77,6 +78,8 @@ class Runtime:
     # One writer per profile: the per-key locks every path that changes a profile takes.
     locks: Locks
     housekeeping: Housekeeping
+    # Delayed steps and destination messages held until their records are committed.
+    held_work: HeldWork
     segment_jobs: ResegmentationJobs
     # Async mode: the ingest queue, what /track hands requests to, and the workers this
     # process runs (serve: TESSERA_WORKERS of them; `tessera worker`: one).
@@ -93,6 +96,7 @@ class Runtime:
         await self.storage.start()
         self.default_source = await bootstrap(self.storage, self.settings)
         await self.delivery.start()  # the outbox table exists once bootstrap installed it
+        self.held_work.start()
         # Expired tokens and memory keys are refused anyway; dropping them keeps tables small.
         await self.housekeeping.run_once()
         self.housekeeping.start()
@@ -124,6 +128,7 @@ class Runtime:
             await self.queue.close()
         await self.housekeeping.stop()
         await self.delayed_steps.stop()
+        await self.held_work.stop()
         await self.delivery.stop()  # first: its sends still need the store and the client
         await self.segment_jobs.stop()
         await self.storage.close()
@@ -162,11 +167,13 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
         backoff_max_s=settings.delivery_backoff_max_seconds,
         concurrency=settings.delivery_concurrency,
     )
-    destinations = DestinationDispatcher(
-        storage.destinations,
-        storage.outbox,
-        ttl_s=settings.source_cache_seconds,
-        on_enqueue=delivery.wake,
+    destinations = DestinationDispatcher(storage.destinations, ttl_s=settings.source_cache_seconds)
+    held_work = HeldWork(
+        schedules=storage.schedules,
+        outbox=storage.outbox,
+        profiles=storage.profiles,
+        events=storage.events,
+        wake_delivery=delivery.wake,
     )
     segments = LiveSegments(storage.segments, ttl_s=settings.source_cache_seconds)
     segment_jobs = ResegmentationJobs(segments, storage.profiles, visitors, storage.writer, locks)
@@ -193,7 +200,7 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
         consents=consent_rules,
         automation=automation,
         profiles=storage.profiles,
-        schedules=storage.schedules,
+        held_work=held_work,
         destinations=destinations,
         close_visit_after=timedelta(seconds=settings.close_visit_after),
     )
@@ -245,9 +252,11 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
             locks=locks,
             poll_s=settings.scheduler_poll_seconds,
             destinations=destinations,
+            held_work=held_work,
             merge_later=ingestor.merge_later,
             identity_paths=settings.merge_key_paths,
         ),
+        held_work=held_work,
         locks=locks,
         housekeeping=Housekeeping(storage.tokens, storage.memory, interval_s=3600),
         profile_operations=ProfileOperations(

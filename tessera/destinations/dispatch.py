@@ -3,9 +3,9 @@
 ``plan`` is called with the request's documents before they are committed: it picks the
 tenant's enabled destinations that apply and renders each message's body, from a cached list of
 destinations (the store is asked once per tenant per ``ttl_s``; ``forget`` drops the cache when
-this process changes one). It does no other I/O and never sends anything. ``enqueue``, called
-once the request's records are committed, keeps the messages in the outbox and wakes the
-delivery worker; a message is therefore only sent for data that was stored.
+this process changes one). It does no other I/O and never sends anything: the messages are kept
+held with the request's records and released by their commit (pipeline/held_work.py), so a
+message is only sent for data that was stored.
 
 Which destinations apply:
 
@@ -19,7 +19,6 @@ Which destinations apply:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,12 +26,12 @@ from typing import Any
 import msgspec
 
 from tessera.errors import InvalidPayload
-from tessera.model.common import new_id, utcnow
+from tessera.model.common import derived_id, utcnow
 from tessera.model.destination import Destination, OutboxMessage
 from tessera.pipeline.loading_cache import LoadingCache
 from tessera.pipeline.reshaping import MAPPING_ROOTS, render
 from tessera.query import Condition, evaluate, parse
-from tessera.storage.automation_ports import DocumentStore, OutboxStore
+from tessera.storage.automation_ports import DocumentStore
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +57,8 @@ def _target(destination: Destination) -> ActiveDestination | None:
 
 
 class DestinationDispatcher:
-    def __init__(
-        self,
-        store: DocumentStore[Destination],
-        outbox: OutboxStore,
-        ttl_s: float,
-        *,
-        on_enqueue: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, store: DocumentStore[Destination], ttl_s: float) -> None:
         self.store = store
-        self.outbox = outbox
-        # The delivery worker's wake-up: messages just queued are sent without waiting a poll.
-        self.on_enqueue = on_enqueue
         self._targets: LoadingCache[str, list[ActiveDestination]] = LoadingCache(
             self._load, ttl_s=ttl_s
         )
@@ -102,9 +91,12 @@ class DestinationDispatcher:
         profile: dict[str, Any] | None,
         session: dict[str, Any] | None,
         profile_changed: bool,
+        request: str,
     ) -> list[OutboxMessage]:
         """The messages the request's documents (plain JSON, as ``msgspec.to_builtins``
-        gives them) make; nothing is stored or sent yet."""
+        gives them) make; nothing is stored or sent yet. Each is named from what it is about
+        (the destination and the event, or the request ``request`` for a profile change), so
+        a retry of the request plans the same messages, not new ones."""
         targets = await self.targets(tenant)
         if not targets:
             return []
@@ -123,29 +115,20 @@ class DestinationDispatcher:
                     if target.condition is not None and not evaluate(target.condition, scope):
                         continue
                     body = _body(destination, scope, {"event": event, "profile": profile})
-                    messages.append(_message(destination, body, now, event.get("id"), profile_id))
+                    event_id = event.get("id")
+                    name = derived_id(destination.id, "event", str(event_id))
+                    messages.append(_message(destination, name, body, now, event_id, profile_id))
             elif profile_changed and profile is not None:
                 last_event = events[-1] if events else {}
                 scope = {"event": last_event, "profile": profile_doc, "session": session_doc}
                 if target.condition is not None and not evaluate(target.condition, scope):
                     continue
                 body = _body(destination, scope, {"profile": profile})
-                messages.append(_message(destination, body, now, last_event.get("id"), profile_id))
+                name = derived_id(destination.id, "profile", request)
+                messages.append(
+                    _message(destination, name, body, now, last_event.get("id"), profile_id)
+                )
         return messages
-
-    async def enqueue(self, messages: list[OutboxMessage]) -> None:
-        """Keep the planned messages and wake the worker. Never raises: the request's records
-        are committed by now, and a lost webhook must not turn the request into an error that
-        makes the client send everything again."""
-        if not messages:
-            return
-        try:
-            await self.outbox.add(messages)
-        except Exception:  # any storage failure: logged, the request goes on
-            log.exception("%d destination message(s) could not be queued", len(messages))
-            return
-        if self.on_enqueue is not None:
-            self.on_enqueue()
 
 
 def _wanted(target: ActiveDestination, event: dict[str, Any]) -> bool:
@@ -167,6 +150,7 @@ def _body(destination: Destination, scope: dict[str, Any], default: dict[str, An
 
 def _message(
     destination: Destination,
+    message_id: str,
     body: Any,
     now: datetime,
     event_id: Any,
@@ -174,7 +158,7 @@ def _message(
 ) -> OutboxMessage:
     return OutboxMessage(
         tenant=destination.tenant,
-        id=new_id(),
+        id=message_id,
         destination_id=destination.id,
         created=now,
         due=now,

@@ -1,6 +1,6 @@
 """Destinations as the ingest path and delayed workflow steps see them: plan the messages a
-request's documents make (before its commit), keep them (after it). ``dispatch.py`` is the
-implementation; this Protocol keeps the pipeline from importing it."""
+request's documents make (before its commit; pipeline/held_work.py keeps them). ``dispatch.py``
+is the implementation; this Protocol keeps the pipeline from importing it."""
 
 from __future__ import annotations
 
@@ -20,6 +20,5 @@ class DestinationPlanner(Protocol):
         profile: dict[str, Any] | None,
         session: dict[str, Any] | None,
         profile_changed: bool,
+        request: str,
     ) -> list[Any]: ...
-
-    async def enqueue(self, messages: list[Any]) -> None: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -53,10 +54,7 @@ class _TimeOrderedIds:
             raw = bytearray(self._buffer[self._position : self._position + 16])
             self._position += 16
         raw[0:6] = (time.time_ns() // 1_000_000).to_bytes(6, "big")
-        raw[6] = (raw[6] & 0x0F) | 0x70  # version 7
-        raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 9562 variant
-        text = raw.hex()
-        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+        return uuid_text(raw, version=7)
 
 
 _ids = _TimeOrderedIds()
@@ -64,3 +62,21 @@ _ids = _TimeOrderedIds()
 
 def new_id() -> str:
     return _ids.next()
+
+
+def uuid_text(raw: bytes | bytearray, *, version: int) -> str:
+    """16 bytes as a UUID string of ``version`` (RFC 9562 variant bits set)."""
+    data = bytearray(raw[:16])
+    data[6] = (data[6] & 0x0F) | (version << 4)
+    data[8] = (data[8] & 0x3F) | 0x80
+    text = data.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def derived_id(*parts: str) -> str:
+    """An id made from ``parts`` (a UUID of version 8): the same parts give the same id. What
+    a request makes (internal events, delayed steps, destination messages) is named from the
+    request's own ids this way, so a retry of the request makes the same records again, and
+    storing them twice changes nothing."""
+    digest = hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).digest()
+    return uuid_text(digest, version=8)

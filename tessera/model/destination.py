@@ -17,9 +17,10 @@ import msgspec
 
 DestinationOn = Literal["profile", "event"]
 HttpMethod = Literal["POST", "PUT", "PATCH"]
-# "pending" covers both "not tried yet" and "waiting for its next try".
-MessageState = Literal["pending", "delivered", "dead"]
-MESSAGE_STATES: tuple[MessageState, ...] = ("pending", "delivered", "dead")
+# "pending" covers both "not tried yet" and "waiting for its next try"; "held": kept before
+# the records of its request were committed, not sent until they are (pipeline/held_work.py).
+MessageState = Literal["held", "pending", "delivered", "dead"]
+MESSAGE_STATES: tuple[MessageState, ...] = ("held", "pending", "delivered", "dead")
 
 
 class Destination(msgspec.Struct, kw_only=True):
@@ -63,6 +64,9 @@ class OutboxMessage(msgspec.Struct, kw_only=True):
     profile_id: str | None = None
     # Set by OutboxStore.claim_due: the claim an attempt must still hold to record its outcome.
     lease: str | None = None
+    # The mark of the request that made it (model/applied.py): released by that request's
+    # commit.
+    request: str | None = None
 
 
 class DeliveryAttempt(msgspec.Struct, kw_only=True):

@@ -37,12 +37,13 @@ from tessera.model.session import Session, Visit
 from tessera.pipeline.consents import ConsentRules
 from tessera.pipeline.enrich import enrich_new_session
 from tessera.pipeline.events import build_event
+from tessera.pipeline.held_work import HeldWork
 from tessera.pipeline.locks import Locks, LockSetLike, ensure_held
 from tessera.pipeline.processing import event_document
 from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult
 from tessera.pipeline.visitor import Visitor, VisitorDirectory
 from tessera.query.ast import Compare, Field, Literal
-from tessera.storage.automation_ports import ScheduledStep, ScheduleStore
+from tessera.storage.automation_ports import ScheduledStep
 from tessera.storage.ports import (
     ChangeSet,
     EventStore,
@@ -90,12 +91,12 @@ class Ingestor:
         consents: ConsentRules | None = None,
         automation: AutomationStage | None = None,
         profiles: ProfileStore | None = None,
-        schedules: ScheduleStore | None = None,
+        held_work: HeldWork | None = None,
         destinations: DestinationPlanner | None = None,
     ) -> None:
         self.automation = automation
         self._profiles = profiles
-        self._schedules = schedules
+        self.held_work = held_work
         self.destinations = destinations
         self._close_visit_after = close_visit_after
         self._consents = consents
@@ -119,11 +120,19 @@ class Ingestor:
             ]
             outcome = await self._automate(Subject(batch.tenant, None, None), events, now, batch)
             stored = events + outcome.internal_events
+            _mark_events(outcome.internal_events, mark)
             messages: list[Any] = []
             if self.destinations is not None and await self.destinations.active(batch.tenant):
-                messages = await self._plan_deliveries(batch.tenant, stored, None, None, False)
-            await self._writer.commit(ChangeSet(events=stored))
-            warnings += await self._after_commit(outcome.schedules, messages)
+                messages = await self._plan_deliveries(
+                    batch.tenant, stored, None, None, False, mark
+                )
+            warnings += await self._commit_with_held_work(
+                batch.tenant,
+                mark,
+                lambda: self._writer.commit(ChangeSet(events=stored)),
+                outcome.schedules,
+                messages,
+            )
             answer = IngestResult(None, None, [e.id for e in events], warnings + outcome.warnings)
             answer.debug = outcome.traces if batch.debug else None
             return answer
@@ -213,6 +222,7 @@ class Ingestor:
                 Subject(tenant, document, session_document), events, now, batch
             )
             warnings += outcome.warnings
+            _mark_events(outcome.internal_events, mark)
             events += outcome.internal_events
             if outcome.session_changed:
                 visitor.session = msgspec.convert(session_document, Session)
@@ -243,13 +253,25 @@ class Ingestor:
                 or _person_parts(document) != visitor.person_before
             )
             messages = await self._plan_deliveries(
-                tenant, events, document, session_document, changed
+                tenant, events, document, session_document, changed, mark
             )
         remember(visitor.profile.metadata.applied, mark, PROFILE_MARKS)
         remember(visitor.session.metadata.applied, mark, SESSION_MARKS)
         await ensure_held(held)
-        await self._commit(visitor, events, merges.links, merges.retired)
-        warnings += await self._after_commit(outcome.schedules, messages)
+        changes = ChangeSet(
+            events=events,
+            sessions=[visitor.session],
+            profiles=[visitor.profile],
+            identities=merges.links,
+            retired=merges.retired,
+        )
+        warnings += await self._commit_with_held_work(
+            tenant,
+            mark,
+            lambda: self._visitors.commit(self._writer, changes),
+            outcome.schedules,
+            messages,
+        )
         result = IngestResult(
             visitor.profile.id, session_id, request_event_ids, known_warnings + warnings
         )
@@ -386,6 +408,7 @@ class Ingestor:
         profile: dict[str, Any] | None,
         session: dict[str, Any] | None,
         profile_changed: bool,
+        mark: str,
     ) -> list[Any]:
         if self.destinations is None:
             return []
@@ -395,23 +418,23 @@ class Ingestor:
             profile=profile,
             session=session,
             profile_changed=profile_changed,
+            request=mark,
         )
 
-    async def _after_commit(self, schedules: list[ScheduledStep], messages: list[Any]) -> list[str]:
-        """Schedules and deliveries are kept only for what was stored; a crash between the
-        commit and these writes loses them (documented in docs/workflows.md). The records are
-        stored by now, so a failure here is a warning, never an error the client would retry
-        (and store its events twice)."""
-        warnings: list[str] = []
-        if schedules and self._schedules is not None:
-            try:
-                await self._schedules.add(schedules)
-            except Exception:
-                log.exception("delayed workflow steps could not be scheduled")
-                warnings.append(f"{len(schedules)} delayed workflow step(s) could not be kept")
-        if messages and self.destinations is not None:
-            await self.destinations.enqueue(messages)
-        return warnings
+    async def _commit_with_held_work(
+        self,
+        tenant: str,
+        mark: str,
+        store: Callable[[], Awaitable[None]],
+        steps: list[ScheduledStep],
+        messages: list[Any],
+    ) -> list[str]:
+        """The records' commit, with the delayed steps and destination messages it makes
+        held before it and released after it (pipeline/held_work.py)."""
+        if self.held_work is None:
+            await store()
+            return []
+        return await self.held_work.commit(tenant, mark, store, steps, messages)
 
     async def _process(
         self, visitor: Visitor, events: list[Event], watched: bool
@@ -494,6 +517,10 @@ class Ingestor:
         changes = ChangeSet(events=events, sessions=sessions, identities=links, retired=retired)
         if len(changes):
             await self._visitors.commit(self._writer, changes)
+        if self.held_work is not None:
+            # The first attempt kept its steps and messages held; it may not have lived to
+            # release them.
+            await self.held_work.release(tenant, mark)
         # Answered as any request whose events were stored already: those are named in
         # warnings, the answer lists the events stored now.
         warnings: list[str] = []
@@ -523,23 +550,11 @@ class Ingestor:
             for event in incoming
         ]
 
-    async def _commit(
-        self,
-        visitor: Visitor,
-        events: list[Event],
-        links: list[IdentityLink],
-        retired: list[RetiredProfile],
-    ) -> None:
-        await self._visitors.commit(
-            self._writer,
-            ChangeSet(
-                events=events,
-                sessions=[visitor.session],
-                profiles=[visitor.profile],
-                identities=links,
-                retired=retired,
-            ),
-        )
+
+def _mark_events(events: list[Event], mark: str) -> None:
+    """Events the request's workflows made belong to it like its own (model/applied.py)."""
+    for event in events:
+        event.metadata.request = mark
 
 
 def request_mark(batch: IncomingBatch) -> str:

@@ -67,10 +67,32 @@ class ScheduledStep(msgspec.Struct, kw_only=True):
     session_id: str | None = None
     created: datetime
     attempts: int = 0
+    # The mark of the request (or step) that scheduled it (model/applied.py).
+    request: str | None = None
 
 
 class ScheduleStore(Protocol):
-    async def add(self, steps: builtins.list[ScheduledStep]) -> None: ...
+    """The schedule of delayed steps. A step is added *held* before the records of the
+    request that scheduled it are committed, and released by that commit: it never runs for a
+    request that was not stored, and is not lost by a crash between the commit and the
+    release (pipeline/held_work.py finishes the job)."""
+
+    async def add(self, steps: builtins.list[ScheduledStep], *, held: bool = False) -> None:
+        """Keep the steps; one with an id already kept is left as it is (a retry of the
+        request schedules the same ids). ``held``: not due until ``release``."""
+        ...
+
+    async def release(self, tenant: str, request: str) -> int:
+        """The held steps of ``request`` become due as scheduled; how many."""
+        ...
+
+    async def held(self, before: datetime, *, limit: int) -> builtins.list[ScheduledStep]:
+        """Held steps created before ``before``, oldest first."""
+        ...
+
+    async def drop_held(self, tenant: str, request: str) -> int:
+        """Forget the held steps of a request that was never stored; how many."""
+        ...
 
     async def claim_due(
         self, now: datetime, *, limit: int, lease_s: float
@@ -93,7 +115,23 @@ class OutboxStore(Protocol):
     after which the message is due again: delivery is at least once.
     """
 
-    async def add(self, messages: builtins.list[OutboxMessage]) -> None: ...
+    async def add(self, messages: builtins.list[OutboxMessage]) -> None:
+        """Keep the messages in their state; one with an id already kept is left as it is (a
+        retry of the request plans the same ids). Messages in state ``held`` are not sent
+        until ``release`` (see ScheduleStore for why)."""
+        ...
+
+    async def release(self, tenant: str, request: str, now: datetime) -> int:
+        """The held messages of ``request`` become pending, due ``now``; how many."""
+        ...
+
+    async def held(self, before: datetime, *, limit: int) -> builtins.list[OutboxMessage]:
+        """Held messages created before ``before``, oldest first."""
+        ...
+
+    async def drop_held(self, tenant: str, request: str) -> int:
+        """Forget the held messages of a request that was never stored; how many."""
+        ...
 
     async def get(self, tenant: str, message_id: str) -> OutboxMessage | None: ...
 

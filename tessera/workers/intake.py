@@ -27,7 +27,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 
-from tessera.model.common import new_id, utcnow
+from tessera.model.common import new_id, utcnow, uuid_text
 from tessera.pipeline.request import IncomingBatch, IngestResult
 from tessera.storage.queue_ports import IngestQueue, QueueMessage
 from tessera.workers.codec import encode_batch
@@ -37,15 +37,8 @@ def session_profile_id(secret: str, tenant: str, session_id: str) -> str:
     """The profile id promised to a session's requests that name none: a UUID (version 8,
     RFC 9562) from a keyed hash, so nobody can work it out from a session id without the
     installation's secret."""
-    digest = bytearray(
-        hmac.new(
-            secret.encode(), f"profile\x00{tenant}\x00{session_id}".encode(), hashlib.sha256
-        ).digest()[:16]
-    )
-    digest[6] = (digest[6] & 0x0F) | 0x80  # version 8: custom
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 9562 variant
-    text = digest.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    key = f"profile\x00{tenant}\x00{session_id}".encode()
+    return uuid_text(hmac.new(secret.encode(), key, hashlib.sha256).digest(), version=8)
 
 
 class QueueIntake:

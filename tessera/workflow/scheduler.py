@@ -6,7 +6,10 @@ ingestion (its session's, then its profile's — the profile it was paused for, 
 it was merged into since), committed like an ingest request (profile, session, the internal
 events it emitted, new delays), and only then marked done. A process that dies mid-step leaves
 a lease that runs out; the step runs again (at least once: an action that reaches the outside
-world may repeat then).
+world may repeat then). Its effects on the profile are applied once: the profile is written
+with the step's mark, and a second run of a step whose commit went through only releases what
+the first run kept (its new delays and destination messages, held until the commit:
+pipeline/held_work.py, the same steps as an ingest request).
 
 A step whose workflow was deleted, disabled or redeployed without the node it paused at is
 dropped with a log line: there is nothing sensible to continue.
@@ -25,11 +28,13 @@ from tessera.destinations.planner import DestinationPlanner
 from tessera.errors import StorageUnavailable
 from tessera.identity.locking import profile_lock_key, session_lock_key
 from tessera.identity.resolver import snapshot_paths
+from tessera.model.applied import PROFILE_MARKS, remember, request_token
 from tessera.model.common import utcnow
 from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
 from tessera.ops.background import BackgroundLoop
+from tessera.pipeline.held_work import HeldWork
 from tessera.pipeline.locks import Locks, LockSetLike, ensure_held
 from tessera.pipeline.processing import event_document
 from tessera.pipeline.visitor import VisitorDirectory
@@ -63,11 +68,13 @@ class DelayedSteps:
         writer: RecordWriter,
         locks: Locks,
         poll_s: float,
+        held_work: HeldWork,
         destinations: DestinationPlanner | None = None,
         merge_later: MergeLater | None = None,
         identity_paths: tuple[str, ...] = (),
     ) -> None:
         self._destinations = destinations
+        self._held_work = held_work
         self._merge_later = merge_later
         self._identity_paths = identity_paths
         self._schedules = schedules
@@ -128,8 +135,11 @@ class DelayedSteps:
         if event is None:
             log.warning("delayed step %s dropped: its event %s is gone", step.id, step.event_id)
             return
+        # The step's own apply-once mark: run again after its commit (its runner died before
+        # marking it done), it changes the profile no second time (model/applied.py).
+        mark = request_token(step.id)
         if step.profile_id is None:
-            await self._continue(step, deployed, event, None, None, None)
+            await self._continue(step, deployed, event, None, None, None, mark)
             return
         # The profile may have been merged into another since: find its survivor first, then
         # take the survivor's and the session's locks together. Never wait for a lock while
@@ -143,9 +153,13 @@ class DelayedSteps:
                 keys.add(session_lock_key(step.tenant, step.session_id))
             async with self._locks.hold_all(keys) as held:
                 profile = await self._visitors.profile(step.tenant, profile_id)
+                if profile is not None and mark in profile.metadata.applied:
+                    # Committed before: only releasing what it kept may be missing.
+                    await self._held_work.release(step.tenant, mark)
+                    return
                 if profile is None or profile.id == profile_id:
                     session = await self._session(step)
-                    await self._continue(step, deployed, event, profile, session, held)
+                    await self._continue(step, deployed, event, profile, session, held, mark)
                     return
             profile_id = profile.id
         raise StorageUnavailable(f"the profile of delayed step {step.id} keeps changing")
@@ -163,6 +177,7 @@ class DelayedSteps:
         profile: Profile | None,
         session: Session | None,
         held: LockSetLike | None,
+        mark: str,
     ) -> None:
         """Run the rest of the workflow, then what a request would do with its outcome:
         rules for the events it emitted, segments when the profile changed, destinations,
@@ -177,7 +192,7 @@ class DelayedSteps:
         result = await run_graph(
             deployed.graph, context, resume=(step.node_id, step.port, step.payload)
         )
-        outcome = StageOutcome()
+        outcome = StageOutcome(origin=step.id)
         follow = self._stage.absorb(subject, event, deployed, context, result, outcome, now)
         if result.error is not None:
             log.info(
@@ -191,16 +206,22 @@ class DelayedSteps:
         internal = list(follow)
         if follow:
             # Emitted and segment events are matched against rules like any internal event.
-            more = await self._stage.run(subject, follow, now)
+            more = await self._stage.run(subject, follow, now, origin=step.id)
             internal += more.internal_events
             outcome.schedules += more.schedules
             outcome.merge_on += more.merge_on
             outcome.profile_changed |= more.profile_changed
             outcome.session_changed |= more.session_changed
+        for made in internal:
+            made.metadata.request = mark
         changes = ChangeSet(events=internal)
-        if document is not None and outcome.profile_changed:
-            changed = msgspec.convert(document, Profile)
-            changed.metadata.time.update = now
+        if profile is not None and document is not None:
+            # Written with the step's mark even when the run changed nothing on it: the mark
+            # is what tells a second run of this step that the first one was committed.
+            changed = msgspec.convert(document, Profile) if outcome.profile_changed else profile
+            if outcome.profile_changed:
+                changed.metadata.time.update = now
+            remember(changed.metadata.applied, mark, PROFILE_MARKS)
             changes.profiles.append(changed)
         if session_document is not None and outcome.session_changed:
             changes.sessions.append(msgspec.convert(session_document, Session))
@@ -212,14 +233,16 @@ class DelayedSteps:
                 profile=document,
                 session=session_document,
                 profile_changed=outcome.profile_changed,
+                request=mark,
             )
-        if len(changes):
+
+        async def store() -> None:
+            if not len(changes):
+                return
             if held is not None:
                 await ensure_held(held)
             await self._visitors.commit(self._writer, changes)
-        if outcome.schedules:
-            await self._schedules.add(outcome.schedules)
-        if messages and self._destinations is not None:
-            await self._destinations.enqueue(messages)
+
+        await self._held_work.commit(step.tenant, mark, store, outcome.schedules, messages)
         if outcome.merge_on and profile is not None and self._merge_later is not None:
             await self._merge_later(step.tenant, profile.id, before, outcome.merge_on)

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from tessera.errors import InvalidPayload
-from tessera.model.common import Ref, new_id
+from tessera.model.common import Ref, derived_id
 from tessera.model.event import Automation, Event, EventMetadata
 from tessera.model.segment import SEGMENT_ENTERED, SEGMENT_LEFT, SEGMENTATION_SOURCE
 from tessera.model.workflow import Rule
@@ -33,7 +33,7 @@ from tessera.pipeline.consents import ConsentCheck
 from tessera.pipeline.processing import event_document
 from tessera.query import evaluate, parse
 from tessera.storage.automation_ports import ScheduledStep
-from tessera.workflow.action import ActionContext, ActionServices, EmittedEvent
+from tessera.workflow.action import ActionContext, ActionServices
 from tessera.workflow.directory import DeployedWorkflow, RuleBook, WorkflowDirectory
 from tessera.workflow.engine import RunResult, run_graph
 
@@ -74,6 +74,15 @@ class StageOutcome:
     # One entry per workflow run, for the debugger (TRACK_DEBUG) and the debug endpoint.
     traces: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Names what the runs make (internal events, delayed steps) so that their ids are the
+    # same when the request is retried: where the runs started (empty: a request; a delayed
+    # step's id: its continuation) and a count of what was made so far.
+    origin: str = ""
+    made: int = 0
+
+    def name(self, kind: str) -> str:
+        self.made += 1
+        return f"{self.origin}:{kind}:{self.made}"
 
 
 class AutomationStage:
@@ -95,9 +104,16 @@ class AutomationStage:
         self.workflows_enabled = workflows_enabled
 
     async def run(
-        self, subject: Subject, events: list[Event], now: datetime, *, debug: bool = False
+        self,
+        subject: Subject,
+        events: list[Event],
+        now: datetime,
+        *,
+        debug: bool = False,
+        origin: str = "",
     ) -> StageOutcome:
-        outcome = StageOutcome()
+        """``origin``: where the runs started (see StageOutcome.origin)."""
+        outcome = StageOutcome(origin=origin)
         pending = events
         for depth in range(MAX_DEPTH + 1):
             if not pending:
@@ -138,6 +154,7 @@ class AutomationStage:
                 kind,
                 {"segment": segment_id, "name": names.get(segment_id, segment_id)},
                 now,
+                name=f"{outcome.origin}:{kind}:{segment_id}",
                 source=SEGMENTATION_SOURCE,
             )
             for kind, ids in ((SEGMENT_ENTERED, change.entered), (SEGMENT_LEFT, change.left))
@@ -261,7 +278,8 @@ class AutomationStage:
             outcome.schedules.append(
                 ScheduledStep(
                     tenant=subject.tenant,
-                    id=new_id(),
+                    # Named from what caused it: a retry of the request schedules the same step.
+                    id=derived_id(event.id, "step", outcome.name(deployed.workflow.id)),
                     due=now + timedelta(seconds=suspension.seconds),
                     workflow_id=deployed.workflow.id,
                     workflow_version=deployed.workflow.version,
@@ -274,7 +292,12 @@ class AutomationStage:
                     created=now,
                 )
             )
-        return [_emitted(event, wanted, now) for wanted in context.effects.emitted]
+        return [
+            internal_event(
+                event, wanted.type, wanted.properties, now, name=outcome.name(deployed.workflow.id)
+            )
+            for wanted in context.effects.emitted
+        ]
 
 
 def internal_event(
@@ -283,12 +306,15 @@ def internal_event(
     properties: dict[str, Any],
     now: datetime,
     *,
+    name: str,
     source: str | None = None,
 ) -> Event:
     """An event made inside Tessera for the profile and session of ``template``; from the
-    template's source unless another (the segmentation's) is named."""
+    template's source unless another (the segmentation's) is named. Its id comes from the
+    template's and ``name`` (what made it, unique per template): a retry of the request makes
+    the same event again, which is then not stored twice."""
     return Event(
-        id=new_id(),
+        id=derived_id(template.id, "internal", name),
         tenant=template.tenant,
         type=event_type,
         time=now,
@@ -303,10 +329,6 @@ def internal_event(
         profile=template.profile,
         properties=properties,
     )
-
-
-def _emitted(cause: Event, wanted: EmittedEvent, now: datetime) -> Event:
-    return internal_event(cause, wanted.type, wanted.properties, now)
 
 
 def trace_entry(

@@ -241,7 +241,7 @@ async def test_dead_letters_page_newest_first_with_a_total(outbox: OutboxStore) 
     page, total = await outbox.dead_letters(TENANT, limit=2, offset=1)
     assert total == 5
     assert [m.id for m in page] == ["m3", "m2"]
-    assert await outbox.counts(TENANT) == {"pending": 0, "delivered": 0, "dead": 5}
+    assert await outbox.counts(TENANT) == {"held": 0, "pending": 0, "delivered": 0, "dead": 5}
 
 
 async def test_replay_makes_a_dead_message_pending_again_and_keeps_its_history(
@@ -284,7 +284,7 @@ async def test_recent_messages_and_counts_per_destination(outbox: OutboxStore) -
     )
     assert [m.id for m in await outbox.recent(TENANT, "a", limit=2)] == ["a3", "a2"]
     assert [m.id for m in await outbox.recent(TENANT, "b", limit=10)] == ["b1"]
-    assert await outbox.counts(TENANT, "a") == {"pending": 2, "delivered": 1, "dead": 0}
-    assert await outbox.counts(TENANT) == {"pending": 3, "delivered": 1, "dead": 0}
-    assert await outbox.counts("nobody") == {"pending": 0, "delivered": 0, "dead": 0}
+    assert await outbox.counts(TENANT, "a") == {"held": 0, "pending": 2, "delivered": 1, "dead": 0}
+    assert await outbox.counts(TENANT) == {"held": 0, "pending": 3, "delivered": 1, "dead": 0}
+    assert await outbox.counts("nobody") == {"held": 0, "pending": 0, "delivered": 0, "dead": 0}
     assert await outbox.attempts(TENANT, "a1") == []

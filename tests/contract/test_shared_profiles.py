@@ -84,7 +84,7 @@ def process(
         processor=runtime.processing.process,
         automation=runtime.automation,
         profiles=storage.profiles,
-        schedules=storage.schedules,
+        held_work=runtime.held_work,
     )
     operations = ProfileOperations(
         profiles=storage.profiles,

@@ -97,7 +97,10 @@ def test_create_read_list_replace_patch_toggle_delete(api: httpx.Client) -> None
     assert ok(api.post(f"/destination/{destination_id}/enable"))["enabled"] is True
 
     deliveries = ok(api.get(f"/destination/{destination_id}/deliveries"))
-    assert deliveries == {"counts": {"pending": 0, "delivered": 0, "dead": 0}, "result": []}
+    assert deliveries == {
+        "counts": {"held": 0, "pending": 0, "delivered": 0, "dead": 0},
+        "result": [],
+    }
 
     assert api.delete(f"/destination/{destination_id}").status_code == 204
     assert api.get(f"/destination/{destination_id}").status_code == 404

@@ -19,6 +19,7 @@ from tessera.destinations.checks import check_destination
 from tessera.destinations.dispatch import DestinationDispatcher
 from tessera.destinations.worker import DeliveryWorker, backoff_delay
 from tessera.errors import InvalidPayload
+from tessera.model.common import new_id
 from tessera.model.destination import Destination, OutboxMessage
 from tessera.runtime import build_runtime
 from tessera.settings import load_settings
@@ -110,16 +111,26 @@ async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 10.
         await asyncio.sleep(0.02)
 
 
-async def plan_and_enqueue(
+async def plan_and_keep(
     dispatcher: DestinationDispatcher,
+    stores: Stores,
     events: list[dict[str, Any]],
     *,
     profile_changed: bool = False,
+    wake: Callable[[], None] | None = None,
 ) -> list[OutboxMessage]:
+    """Plan the messages and keep them in the outbox, as a committed request does."""
     messages = await dispatcher.plan(
-        TENANT, events=events, profile=PROFILE, session=SESSION, profile_changed=profile_changed
+        TENANT,
+        events=events,
+        profile=PROFILE,
+        session=SESSION,
+        profile_changed=profile_changed,
+        request=new_id(),
     )
-    await dispatcher.enqueue(messages)
+    await stores.outbox.add(messages)
+    if wake is not None:
+        wake()
     return messages
 
 
@@ -137,7 +148,7 @@ async def test_plan_picks_destinations_by_type_condition_and_profile_change(
         destination("switched-off", enabled=False),
     ):
         await stores.destinations.save(item)
-    dispatcher = DestinationDispatcher(stores.destinations, stores.outbox, ttl_s=60)
+    dispatcher = DestinationDispatcher(stores.destinations, ttl_s=60)
     events = [
         event("e1", "purchase", value=5),
         event("e2", "page-view", value=20),
@@ -145,7 +156,12 @@ async def test_plan_picks_destinations_by_type_condition_and_profile_change(
     ]
 
     unchanged = await dispatcher.plan(
-        TENANT, events=events, profile=PROFILE, session=SESSION, profile_changed=False
+        TENANT,
+        events=events,
+        profile=PROFILE,
+        session=SESSION,
+        profile_changed=False,
+        request="r-1",
     )
     assert sorted((m.destination_id, m.event_id) for m in unchanged) == [
         ("big-spenders", "e2"),
@@ -154,7 +170,7 @@ async def test_plan_picks_destinations_by_type_condition_and_profile_change(
     assert all(m.profile_id == "p-1" and m.state == "pending" for m in unchanged)
 
     changed = await dispatcher.plan(
-        TENANT, events=events, profile=PROFILE, session=SESSION, profile_changed=True
+        TENANT, events=events, profile=PROFILE, session=SESSION, profile_changed=True, request="r-1"
     )
     assert sorted((m.destination_id, m.event_id) for m in changed) == [
         ("big-spenders", "e2"),
@@ -163,7 +179,12 @@ async def test_plan_picks_destinations_by_type_condition_and_profile_change(
     ]
     assert (
         await dispatcher.plan(
-            "other-tenant", events=events, profile=PROFILE, session=SESSION, profile_changed=True
+            "other-tenant",
+            events=events,
+            profile=PROFILE,
+            session=SESSION,
+            profile_changed=True,
+            request="r-1",
         )
         == []
     )
@@ -185,10 +206,15 @@ async def test_bodies_are_the_documents_or_the_rendered_template(stores: Stores)
         )
     )
     await stores.destinations.save(destination("profile-plain", on="profile"))
-    dispatcher = DestinationDispatcher(stores.destinations, stores.outbox, ttl_s=60)
+    dispatcher = DestinationDispatcher(stores.destinations, ttl_s=60)
     purchase = event("e1", "purchase", value=21)
     messages = await dispatcher.plan(
-        TENANT, events=[purchase], profile=PROFILE, session=SESSION, profile_changed=True
+        TENANT,
+        events=[purchase],
+        profile=PROFILE,
+        session=SESSION,
+        profile_changed=True,
+        request="r-1",
     )
     bodies = {m.destination_id: m.body for m in messages}
     assert bodies["plain"] == {"event": purchase, "profile": PROFILE}
@@ -206,7 +232,7 @@ async def test_bodies_are_the_documents_or_the_rendered_template(stores: Stores)
 
 
 async def test_destinations_are_cached_until_forgotten(stores: Stores) -> None:
-    dispatcher = DestinationDispatcher(stores.destinations, stores.outbox, ttl_s=3600)
+    dispatcher = DestinationDispatcher(stores.destinations, ttl_s=3600)
     assert (
         await dispatcher.plan(
             TENANT,
@@ -214,6 +240,7 @@ async def test_destinations_are_cached_until_forgotten(stores: Stores) -> None:
             profile=None,
             session=None,
             profile_changed=False,
+            request="r-1",
         )
         == []
     )
@@ -226,6 +253,7 @@ async def test_destinations_are_cached_until_forgotten(stores: Stores) -> None:
             profile=None,
             session=None,
             profile_changed=False,
+            request="r-1",
         )
         == []
     )
@@ -236,8 +264,39 @@ async def test_destinations_are_cached_until_forgotten(stores: Stores) -> None:
         profile=None,
         session=None,
         profile_changed=False,
+        request="r-1",
     )
     assert [(m.destination_id, m.event_id, m.profile_id) for m in planned] == [("new", "e3", None)]
+
+
+async def test_a_retry_plans_the_same_messages_and_keeping_them_again_changes_nothing(
+    stores: Stores,
+) -> None:
+    await stores.destinations.save(destination("purchases", event_types=["purchase"]))
+    await stores.destinations.save(destination("profiles", on="profile"))
+    dispatcher = DestinationDispatcher(stores.destinations, ttl_s=60)
+
+    def plan(request: str) -> Any:
+        return dispatcher.plan(
+            TENANT,
+            events=[event("e1", "purchase")],
+            profile=PROFILE,
+            session=SESSION,
+            profile_changed=True,
+            request=request,
+        )
+
+    first, retry, other = await plan("r-1"), await plan("r-1"), await plan("r-2")
+    assert [m.id for m in first] == [m.id for m in retry]
+    await stores.outbox.add(first)
+    await stores.outbox.add(retry)  # a retry keeps the same messages again: no error, no copy
+    counts = await stores.outbox.counts(TENANT)
+    assert counts["pending"] == 2
+    # A message about the event is the same whichever request carries it; a profile change
+    # is one message per request.
+    by_destination = {m.destination_id: m.id for m in other}
+    assert by_destination["purchases"] == {m.destination_id: m.id for m in first}["purchases"]
+    assert by_destination["profiles"] != {m.destination_id: m.id for m in first}["profiles"]
 
 
 def test_destinations_that_could_never_work_are_refused() -> None:
@@ -295,14 +354,14 @@ async def test_worker_delivers_body_and_headers_including_the_secret(
                 template={"email": "{{ profile.data.contact.email.main }}", "n": 1},
             )
         )
-        # A long poll: delivery can only be prompt because enqueue wakes the worker.
+        # A long poll: delivery can only be prompt because keeping the messages wakes it.
         worker = make_worker(poll_interval_s=60)
-        dispatcher = DestinationDispatcher(
-            stores.destinations, stores.outbox, ttl_s=60, on_enqueue=worker.wake
-        )
+        dispatcher = DestinationDispatcher(stores.destinations, ttl_s=60)
         await worker.start()
         await asyncio.sleep(0)  # let the worker reach its (long) wait first
-        [message] = await plan_and_enqueue(dispatcher, [event("e1", "purchase", value=3)])
+        [message] = await plan_and_keep(
+            dispatcher, stores, [event("e1", "purchase", value=3)], wake=worker.wake
+        )
 
         await eventually(lambda: _is(stores, message.id, "delivered"))
         [request] = receiver.requests
@@ -332,11 +391,11 @@ async def test_failures_are_retried_then_dead_lettered_and_replay_delivers(
             destination("flaky", url=receiver.url("/hook"), max_attempts=3)
         )
         worker = make_worker()
-        dispatcher = DestinationDispatcher(
-            stores.destinations, stores.outbox, ttl_s=60, on_enqueue=worker.wake
-        )
+        dispatcher = DestinationDispatcher(stores.destinations, ttl_s=60)
         await worker.start()
-        [message] = await plan_and_enqueue(dispatcher, [event("e1", "signup")])
+        [message] = await plan_and_keep(
+            dispatcher, stores, [event("e1", "signup")], wake=worker.wake
+        )
 
         await eventually(lambda: _is(stores, message.id, "dead"))
         assert len(receiver.requests) == 3
@@ -347,7 +406,12 @@ async def test_failures_are_retried_then_dead_lettered_and_replay_delivers(
         dead, total = await stores.outbox.dead_letters(TENANT, limit=10)
         assert total == 1 and [m.id for m in dead] == [message.id]
         assert dead[0].last_status == 500 and dead[0].attempts == 3
-        assert await stores.outbox.counts(TENANT) == {"pending": 0, "delivered": 0, "dead": 1}
+        assert await stores.outbox.counts(TENANT) == {
+            "held": 0,
+            "pending": 0,
+            "delivered": 0,
+            "dead": 1,
+        }
 
         receiver.default = Reply(204)  # the other system is back
         replayed = await stores.outbox.replay(TENANT, message.id, datetime.now(UTC))
@@ -371,15 +435,18 @@ async def test_no_answer_is_an_attempt_too_and_the_worker_goes_on(
         )
         await stores.destinations.save(destination("gone", url=receiver.url("/gone")))
         worker = make_worker()
-        dispatcher = DestinationDispatcher(
-            stores.destinations, stores.outbox, ttl_s=60, on_enqueue=worker.wake
-        )
+        dispatcher = DestinationDispatcher(stores.destinations, ttl_s=60)
         messages = await dispatcher.plan(
-            TENANT, events=[event("e1", "x")], profile=None, session=None, profile_changed=False
+            TENANT,
+            events=[event("e1", "x")],
+            profile=None,
+            session=None,
+            profile_changed=False,
+            request="r-1",
         )
         by_destination = {m.destination_id: m for m in messages}
         await stores.destinations.delete(TENANT, "gone")  # deleted after the message was planned
-        await dispatcher.enqueue(messages)
+        await stores.outbox.add(messages)
         await worker.start()
 
         async def all_dead() -> bool:
@@ -403,13 +470,11 @@ async def test_stop_is_graceful_and_start_again_resumes(
     with recording_http_server() as receiver:
         await stores.destinations.save(destination("d", url=receiver.url("/d")))
         worker = make_worker()
-        dispatcher = DestinationDispatcher(
-            stores.destinations, stores.outbox, ttl_s=60, on_enqueue=worker.wake
-        )
+        dispatcher = DestinationDispatcher(stores.destinations, ttl_s=60)
         await worker.start()
         await worker.stop()
         assert not worker.running
-        [message] = await plan_and_enqueue(dispatcher, [event("e1", "x")])
+        [message] = await plan_and_keep(dispatcher, stores, [event("e1", "x")])
         await asyncio.sleep(0.2)
         assert receiver.requests == []  # stopped: nothing claimed
         assert await message_state(stores, message.id) == "pending"
@@ -423,7 +488,7 @@ async def test_the_runtime_runs_the_worker_between_start_and_stop(tmp_path: Path
     await runtime.start()
     try:
         assert runtime.delivery.running
-        assert runtime.destinations.on_enqueue == runtime.delivery.wake
+        assert runtime.held_work.wake_delivery == runtime.delivery.wake
     finally:
         await runtime.stop()
     assert not runtime.delivery.running

@@ -31,6 +31,7 @@ from tessera.model.destination import (
 )
 from tessera.storage.sql.documents import SqlDocumentStore, document_table
 from tessera.storage.sql.tables import metadata
+from tessera.storage.sql.upsert import insert_new
 
 destinations = document_table("destinations")
 
@@ -52,7 +53,10 @@ outbox = sa.Table(
     sa.Column("event_id", sa.String(64), nullable=True),
     sa.Column("profile_id", sa.String(64), nullable=True),
     sa.Column("lease", sa.String(32), nullable=True),
+    # The mark of the request that made the message (released by its commit).
+    sa.Column("request", sa.String(32), nullable=True),
     sa.Index("outbox_due", "state", "due"),
+    sa.Index("outbox_by_request", "tenant", "request"),
     sa.Index("outbox_by_state", "tenant", "state", "created"),
     sa.Index("outbox_by_destination", "tenant", "destination_id", "created"),
 )
@@ -98,6 +102,7 @@ def _message(row: Any) -> OutboxMessage:
         event_id=row.event_id,
         profile_id=row.profile_id,
         lease=row.lease,
+        request=row.request,
     )
 
 
@@ -116,6 +121,7 @@ def _row(message: OutboxMessage) -> dict[str, Any]:
         "event_id": message.event_id,
         "profile_id": message.profile_id,
         "lease": message.lease,
+        "request": message.request,
     }
 
 
@@ -127,7 +133,41 @@ class SqlOutboxStore:
         if not messages:
             return
         async with self._engine.begin() as connection:
-            await connection.execute(outbox.insert(), [_row(message) for message in messages])
+            await insert_new(connection, outbox, [_row(message) for message in messages])
+
+    async def release(self, tenant: str, request: str, now: datetime) -> int:
+        async with self._engine.begin() as connection:
+            released = await connection.execute(
+                outbox.update()
+                .where(
+                    outbox.c.tenant == tenant,
+                    outbox.c.request == request,
+                    outbox.c.state == "held",
+                )
+                .values(state="pending", due=now.timestamp())
+            )
+        return int(released.rowcount or 0)
+
+    async def held(self, before: datetime, *, limit: int) -> builtins.list[OutboxMessage]:
+        async with self._engine.connect() as connection:
+            rows = await connection.execute(
+                sa.select(outbox)
+                .where(outbox.c.state == "held", outbox.c.created < before.timestamp())
+                .order_by(outbox.c.created, outbox.c.id)
+                .limit(limit)
+            )
+            return [_message(row) for row in rows]
+
+    async def drop_held(self, tenant: str, request: str) -> int:
+        async with self._engine.begin() as connection:
+            dropped = await connection.execute(
+                outbox.delete().where(
+                    outbox.c.tenant == tenant,
+                    outbox.c.request == request,
+                    outbox.c.state == "held",
+                )
+            )
+        return int(dropped.rowcount or 0)
 
     async def get(self, tenant: str, message_id: str) -> OutboxMessage | None:
         async with self._engine.connect() as connection:

@@ -27,6 +27,22 @@ def _epoch(moment: datetime) -> float:
     return moment.timestamp()
 
 
+def _add_later_columns(connection: sa.Connection) -> None:
+    """The embedded file is created from the table definitions, not migrated: columns and
+    indexes a later version added to an existing table are added here (such columns are
+    always nullable, so the rows already there stay valid)."""
+    inspector = sa.inspect(connection)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            definition = sa.schema.CreateColumn(column).compile(dialect=connection.dialect)
+            connection.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN {definition}')
+        for index in table.indexes:
+            index.create(connection, checkfirst=True)
+
+
 class SqlSchemaStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -34,6 +50,7 @@ class SqlSchemaStore:
     async def create_schema(self) -> None:
         async with self._engine.begin() as connection:
             await connection.run_sync(metadata.create_all)
+            await connection.run_sync(_add_later_columns)
             found = await connection.scalar(
                 sa.select(schema_meta.c.value).where(schema_meta.c.key == "schema_version")
             )

@@ -9,11 +9,12 @@ both miss the row and both insert, and one fails on the duplicate key. There one
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
@@ -38,3 +39,21 @@ async def save_row(
     updated = await connection.execute(table.update().where(where).values(dict(values)))
     if updated.rowcount == 0:
         await connection.execute(table.insert().values(row))
+
+
+async def insert_new(
+    connection: AsyncConnection, table: sa.Table, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Insert ``rows``; one whose key is taken already is left as it is (records named from
+    what made them are kept again by a retry, and must not change or fail it)."""
+    if not rows:
+        return
+    if connection.dialect.name == "mysql":
+        statement = mysql_insert(table)
+        # A no-op update on a duplicate key (INSERT IGNORE would hide other errors too).
+        key = next(iter(table.primary_key.columns)).name
+        await connection.execute(
+            statement.on_duplicate_key_update({key: statement.inserted[key]}), list(rows)
+        )
+        return
+    await connection.execute(sqlite_insert(table).on_conflict_do_nothing(), list(rows))

@@ -19,6 +19,7 @@ from tessera.model.workflow import Rule, Workflow
 from tessera.storage.automation_ports import ScheduledStep
 from tessera.storage.sql.documents import SqlDocumentStore, document_table
 from tessera.storage.sql.tables import metadata
+from tessera.storage.sql.upsert import insert_new
 
 rules = document_table("rules")
 workflows = document_table("workflows")
@@ -31,8 +32,15 @@ scheduled_steps = sa.Table(
     sa.Column("due", sa.Double, nullable=False),
     sa.Column("leased_until", sa.Double, nullable=False),
     sa.Column("doc", sa.JSON, nullable=False),
+    # The mark of the request that scheduled the step (released by its commit).
+    sa.Column("request", sa.String(32), nullable=True),
     sa.Index("scheduled_steps_due", "leased_until", "due"),
+    sa.Index("scheduled_steps_by_request", "tenant", "request"),
 )
+
+# A held step's lease: it runs out long after anyone will be around (never, in practice), so
+# claim_due does not take the step until ``release`` sets it to 0.
+HELD_UNTIL = 1e15
 
 
 def rule_store(engine: AsyncEngine) -> SqlDocumentStore[Rule]:
@@ -47,23 +55,64 @@ class SqlScheduleStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def add(self, steps: builtins.list[ScheduledStep]) -> None:
+    async def add(self, steps: builtins.list[ScheduledStep], *, held: bool = False) -> None:
         if not steps:
             return
         async with self._engine.begin() as connection:
-            await connection.execute(
-                scheduled_steps.insert(),
+            await insert_new(
+                connection,
+                scheduled_steps,
                 [
                     {
                         "tenant": step.tenant,
                         "id": step.id,
                         "due": step.due.timestamp(),
-                        "leased_until": 0.0,
+                        "leased_until": HELD_UNTIL if held else 0.0,
                         "doc": msgspec.to_builtins(step),
+                        "request": step.request,
                     }
                     for step in steps
                 ],
             )
+
+    async def release(self, tenant: str, request: str) -> int:
+        table = scheduled_steps
+        async with self._engine.begin() as connection:
+            released = await connection.execute(
+                table.update()
+                .where(
+                    table.c.tenant == tenant,
+                    table.c.request == request,
+                    table.c.leased_until == HELD_UNTIL,
+                )
+                .values(leased_until=0.0)
+            )
+        return int(released.rowcount or 0)
+
+    async def held(self, before: datetime, *, limit: int) -> builtins.list[ScheduledStep]:
+        table = scheduled_steps
+        async with self._engine.connect() as connection:
+            rows = await connection.execute(
+                sa.select(table.c.doc)
+                .where(table.c.leased_until == HELD_UNTIL)
+                .order_by(table.c.due)
+                .limit(limit)
+            )
+            steps = [msgspec.convert(row.doc, ScheduledStep) for row in rows]
+        # Few rows are ever held for long (only after a crash): filtered here, not indexed.
+        return sorted((s for s in steps if s.created < before), key=lambda s: s.created)
+
+    async def drop_held(self, tenant: str, request: str) -> int:
+        table = scheduled_steps
+        async with self._engine.begin() as connection:
+            dropped = await connection.execute(
+                table.delete().where(
+                    table.c.tenant == tenant,
+                    table.c.request == request,
+                    table.c.leased_until == HELD_UNTIL,
+                )
+            )
+        return int(dropped.rowcount or 0)
 
     async def claim_due(
         self, now: datetime, *, limit: int, lease_s: float
