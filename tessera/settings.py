@@ -230,6 +230,41 @@ class Settings(BaseSettings):
     redis_db: int = Field(
         0, ge=0, validation_alias="REDIS_DB", description="Redis logical database number."
     )
+    redis_connect_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        validation_alias="TESSERA_REDIS_CONNECT_TIMEOUT_SECONDS",
+        description="Seconds to open a connection to Redis before the request answers 503.",
+    )
+    redis_timeout_seconds: float = Field(
+        5.0,
+        gt=1.0,
+        le=300,
+        validation_alias="TESSERA_REDIS_TIMEOUT_SECONDS",
+        description=(
+            "Seconds Redis may take to answer one command before the request answers 503 "
+            "(commands are not retried). More than 1 s: the Redis Streams queue's reads block "
+            "for up to a second."
+        ),
+    )
+    redis_pool_size: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        validation_alias="TESSERA_REDIS_POOL_SIZE",
+        description="Connections to Redis per process at most; more requests wait for one.",
+    )
+    redis_pool_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=300,
+        validation_alias="TESSERA_REDIS_POOL_TIMEOUT_SECONDS",
+        description=(
+            "Seconds a request waits for a free Redis connection when all "
+            "`TESSERA_REDIS_POOL_SIZE` are busy, before it answers 503."
+        ),
+    )
     redis_prefix: str = Field(
         "tessera",
         min_length=1,
@@ -246,6 +281,17 @@ class Settings(BaseSettings):
         description=(
             "Seconds a Redis lock outlives a holder that stopped renewing it (crashed "
             "process); live holders renew it every third of this time."
+        ),
+    )
+    lock_wait_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        validation_alias="TESSERA_LOCK_WAIT_SECONDS",
+        description=(
+            "Seconds a request waits for a profile or session another request holds (Redis "
+            "locks) before it answers 503. A lock whose holder lost Redis mid-request stays "
+            "taken until `TESSERA_LOCK_TTL_SECONDS` runs out."
         ),
     )
     source_cache_seconds: float = Field(

@@ -23,6 +23,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from tessera.storage.redis.client import KeySpace
+from tessera.storage.redis.outage import redis_port
 
 R = TypeVar("R", bound=msgspec.Struct)
 
@@ -59,20 +60,24 @@ class RedisRecordCache(Generic[R]):
     def _key(self, key: str) -> str:
         return self._space.key(self._kind, key)
 
+    @redis_port
     async def get(self, key: str) -> R | None:
         if not self.enabled:
             return None
         raw = await self._get(keys=[self._key(key)], args=[self._ttl_ms])
         return self._decode(raw) if raw else None
 
+    @redis_port
     async def put(self, key: str, record: R) -> None:
         if self.enabled:
             await self._client.set(self._key(key), self._encode(record), px=self._ttl_ms)
 
+    @redis_port
     async def fill(self, key: str, record: R) -> None:
         if self.enabled:
             await self._client.set(self._key(key), self._encode(record), px=self._ttl_ms, nx=True)
 
+    @redis_port
     async def discard(self, *keys: str) -> None:
         if not self.enabled or not keys:
             return

@@ -8,6 +8,7 @@ import math
 from redis.asyncio import Redis
 
 from tessera.storage.redis.client import KeySpace, tenant_key
+from tessera.storage.redis.outage import redis_port
 
 
 class RedisDedupKeys:
@@ -15,6 +16,7 @@ class RedisDedupKeys:
         self._client = client
         self._space = keys
 
+    @redis_port
     async def claim(self, tenant: str, key: str, ttl_s: float) -> bool:
         name = self._space.key("dedup", tenant_key(tenant, key))
         ttl_ms = max(1, math.ceil(ttl_s * 1000))

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from tessera.storage.redis.client import KeySpace, tenant_key
 from tessera.storage.redis.expiry_index import ExpiryIndex
+from tessera.storage.redis.outage import redis_port
 from tessera.storage.redis.tokens import epoch
 
 
@@ -31,6 +32,7 @@ class RedisKeyValueStore:
         self._encode = msgspec.json.Encoder().encode
         self._decode = msgspec.json.Decoder(_Stored).decode
 
+    @redis_port
     async def get(self, tenant: str, key: str, now: datetime) -> Any | None:
         raw = await self._client.get(self._index.data_key(tenant_key(tenant, key)))
         if raw is None:
@@ -40,6 +42,7 @@ class RedisKeyValueStore:
             return None
         return stored.value
 
+    @redis_port
     async def set(
         self, tenant: str, key: str, value: Any, *, ttl_s: float | None, now: datetime
     ) -> None:
@@ -56,6 +59,7 @@ class RedisKeyValueStore:
                 pipe.zadd(self._index.key, {member: expires})
             await pipe.execute()
 
+    @redis_port
     async def delete(self, tenant: str, key: str) -> bool:
         member = tenant_key(tenant, key)
         async with self._client.pipeline(transaction=True) as pipe:
@@ -64,5 +68,6 @@ class RedisKeyValueStore:
             deleted, _removed = await pipe.execute()
         return bool(deleted)
 
+    @redis_port
     async def purge_expired(self, now: datetime) -> int:
         return await self._index.purge(epoch(now))

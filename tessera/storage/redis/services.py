@@ -61,7 +61,9 @@ def redis_services(
     keys = KeySpace(prefix if prefix is not None else settings.redis_prefix)
     return RedisServices(
         client=client,
-        locks=RedisLocks(client, keys, ttl_s=settings.lock_ttl_seconds),
+        locks=RedisLocks(
+            client, keys, ttl_s=settings.lock_ttl_seconds, max_wait_s=settings.lock_wait_seconds
+        ),
         profile_cache=RedisRecordCache(
             client, keys, "profile", Profile, ttl_s=settings.keep_profile_in_cache_for
         ),
