@@ -470,11 +470,34 @@ class Settings(BaseSettings):
         description="Extra connections opened beyond the pool under load, closed when returned.",
     )
     mysql_pool_timeout: float = Field(
-        30.0,
+        2.0,
         gt=0,
         le=3600,
         validation_alias="MYSQL_CONNECTION__POOL_TIMEOUT",
-        description="Seconds a request waits for a free MySQL/MariaDB connection before failing.",
+        description=(
+            "Seconds a request waits for a free MySQL/MariaDB connection when the pool and its "
+            "overflow are all busy, before it answers 503."
+        ),
+    )
+    mysql_connect_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        validation_alias="TESSERA_MYSQL_CONNECT_TIMEOUT_SECONDS",
+        description=(
+            "Seconds to open a TCP connection to MySQL/MariaDB before the request answers 503."
+        ),
+    )
+    mysql_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        validation_alias="TESSERA_MYSQL_TIMEOUT_SECONDS",
+        description=(
+            "Seconds MySQL/MariaDB may stay silent while Tessera waits for an answer (the "
+            "greeting of a new connection, or a statement's result) before the request "
+            "answers 503. `tessera migrate` does not use it: a migration may take long."
+        ),
     )
     mysql_pool_recycle: int = Field(
         3600,

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tessera.model.workflow import Rule, Workflow
 from tessera.storage.automation_ports import ScheduledStep
 from tessera.storage.sql.documents import SqlDocumentStore, document_table
+from tessera.storage.sql.outage import begin, connect
 from tessera.storage.sql.tables import metadata
 
 rules = document_table("rules")
@@ -50,7 +51,7 @@ class SqlScheduleStore:
     async def add(self, steps: builtins.list[ScheduledStep]) -> None:
         if not steps:
             return
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             await connection.execute(
                 scheduled_steps.insert(),
                 [
@@ -70,7 +71,7 @@ class SqlScheduleStore:
     ) -> builtins.list[ScheduledStep]:
         moment = now.timestamp()
         table = scheduled_steps
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             rows = (
                 await connection.execute(
                     sa.select(table.c.tenant, table.c.id, table.c.doc)
@@ -105,7 +106,7 @@ class SqlScheduleStore:
         return claimed
 
     async def done(self, tenant: str, step_id: str) -> None:
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             await connection.execute(
                 scheduled_steps.delete().where(
                     scheduled_steps.c.tenant == tenant, scheduled_steps.c.id == step_id
@@ -113,7 +114,7 @@ class SqlScheduleStore:
             )
 
     async def pending(self, tenant: str) -> builtins.list[ScheduledStep]:
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             result = await connection.execute(
                 sa.select(scheduled_steps.c.doc)
                 .where(scheduled_steps.c.tenant == tenant)
