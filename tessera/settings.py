@@ -606,6 +606,38 @@ class Settings(BaseSettings):
             "busy meanwhile."
         ),
     )
+    elastic_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        validation_alias="TESSERA_ELASTIC_TIMEOUT_SECONDS",
+        description=(
+            "Seconds one Elasticsearch request (connecting included) may take while serving "
+            "before it counts as failed; a request that timed out is not sent again by the "
+            "client. The `tessera storage` and `tessera backup` commands wait longer (30 s)."
+        ),
+    )
+    elastic_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        validation_alias="TESSERA_ELASTIC_RETRIES",
+        description=(
+            "Times the Elasticsearch client sends a request again, to another node where "
+            "there is one, when the connection failed (refused, reset); never after a timeout."
+        ),
+    )
+    elastic_retry_budget_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=600,
+        validation_alias="TESSERA_ELASTIC_RETRY_BUDGET_SECONDS",
+        description=(
+            "Seconds the record writer keeps retrying a batch that failed for a reason that "
+            "may pass (no answer, 429, 5xx) before its callers answer 503. A write already "
+            "running when the budget ends still gets its full `TESSERA_ELASTIC_TIMEOUT_SECONDS`."
+        ),
+    )
     elastic_index_prefix: str = Field(
         "tessera",
         pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$",
