@@ -8,12 +8,13 @@ import math
 from redis.asyncio import Redis
 
 from tessera.storage.redis.client import KeySpace, tenant_key
-from tessera.storage.redis.outage import redis_port
+from tessera.storage.redis.outage import RedisHealth, redis_port
 
 
 class RedisDedupKeys:
-    def __init__(self, client: Redis, keys: KeySpace) -> None:
+    def __init__(self, client: Redis, keys: KeySpace, *, health: RedisHealth | None = None) -> None:
         self._client = client
+        self.health = health or RedisHealth()
         self._space = keys
 
     @redis_port

@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 
 from tessera.errors import StorageUnavailable
 from tessera.storage.redis.client import KeySpace
-from tessera.storage.redis.outage import OUTAGES, RedisUnavailable, is_outage, unavailable
+from tessera.storage.redis.outage import RedisHealth, RedisUnavailable, redis_port
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +94,12 @@ class RedisLocks:
         *,
         ttl_s: float,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        health: RedisHealth | None = None,
     ) -> None:
         if ttl_s <= 0:
             raise ValueError("the lock TTL must be positive")
         self._client = client
+        self.health = health or RedisHealth()
         self._space = keys
         self._fence_counter = keys.single("lock-fence")
         self.ttl_ms = max(1, round(ttl_s * 1000))
@@ -119,6 +121,7 @@ class RedisLocks:
     def lock_key(self, key: str) -> str:
         return self._space.key("lock", key)
 
+    @redis_port
     async def take(self, keys: list[str], values: list[str]) -> list[int] | None:
         """Take every key (with its value) or none; their fencing tokens, or None."""
         names = [self.lock_key(key) for key in keys]
@@ -127,10 +130,12 @@ class RedisLocks:
             return None
         return [int(fence) for fence in found]
 
+    @redis_port
     async def renew(self, keys: list[str], values: list[str]) -> int:
         names = [self.lock_key(key) for key in keys]
         return int(await self._renew(keys=names, args=[self.ttl_ms, *values]))
 
+    @redis_port
     async def release(self, keys: list[str], values: list[str]) -> int:
         names = [self.lock_key(key) for key in keys]
         return int(await self._release(keys=names, args=values))
@@ -169,11 +174,8 @@ class RedisLockSet:
             if not await self._take_now(self._wanted):
                 for key in self._wanted:
                     await self._take_waiting(key)
-        except OUTAGES as error:
-            self._let_go_later()
-            raise unavailable(error) from error
-        except BaseException:
-            await self._let_go()
+        except BaseException as error:
+            await self._let_go(cut_off=isinstance(error, RedisUnavailable))
             raise
         return self
 
@@ -183,19 +185,11 @@ class RedisLockSet:
         value: BaseException | None,
         _traceback: TracebackType | None,
     ) -> None:
-        if value is not None and _cut_off_from_redis(value):
-            # The answer is a 503 anyway; it need not wait once more for a Redis that just
-            # failed. The keys expire on their own within the TTL if the release fails too.
-            self._let_go_later()
-            return
-        await self._let_go()
+        await self._let_go(cut_off=isinstance(value, RedisUnavailable))
 
     async def try_add(self, keys: Iterable[str]) -> bool:
         """Take every key that is free right now, or none of them; never waits."""
-        try:
-            return await self._take_now(sorted(set(keys) - self._held.keys()))
-        except OUTAGES as error:
-            raise unavailable(error) from error
+        return await self._take_now(sorted(set(keys) - self._held.keys()))
 
     async def still_held(self) -> bool:
         """Whether every key still holds this holder's value; extends them while at it, so the
@@ -204,10 +198,7 @@ class RedisLockSet:
         if not self._held:
             return True
         keys = list(self._held)
-        try:
-            renewed = await self._owner.renew(keys, [self._held[key][0] for key in keys])
-        except OUTAGES as error:
-            raise unavailable(error) from error
+        renewed = await self._owner.renew(keys, [self._held[key][0] for key in keys])
         return renewed == len(keys)
 
     async def _take_now(self, keys: list[str]) -> bool:
@@ -220,7 +211,7 @@ class RedisLockSet:
             # Cancelled (or cut off) after Redis may have run the script: the values are ours
             # alone, so releasing them is safe whether it did or not. Cut off, the release is
             # not waited for: it would most likely wait a whole timeout more for nothing.
-            if is_outage(error):
+            if isinstance(error, RedisUnavailable):
                 self._owner.release_later(self._release_quietly(keys, values))
             else:
                 await self._release_quietly(keys, values)
@@ -251,7 +242,7 @@ class RedisLockSet:
             keys = list(self._held)
             try:
                 renewed = await self._owner.renew(keys, [self._held[key][0] for key in keys])
-            except OUTAGES as exc:
+            except RedisUnavailable as exc:
                 # Retried at the next tick; ``still_held`` reports the loss if it comes to that.
                 log.warning("could not renew %d lock(s): %s", len(keys), exc)
                 continue
@@ -260,18 +251,11 @@ class RedisLockSet:
                     "%d of %d lock(s) expired under their holder", len(keys) - renewed, len(keys)
                 )
 
-    async def _let_go(self) -> None:
-        held = self._stop_holding()
-        if held:
-            await self._release_quietly(list(held), [value for value, _fence in held.values()])
-
-    def _let_go_later(self) -> None:
-        held = self._stop_holding()
-        if held:
-            values = [value for value, _fence in held.values()]
-            self._owner.release_later(self._release_quietly(list(held), values))
-
-    def _stop_holding(self) -> dict[str, tuple[str, int]]:
+    async def _let_go(self, *, cut_off: bool = False) -> None:
+        """Stop renewing and release. ``cut_off`` (this holder failed for want of Redis), or
+        Redis failing the last command: the release is left to finish on its own rather than
+        waited for; it would most likely make the answer wait a whole timeout more, and the
+        keys expire within the TTL anyway if it fails too."""
         # The renewal is stopped, not waited for: a cancellation landing inside a Redis call
         # can be lost (it has been seen to be), and a late renewal is harmless anyway — it only
         # extends keys still holding this holder's value, and release deletes those.
@@ -280,21 +264,23 @@ class RedisLockSet:
         if renewal is not None:
             renewal.cancel()
         held, self._held = self._held, {}
-        return held
+        if not held:
+            return
+        release = self._release_quietly(list(held), [value for value, _fence in held.values()])
+        if cut_off or self._owner.health.failing:
+            self._owner.release_later(release)
+        else:
+            await release
 
     async def _release_quietly(self, keys: list[str], values: list[str]) -> None:
         """Release; when Redis cannot be reached the keys expire on their own within the TTL,
         so the failure is logged rather than hiding the caller's own outcome."""
         try:
             await self._owner.release(keys, values)
-        except OUTAGES as exc:
+        except RedisUnavailable as exc:
             log.warning(
                 "could not release %d lock(s); they expire on their own: %s", len(keys), exc
             )
-
-
-def _cut_off_from_redis(error: BaseException) -> bool:
-    return isinstance(error, RedisUnavailable) or is_outage(error)
 
 
 class _RedisHolding:

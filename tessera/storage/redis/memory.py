@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from tessera.storage.redis.client import KeySpace, tenant_key
 from tessera.storage.redis.expiry_index import ExpiryIndex
-from tessera.storage.redis.outage import redis_port
+from tessera.storage.redis.outage import RedisHealth, redis_port
 from tessera.storage.redis.tokens import epoch
 
 
@@ -26,8 +26,9 @@ class _Stored(msgspec.Struct, array_like=True):
 
 
 class RedisKeyValueStore:
-    def __init__(self, client: Redis, keys: KeySpace) -> None:
+    def __init__(self, client: Redis, keys: KeySpace, *, health: RedisHealth | None = None) -> None:
         self._client = client
+        self.health = health or RedisHealth()
         self._index = ExpiryIndex(client, keys.single("memory-expiry"), keys.key("memory", ""))
         self._encode = msgspec.json.Encoder().encode
         self._decode = msgspec.json.Decoder(_Stored).decode

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from tessera.model.user import AccessToken
 from tessera.storage.redis.client import KeySpace
 from tessera.storage.redis.expiry_index import ExpiryIndex
-from tessera.storage.redis.outage import redis_port
+from tessera.storage.redis.outage import RedisHealth, redis_port
 
 # KEYS: the token. Revokes a known, not yet revoked token; answers 1 when it did.
 _REVOKE = """
@@ -35,8 +35,9 @@ def epoch(moment: datetime) -> float:
 
 
 class RedisTokenStore:
-    def __init__(self, client: Redis, keys: KeySpace) -> None:
+    def __init__(self, client: Redis, keys: KeySpace, *, health: RedisHealth | None = None) -> None:
         self._client = client
+        self.health = health or RedisHealth()
         self._index = ExpiryIndex(client, keys.single("token-expiry"), keys.key("token", ""))
         self._encode = msgspec.json.Encoder().encode
         self._decode = msgspec.json.Decoder(AccessToken).decode
