@@ -10,6 +10,7 @@ every event ends up acknowledged once the service is back; anything else than 20
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import httpx
 
 # A client that waits longer than this for one answer counts it as a hang.
 CLIENT_TIMEOUT_S = 30.0
+# The pause before sending a 503'd event again (shorter than Retry-After, to keep tests short).
 RETRY_PAUSE_S = 0.1
 
 
@@ -83,12 +85,24 @@ class Traffic:
 
 
 class TrackLoad:
-    """Workers sending ``/track`` until ``stop()``; then ``drain()`` until every worker's
-    last event is acknowledged (or the time is up)."""
+    """Workers sending ``/track`` until ``stop()`` (or ``each`` events); ``drain()`` waits
+    until every worker's last event is acknowledged (or the time is up)."""
 
-    def __init__(self, base_url: str, source: str, run: str, workers: int) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        source: str,
+        run: str,
+        workers: int,
+        *,
+        each: int | None = None,
+        retry_pause_s: float = RETRY_PAUSE_S,
+    ) -> None:
+        """``each``: events per worker at most (None: until ``stop()``)."""
         self._base_url = base_url
         self._source = source
+        self._each = each
+        self._retry_pause_s = retry_pause_s
         self.traffic = Traffic(run, [Visitor(i, f"{run}-visitor-{i}") for i in range(workers)])
         self._sending = True
         self._tasks: list[asyncio.Task[None]] = []
@@ -109,7 +123,6 @@ class TrackLoad:
 
     async def drain(self, timeout_s: float) -> bool:
         """Whether every worker finished (its last event acknowledged) within ``timeout_s``."""
-        self.stop()
         done, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
         for task in pending:
             task.cancel()
@@ -121,7 +134,7 @@ class TrackLoad:
 
     async def _work(self, visitor: Visitor) -> None:
         number = 0
-        while self._sending:
+        while self._sending and (self._each is None or number < self._each):
             event_id = f"{visitor.session}-e{number}"
             await self._until_acknowledged(visitor, event_id)
             number += 1
@@ -135,7 +148,7 @@ class TrackLoad:
                 return
             if answer.status not in (503, 0):
                 return  # a violation, recorded; the event is given up
-            await asyncio.sleep(RETRY_PAUSE_S)
+            await asyncio.sleep(self._retry_pause_s * random.uniform(0.5, 1.5))
 
     async def _send(self, visitor: Visitor, event_id: str) -> Answer:
         assert self._client is not None
@@ -194,22 +207,35 @@ async def run_with_outage(
     await asyncio.sleep(during_s)
     await asyncio.to_thread(restore)
     await asyncio.sleep(after_s)
+    load.stop()
     return await load.drain(drain_s)
 
 
-def stored_events(admin: httpx.Client, run: str, visitor: int) -> list[str]:
-    """The ids of the events stored for one visitor of one run (every copy, by search)."""
-    where = f"event@properties.run == '{run}' AND event@properties.visitor == {visitor}"
-    ids: list[str] = []
+def stored_events(admin: httpx.Client, run: str) -> dict[int, list[str]]:
+    """The ids of the events stored for each visitor of one run (every copy, by search)."""
+    stored: dict[int, list[str]] = {}
     cursor: str | None = None
     while True:
-        body: dict[str, Any] = {"where": where, "limit": 1000}
+        body: dict[str, Any] = {"where": f"event@properties.run == '{run}'", "limit": 1000}
         if cursor:
             body["cursor"] = cursor
         answer = admin.post("/events/search", json=body)
         answer.raise_for_status()
         page = answer.json()
-        ids += [event["id"] for event in page["result"]]
+        for event in page["result"]:
+            stored.setdefault(event["properties"]["visitor"], []).append(event["id"])
         cursor = page["next_cursor"]
         if not cursor or not page["result"]:
-            return ids
+            return stored
+
+
+def logged_problems(log: str, limit: int = 12) -> str:
+    """The server log's distinct ERROR and WARNING lines (time stripped), most frequent first:
+    to say in a failed assertion what the server saw."""
+    counts: dict[str, int] = {}
+    for line in log.splitlines():
+        if " ERROR " in line or " WARNING " in line:
+            text = line.split(" ", 2)[-1][:200]
+            counts[text] = counts.get(text, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: -item[1])[:limit]
+    return "\n".join(f"{count:5} {text}" for text, count in ranked)
