@@ -188,6 +188,42 @@ class TrackLoad:
         )
 
 
+@dataclass
+class ApiProbe:
+    """Management API requests made while the server is away: what they answered."""
+
+    base_url: str
+    token: str
+    paths: list[tuple[str, str, dict[str, Any] | None]]  # method, path, JSON body
+    answers: list[tuple[str, int, float, str | None]] = field(default_factory=list)
+
+    async def run(self, until: asyncio.Event) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=CLIENT_TIMEOUT_S
+        ) as client:
+            while not until.is_set():
+                for method, path, body in self.paths:
+                    started = time.monotonic()
+                    try:
+                        response = await client.request(method, path, json=body)
+                        status, retry_after = (
+                            response.status_code,
+                            response.headers.get("retry-after"),
+                        )
+                    except httpx.HTTPError:
+                        status, retry_after = 0, None
+                    self.answers.append((path, status, time.monotonic() - started, retry_after))
+                await asyncio.sleep(0.2)
+
+    def violations(self, bound_s: float) -> list[tuple[str, int, float, str | None]]:
+        return [
+            a
+            for a in self.answers
+            if a[1] not in (200, 503) or (a[1] == 503 and not a[3]) or a[2] > bound_s
+        ]
+
+
 async def run_with_outage(
     load: TrackLoad,
     *,
@@ -197,14 +233,21 @@ async def run_with_outage(
     during_s: float,
     after_s: float,
     drain_s: float,
+    probe: ApiProbe | None = None,
 ) -> bool:
     """Traffic before, during and after an outage; whether every worker drained in time.
+    ``probe`` asks the management API over and over while the server is away.
 
     ``cut`` and ``restore`` switch the relay (they block briefly, so they run in a thread)."""
     await load.start()
     await asyncio.sleep(before_s)
     await asyncio.to_thread(cut)
+    back = asyncio.Event()
+    probing = asyncio.create_task(probe.run(back)) if probe is not None else None
     await asyncio.sleep(during_s)
+    back.set()
+    if probing is not None:
+        await probing
     await asyncio.to_thread(restore)
     await asyncio.sleep(after_s)
     load.stop()
