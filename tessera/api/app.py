@@ -116,4 +116,5 @@ async def _outage_or_bug(request: Request, error: Exception) -> JSONResponse:
     if not is_outage(error):
         raise error
     log.warning("%s: storage outage not reported by its store", request.url.path, exc_info=error)
-    return await _tessera_error(request, StorageUnavailable(f"storage unavailable: {error}; retry"))
+    unavailable = StorageUnavailable(f"storage unavailable ({type(error).__name__}); retry")
+    return await _tessera_error(request, unavailable)

@@ -99,7 +99,8 @@ class CollectionApp:
         traceback, to find the store that let it through). Anything else is a bug: 500."""
         if self._is_outage(error):
             log.warning("%s: storage outage not reported by its store", path, exc_info=error)
-            await _send_error(send, StorageUnavailable(f"storage unavailable: {error}; retry"))
+            kind = type(error).__name__
+            await _send_error(send, StorageUnavailable(f"storage unavailable ({kind}); retry"))
             return
         log.error("%s: unexpected error", path, exc_info=error)
         await send_json(send, 500, {"detail": "internal error (logged)"}, CORS_HEADERS)

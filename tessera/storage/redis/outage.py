@@ -48,7 +48,9 @@ class RedisUnavailable(StorageUnavailable):
 
 
 def unavailable(error: BaseException) -> RedisUnavailable:
-    return RedisUnavailable(f"Redis is unavailable ({type(error).__name__}: {error}); retry")
+    # The kind of failure only: the message (host, port) is not for anonymous clients; the
+    # error stays the cause, for the logs.
+    return RedisUnavailable(f"Redis is unavailable ({type(error).__name__}); retry")
 
 
 class RedisHealth:

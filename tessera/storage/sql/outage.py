@@ -68,9 +68,13 @@ def _driver_says_outage(error: BaseException | None) -> bool:
 
 
 def unavailable(error: BaseException) -> DatabaseUnavailable:
+    # The kind of failure and the server's error number only: the message (host, statement)
+    # is not for anonymous clients; the error stays the cause, for the logs.
     cause = getattr(error, "orig", None) or error
+    args = getattr(cause, "args", ())
+    code = f" {args[0]}" if args and isinstance(args[0], int) else ""
     return DatabaseUnavailable(
-        f"the configuration database is unavailable ({type(cause).__name__}: {cause}); retry"
+        f"the configuration database is unavailable ({type(cause).__name__}{code}); retry"
     )
 
 
