@@ -230,6 +230,41 @@ class Settings(BaseSettings):
     redis_db: int = Field(
         0, ge=0, validation_alias="REDIS_DB", description="Redis logical database number."
     )
+    redis_connect_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        validation_alias="TESSERA_REDIS_CONNECT_TIMEOUT_SECONDS",
+        description="Seconds to open a connection to Redis before the request answers 503.",
+    )
+    redis_timeout_seconds: float = Field(
+        5.0,
+        gt=1.0,
+        le=300,
+        validation_alias="TESSERA_REDIS_TIMEOUT_SECONDS",
+        description=(
+            "Seconds Redis may take to answer one command before the request answers 503 "
+            "(commands are not retried). More than 1 s: the Redis Streams queue's reads block "
+            "for up to a second."
+        ),
+    )
+    redis_pool_size: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        validation_alias="TESSERA_REDIS_POOL_SIZE",
+        description="Connections to Redis per process at most; more requests wait for one.",
+    )
+    redis_pool_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=300,
+        validation_alias="TESSERA_REDIS_POOL_TIMEOUT_SECONDS",
+        description=(
+            "Seconds a request waits for a free Redis connection when all "
+            "`TESSERA_REDIS_POOL_SIZE` are busy, before it answers 503."
+        ),
+    )
     redis_prefix: str = Field(
         "tessera",
         min_length=1,
@@ -246,6 +281,17 @@ class Settings(BaseSettings):
         description=(
             "Seconds a Redis lock outlives a holder that stopped renewing it (crashed "
             "process); live holders renew it every third of this time."
+        ),
+    )
+    lock_wait_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        validation_alias="TESSERA_LOCK_WAIT_SECONDS",
+        description=(
+            "Seconds a request waits for a profile or session another request holds (Redis "
+            "locks) before it answers 503. A lock whose holder lost Redis mid-request stays "
+            "taken until `TESSERA_LOCK_TTL_SECONDS` runs out."
         ),
     )
     source_cache_seconds: float = Field(
@@ -424,11 +470,34 @@ class Settings(BaseSettings):
         description="Extra connections opened beyond the pool under load, closed when returned.",
     )
     mysql_pool_timeout: float = Field(
-        30.0,
+        2.0,
         gt=0,
         le=3600,
         validation_alias="MYSQL_CONNECTION__POOL_TIMEOUT",
-        description="Seconds a request waits for a free MySQL/MariaDB connection before failing.",
+        description=(
+            "Seconds a request waits for a free MySQL/MariaDB connection when the pool and its "
+            "overflow are all busy, before it answers 503."
+        ),
+    )
+    mysql_connect_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        validation_alias="TESSERA_MYSQL_CONNECT_TIMEOUT_SECONDS",
+        description=(
+            "Seconds to open a TCP connection to MySQL/MariaDB before the request answers 503."
+        ),
+    )
+    mysql_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        validation_alias="TESSERA_MYSQL_TIMEOUT_SECONDS",
+        description=(
+            "Seconds MySQL/MariaDB may stay silent while Tessera waits for an answer (the "
+            "greeting of a new connection, or a statement's result) before the request "
+            "answers 503. `tessera migrate` does not use it: a migration may take long."
+        ),
     )
     mysql_pool_recycle: int = Field(
         3600,
@@ -535,6 +604,38 @@ class Settings(BaseSettings):
             "Bulk requests the Elasticsearch writer sends at once. Each waits for its refresh "
             "(so that a read right after a write sees it); several in flight keep the cluster "
             "busy meanwhile."
+        ),
+    )
+    elastic_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        validation_alias="TESSERA_ELASTIC_TIMEOUT_SECONDS",
+        description=(
+            "Seconds one Elasticsearch request (connecting included) may take while serving "
+            "before it counts as failed; a request that timed out is not sent again by the "
+            "client. The `tessera storage` and `tessera backup` commands wait longer (30 s)."
+        ),
+    )
+    elastic_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        validation_alias="TESSERA_ELASTIC_RETRIES",
+        description=(
+            "Times the Elasticsearch client sends a request again, to another node where "
+            "there is one, when the connection failed (refused, reset); never after a timeout."
+        ),
+    )
+    elastic_retry_budget_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=600,
+        validation_alias="TESSERA_ELASTIC_RETRY_BUDGET_SECONDS",
+        description=(
+            "Seconds the record writer keeps retrying a batch that failed for a reason that "
+            "may pass (no answer, 429, 5xx) before its callers answer 503. A write already "
+            "running when the budget ends still gets its full `TESSERA_ELASTIC_TIMEOUT_SECONDS`."
         ),
     )
     elastic_index_prefix: str = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -32,6 +33,9 @@ from tessera.errors import StorageUnavailable, TesseraError, Unauthorized
 from tessera.ops.gc_tuning import tune_for_serving
 from tessera.runtime import Runtime, build_runtime
 from tessera.settings import Settings
+from tessera.storage.outages import OUTAGE_ERROR_TYPES, is_outage
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -62,7 +66,7 @@ def create_app(
         openapi_url="/openapi.json" if settings.api_docs else None,
     )
     api.state.runtime = runtime
-    api.add_exception_handler(TesseraError, _tessera_error)
+    add_error_handlers(api)
     for module in (
         health,
         install,
@@ -85,7 +89,16 @@ def create_app(
         sources=runtime.sources,
         intake=runtime.intake,
         fallback=BodySizeLimit(api, limit=settings.max_body_bytes),
+        is_outage=is_outage,
     )
+
+
+def add_error_handlers(api: FastAPI) -> None:
+    """Tessera's errors answer with their status; a storage client's outage that got past its
+    store still answers 503 with Retry-After (see ``_outage_or_bug``)."""
+    api.add_exception_handler(TesseraError, _tessera_error)
+    for error_type in OUTAGE_ERROR_TYPES:
+        api.add_exception_handler(error_type, _outage_or_bug)
 
 
 async def _tessera_error(_request: Request, error: Exception) -> JSONResponse:
@@ -94,3 +107,14 @@ async def _tessera_error(_request: Request, error: Exception) -> JSONResponse:
     if isinstance(error, StorageUnavailable):
         headers = {"Retry-After": str(error.retry_after)}
     return JSONResponse({"detail": error.message}, status_code=error.status_code, headers=headers)
+
+
+async def _outage_or_bug(request: Request, error: Exception) -> JSONResponse:
+    """The last-resort boundary of the management API for the errors of storage clients that
+    got past a store: an outage is still a 503 with Retry-After (logged with its traceback, to
+    find the store that let it through); anything else is raised on, to the framework's 500."""
+    if not is_outage(error):
+        raise error
+    log.warning("%s: storage outage not reported by its store", request.url.path, exc_info=error)
+    unavailable = StorageUnavailable(f"storage unavailable ({type(error).__name__}); retry")
+    return await _tessera_error(request, unavailable)

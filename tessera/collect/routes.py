@@ -3,6 +3,8 @@ pipeline. An ASGI app in front of the management API, so collection pays for no 
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -40,6 +42,8 @@ from tessera.settings import Settings
 
 ASGIApp = Any
 
+log = logging.getLogger(__name__)
+
 
 class CollectionApp:
     """Answers /track and /collect/…; passes every other request to ``fallback``."""
@@ -51,11 +55,15 @@ class CollectionApp:
         sources: SourceDirectory,
         intake: Intake,
         fallback: ASGIApp,
+        is_outage: Callable[[BaseException], bool],
     ) -> None:
         self._settings = settings
         self._sources = sources
         self._intake = intake
         self._fallback = fallback
+        # Whether an error no store turned into StorageUnavailable is still a storage outage
+        # (storage/outages.py; given, as collection imports no backend).
+        self._is_outage = is_outage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -78,12 +86,24 @@ class CollectionApp:
                     return
                 result = await self._collect(scope, receive, path)
         except TesseraError as error:
-            headers = CORS_HEADERS
-            if isinstance(error, StorageUnavailable):
-                headers = [*CORS_HEADERS, (b"retry-after", str(error.retry_after).encode())]
-            await send_json(send, error.status_code, {"detail": error.message}, headers)
+            await _send_error(send, error)
+            return
+        except Exception as error:  # noqa: BLE001 - the last-resort boundary of collection
+            await self._send_unexpected(send, path, error)
             return
         await send_json(send, 200, _answer(result), CORS_HEADERS)
+
+    async def _send_unexpected(self, send: Send, path: str, error: Exception) -> None:
+        """An error that is no TesseraError. A storage outage that got past its store without
+        becoming StorageUnavailable is still one: 503 with Retry-After (logged with its
+        traceback, to find the store that let it through). Anything else is a bug: 500."""
+        if self._is_outage(error):
+            log.warning("%s: storage outage not reported by its store", path, exc_info=error)
+            kind = type(error).__name__
+            await _send_error(send, StorageUnavailable(f"storage unavailable ({kind}); retry"))
+            return
+        log.error("%s: unexpected error", path, exc_info=error)
+        await send_json(send, 500, {"detail": "internal error (logged)"}, CORS_HEADERS)
 
     async def _track(self, scope: Scope, receive: Receive) -> IngestResult:
         body = await read_body(scope, receive, self._settings.max_body_bytes)
@@ -163,6 +183,13 @@ class CollectionApp:
         raise InvalidPayload(
             f"content type {content_type!r} is not supported; send JSON or a urlencoded form"
         )
+
+
+async def _send_error(send: Send, error: TesseraError) -> None:
+    headers = CORS_HEADERS
+    if isinstance(error, StorageUnavailable):
+        headers = [*CORS_HEADERS, (b"retry-after", str(error.retry_after).encode())]
+    await send_json(send, error.status_code, {"detail": error.message}, headers)
 
 
 def _given(reference: Any) -> str | None:

@@ -7,6 +7,7 @@ than storage.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,8 @@ from tessera.model.source import EventSource
 from tessera.pipeline.cache import RecordCachePort
 from tessera.pipeline.locks import LockSetLike
 from tessera.storage.ports import ChangeSet, ProfileStore, RecordWriter, SessionStore
+
+log = logging.getLogger(__name__)
 
 # Merges a request follows from the id it was given to the profile that survived them all.
 MAX_MERGE_HOPS = 8
@@ -82,7 +85,10 @@ class VisitorDirectory:
         so one killed between its commit and putting the new versions back must leave a miss
         (read again from storage), not the version before, which the next request would build
         on and so lose this one's changes. With ``put_back`` the committed profiles and
-        sessions are put back afterwards, saving the next request a storage read."""
+        sessions are put back afterwards, saving the next request a storage read; that is best
+        effort: once the records are committed, a cache that cannot be reached must not turn
+        the request into an error the client would retry (storing its events twice), and a
+        missing entry is a miss, read again from storage."""
         profile_keys = [_key(p.tenant, p.id) for p in changes.profiles]
         profile_keys += [_key(r.profile.tenant, r.profile.id) for r in changes.retired]
         profile_keys += [_key(tenant, profile_id) for tenant, profile_id in changes.restored]
@@ -98,10 +104,14 @@ class VisitorDirectory:
             await self.session_cache.discard(*session_keys)
         await writer.commit(changes)
         if put_back:
-            for profile in changes.profiles:
-                await self.profile_cache.put(_key(profile.tenant, profile.id), profile)
-            for session in changes.sessions:
-                await self.session_cache.put(_key(session.tenant, session.id), session)
+            try:
+                for profile in changes.profiles:
+                    await self.profile_cache.put(_key(profile.tenant, profile.id), profile)
+                for session in changes.sessions:
+                    await self.session_cache.put(_key(session.tenant, session.id), session)
+            except StorageUnavailable as exc:
+                # The rest is not tried: it would most likely wait as long for nothing.
+                log.warning("committed records not put back in the cache: %s", exc)
 
     async def candidate_profile(
         self,

@@ -118,6 +118,8 @@ def build_elastic_records(settings: Settings) -> ElasticRecordBackend:
         username=settings.elastic_username,
         password=settings.elastic_password,
         verify_certs=settings.elastic_verify_certs,
+        request_timeout_s=settings.elastic_timeout_seconds,
+        retries=settings.elastic_retries,
     )
     general = IndexShape(settings.elastic_index_shards, settings.elastic_index_replicas)
 
@@ -149,4 +151,5 @@ def build_elastic_records(settings: Settings) -> ElasticRecordBackend:
         batch_size=settings.writer_batch_size,
         flush_interval_s=settings.writer_flush_interval_ms / 1000,
         max_in_flight=settings.elastic_bulks_in_flight,
+        retry_budget_s=settings.elastic_retry_budget_seconds,
     )

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from elasticsearch import AsyncElasticsearch
+from elastic_transport import ConnectionError as TransportConnectionError
+from elastic_transport import ConnectionTimeout
+from elasticsearch import ApiError, AsyncElasticsearch
 from elasticsearch.serializer import JsonSerializer, NdjsonSerializer
 
 _encoder = msgspec.json.Encoder()
@@ -42,7 +44,12 @@ class ElasticConnection:
     # Never logged: __repr__ leaves it out.
     password: str | None = None
     verify_certs: bool = True
+    # Serving uses TESSERA_ELASTIC_TIMEOUT_SECONDS; the maintenance commands keep this default.
     request_timeout_s: float = 30.0
+    # Sent again after a failed connection (to another node where there is one, or a 429,
+    # 502, 503 or 504 answer); never after a timeout, which would make one request wait
+    # several timeouts (TESSERA_ELASTIC_RETRIES).
+    retries: int = 2
 
     def __repr__(self) -> str:
         return f"ElasticConnection(hosts={self.hosts!r}, username={self.username!r})"
@@ -77,6 +84,8 @@ def open_client(connection: ElasticConnection) -> AsyncElasticsearch:
         hosts,
         verify_certs=connection.verify_certs,
         request_timeout=connection.request_timeout_s,
+        max_retries=connection.retries,
+        retry_on_timeout=False,
         # The client's default puts a node that failed a few times aside for up to 30 s: with
         # one node (or a small cluster) a short hiccup would turn into half a minute of 503s.
         # Tessera's writer retries on its own; come back to a node within a second.
@@ -87,3 +96,18 @@ def open_client(connection: ElasticConnection) -> AsyncElasticsearch:
         },
         **options,
     )
+
+
+# Answers that say the cluster cannot serve now: too many requests, or a server (or a proxy in
+# front of it) failing or unavailable.
+OVERLOADED = 429
+
+
+def is_outage(error: BaseException) -> bool:
+    """An error that means the cluster is away, slow or overloaded (worth a retry later): no
+    connection, no answer in time, 429 or 5xx. A 4xx refusal of the request is not one."""
+    if isinstance(error, TransportConnectionError | ConnectionTimeout):
+        return True
+    if isinstance(error, ApiError):
+        return error.meta.status == OVERLOADED or error.meta.status >= 500
+    return False

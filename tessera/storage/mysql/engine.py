@@ -14,7 +14,11 @@ Choices made here, and why:
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tessera.errors import ConfigurationError
@@ -40,9 +44,19 @@ def mysql_url(settings: Settings) -> sa.URL:
     )
 
 
-def mysql_engine(settings: Settings) -> AsyncEngine:
-    """A pooled engine; nothing connects until the first use (start-up checks reachability)."""
-    return create_async_engine(
+def mysql_engine(settings: Settings, *, migrating: bool = False) -> AsyncEngine:
+    """A pooled engine; nothing connects until the first use (start-up checks reachability).
+
+    Every wait is bounded, so a server that is gone, silent or overloaded costs a request
+    one timeout and then a 503 (the stores turn the errors into StorageUnavailable,
+    sql/outage.py): a free connection from the pool within ``MYSQL_CONNECTION__POOL_TIMEOUT``;
+    the TCP connection within ``TESSERA_MYSQL_CONNECT_TIMEOUT_SECONDS``; every answer (the
+    server's greeting included) within ``TESSERA_MYSQL_TIMEOUT_SECONDS``. The driver's writes
+    only fill a buffer, so a silent server shows as the read that waits for its answer.
+    ``migrating``: no read timeout, for Alembic (a long ALTER, or waiting for the migration
+    lock another process holds, is no outage).
+    """
+    engine = create_async_engine(
         mysql_url(settings),
         pool_size=settings.mysql_pool_size,
         max_overflow=settings.mysql_max_overflow,
@@ -50,7 +64,32 @@ def mysql_engine(settings: Settings) -> AsyncEngine:
         pool_recycle=settings.mysql_pool_recycle,
         pool_pre_ping=True,
         isolation_level="READ COMMITTED",
+        connect_args={
+            "connect_timeout": settings.mysql_connect_timeout_seconds,
+            "read_timeout": None if migrating else settings.mysql_timeout_seconds,
+        },
     )
+    event.listen(engine.sync_engine, "do_connect", _connect_or_report_why_not)
+    return engine
+
+
+# The MySQL client's error number for "Can't connect to MySQL server".
+CR_CONN_HOST_ERROR = 2003
+
+
+def _connect_or_report_why_not(
+    dialect: Dialect, _record: object, cargs: list[Any], cparams: dict[str, Any]
+) -> Any:
+    """Connect as SQLAlchemy would. asyncmy lets a bare RuntimeError out when the server resets
+    the connection right after accepting it (setting keep-alive on a socket already gone);
+    it is the driver's own "Can't connect" (2003) here, so it is seen as the outage it is."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except RuntimeError as error:
+        dbapi: Any = dialect.loaded_dbapi
+        raise dbapi.OperationalError(
+            CR_CONN_HOST_ERROR, f"Can't connect to MySQL server ({error})"
+        ) from error
 
 
 def describe_server(settings: Settings) -> str:

@@ -11,7 +11,7 @@ a message that says what to do. A server that cannot be reached, or refuses the 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from tessera.storage.sql.migrate import (
     schema_state,
     upgrade,
 )
+from tessera.storage.sql.outage import DatabaseUnavailable
 from tessera.storage.sql.stores import SqlSchemaStore
 
 # What a driver raises when the server is not there or refuses the login: the connect error
@@ -44,7 +45,8 @@ class MigratedSchemaStore(SqlSchemaStore):
 
     ``where`` names the server for messages (see ``describe_server``); ``secret`` is the
     password, scrubbed from any server error that would quote it; ``migrations`` is the
-    revisions' folder (another one only in tests).
+    revisions' folder (another one only in tests); ``migration_engine`` makes the engine the
+    migrations run on (closed after them), one without the serving engine's read timeout.
     """
 
     def __init__(
@@ -54,17 +56,19 @@ class MigratedSchemaStore(SqlSchemaStore):
         where: str,
         secret: str | None = None,
         migrations: Path = MIGRATIONS_DIR,
+        migration_engine: Callable[[], AsyncEngine] | None = None,
     ) -> None:
         super().__init__(engine)
         self._where = where
         self._secret = secret
         self._migrations = migrations
+        self._migration_engine = migration_engine
 
     @asynccontextmanager
     async def _reaching(self) -> AsyncIterator[None]:
         try:
             yield
-        except _UNREACHABLE as error:
+        except (*_UNREACHABLE, DatabaseUnavailable) as error:
             raise StorageUnavailable(
                 f"cannot use the configuration database at {self._where}: {self._reason(error)}"
             ) from None
@@ -108,8 +112,14 @@ class MigratedSchemaStore(SqlSchemaStore):
         before = await self.state()
         if not before.known:
             await self.check()  # raises: this code cannot migrate a newer schema
-        async with self._reaching():
-            await upgrade(self._engine, on_step, self._migrations)
+        # Its own engine where given: one without the serving engine's read timeout.
+        engine = self._migration_engine() if self._migration_engine else self._engine
+        try:
+            async with self._reaching():
+                await upgrade(engine, on_step, self._migrations)
+        finally:
+            if engine is not self._engine:
+                await engine.dispose()
         return before
 
     async def create_schema(self) -> None:

@@ -4,7 +4,8 @@ Records are kept msgspec-encoded with a sliding expiry (``KEEP_PROFILE_IN_CACHE_
 ``KEEP_SESSION_IN_CACHE_FOR``); each read decodes a private copy, as ``RecordCache`` does.
 
 Staleness is what a shared cache must not allow, and three rules keep it out:
-- ``put`` (after a commit, under the record's lock) always overwrites;
+- ``put`` (after a commit, under the record's lock) always overwrites (but is left out while
+  Redis is failing: the record is a miss already);
 - ``fill`` (after a storage read, without the lock) writes only when the key is empty, so a read
   that raced a commit cannot overwrite the newer record the committer put back;
 - ``discard`` (before every commit of the record, see ``VisitorDirectory.commit``) leaves a
@@ -23,6 +24,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from tessera.storage.redis.client import KeySpace
+from tessera.storage.redis.outage import RedisHealth
 
 R = TypeVar("R", bound=msgspec.Struct)
 
@@ -41,9 +43,17 @@ return value
 
 class RedisRecordCache(Generic[R]):
     def __init__(
-        self, client: Redis, keys: KeySpace, kind: str, record_type: type[R], *, ttl_s: float
+        self,
+        client: Redis,
+        keys: KeySpace,
+        kind: str,
+        record_type: type[R],
+        *,
+        ttl_s: float,
+        health: RedisHealth | None = None,
     ) -> None:
         self._client = client
+        self.health = health or RedisHealth()
         self._space = keys
         self._kind = kind
         self._ttl_ms = round(ttl_s * 1000)
@@ -62,24 +72,31 @@ class RedisRecordCache(Generic[R]):
     async def get(self, key: str) -> R | None:
         if not self.enabled:
             return None
-        raw = await self._get(keys=[self._key(key)], args=[self._ttl_ms])
+        with self.health.watch():
+            raw = await self._get(keys=[self._key(key)], args=[self._ttl_ms])
         return self._decode(raw) if raw else None
 
     async def put(self, key: str, record: R) -> None:
-        if self.enabled:
-            await self._client.set(self._key(key), self._encode(record), px=self._ttl_ms)
+        # Only ever after a commit whose records were made misses first (discard): while
+        # Redis fails, leaving the miss costs nothing, and waiting for Redis would.
+        if self.enabled and not self.health.failing:
+            with self.health.watch():
+                await self._client.set(self._key(key), self._encode(record), px=self._ttl_ms)
 
     async def fill(self, key: str, record: R) -> None:
         if self.enabled:
-            await self._client.set(self._key(key), self._encode(record), px=self._ttl_ms, nx=True)
+            encoded = self._encode(record)
+            with self.health.watch():
+                await self._client.set(self._key(key), encoded, px=self._ttl_ms, nx=True)
 
     async def discard(self, *keys: str) -> None:
         if not self.enabled or not keys:
             return
-        if len(keys) == 1:
-            await self._client.set(self._key(keys[0]), TOMBSTONE, px=self._tombstone_ms)
-            return
-        async with self._client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.set(self._key(key), TOMBSTONE, px=self._tombstone_ms)
-            await pipe.execute()
+        with self.health.watch():
+            if len(keys) == 1:
+                await self._client.set(self._key(keys[0]), TOMBSTONE, px=self._tombstone_ms)
+                return
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.set(self._key(key), TOMBSTONE, px=self._tombstone_ms)
+                await pipe.execute()

@@ -24,14 +24,15 @@ import asyncio
 import logging
 import random
 import secrets
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from types import TracebackType
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from tessera.errors import StorageUnavailable
 from tessera.storage.redis.client import KeySpace
+from tessera.storage.redis.outage import RedisHealth, RedisUnavailable, redis_port
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,10 @@ return released
 FIRST_PAUSE_S = 0.002
 LONGEST_PAUSE_S = 0.05
 # A key busy for longer than this is reported (503) rather than waited for forever: a live
-# holder renews without end, so a stuck one would otherwise pile up every request behind it.
-DEFAULT_MAX_WAIT_S = 30.0
+# holder renews without end, so a stuck one would otherwise pile up every request behind it;
+# and a key whose holder was cut off from Redis stays taken until its TTL runs out
+# (TESSERA_LOCK_WAIT_SECONDS).
+DEFAULT_MAX_WAIT_S = 10.0
 
 
 class RedisLocks:
@@ -91,10 +94,12 @@ class RedisLocks:
         *,
         ttl_s: float,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        health: RedisHealth | None = None,
     ) -> None:
         if ttl_s <= 0:
             raise ValueError("the lock TTL must be positive")
         self._client = client
+        self.health = health or RedisHealth()
         self._space = keys
         self._fence_counter = keys.single("lock-fence")
         self.ttl_ms = max(1, round(ttl_s * 1000))
@@ -103,6 +108,8 @@ class RedisLocks:
         self._take = client.register_script(_TAKE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        # Releases left to finish on their own, so the tasks are not collected meanwhile.
+        self._releasing: set[asyncio.Task[None]] = set()
 
     def hold(self, key: str) -> _RedisHolding:
         return _RedisHolding(RedisLockSet(self, [key]))
@@ -114,6 +121,7 @@ class RedisLocks:
     def lock_key(self, key: str) -> str:
         return self._space.key("lock", key)
 
+    @redis_port
     async def take(self, keys: list[str], values: list[str]) -> list[int] | None:
         """Take every key (with its value) or none; their fencing tokens, or None."""
         names = [self.lock_key(key) for key in keys]
@@ -122,13 +130,20 @@ class RedisLocks:
             return None
         return [int(fence) for fence in found]
 
+    @redis_port
     async def renew(self, keys: list[str], values: list[str]) -> int:
         names = [self.lock_key(key) for key in keys]
         return int(await self._renew(keys=names, args=[self.ttl_ms, *values]))
 
+    @redis_port
     async def release(self, keys: list[str], values: list[str]) -> int:
         names = [self.lock_key(key) for key in keys]
         return int(await self._release(keys=names, args=values))
+
+    def release_later(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work, name="tessera-lock-release")
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
 
 
 class RedisLockSet:
@@ -159,18 +174,18 @@ class RedisLockSet:
             if not await self._take_now(self._wanted):
                 for key in self._wanted:
                     await self._take_waiting(key)
-        except BaseException:
-            await self._let_go()
+        except BaseException as error:
+            await self._let_go(cut_off=isinstance(error, RedisUnavailable))
             raise
         return self
 
     async def __aexit__(
         self,
         _type: type[BaseException] | None,
-        _value: BaseException | None,
+        value: BaseException | None,
         _traceback: TracebackType | None,
     ) -> None:
-        await self._let_go()
+        await self._let_go(cut_off=isinstance(value, RedisUnavailable))
 
     async def try_add(self, keys: Iterable[str]) -> bool:
         """Take every key that is free right now, or none of them; never waits."""
@@ -178,15 +193,12 @@ class RedisLockSet:
 
     async def still_held(self) -> bool:
         """Whether every key still holds this holder's value; extends them while at it, so the
-        commit that follows has a whole TTL. A Redis that cannot answer counts as lost."""
+        commit that follows has a whole TTL. A Redis that cannot answer is RedisUnavailable:
+        nothing may be committed either way."""
         if not self._held:
             return True
         keys = list(self._held)
-        try:
-            renewed = await self._owner.renew(keys, [self._held[key][0] for key in keys])
-        except RedisError as exc:
-            log.warning("could not check the locks held: %s", exc)
-            return False
+        renewed = await self._owner.renew(keys, [self._held[key][0] for key in keys])
         return renewed == len(keys)
 
     async def _take_now(self, keys: list[str]) -> bool:
@@ -195,10 +207,14 @@ class RedisLockSet:
         values = [secrets.token_hex(12) for _ in keys]
         try:
             fences = await self._owner.take(keys, values)
-        except BaseException:
+        except BaseException as error:
             # Cancelled (or cut off) after Redis may have run the script: the values are ours
-            # alone, so releasing them is safe whether it did or not.
-            await self._release_quietly(keys, values)
+            # alone, so releasing them is safe whether it did or not. Cut off, the release is
+            # not waited for: it would most likely wait a whole timeout more for nothing.
+            if isinstance(error, RedisUnavailable):
+                self._owner.release_later(self._release_quietly(keys, values))
+            else:
+                await self._release_quietly(keys, values)
             raise
         if fences is None:
             return False
@@ -226,7 +242,7 @@ class RedisLockSet:
             keys = list(self._held)
             try:
                 renewed = await self._owner.renew(keys, [self._held[key][0] for key in keys])
-            except RedisError as exc:
+            except RedisUnavailable as exc:
                 # Retried at the next tick; ``still_held`` reports the loss if it comes to that.
                 log.warning("could not renew %d lock(s): %s", len(keys), exc)
                 continue
@@ -235,7 +251,11 @@ class RedisLockSet:
                     "%d of %d lock(s) expired under their holder", len(keys) - renewed, len(keys)
                 )
 
-    async def _let_go(self) -> None:
+    async def _let_go(self, *, cut_off: bool = False) -> None:
+        """Stop renewing and release. ``cut_off`` (this holder failed for want of Redis), or
+        Redis failing the last command: the release is left to finish on its own rather than
+        waited for; it would most likely make the answer wait a whole timeout more, and the
+        keys expire within the TTL anyway if it fails too."""
         # The renewal is stopped, not waited for: a cancellation landing inside a Redis call
         # can be lost (it has been seen to be), and a late renewal is harmless anyway — it only
         # extends keys still holding this holder's value, and release deletes those.
@@ -244,15 +264,20 @@ class RedisLockSet:
         if renewal is not None:
             renewal.cancel()
         held, self._held = self._held, {}
-        if held:
-            await self._release_quietly(list(held), [value for value, _fence in held.values()])
+        if not held:
+            return
+        release = self._release_quietly(list(held), [value for value, _fence in held.values()])
+        if cut_off or self._owner.health.failing:
+            self._owner.release_later(release)
+        else:
+            await release
 
     async def _release_quietly(self, keys: list[str], values: list[str]) -> None:
         """Release; when Redis cannot be reached the keys expire on their own within the TTL,
         so the failure is logged rather than hiding the caller's own outcome."""
         try:
             await self._owner.release(keys, values)
-        except (RedisError, OSError) as exc:
+        except RedisUnavailable as exc:
             log.warning(
                 "could not release %d lock(s); they expire on their own: %s", len(keys), exc
             )

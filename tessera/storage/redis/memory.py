@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from tessera.storage.redis.client import KeySpace, tenant_key
 from tessera.storage.redis.expiry_index import ExpiryIndex
+from tessera.storage.redis.outage import RedisHealth, redis_port
 from tessera.storage.redis.tokens import epoch
 
 
@@ -25,12 +26,14 @@ class _Stored(msgspec.Struct, array_like=True):
 
 
 class RedisKeyValueStore:
-    def __init__(self, client: Redis, keys: KeySpace) -> None:
+    def __init__(self, client: Redis, keys: KeySpace, *, health: RedisHealth | None = None) -> None:
         self._client = client
+        self.health = health or RedisHealth()
         self._index = ExpiryIndex(client, keys.single("memory-expiry"), keys.key("memory", ""))
         self._encode = msgspec.json.Encoder().encode
         self._decode = msgspec.json.Decoder(_Stored).decode
 
+    @redis_port
     async def get(self, tenant: str, key: str, now: datetime) -> Any | None:
         raw = await self._client.get(self._index.data_key(tenant_key(tenant, key)))
         if raw is None:
@@ -40,6 +43,7 @@ class RedisKeyValueStore:
             return None
         return stored.value
 
+    @redis_port
     async def set(
         self, tenant: str, key: str, value: Any, *, ttl_s: float | None, now: datetime
     ) -> None:
@@ -56,6 +60,7 @@ class RedisKeyValueStore:
                 pipe.zadd(self._index.key, {member: expires})
             await pipe.execute()
 
+    @redis_port
     async def delete(self, tenant: str, key: str) -> bool:
         member = tenant_key(tenant, key)
         async with self._client.pipeline(transaction=True) as pipe:
@@ -64,5 +69,6 @@ class RedisKeyValueStore:
             deleted, _removed = await pipe.execute()
         return bool(deleted)
 
+    @redis_port
     async def purge_expired(self, now: datetime) -> int:
         return await self._index.purge(epoch(now))

@@ -26,6 +26,7 @@ from tessera.storage.redis.client import KeySpace, redis_client
 from tessera.storage.redis.dedup import RedisDedupKeys
 from tessera.storage.redis.locks import RedisLocks
 from tessera.storage.redis.memory import RedisKeyValueStore
+from tessera.storage.redis.outage import RedisHealth
 from tessera.storage.redis.tokens import RedisTokenStore
 
 
@@ -59,18 +60,36 @@ def redis_services(
 ) -> RedisServices:
     """The services on an existing client; ``prefix`` overrides ``TESSERA_REDIS_PREFIX``."""
     keys = KeySpace(prefix if prefix is not None else settings.redis_prefix)
+    # One for all: whether Redis failed the last command, whichever store sent it.
+    health = RedisHealth()
     return RedisServices(
         client=client,
-        locks=RedisLocks(client, keys, ttl_s=settings.lock_ttl_seconds),
+        locks=RedisLocks(
+            client,
+            keys,
+            ttl_s=settings.lock_ttl_seconds,
+            max_wait_s=settings.lock_wait_seconds,
+            health=health,
+        ),
         profile_cache=RedisRecordCache(
-            client, keys, "profile", Profile, ttl_s=settings.keep_profile_in_cache_for
+            client,
+            keys,
+            "profile",
+            Profile,
+            ttl_s=settings.keep_profile_in_cache_for,
+            health=health,
         ),
         session_cache=RedisRecordCache(
-            client, keys, "session", Session, ttl_s=settings.keep_session_in_cache_for
+            client,
+            keys,
+            "session",
+            Session,
+            ttl_s=settings.keep_session_in_cache_for,
+            health=health,
         ),
-        tokens=RedisTokenStore(client, keys),
-        memory=RedisKeyValueStore(client, keys),
-        dedup=RedisDedupKeys(client, keys),
+        tokens=RedisTokenStore(client, keys, health=health),
+        memory=RedisKeyValueStore(client, keys, health=health),
+        dedup=RedisDedupKeys(client, keys, health=health),
         where=f"REDIS_HOST={settings.redis_host}:{settings.redis_port}",
     )
 

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from tessera.model.user import AccessToken
 from tessera.storage.redis.client import KeySpace
 from tessera.storage.redis.expiry_index import ExpiryIndex
+from tessera.storage.redis.outage import RedisHealth, redis_port
 
 # KEYS: the token. Revokes a known, not yet revoked token; answers 1 when it did.
 _REVOKE = """
@@ -34,13 +35,15 @@ def epoch(moment: datetime) -> float:
 
 
 class RedisTokenStore:
-    def __init__(self, client: Redis, keys: KeySpace) -> None:
+    def __init__(self, client: Redis, keys: KeySpace, *, health: RedisHealth | None = None) -> None:
         self._client = client
+        self.health = health or RedisHealth()
         self._index = ExpiryIndex(client, keys.single("token-expiry"), keys.key("token", ""))
         self._encode = msgspec.json.Encoder().encode
         self._decode = msgspec.json.Decoder(AccessToken).decode
         self._revoke = client.register_script(_REVOKE)
 
+    @redis_port
     async def add(self, token: AccessToken) -> None:
         key = self._index.data_key(token.digest)
         expires = epoch(token.expires)
@@ -54,6 +57,7 @@ class RedisTokenStore:
             pipe.zadd(self._index.key, {token.digest: expires})
             await pipe.execute()
 
+    @redis_port
     async def get_valid(self, digest: str, now: datetime) -> AccessToken | None:
         raw, revoked = await self._client.hmget(self._index.data_key(digest), ["token", "revoked"])
         if raw is None or revoked != b"0":
@@ -63,8 +67,10 @@ class RedisTokenStore:
             return None
         return token
 
+    @redis_port
     async def revoke(self, digest: str) -> bool:
         return bool(await self._revoke(keys=[self._index.data_key(digest)]))
 
+    @redis_port
     async def purge_expired(self, now: datetime) -> int:
         return await self._index.purge(epoch(now))

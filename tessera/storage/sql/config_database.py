@@ -26,10 +26,11 @@ def uses_mysql(settings: Settings) -> bool:
     return bool(settings.mysql_host)
 
 
-def config_engine(settings: Settings) -> AsyncEngine:
-    """The configuration store's engine: pooled MySQL/MariaDB, or the embedded SQLite file."""
+def config_engine(settings: Settings, *, migrating: bool = False) -> AsyncEngine:
+    """The configuration store's engine: pooled MySQL/MariaDB, or the embedded SQLite file.
+    ``migrating``: for Alembic, without the read timeout a request gets."""
     if uses_mysql(settings):
-        return mysql_engine(settings)
+        return mysql_engine(settings, migrating=migrating)
     return sqlite_engine(settings.data_dir)
 
 
@@ -37,7 +38,10 @@ def config_schema_store(engine: AsyncEngine, settings: Settings) -> SqlSchemaSto
     """The SchemaStore (and SharedValues) for ``engine``, made by ``config_engine(settings)``."""
     if uses_mysql(settings):
         return MigratedSchemaStore(
-            engine, where=describe_server(settings), secret=settings.mysql_password
+            engine,
+            where=describe_server(settings),
+            secret=settings.mysql_password,
+            migration_engine=lambda: mysql_engine(settings, migrating=True),
         )
     return SqlSchemaStore(engine)
 

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tessera.model.consent import ConsentType
+from tessera.storage.sql.outage import begin, connect
 from tessera.storage.sql.tables import metadata
 
 consent_types = sa.Table(
@@ -31,7 +32,7 @@ class SqlConsentTypeStore:
         self._engine = engine
 
     async def get(self, tenant: str, consent_id: str) -> ConsentType | None:
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             result = await connection.execute(
                 sa.select(consent_types).where(
                     consent_types.c.tenant == tenant, consent_types.c.id == consent_id
@@ -41,7 +42,7 @@ class SqlConsentTypeStore:
         return _from_row(row) if row is not None else None
 
     async def list(self, tenant: str) -> list[ConsentType]:
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             result = await connection.execute(
                 sa.select(consent_types)
                 .where(consent_types.c.tenant == tenant)
@@ -52,7 +53,7 @@ class SqlConsentTypeStore:
     async def save(self, consent: ConsentType) -> None:
         document = _to_builtins(consent)
         key = (consent_types.c.tenant == consent.tenant) & (consent_types.c.id == consent.id)
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             updated = await connection.execute(
                 consent_types.update().where(key).values(doc=document)
             )
@@ -64,7 +65,7 @@ class SqlConsentTypeStore:
                 )
 
     async def delete(self, tenant: str, consent_id: str) -> bool:
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             result = await connection.execute(
                 consent_types.delete().where(
                     consent_types.c.tenant == tenant, consent_types.c.id == consent_id

@@ -30,6 +30,7 @@ from tessera.model.destination import (
     OutboxMessage,
 )
 from tessera.storage.sql.documents import SqlDocumentStore, document_table
+from tessera.storage.sql.outage import begin, connect
 from tessera.storage.sql.tables import metadata
 from tessera.storage.sql.upsert import insert_new
 
@@ -132,11 +133,11 @@ class SqlOutboxStore:
     async def add(self, messages: builtins.list[OutboxMessage]) -> None:
         if not messages:
             return
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             await insert_new(connection, outbox, [_row(message) for message in messages])
 
     async def release(self, tenant: str, request: str, now: datetime) -> int:
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             released = await connection.execute(
                 outbox.update()
                 .where(
@@ -149,7 +150,7 @@ class SqlOutboxStore:
         return int(released.rowcount or 0)
 
     async def held(self, before: datetime, *, limit: int) -> builtins.list[OutboxMessage]:
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             rows = await connection.execute(
                 sa.select(outbox)
                 .where(outbox.c.state == "held", outbox.c.created < before.timestamp())
@@ -159,7 +160,7 @@ class SqlOutboxStore:
             return [_message(row) for row in rows]
 
     async def drop_held(self, tenant: str, request: str) -> int:
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             dropped = await connection.execute(
                 outbox.delete().where(
                     outbox.c.tenant == tenant,
@@ -170,7 +171,7 @@ class SqlOutboxStore:
         return int(dropped.rowcount or 0)
 
     async def get(self, tenant: str, message_id: str) -> OutboxMessage | None:
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             row = (
                 await connection.execute(
                     sa.select(outbox).where(outbox.c.tenant == tenant, outbox.c.id == message_id)
@@ -186,7 +187,7 @@ class SqlOutboxStore:
         lease = secrets.token_hex(16)
         moment = now.timestamp()
         due = (outbox.c.state == "pending") & (outbox.c.due <= moment)
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             candidates = (
                 sa.select(outbox.c.id).where(due).order_by(outbox.c.due, outbox.c.id).limit(limit)
             )
@@ -218,7 +219,7 @@ class SqlOutboxStore:
         }
         if outcome.due is not None:
             values["due"] = outcome.due.timestamp()
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             await connection.execute(
                 delivery_attempts.insert().values(
                     tenant=attempt.tenant,
@@ -245,7 +246,7 @@ class SqlOutboxStore:
         self, tenant: str, *, limit: int, offset: int = 0
     ) -> tuple[builtins.list[OutboxMessage], int]:
         dead = (outbox.c.tenant == tenant) & (outbox.c.state == "dead")
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             total = await connection.scalar(sa.select(sa.func.count()).where(dead))
             rows = await connection.execute(
                 sa.select(outbox)
@@ -257,7 +258,7 @@ class SqlOutboxStore:
             return [_message(row) for row in rows], int(total or 0)
 
     async def replay(self, tenant: str, message_id: str, now: datetime) -> OutboxMessage | None:
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             updated = await connection.execute(
                 outbox.update()
                 .where(
@@ -274,7 +275,7 @@ class SqlOutboxStore:
     async def recent(
         self, tenant: str, destination_id: str, *, limit: int
     ) -> builtins.list[OutboxMessage]:
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             rows = await connection.execute(
                 sa.select(outbox)
                 .where(outbox.c.tenant == tenant, outbox.c.destination_id == destination_id)
@@ -285,7 +286,7 @@ class SqlOutboxStore:
 
     async def attempts(self, tenant: str, message_id: str) -> builtins.list[DeliveryAttempt]:
         table = delivery_attempts
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             rows = await connection.execute(
                 sa.select(table)
                 .where(table.c.tenant == tenant, table.c.message_id == message_id)
@@ -313,7 +314,7 @@ class SqlOutboxStore:
         if destination_id is not None:
             query = query.where(outbox.c.destination_id == destination_id)
         counts: dict[str, int] = dict.fromkeys(MESSAGE_STATES, 0)
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             for state, count in await connection.execute(query):
                 counts[state] = int(count)
         return counts

@@ -17,6 +17,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tessera.storage.sql.outage import begin, connect
 from tessera.storage.sql.tables import metadata
 
 
@@ -52,7 +53,7 @@ class SqlDocumentStore(Generic[D]):
 
     async def get(self, tenant: str, item_id: str) -> D | None:
         table = self._table
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             document = await connection.scalar(
                 sa.select(table.c.doc).where(table.c.tenant == tenant, table.c.id == item_id)
             )
@@ -60,7 +61,7 @@ class SqlDocumentStore(Generic[D]):
 
     async def list(self, tenant: str) -> builtins.list[D]:
         table = self._table
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             result = await connection.execute(
                 sa.select(table.c.doc)
                 .where(table.c.tenant == tenant)
@@ -72,7 +73,7 @@ class SqlDocumentStore(Generic[D]):
         table = self._table
         document = msgspec.to_builtins(item)
         key = (table.c.tenant == item.tenant) & (table.c.id == item.id)
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             updated = await connection.execute(table.update().where(key).values(doc=document))
             if updated.rowcount == 0:
                 await connection.execute(
@@ -86,7 +87,7 @@ class SqlDocumentStore(Generic[D]):
 
     async def delete(self, tenant: str, item_id: str) -> bool:
         table = self._table
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             result = await connection.execute(
                 table.delete().where(table.c.tenant == tenant, table.c.id == item_id)
             )

@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tessera.storage.sql.outage import begin, connect
 from tessera.storage.sql.tables import metadata
 from tessera.storage.sql.upsert import save_row
 
@@ -31,7 +32,7 @@ class SqlKeyValueStore:
         self._engine = engine
 
     async def get(self, tenant: str, key: str, now: datetime) -> Any | None:
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             row = (
                 await connection.execute(
                     sa.select(kv_memory.c.value, kv_memory.c.expires).where(
@@ -47,7 +48,7 @@ class SqlKeyValueStore:
         self, tenant: str, key: str, value: Any, *, ttl_s: float | None, now: datetime
     ) -> None:
         expires = now.timestamp() + ttl_s if ttl_s is not None else None
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             # Workflows of concurrent events often set the same new key: save_row is safe then.
             await save_row(
                 connection,
@@ -57,14 +58,14 @@ class SqlKeyValueStore:
             )
 
     async def delete(self, tenant: str, key: str) -> bool:
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             result = await connection.execute(
                 kv_memory.delete().where(kv_memory.c.tenant == tenant, kv_memory.c.key == key)
             )
         return bool(result.rowcount)
 
     async def purge_expired(self, now: datetime) -> int:
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             result = await connection.execute(
                 kv_memory.delete().where(kv_memory.c.expires <= now.timestamp())
             )

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tessera.model.processing import RULE_KINDS, ProcessingRule
 from tessera.storage.processing_ports import R
+from tessera.storage.sql.outage import begin, connect
 from tessera.storage.sql.tables import metadata
 
 processing_rules = sa.Table(
@@ -39,7 +40,7 @@ class SqlProcessingRuleStore:
         self._engine = engine
 
     async def get(self, tenant: str, kind: type[R], rule_id: str) -> R | None:
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             document = await connection.scalar(
                 sa.select(processing_rules.c.document).where(
                     processing_rules.c.tenant == tenant,
@@ -61,7 +62,7 @@ class SqlProcessingRuleStore:
             & (processing_rules.c.kind == rule.kind)
             & (processing_rules.c.id == rule.id)
         )
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             updated = await connection.execute(processing_rules.update().where(key).values(values))
             if updated.rowcount == 0:
                 await connection.execute(
@@ -71,7 +72,7 @@ class SqlProcessingRuleStore:
                 )
 
     async def delete(self, tenant: str, kind: type[ProcessingRule], rule_id: str) -> bool:
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             result = await connection.execute(
                 processing_rules.delete().where(
                     processing_rules.c.tenant == tenant,
@@ -82,7 +83,7 @@ class SqlProcessingRuleStore:
         return bool(result.rowcount)
 
     async def for_event_type(self, tenant: str, event_type: str) -> builtins.list[ProcessingRule]:
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             result = await connection.execute(
                 sa.select(processing_rules.c.kind, processing_rules.c.document)
                 .where(
@@ -104,7 +105,7 @@ class SqlProcessingRuleStore:
         )
         if event_type is not None:
             query = query.where(processing_rules.c.event_type == event_type)
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             result = await connection.execute(
                 query.order_by(processing_rules.c.created, processing_rules.c.id)
             )

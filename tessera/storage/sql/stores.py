@@ -13,6 +13,7 @@ from tessera.errors import Conflict
 from tessera.model.common import from_epoch
 from tessera.model.source import EventSource
 from tessera.model.user import AccessToken, User
+from tessera.storage.sql.outage import begin, connect
 from tessera.storage.sql.tables import (
     SCHEMA_VERSION,
     access_tokens,
@@ -48,7 +49,7 @@ class SqlSchemaStore:
         self._engine = engine
 
     async def create_schema(self) -> None:
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             await connection.run_sync(metadata.create_all)
             await connection.run_sync(_add_later_columns)
             found = await connection.scalar(
@@ -60,7 +61,7 @@ class SqlSchemaStore:
                 )
 
     async def keep_value(self, key: str, value: str) -> str:
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             stored = await connection.scalar(
                 sa.select(schema_meta.c.value).where(schema_meta.c.key == key)
             )
@@ -70,7 +71,7 @@ class SqlSchemaStore:
         return value
 
     async def installed_version(self) -> int | None:
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             has_table = await connection.run_sync(
                 lambda sync: sa.inspect(sync).has_table(schema_meta.name)
             )
@@ -100,7 +101,7 @@ class SqlSourceStore:
         self._engine = engine
 
     async def get(self, tenant: str, source_id: str) -> EventSource | None:
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             result = await connection.execute(
                 sa.select(event_sources).where(
                     event_sources.c.tenant == tenant, event_sources.c.id == source_id
@@ -110,7 +111,7 @@ class SqlSourceStore:
         return _source_from_row(row) if row is not None else None
 
     async def list(self, tenant: str) -> list[EventSource]:
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             result = await connection.execute(
                 sa.select(event_sources)
                 .where(event_sources.c.tenant == tenant)
@@ -127,7 +128,7 @@ class SqlSourceStore:
             "tags": list(source.tags),
         }
         key = (event_sources.c.tenant == source.tenant) & (event_sources.c.id == source.id)
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             updated = await connection.execute(event_sources.update().where(key).values(values))
             if updated.rowcount == 0:
                 await connection.execute(
@@ -140,7 +141,7 @@ class SqlSourceStore:
                 )
 
     async def delete(self, tenant: str, source_id: str) -> bool:
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             result = await connection.execute(
                 event_sources.delete().where(
                     event_sources.c.tenant == tenant, event_sources.c.id == source_id
@@ -166,7 +167,7 @@ class SqlUserStore:
         self._engine = engine
 
     async def _one(self, *conditions: sa.ColumnElement[bool]) -> User | None:
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             result = await connection.execute(sa.select(users).where(*conditions))
             row = result.first()
         return _user_from_row(row) if row is not None else None
@@ -179,7 +180,7 @@ class SqlUserStore:
 
     async def add(self, user: User) -> None:
         try:
-            async with self._engine.begin() as connection:
+            async with begin(self._engine) as connection:
                 await connection.execute(
                     users.insert().values(
                         tenant=user.tenant,
@@ -195,7 +196,7 @@ class SqlUserStore:
             raise Conflict(f"a user with e-mail {user.email!r} already exists") from exc
 
     async def count(self, tenant: str) -> int:
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             value = await connection.scalar(
                 sa.select(sa.func.count()).select_from(users).where(users.c.tenant == tenant)
             )
@@ -207,7 +208,7 @@ class SqlTokenStore:
         self._engine = engine
 
     async def add(self, token: AccessToken) -> None:
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             await connection.execute(
                 access_tokens.insert().values(
                     digest=token.digest,
@@ -220,7 +221,7 @@ class SqlTokenStore:
             )
 
     async def get_valid(self, digest: str, now: datetime) -> AccessToken | None:
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             result = await connection.execute(
                 sa.select(access_tokens).where(
                     access_tokens.c.digest == digest,
@@ -241,7 +242,7 @@ class SqlTokenStore:
         )
 
     async def revoke(self, digest: str) -> bool:
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             result = await connection.execute(
                 access_tokens.update()
                 .where(access_tokens.c.digest == digest, access_tokens.c.revoked.is_(False))
@@ -250,7 +251,7 @@ class SqlTokenStore:
         return bool(result.rowcount)
 
     async def purge_expired(self, now: datetime) -> int:
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             result = await connection.execute(
                 access_tokens.delete().where(access_tokens.c.expires <= _epoch(now))
             )

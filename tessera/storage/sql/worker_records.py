@@ -21,6 +21,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tessera.model.common import from_epoch
+from tessera.storage.sql.outage import begin, connect
 from tessera.storage.sql.tables import metadata
 from tessera.storage.sql.upsert import save_row
 from tessera.storage.worker_ports import DeadLetter, WorkerBeat
@@ -111,7 +112,7 @@ class SqlDeadLetterStore:
         self._engine = engine
 
     async def add(self, letter: DeadLetter) -> None:
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             await connection.execute(
                 queue_dead_letters.insert().values(
                     tenant=letter.tenant,
@@ -129,7 +130,7 @@ class SqlDeadLetterStore:
 
     async def get(self, tenant: str, letter_id: str) -> DeadLetter | None:
         table = queue_dead_letters
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             row = (
                 await connection.execute(
                     sa.select(table).where(table.c.tenant == tenant, table.c.id == letter_id)
@@ -141,7 +142,7 @@ class SqlDeadLetterStore:
         self, tenant: str, *, limit: int = 50, offset: int = 0
     ) -> tuple[builtins.list[DeadLetter], int]:
         table = queue_dead_letters
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             total = await connection.scalar(
                 sa.select(sa.func.count()).select_from(table).where(table.c.tenant == tenant)
             )
@@ -156,7 +157,7 @@ class SqlDeadLetterStore:
 
     async def delete(self, tenant: str, letter_id: str) -> bool:
         table = queue_dead_letters
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             deleted = await connection.execute(
                 table.delete().where(table.c.tenant == tenant, table.c.id == letter_id)
             )
@@ -164,7 +165,7 @@ class SqlDeadLetterStore:
 
     async def count(self, tenant: str) -> int:
         table = queue_dead_letters
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             total = await connection.scalar(
                 sa.select(sa.func.count()).select_from(table).where(table.c.tenant == tenant)
             )
@@ -176,7 +177,7 @@ class SqlWorkerBeats:
         self._engine = engine
 
     async def beat(self, beat: WorkerBeat) -> None:
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             await save_row(
                 connection,
                 queue_workers,
@@ -197,7 +198,7 @@ class SqlWorkerBeats:
 
     async def live(self, tenant: str, since: datetime) -> builtins.list[WorkerBeat]:
         table = queue_workers
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             rows = await connection.execute(
                 sa.select(table)
                 .where(table.c.tenant == tenant, table.c.seen >= _seconds(since))
@@ -207,13 +208,13 @@ class SqlWorkerBeats:
 
     async def forget(self, tenant: str, worker_id: str) -> None:
         table = queue_workers
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             await connection.execute(
                 table.delete().where(table.c.tenant == tenant, table.c.worker_id == worker_id)
             )
 
     async def purge(self, before: datetime) -> int:
         table = queue_workers
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             purged = await connection.execute(table.delete().where(table.c.seen < _seconds(before)))
         return int(purged.rowcount or 0)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tessera.model.workflow import Rule, Workflow
 from tessera.storage.automation_ports import ScheduledStep
 from tessera.storage.sql.documents import SqlDocumentStore, document_table
+from tessera.storage.sql.outage import begin, connect
 from tessera.storage.sql.tables import metadata
 from tessera.storage.sql.upsert import insert_new
 
@@ -58,7 +59,7 @@ class SqlScheduleStore:
     async def add(self, steps: builtins.list[ScheduledStep], *, held: bool = False) -> None:
         if not steps:
             return
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             await insert_new(
                 connection,
                 scheduled_steps,
@@ -77,7 +78,7 @@ class SqlScheduleStore:
 
     async def release(self, tenant: str, request: str) -> int:
         table = scheduled_steps
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             released = await connection.execute(
                 table.update()
                 .where(
@@ -91,7 +92,7 @@ class SqlScheduleStore:
 
     async def held(self, before: datetime, *, limit: int) -> builtins.list[ScheduledStep]:
         table = scheduled_steps
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             rows = await connection.execute(
                 sa.select(table.c.doc)
                 .where(table.c.leased_until == HELD_UNTIL)
@@ -104,7 +105,7 @@ class SqlScheduleStore:
 
     async def drop_held(self, tenant: str, request: str) -> int:
         table = scheduled_steps
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             dropped = await connection.execute(
                 table.delete().where(
                     table.c.tenant == tenant,
@@ -119,7 +120,7 @@ class SqlScheduleStore:
     ) -> builtins.list[ScheduledStep]:
         moment = now.timestamp()
         table = scheduled_steps
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             rows = (
                 await connection.execute(
                     sa.select(table.c.tenant, table.c.id, table.c.doc)
@@ -154,7 +155,7 @@ class SqlScheduleStore:
         return claimed
 
     async def done(self, tenant: str, step_id: str) -> None:
-        async with self._engine.begin() as connection:
+        async with begin(self._engine) as connection:
             await connection.execute(
                 scheduled_steps.delete().where(
                     scheduled_steps.c.tenant == tenant, scheduled_steps.c.id == step_id
@@ -162,7 +163,7 @@ class SqlScheduleStore:
             )
 
     async def pending(self, tenant: str) -> builtins.list[ScheduledStep]:
-        async with self._engine.connect() as connection:
+        async with connect(self._engine) as connection:
             result = await connection.execute(
                 sa.select(scheduled_steps.c.doc)
                 .where(scheduled_steps.c.tenant == tenant)

@@ -33,7 +33,7 @@ async def _run_from_settings() -> None:
     from tessera.settings import load_settings
     from tessera.storage.sql.config_database import config_engine
 
-    engine = config_engine(load_settings())
+    engine = config_engine(load_settings(), migrating=True)
     try:
         async with engine.begin() as connection:
             await connection.run_sync(_run)
