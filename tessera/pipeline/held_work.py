@@ -27,7 +27,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from tessera.errors import StorageUnavailable
 from tessera.model.common import utcnow
 from tessera.model.destination import OutboxMessage
 from tessera.ops.background import BackgroundLoop
@@ -86,25 +85,18 @@ class HeldWork:
         steps: list[ScheduledStep],
         messages: list[OutboxMessage],
     ) -> None:
-        """Step 1: keep the request's steps and messages, held. Raises StorageUnavailable when
-        they cannot be kept: the request then fails before its records are committed."""
-        try:
-            if steps and self._schedules is not None:
-                for step in steps:
-                    step.request = mark
-                await self._schedules.add(steps, held=True)
-            if messages and self._outbox is not None:
-                for message in messages:
-                    message.request = mark
-                    message.state = "held"
-                await self._outbox.add(messages)
-        except StorageUnavailable:
-            raise
-        except Exception as exc:  # the configuration store's own errors: come back later
-            log.exception("delayed steps or destination messages could not be kept")
-            raise StorageUnavailable(
-                "the delayed steps and destination messages of this request could not be kept"
-            ) from exc
+        """Step 1: keep the request's steps and messages, held. When the configuration store
+        is unavailable this raises (StorageUnavailable, a 503): the request then fails before
+        its records are committed, and its retry keeps them."""
+        if steps and self._schedules is not None:
+            for step in steps:
+                step.request = mark
+            await self._schedules.add(steps, held=True)
+        if messages and self._outbox is not None:
+            for message in messages:
+                message.request = mark
+                message.state = "held"
+            await self._outbox.add(messages)
 
     async def release(self, tenant: str, mark: str) -> list[str]:
         """Step 3: the request's records are stored; its held rows become due. A failure is

@@ -152,7 +152,15 @@ class Ingestor:
         deferred, result.deferred = result.deferred, None
         if deferred is not None and result.profile_id is not None:
             # Made now that this request holds nothing, waiting for the profiles it needs.
-            result.warnings += await self.merge_later(tenant, result.profile_id, *deferred)
+            # The request is stored: an outage now is a warning, never an error its client
+            # would answer by sending everything again.
+            try:
+                result.warnings += await self.merge_later(tenant, result.profile_id, *deferred)
+            except StorageUnavailable as exc:
+                log.warning("a merge asked for by a workflow was not made: %s", exc.message)
+                result.warnings.append(
+                    "a merge asked for by a workflow was not made: storage unavailable"
+                )
         return result
 
     async def _ingest_locked(
