@@ -25,6 +25,7 @@ from tests.support.elastic import URL as ELASTIC_URL
 from tests.support.elastic import require_elastic
 from tests.support.redis_service import REDIS_HOST, REDIS_PORT, new_client
 from tests.support.server import RunningServer, free_port, start_server
+from tests.support.services import service_missing
 from tests.support.tcp_proxy import TcpRelay
 
 PASSWORD = "side-by-side-password-42"
@@ -41,7 +42,7 @@ def _redis_or_skip() -> None:
     try:
         asyncio.run(ping())
     except Exception as error:  # noqa: BLE001 - any failure to reach it is a reason to skip
-        pytest.skip(
+        service_missing(
             f"REDIS NOT AVAILABLE at {REDIS_HOST}:{REDIS_PORT} ({error!r}); scripts/services up"
         )
 

@@ -13,12 +13,6 @@ import httpx
 import pytest
 
 
-@pytest.fixture(autouse=True, scope="module")
-def wired(api: httpx.Client) -> None:
-    if api.get("/event-types/builtin").status_code == 404:
-        pytest.skip("router not wired yet")
-
-
 def unique_type(prefix: str = "custom") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

@@ -47,6 +47,7 @@ from tessera.storage.elastic.fields import (
 )
 from tessera.storage.elastic.query import RESULT_WINDOW, search_page, to_query
 from tessera.storage.search import Cursor, SearchRequest, SortKey
+from tests.support.services import service_missing
 from tests.unit.test_query_evaluate import PROFILE, ROWS
 from tests.unit.test_query_sqlite import CONDITIONS, DOCS, VARIANTS, _literals, neighbours
 
@@ -71,7 +72,9 @@ def es() -> Iterator[Elasticsearch]:
     except Exception as error:  # noqa: BLE001 - any failure to reach it is a reason to skip
         client.close()
         reason = f"{type(error).__name__}: {error}"[:200]
-        pytest.skip(f"Elasticsearch at {URL} cannot be reached ({reason}); run scripts/services up")
+        service_missing(
+            f"Elasticsearch at {URL} cannot be reached ({reason}); run scripts/services up"
+        )
     yield client
     client.close()
 

@@ -28,6 +28,7 @@ from tessera.storage.elastic.retention import (
     policy_name,
 )
 from tests.support.elastic_cluster import URL, installation, reachable_client, unique_prefix
+from tests.support.services import service_missing
 
 NOW = datetime(2024, 5, 1, tzinfo=UTC)
 AGES = {"event": timedelta(days=30), "session": timedelta(days=30)}
@@ -211,7 +212,9 @@ def test_storage_retention_command() -> None:
         try:
             client.cluster.health(wait_for_status="yellow", timeout="10s")
         except Exception as error:  # noqa: BLE001 - any failure to reach it is a reason to skip
-            pytest.skip(f"Elasticsearch at {URL} cannot be reached ({error}); scripts/services up")
+            service_missing(
+                f"Elasticsearch at {URL} cannot be reached ({error}); scripts/services up"
+            )
         for index in (old, new, session):
             client.index(index=index, id="d", document={"id": "d"}, refresh=True)
         env = {

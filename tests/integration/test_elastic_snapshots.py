@@ -55,6 +55,7 @@ from tessera.storage.search import SearchRequest
 from tests.contract.test_record_stores import T0, make_event, make_profile, make_session
 from tests.support.elastic import drop_created_prefixes, drop_prefix, make_backend
 from tests.support.elastic_cluster import SMALL, URL, installation, reachable_client, unique_prefix
+from tests.support.services import service_missing
 
 TENANTS = ("acme", "Ünï")
 # The second, empty cluster of `scripts/services up elasticsearch-restore`.
@@ -68,7 +69,7 @@ def path_repo(client: Elasticsearch) -> Path:
     for node in (answer.body.get("nodes") or {}).values():
         roots = node["settings"]["path"]["repo"]
         return Path(roots[0] if isinstance(roots, list) else roots)
-    pytest.skip(f"Elasticsearch at {URL} has no path.repo; fs snapshots cannot be tested")
+    service_missing(f"Elasticsearch at {URL} has no path.repo; fs snapshots cannot be tested")
 
 
 class FsRepository:
@@ -112,7 +113,7 @@ async def second_cluster() -> AsyncIterator[AsyncElasticsearch]:
     except Exception as error:  # noqa: BLE001 - any failure to reach it is a reason to skip
         await client.close()
         reason = f"{type(error).__name__}: {error}"[:200]
-        pytest.skip(
+        service_missing(
             f"second Elasticsearch cluster at {RESTORE_URL} cannot be reached "
             f"({reason}); run `bash scripts/services up elasticsearch-restore`"
         )
@@ -276,7 +277,7 @@ async def test_restore_into_a_second_empty_cluster(
     second = second_cluster
     assert await cluster_uuid(second) != await cluster_uuid(client)  # really another cluster
     if not await _shares_path_repo(second, repository.location):
-        pytest.skip(f"the cluster at {RESTORE_URL} does not share path.repo with {URL}")
+        service_missing(f"the cluster at {RESTORE_URL} does not share path.repo with {URL}")
     first = make_backend(tmp_path / "installation")
     names = first.names
     wrote = written_records()
@@ -452,7 +453,9 @@ def test_backup_commands_end_to_end() -> None:
         client.cluster.health(wait_for_status="yellow", timeout="10s")
     except Exception as error:  # noqa: BLE001 - any failure to reach it is a reason to skip
         repository.close()
-        pytest.skip(f"Elasticsearch at {URL} cannot be reached ({error}); run scripts/services up")
+        service_missing(
+            f"Elasticsearch at {URL} cannot be reached ({error}); run scripts/services up"
+        )
     env = {
         "ELASTIC_HOST": URL,
         "TESSERA_ELASTIC_INDEX_PREFIX": names.prefix,

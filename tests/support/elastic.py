@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from elasticsearch import Elasticsearch
 
 from tessera.settings import Settings
@@ -26,6 +25,7 @@ from tessera.storage.elastic.backend import ElasticRecordBackend
 from tessera.storage.elastic.client import ElasticConnection
 from tessera.storage.elastic.naming import KINDS, Names, Partitioning
 from tessera.storage.elastic.schema import IndexShape
+from tests.support.services import service_missing
 
 URL = os.environ.get("ELASTIC_TEST_URL", "http://127.0.0.1:9200")
 # One node: a replica could never be assigned, and one shard keeps index creation quick.
@@ -62,7 +62,7 @@ def require_elastic() -> None:
         finally:
             client.close()
     if _unreachable[0]:
-        pytest.skip(
+        service_missing(
             f"Elasticsearch at {URL} cannot be reached ({_unreachable[0]}); "
             "run `bash scripts/services up elasticsearch`"
         )

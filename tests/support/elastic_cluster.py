@@ -12,11 +12,11 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import pytest
 from elasticsearch import AsyncElasticsearch
 
 from tessera.storage.elastic.naming import KINDS, Names
 from tessera.storage.elastic.schema import ElasticSchema, IndexShape
+from tests.support.services import service_missing
 
 URL = os.environ.get("ELASTIC_TEST_URL", "http://127.0.0.1:9200")
 # One node: one shard and no replica per index keeps every test index green and quick.
@@ -30,7 +30,9 @@ async def reachable_client() -> AsyncElasticsearch:
     except Exception as error:  # noqa: BLE001 - any failure to reach it is a reason to skip
         await client.close()
         reason = f"{type(error).__name__}: {error}"[:200]
-        pytest.skip(f"Elasticsearch at {URL} cannot be reached ({reason}); run scripts/services up")
+        service_missing(
+            f"Elasticsearch at {URL} cannot be reached ({reason}); run scripts/services up"
+        )
     return client
 
 

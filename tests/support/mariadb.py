@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from tessera.settings import Settings
 from tessera.storage.mysql.engine import DRIVER, mysql_engine
+from tests.support.services import service_missing
 
 HOST = os.environ.get("TESSERA_TEST_MYSQL_HOST", "127.0.0.1")
 PORT = int(os.environ.get("TESSERA_TEST_MYSQL_PORT", "3306"))
@@ -92,7 +92,7 @@ async def require_mariadb() -> None:
             _unreachable.append(f"{type(error).__name__}: {getattr(error, 'orig', error)}")
         _checked.append(True)
     if _unreachable:
-        pytest.skip(
+        service_missing(
             f"MariaDB NOT REACHABLE at {HOST}:{PORT} as {USER}: {_unreachable[0]} "
             "(start it with `bash scripts/services up mariadb`)"
         )

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 from aiokafka.admin.config_resource import (  # type: ignore[import-untyped]
     ConfigResource,
@@ -25,6 +24,7 @@ from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from tessera.storage.kafka import KafkaIngestQueue
 from tests.support.server import free_port
+from tests.support.services import service_missing
 
 KAFKA_BOOTSTRAP = os.environ.get("TESSERA_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 # The shortest session the broker accepts (group.min.session.timeout.ms, 6 s by default), so a
@@ -45,7 +45,7 @@ async def reachable_admin() -> Any:
         await admin.describe_cluster()
     except (KafkaError, OSError) as exc:
         await admin.close()
-        pytest.skip(
+        service_missing(
             f"KAFKA NOT REACHABLE at {KAFKA_BOOTSTRAP} ({exc!r}); "
             "start it with `bash scripts/kafka up`"
         )

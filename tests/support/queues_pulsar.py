@@ -22,9 +22,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
-import pytest
 
 from tessera.storage.pulsar import PulsarIngestQueue
+from tests.support.services import service_missing
 
 PULSAR_URL = "pulsar://127.0.0.1:6650"
 PULSAR_ADMIN_URL = "http://127.0.0.1:8080"
@@ -37,7 +37,7 @@ def token_file() -> Path:
 
 
 def _not_available(why: str) -> None:
-    pytest.skip(
+    service_missing(
         f"PULSAR NOT AVAILABLE at 127.0.0.1:6650 ({why}); start it with `bash scripts/pulsar up`"
     )
 

@@ -12,11 +12,11 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tessera.storage.redis.client import KeySpace
+from tests.support.services import service_missing
 
 REDIS_HOST = os.environ.get("TESSERA_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("TESSERA_TEST_REDIS_PORT", "6379"))
@@ -33,7 +33,7 @@ async def reachable_client() -> Redis:
         await client.ping()
     except (RedisError, OSError) as exc:
         await client.aclose()
-        pytest.skip(
+        service_missing(
             f"REDIS NOT AVAILABLE at {REDIS_HOST}:{REDIS_PORT} ({exc!r}); "
             "start it with `bash scripts/services up`"
         )
