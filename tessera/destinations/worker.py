@@ -32,6 +32,7 @@ import httpx
 import msgspec
 
 from tessera import __version__
+from tessera.errors import StorageUnavailable
 from tessera.model.common import utcnow
 from tessera.model.destination import DeliveryAttempt, DeliveryOutcome, Destination, OutboxMessage
 from tessera.storage.automation_ports import DocumentStore, OutboxStore
@@ -124,6 +125,8 @@ class DeliveryWorker:
             if free > 0:
                 try:
                     claimed = await self._claim_and_send(free)
+                except StorageUnavailable as exc:  # an outage: expected, not a defect
+                    log.warning("delivery: claiming due messages waits: %s", exc.message)
                 except Exception:
                     log.exception("delivery: claiming due messages failed; trying again later")
             # A full round means more may be due: go on at once while slots are free.

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
+from tessera.errors import StorageUnavailable
 from tessera.model.common import utcnow
 from tessera.model.destination import OutboxMessage
 from tessera.ops.background import BackgroundLoop
@@ -131,6 +132,8 @@ class HeldWork:
             await asyncio.sleep(self._interval_s)
             try:
                 await self.sweep(utcnow())
+            except StorageUnavailable as exc:  # an outage: the next tick tries again
+                log.warning("sweeping held steps and messages waits: %s", exc.message)
             # A failed sweep is tried again at the next tick; it must not end the loop.
             except Exception:
                 log.exception("sweeping held steps and messages failed; retrying later")

@@ -366,13 +366,9 @@ class Ingestor:
                 return owner_keys
         for owner_id in sorted(owners):
             owner = await self._visitors.profile(tenant, owner_id)
-            if owner is None or owner.id != owner_id:
-                continue  # merged away meanwhile; its values now point at its survivor
-            if owner_id in profile.ids:
-                # Merged in already by a commit that was stored only in part (the survivor
-                # written, the loser not yet retired): finish that merge, add nothing again.
-                merges.retired.append(RetiredProfile(profile=owner, survivor_id=profile.id))
-                merges.links += self._identity.loser_links(owner, profile.id)
+            if owner is None or owner.id != owner_id or owner_id in profile.ids:
+                # Merged away meanwhile: its survivor holds its values (a merge whose commit
+                # was cut short is completed by its own retry, see _complete).
                 continue
             profile, loser, loser_links = await self._identity.merge(
                 profile, owner, now, pending, request=mark
@@ -492,8 +488,8 @@ class Ingestor:
         """A retry of a request the profile took in already (it holds the request's mark):
         the first attempt's commit was cut short after the profile was written. Nothing is
         counted or run again; what the commit may not have stored is stored now: the events
-        still missing, the session when it does not hold the mark, the links to the profile
-        and the retirement of the profiles that request merged in."""
+        still missing, the session when it does not hold the mark, and the retirement of the
+        profiles that request merged in (their values then point at the survivor)."""
         profile, session = visitor.profile, visitor.session
         tenant = profile.tenant
         # This request's events: those stored by no request yet and those its first attempt
@@ -517,10 +513,12 @@ class Ingestor:
                 gone = await self._profiles_store_retired(tenant, str(entry.get("merged_id")))
                 if gone is not None:
                     retired.append(gone)
+        # Phase 3 of the commit (storage/elastic/writer.py): the merged-away profiles leave,
+        # their values point at the survivor.
         links = [
-            IdentityLink(tenant, digest, profile.id)
-            for digests in profile.metadata.identity.values()
-            for digest in digests
+            link
+            for gone in retired
+            for link in self._identity.loser_links(gone.profile, profile.id)
         ]
         changes = ChangeSet(events=events, sessions=sessions, identities=links, retired=retired)
         if len(changes):

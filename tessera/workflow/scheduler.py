@@ -98,7 +98,10 @@ class DelayedSteps:
             try:
                 ran = await self.run_due()
             # The loop serves every delayed workflow: a failure is logged and retried at the
-            # next tick, never allowed to end the loop.
+            # next tick, never allowed to end the loop. An outage is expected, not a defect.
+            except StorageUnavailable as exc:
+                log.warning("delayed workflow steps wait: %s", exc.message)
+                ran = 0
             except Exception:
                 log.exception("running delayed workflow steps failed; retrying")
                 ran = 0

@@ -109,7 +109,11 @@ class TrackLoad:
         self._client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
-        limits = httpx.Limits(max_connections=len(self.traffic.visitors) * 2)
+        # Idle connections are dropped by the client well before the server's keep-alive
+        # timeout (uvicorn: 5 s) would close them under it: a request sent on a connection
+        # the server is closing that very moment fails with no answer, which is the client's
+        # race, not the server dropping a request.
+        limits = httpx.Limits(max_connections=len(self.traffic.visitors) * 2, keepalive_expiry=2.0)
         self._client = httpx.AsyncClient(
             base_url=self._base_url, timeout=CLIENT_TIMEOUT_S, limits=limits
         )

@@ -81,6 +81,9 @@ async def _ensure_index(client: AsyncElasticsearch, names: Names) -> None:
         settings={"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}},
         mappings=mappings,
     )
+    # A 400 means another process created it a moment ago: its shard may not be started yet,
+    # and every read of the generations would fail until it is.
+    await client.cluster.health(index=index, wait_for_status="yellow", timeout="30s")
 
 
 class GenerationView:

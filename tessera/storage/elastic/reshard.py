@@ -284,6 +284,10 @@ async def _move(
     await client.indices.refresh(index=old.name)
     # 400 when a writer created it already (resource_already_exists_exception): fine.
     await client.options(ignore_status=400).indices.create(index=new)
+    # Readers see it through the alias from the next step on: its primary shards must be
+    # started by then (a writer that created it may have returned before they were), or every
+    # read of the alias would fail while they start.
+    await client.cluster.health(index=new, wait_for_status="yellow", timeout="60s")
     await client.indices.update_aliases(
         actions=[{"add": {"index": new, "alias": alias, "filter": HIDE_COPIES}}]
     )

@@ -201,8 +201,13 @@ class ElasticProfileStore:
             source=NO_SX,
         )
         hits = newest_copies(answer["hits"]["hits"])
+        # Another profile listing the id in its `ids` took it over in a merge. Normally the
+        # merged-away one is gone by then; it is still there only when the merge's commit was
+        # cut short after the survivor was written (writer.py, phase 3), and then the survivor
+        # is the profile: a request must change it, not the one about to be retired.
+        others = [hit for hit in hits if hit["_id"] != profile_id]
         own = [hit for hit in hits if hit["_id"] == profile_id]
-        chosen = own[0] if own else hits[0] if hits else None
+        chosen = others[0] if others else own[0] if own else None
         return decode(chosen["_source"], Profile) if chosen is not None else None
 
     @reads_elastic

@@ -392,15 +392,20 @@ class ElasticWriter:
         stored, so that a change set stored only in part (Elasticsearch has no transactions)
         is always one a retry can complete without counting anything twice:
 
-        1. events (insert-once), the retired profiles' last states, and the retired entries
-           an unmerge removes: an event Elasticsearch refuses fails its request before the
-           profile counts it;
+        1. events (insert-once), the retired profiles' last states, the retired entries an
+           unmerge removes, released identity links, and the links of the request's new
+           identity values: an event
+           Elasticsearch refuses fails its request before the profile counts it, and a value
+           the profile is about to hold is found owned by every other request from now on (a
+           link to a profile whose write then fails is harmless: a profile that does not exist
+           owns nothing, and the next request that brings the value takes it);
         2. profiles and sessions: they carry the request's mark (model/applied.py), so from
            here on a retry knows the request was taken in, and counts it no more;
-        3. what points at the profile: merged-away profiles leave their partitions, identity
-           links are released and written. Before the profile is stored these must not
-           move: a retry reads them to merge again (the loser still there, its values still
-           its own) instead of finding the loser gone and its values pointing elsewhere.
+        3. what moves to the profile: merged-away profiles leave their partitions, their
+           values' links are pointed at the survivor. Before the
+           survivor is stored these must not move: a retry reads them to merge again (the
+           loser still there, its values still its own) instead of finding the loser gone and
+           its values pointing elsewhere.
 
         Within a phase: retiring before upserts that may bring a profile back, released
         identity links before new ones (the embedded writer's order)."""
@@ -469,17 +474,28 @@ class ElasticWriter:
                 )
                 retiring.append(Operation(item.owner, "create", index, event.id, doc))
         for item in encoded:
+            # Released before any link of the same change set (a value can be released and
+            # linked anew in one change set: the link is what stays).
             for tenant, digest in item.changes.released_identities:
-                pointing.append(
+                retiring.append(
                     Operation(item.owner, "delete", names.single_index(tenant, "identity"), digest)
                 )
         for item in encoded:
+            # The values of profiles this change set retires move to the survivor only once it
+            # is written (phase 3); a request's new values are linked first (phase 1), so that
+            # from then on every other request finds their owner, whether or not the profile
+            # write that follows goes through.
+            moving = {
+                digest
+                for gone in item.changes.retired
+                for digests in gone.profile.metadata.identity.values()
+                for digest in digests
+            }
             for tenant, digest, doc in item.identities:
-                pointing.append(
-                    Operation(
-                        item.owner, "index", names.single_index(tenant, "identity"), digest, doc
-                    )
+                operation = Operation(
+                    item.owner, "index", names.single_index(tenant, "identity"), digest, doc
                 )
+                (pointing if digest in moving else retiring).append(operation)
         return retiring, ops, leaving + pointing
 
 
