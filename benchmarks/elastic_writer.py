@@ -1,11 +1,14 @@
 """How many records per second the Elasticsearch writer stores, per refresh policy.
 
     python benchmarks/elastic_writer.py [--url http://127.0.0.1:9200] [--seconds 10]
+        [--refresh true|wait_for] [--unversioned]
 
 Callers commit what one /track request commits (one event, its session, its profile), as many
 at a time as `--callers`, for `--seconds`; half of them are returning visitors (their session
-and profile are updated), half new ones. Every commit returns only once its records are
-searchable. Each refresh policy gets its own throwaway index prefix, deleted at the end.
+and profile are updated), half new ones. Each holds its session's and profile's locks while it
+commits, as the server does, and the records carry the locks' fencing tokens as versions
+(`--unversioned`: without, as before fencing). Every commit returns only once its records are
+searchable. Each run gets its own throwaway index prefix, deleted at the end.
 Not a test: the numbers depend on the machine and the cluster.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import os
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +28,7 @@ from tessera.model.common import Ref
 from tessera.model.event import Event, EventMetadata
 from tessera.model.profile import Profile, ProfileMetadata, ProfileTime
 from tessera.model.session import Session, SessionMetadata, SessionTime
+from tessera.pipeline.locks import KeyedLocks
 from tessera.storage.elastic.backend import ElasticRecordBackend
 from tessera.storage.elastic.client import ElasticConnection
 from tessera.storage.elastic.naming import KINDS
@@ -69,10 +74,12 @@ def track(number: int, now: datetime) -> ChangeSet:
     return ChangeSet(events=[event], sessions=[session], profiles=[profile])
 
 
-async def measure(url: str, refresh: Any, seconds: float, callers: int) -> dict[str, float]:
+async def measure(
+    url: str, refresh: Any, seconds: float, callers: int, *, versioned: bool = True
+) -> dict[str, float]:
     backend = ElasticRecordBackend(
         ElasticConnection(hosts=(url,)),
-        prefix=f"bench-{refresh.replace('_', '')}",
+        prefix=f"bench-{refresh.replace('_', '')}-{os.getpid()}",
         shapes=dict.fromkeys(KINDS, IndexShape(1, 0)),
         partitioning={"event": "month", "session": "quarter", "profile": "year"},
         batch_size=500,
@@ -81,17 +88,34 @@ async def measure(url: str, refresh: Any, seconds: float, callers: int) -> dict[
     )
     await backend.start()
     counter = itertools.count()
+    locks = KeyedLocks()
     latencies: list[float] = []
+
+    async def commit(changes: ChangeSet) -> None:
+        """Under the records' locks, with their tokens as versions (as VisitorDirectory)."""
+        keys = [f"s-{s.id}" for s in changes.sessions] + [f"p-{p.id}" for p in changes.profiles]
+        async with locks.hold_all(keys) as held:
+            if versioned:
+                for session in changes.sessions:
+                    fence = held.fence(f"s-{session.id}")
+                    assert fence is not None
+                    changes.versions["session", TENANT, session.id] = fence
+                for profile in changes.profiles:
+                    fence = held.fence(f"p-{profile.id}")
+                    assert fence is not None
+                    changes.versions["profile", TENANT, profile.id] = fence
+            await backend.writer.commit(changes)
+
     now = datetime.now(UTC) - timedelta(minutes=1)
     try:
-        await backend.writer.commit(track(next(counter), now))
+        await commit(track(next(counter), now))
         deadline = time.monotonic() + seconds
         commits_before = backend.writer.commits
 
         async def caller() -> None:
             while time.monotonic() < deadline:
                 started = time.perf_counter()
-                await backend.writer.commit(track(next(counter), now))
+                await commit(track(next(counter), now))
                 latencies.append(time.perf_counter() - started)
 
         began = time.monotonic()
@@ -133,9 +157,19 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:9200")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--callers", type=int, default=64)
+    parser.add_argument("--refresh", choices=["true", "wait_for"], action="append")
+    parser.add_argument("--unversioned", action="store_true")
     options = parser.parse_args()
-    for refresh in ("true", "wait_for"):
-        result = asyncio.run(measure(options.url, refresh, options.seconds, options.callers))
+    for refresh in options.refresh or ["true", "wait_for"]:
+        result = asyncio.run(
+            measure(
+                options.url,
+                refresh,
+                options.seconds,
+                options.callers,
+                versioned=not options.unversioned,
+            )
+        )
         shown = ", ".join(f"{key} {value:,.1f}" for key, value in result.items())
         print(f"refresh={refresh}: {shown}")
 

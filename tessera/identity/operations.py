@@ -94,6 +94,7 @@ class ProfileOperations:
                     identities=links,
                     restored=[(tenant, former.id) for former in restored],
                 ),
+                held=held,
                 put_back=False,
             )
         return {"profile": {"id": survivor.id}, "restored": [{"id": p.id} for p in restored]}
@@ -117,7 +118,7 @@ class ProfileOperations:
                     erasures=[Erasure(tenant, ids, keep_records=True)],
                 )
             await ensure_held(held)
-            await self.visitors.commit(self.writer, erasure)
+            await self.visitors.commit(self.writer, erasure, held=held)
         return {"deleted": list(ids), "with_data": with_data}
 
     async def anonymize(self, tenant: str, profile_id: str) -> Profile:
@@ -136,6 +137,7 @@ class ProfileOperations:
             await self.visitors.commit(
                 self.writer,
                 ChangeSet(profiles=[profile], released_identities=released),
+                held=held,
                 put_back=False,
             )
         return profile

@@ -191,7 +191,7 @@ class Ingestor:
         if batch.new_profile_id is not None and not visitor.profile_is_new:
             await self._keep_promise(visitor.profile, batch.new_profile_id)
         if mark in visitor.profile.metadata.applied:
-            return await self._complete(batch, visitor, known, now, mark)
+            return await self._complete(batch, visitor, known, now, mark, held)
         known_warnings: list[str] = []
         incoming = await self._unstored(batch, known, mark, known_warnings)
         events = self._build_events(batch, incoming, visitor, now, mark)
@@ -276,7 +276,7 @@ class Ingestor:
         warnings += await self._commit_with_held_work(
             tenant,
             mark,
-            lambda: self._visitors.commit(self._writer, changes),
+            lambda: self._visitors.commit(self._writer, changes, held=held),
             outcome.schedules,
             messages,
         )
@@ -332,6 +332,7 @@ class Ingestor:
                         ChangeSet(
                             profiles=[merged], identities=merges.links, retired=merges.retired
                         ),
+                        held=held,
                     )
                 return warnings
         return ["a merge asked for by a workflow was not made: the profiles are changing too often"]
@@ -484,6 +485,7 @@ class Ingestor:
         known: set[str],
         now: datetime,
         mark: str,
+        held: LockSetLike,
     ) -> IngestResult:
         """A retry of a request the profile took in already (it holds the request's mark):
         the first attempt's commit was cut short after the profile was written. Nothing is
@@ -522,7 +524,8 @@ class Ingestor:
         ]
         changes = ChangeSet(events=events, sessions=sessions, identities=links, retired=retired)
         if len(changes):
-            await self._visitors.commit(self._writer, changes)
+            await ensure_held(held)
+            await self._visitors.commit(self._writer, changes, held=held)
         if self.held_work is not None:
             # The first attempt kept its steps and messages held; it may not have lived to
             # release them.

@@ -8,7 +8,7 @@ delayed steps) need from a lock service; ``KeyedLocks`` is the in-process one, a
 from __future__ import annotations
 
 import asyncio
-import itertools
+import time
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -44,8 +44,21 @@ class LockSetLike(Protocol):
 
     def fence(self, key: str) -> int | None:
         """The fencing token of this holding of ``key`` (None when not held): larger for every
-        later acquisition of the key, so a store can refuse writes from an older holder."""
+        later acquisition of the key, so a store can refuse writes from an older holder.
+
+        Tokens serve as the record store's external versions (storage/elastic/writer.py), so
+        they keep growing across processes, restarts and a switch between the in-process and
+        the Redis locks: every token is at least the time it was taken at, in microseconds
+        since the epoch (``fence_floor``), and above every token handed out before it by the
+        same counter. A clock that steps back is harmless: the counter never decreases."""
         ...
+
+
+def fence_floor() -> int:
+    """The least fencing token a lock taken now may get: now, in microseconds since the epoch.
+    A restarted process (or the other kind of lock service) starts above every token of the
+    one before, as long as that one handed out fewer than a million tokens a second."""
+    return time.time_ns() // 1000
 
 
 class Locks(Protocol):
@@ -65,7 +78,7 @@ class KeyedLocks:
 
     def __init__(self) -> None:
         self._locks: dict[str, _Entry] = {}
-        self._fences = itertools.count(1)
+        self._last_fence = fence_floor() - 1
 
     def hold(self, key: str) -> _Holding:
         return _Holding(self, key)
@@ -76,6 +89,11 @@ class KeyedLocks:
 
     def __len__(self) -> int:
         return len(self._locks)
+
+    def next_fence(self) -> int:
+        """The next fencing token: one more than the last, or now when the clock is ahead."""
+        self._last_fence = max(self._last_fence + 1, fence_floor())
+        return self._last_fence
 
 
 class _Entry:
@@ -107,7 +125,7 @@ class _Holding:
         except BaseException:
             self._leave()
             raise
-        self.fence = next(self._owner._fences)
+        self.fence = self._owner.next_fence()
 
     async def __aexit__(
         self,

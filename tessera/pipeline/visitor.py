@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from tessera.errors import StorageUnavailable
-from tessera.identity.locking import profile_lock_key
+from tessera.identity.locking import profile_lock_key, session_lock_key
 from tessera.model.common import Ref, new_id
 from tessera.model.profile import Profile, new_profile
 from tessera.model.session import Session, new_session
@@ -77,10 +77,24 @@ class VisitorDirectory:
         return profile
 
     async def commit(
-        self, writer: RecordWriter, changes: ChangeSet, *, put_back: bool = True
+        self,
+        writer: RecordWriter,
+        changes: ChangeSet,
+        *,
+        held: LockSetLike | None,
+        put_back: bool = True,
     ) -> None:
-        """Store ``changes`` (the caller holds the locks of its records) and keep the cache in
-        step. Every profile and session the change set writes, retires, restores or erases
+        """Store ``changes`` (the caller holds the locks of its records, ``held``) and keep the
+        cache in step.
+
+        Each profile and session written, retired profile deleted and profile erased is
+        versioned with the fencing token of its lock in ``held`` (``ChangeSet.versions``): a
+        write that reaches the store after its holder let go (a bulk request that timed out
+        and is applied late) can then never overwrite what a later holder wrote. ``held`` is
+        None only for a caller that writes no profile or session (a delayed step of an event
+        without a profile); a record whose lock is not in it is written unversioned.
+
+        Every profile and session the change set writes, retires, restores or erases
         turns into a miss *before* the commit: the cache is shared and outlives this process,
         so one killed between its commit and putting the new versions back must leave a miss
         (read again from storage), not the version before, which the next request would build
@@ -102,6 +116,8 @@ class VisitorDirectory:
             await self.profile_cache.discard(*profile_keys)
         if session_keys:
             await self.session_cache.discard(*session_keys)
+        if held is not None:
+            changes.versions.update(_versions(changes, held))
         await writer.commit(changes)
         if put_back:
             try:
@@ -183,6 +199,24 @@ class VisitorDirectory:
             if session.profile is None or session.profile.id != profile.id:
                 session.profile = Ref(profile.id)
         return Visitor(session, profile, session_is_new, profile_is_new, first_time)
+
+
+def _versions(changes: ChangeSet, held: LockSetLike) -> dict[tuple[str, str, str], int]:
+    """The fencing token of each record's lock, by (kind, tenant, id), for the records whose
+    lock ``held`` holds."""
+    profiles = [(p.tenant, p.id) for p in changes.profiles]
+    profiles += [(r.profile.tenant, r.profile.id) for r in changes.retired]
+    profiles += [(e.tenant, profile_id) for e in changes.erasures for profile_id in e.profile_ids]
+    wanted = [("profile", tenant, i, profile_lock_key(tenant, i)) for tenant, i in profiles]
+    wanted += [
+        ("session", s.tenant, s.id, session_lock_key(s.tenant, s.id)) for s in changes.sessions
+    ]
+    versions: dict[tuple[str, str, str], int] = {}
+    for kind, tenant, record_id, lock_key in wanted:
+        fence = held.fence(lock_key)
+        if fence is not None:
+            versions[kind, tenant, record_id] = fence
+    return versions
 
 
 def _key(tenant: str, record_id: str) -> str:

@@ -207,7 +207,7 @@ class ResegmentationJobs:
             if changed:
                 await ensure_held(held)
                 await self._visitors.commit(
-                    self._writer, ChangeSet(events=events, profiles=changed)
+                    self._writer, ChangeSet(events=events, profiles=changed), held=held
                 )
         job.processed += len(profile_ids)
         job.changed += len(changed)

@@ -65,6 +65,15 @@ class ChangeSet:
     # (tenant, profile id) of retired profiles brought back by an unmerge.
     restored: list[tuple[str, str]] = field(default_factory=list)
     erasures: list[Erasure] = field(default_factory=list)
+    # The version of each record by (kind, tenant, id), kind "profile" or "session": the
+    # fencing token of the lock its writer holds (``LockSetLike.fence``), for every profile
+    # and session written, every retired profile deleted from its partition and every erased
+    # profile. A store without transactions (Elasticsearch) writes the record only when no
+    # later lock holder has written it (a bulk that timed out and lands late must not put an
+    # older version back) and fails the commit with StorageUnavailable otherwise. A record
+    # without a version is written unconditionally; SQLite ignores them all (one writer
+    # thread: nothing lands late). Not counted by ``len``: versions are not records.
+    versions: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return (

@@ -244,7 +244,7 @@ class DelayedSteps:
                 return
             if held is not None:
                 await ensure_held(held)
-            await self._visitors.commit(self._writer, changes)
+            await self._visitors.commit(self._writer, changes, held=held)
 
         await self._held_work.commit(step.tenant, mark, store, outcome.schedules, messages)
         if outcome.merge_on and profile is not None and self._merge_later is not None:

@@ -39,6 +39,8 @@ class LockWorld:
     second: Locks
     # Lock keys still taken in the service (not counting fencing counters).
     leftover: Callable[[], Awaitable[int]]
+    # A new instance as a restarted process gets it (the in-process one starts from nothing).
+    restart: Callable[[], Locks]
     # For the Redis-only tests: a third instance with other settings, on the same keys.
     make: Callable[..., Locks] | None = None
     keys: KeySpace | None = None
@@ -54,7 +56,7 @@ async def in_process_locks(_name: str) -> AsyncIterator[LockWorld]:
     async def leftover() -> int:
         return len(locks)
 
-    yield LockWorld(locks, locks, leftover)
+    yield LockWorld(locks, locks, leftover, KeyedLocks)
 
 
 @asynccontextmanager
@@ -70,7 +72,7 @@ async def redis_locks(name: str) -> AsyncIterator[LockWorld]:
 
         try:
             yield LockWorld(
-                RedisLocks(client, keys, ttl_s=10.0), make(), leftover, make=make, keys=keys
+                RedisLocks(client, keys, ttl_s=10.0), make(), leftover, make, make=make, keys=keys
             )
         finally:
             await other.aclose()
@@ -164,6 +166,79 @@ async def test_fencing_tokens_grow_with_every_acquisition(world: LockWorld) -> N
             assert added is not None and added > fence
     assert fences == sorted(fences)
     assert len(set(fences)) == len(fences)
+
+
+async def _fence_of(locks: Locks, key: str = "k") -> int:
+    async with locks.hold_all([key]) as held:
+        fence = held.fence(key)
+    assert fence is not None
+    return fence
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+async def test_fencing_tokens_are_never_below_the_time_they_were_taken_at(
+    world: LockWorld,
+) -> None:
+    # Tokens serve as Elasticsearch's external versions: a later process, or the other kind
+    # of lock service, must start above every token before it; the time is the common floor.
+    for locks in (world.first, world.second, world.restart()):
+        before = _now_us()
+        fence = await _fence_of(locks)
+        assert fence >= before
+        async with locks.hold_all([]) as held:
+            before = _now_us()
+            assert await held.try_add(["added"]) is True
+            added = held.fence("added")
+            assert added is not None and added >= before
+
+
+async def test_fencing_tokens_keep_growing_across_a_restart(world: LockWorld) -> None:
+    fences = [await _fence_of(world.first), await _fence_of(world.second)]
+    for _restart in range(3):
+        restarted = world.restart()
+        fences += [await _fence_of(restarted, key) for key in ("k", "other", "k")]
+    assert fences == sorted(fences)
+    assert len(set(fences)) == len(fences)
+
+
+async def test_fencing_tokens_keep_growing_across_a_switch_of_lock_service(
+    redis_world: LockWorld,
+) -> None:
+    # The same installation run first with in-process locks, then with Redis, then without.
+    fences = [await _fence_of(KeyedLocks())]
+    fences.append(await _fence_of(redis_world.first))
+    fences.append(await _fence_of(KeyedLocks()))
+    fences.append(await _fence_of(redis_world.restart()))
+    assert fences == sorted(fences)
+    assert len(set(fences)) == len(fences)
+
+
+async def test_a_redis_fence_counter_behind_the_clock_jumps_to_it_and_never_goes_back(
+    redis_world: LockWorld,
+) -> None:
+    assert redis_world.keys is not None
+    counter = redis_world.keys.single("lock-fence")
+    client = new_client()
+    try:
+        # An installation whose counter counted from 1 before tokens became versions.
+        await client.set(counter, 41)
+        before = _now_us()
+        jumped = await _fence_of(redis_world.first)
+        assert jumped >= before
+        stored = await client.get(counter)
+        assert stored is not None and int(stored) == jumped
+        # A counter ahead of this clock (another host's clock is ahead, or this one stepped
+        # back): tokens go on from the counter, never back to the clock.
+        ahead = _now_us() + 3_600_000_000
+        await client.set(counter, ahead)
+        assert await _fence_of(redis_world.second) == ahead + 1
+        async with redis_world.first.hold_all(["a", "b"]) as held:
+            assert (held.fence("a"), held.fence("b")) == (ahead + 2, ahead + 3)
+    finally:
+        await client.aclose()
 
 
 async def test_overlapping_sets_in_sorted_order_never_deadlock(world: LockWorld) -> None:

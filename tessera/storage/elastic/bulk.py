@@ -7,6 +7,12 @@ refuses fails that caller alone. What each item answer means:
 - 409 on `create`: an event with that id is in that index already; events are insert-once
   and the first one stays, so this is the expected outcome, not a failure.
 - 404 on `delete`: nothing to delete; the wanted state holds.
+- 409 `version_conflict_engine_exception` on a versioned `index` or `delete` (`version`, with
+  `version_type=external_gte`: the fencing token of the writer's lock): a later holder of the
+  record's lock has written it already, so this writer lost its lock (it stalled, or this is
+  a retry of a request that gave up). Sending it again cannot help, and neither is the record
+  wrong: the owner fails (StorageUnavailable; its retry reads the record again under a fresh
+  lock), and is not reported in `refused`.
 - 429 and 5xx: Elasticsearch is overloaded or a shard is moving. Retried with backoff, as is
   a request that got no answer at all (connection refused, timeout). When an item of a
   document is retried, so are the later operations of the same batch on that document, in
@@ -57,6 +63,8 @@ ANSWER_PARTS = ["errors", "items.*.status", "items.*.error.type", "items.*.error
 _encode = msgspec.json.Encoder().encode
 # The error type of a write into a write-blocked index.
 BLOCKED = "cluster_block_exception"
+# The error type of a write whose version is below the stored document's.
+VERSION_CONFLICT = "version_conflict_engine_exception"
 
 
 @dataclass(slots=True)
@@ -68,16 +76,23 @@ class Operation:
     source: bytes | None = None
     # A refusal by a write block means "done" (see the module docstring).
     blocked_ok: bool = False
+    # Written only over a document of this version or a lower one (`external_gte`: the same
+    # lock holder may write a record twice); None: whatever is stored.
+    version: int | None = None
 
     def lines(self) -> bytes:
-        head = _head(self.action, self.index, self.doc_id)
+        head = _head(self.action, self.index, self.doc_id, self.version)
         if self.source is None:
             return head
         return head + self.source + b"\n"
 
 
-def _head(action: str, index: str, doc_id: str) -> bytes:
-    return _encode({action: {"_index": index, "_id": doc_id}}) + b"\n"
+def _head(action: str, index: str, doc_id: str, version: int | None) -> bytes:
+    meta: dict[str, str | int] = {"_index": index, "_id": doc_id}
+    if version is not None:
+        meta["version"] = version
+        meta["version_type"] = "external_gte"
+    return _encode({action: meta}) + b"\n"
 
 
 class PartitionMoving(StorageUnavailable):
@@ -205,6 +220,12 @@ def _classify(
             continue
         error = answer.get("error") or {}
         reason = f"{status} {error.get('type', '')}: {error.get('reason', '')}".strip()
+        if status == 409 and error.get("type") == VERSION_CONFLICT:
+            log.warning(
+                "Elasticsearch kept a newer %s/%s: this writer lost its lock", op.index, op.doc_id
+            )
+            failures.setdefault(op.owner, f"{reason} (a later holder of its lock wrote it; retry)")
+            continue
         if status == 403 and error.get("type") == BLOCKED:
             if not op.blocked_ok:
                 if blocked is not None:

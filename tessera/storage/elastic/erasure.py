@@ -7,6 +7,12 @@ depend on an optional module. The tenant's indices are refreshed first, so the s
 every write acknowledged before the erasure, and every delete request refreshes, so a search
 never finds again what was just deleted.
 
+The profile's deletes carry its version (the fencing token of the eraser's lock, see
+``ChangeSet.versions``): the deleted document's tombstone then refuses a write of the profile
+by an earlier lock holder that Elasticsearch applies late (for `index.gc_deletes`, 60 s by
+default, after which Elasticsearch forgets tombstones). Sessions and events are deleted
+unversioned: the eraser holds no lock of the sessions.
+
 A delete refused because a reshard is moving the partition (write block) raises
 PartitionMoving: the erasure must not skip it (the copy would bring the person back), so the
 writer plans the change set again once the partition has moved.
@@ -14,6 +20,7 @@ writer plans the change set again once the partition has moved.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from elasticsearch import AsyncElasticsearch
@@ -32,6 +39,7 @@ async def erase(
     client: AsyncElasticsearch,
     names: Names,
     erasure: Erasure,
+    versions: Mapping[tuple[str, str, str], int],
     *,
     refresh: Refresh,
     retrier: Retrier,
@@ -55,14 +63,23 @@ async def erase(
             (names.alias(tenant, "session"), {"terms": {"profile.id": ids}}),
             (names.alias(tenant, "event"), {"terms": {"profile.id": ids}}),
         ]
+    profile_alias = names.alias(tenant, "profile")
+    profile_versions = {
+        record_id: version
+        for (kind, owner, record_id), version in versions.items()
+        if kind == "profile" and owner == tenant
+    }
     for index, query in targets:
-        await _delete_matching(client, index, query, refresh=refresh, retrier=retrier)
+        # Only the profiles' deletes are versioned (ids are unique per kind only).
+        own = profile_versions if index == profile_alias else {}
+        await _delete_matching(client, index, query, own, refresh=refresh, retrier=retrier)
 
 
 async def _delete_matching(
     client: AsyncElasticsearch,
     index: str,
     query: dict[str, Any],
+    versions: Mapping[str, int],
     *,
     refresh: Refresh,
     retrier: Retrier,
@@ -82,7 +99,10 @@ async def _delete_matching(
         hits = answer["hits"]["hits"]
         if not hits:
             return
-        deletes = [Operation(0, "delete", hit["_index"], hit["_id"]) for hit in hits]
+        deletes = [
+            Operation(0, "delete", hit["_index"], hit["_id"], version=versions.get(hit["_id"]))
+            for hit in hits
+        ]
         # Either refresh makes the deletes visible before it answers: the next round's
         # search does not find them again.
         blocked: set[int] = set()

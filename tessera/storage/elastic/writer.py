@@ -9,6 +9,18 @@ changes a profile, a session or an identity link holds that record's lock until 
 answered (pipeline/locks.py): two versions of one record are never in flight together, so
 batches written side by side never race on a record.
 
+A holder can let go of its lock while its bulk request is still on its way, though: the
+request timed out (Elasticsearch hung), the caller was answered 503 and released its locks,
+and Elasticsearch applies the bulk later, possibly after the next holder's newer write of the
+same profile or session. So profiles and sessions are written, and retired profiles deleted
+from their partitions, with their versions from the change set (``ChangeSet.versions``: the
+fencing tokens of their locks) as `external_gte` versions: Elasticsearch keeps the newest
+holder's document and refuses an older one (409, bulk.py), which fails its caller, if it
+still waits, with StorageUnavailable. Tokens are far above the small internal versions of
+documents written before; stray copies and the old-generation copies of moved records are
+deleted unversioned, and reshard.py's copies (`op_type=create`, version 1) never refuse a
+later versioned write.
+
 Where each record goes:
 
 - Events: into the partition of their event time (`EVENT_PARTITIONING`; bounded around the
@@ -42,7 +54,8 @@ deletes), the operations go out in three phases (``_operations``) so that what i
 failed change set is always something its retry can complete, and the profile and session carry
 the request's mark so the retry counts nothing twice (model/applied.py, pipeline/ingest.py).
 An item refused for what it is (a 4xx: a mapping error …) fails its caller with RecordRejected,
-one that may pass (no answer, overload past the retry budget) with StorageUnavailable.
+one that may pass (no answer, overload past the retry budget) or that a later lock holder's
+write outdated (a version conflict) with StorageUnavailable.
 """
 
 from __future__ import annotations
@@ -319,7 +332,12 @@ class ElasticWriter:
             for erasure in item.changes.erasures:
                 try:
                     await erase(
-                        self._client, self._names, erasure, refresh=self._refresh, retrier=retrier
+                        self._client,
+                        self._names,
+                        erasure,
+                        item.changes.versions,
+                        refresh=self._refresh,
+                        retrier=retrier,
                     )
                 except PartitionMoving:
                     raise
@@ -441,8 +459,11 @@ class ElasticWriter:
                 )
                 if (tenant, record_id) in written:
                     continue
+                version = item.changes.versions.get(("profile", tenant, record_id))
                 for index in homes.get(("profile", (tenant, record_id)), []):
-                    leaving.append(Operation(item.owner, "delete", index, record_id))
+                    leaving.append(
+                        Operation(item.owner, "delete", index, record_id, version=version)
+                    )
         for item in encoded:
             for tenant, record_id in item.changes.restored:
                 ops.append(
@@ -454,12 +475,14 @@ class ElasticWriter:
         for item in encoded:
             for profile, doc in item.profiles:
                 target = home("profile", profile.tenant, profile.id, profile.metadata.time.insert)
-                ops.append(Operation(item.owner, "index", target, profile.id, doc))
+                version = item.changes.versions.get(("profile", profile.tenant, profile.id))
+                ops.append(Operation(item.owner, "index", target, profile.id, doc, version=version))
                 ops += _strays(item.owner, homes, "profile", (profile.tenant, profile.id))
         for item in encoded:
             for session, doc in item.sessions:
                 target = home("session", session.tenant, session.id, session.metadata.time.insert)
-                ops.append(Operation(item.owner, "index", target, session.id, doc))
+                version = item.changes.versions.get(("session", session.tenant, session.id))
+                ops.append(Operation(item.owner, "index", target, session.id, doc, version=version))
                 ops += _strays(item.owner, homes, "session", (session.tenant, session.id))
         seen: set[Key] = set()
         for item in encoded:

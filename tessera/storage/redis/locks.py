@@ -11,6 +11,8 @@ profile operations, re-segmentation and delayed steps run unchanged on either.
   asks ``still_held()`` right before committing and gives up (503) instead of writing.
 - Every acquisition takes a number from one counter: its fencing token (``fence(key)``). A later
   holder of a key always has a larger one, so a store that records it can refuse a late write.
+  Tokens are never below the time they were taken at (microseconds since the epoch), so they
+  go on growing after a switch from the in-process locks (see ``LockSetLike.fence``).
 - Release deletes a key only while it still holds this holder's value (compare-and-delete).
 
 Waiting follows ``KeyedLocks``: ``hold_all`` takes its keys in sorted order and waits for each
@@ -31,22 +33,34 @@ from typing import Any
 from redis.asyncio import Redis
 
 from tessera.errors import StorageUnavailable
+from tessera.pipeline.locks import fence_floor
 from tessera.storage.redis.client import KeySpace
 from tessera.storage.redis.outage import RedisHealth, RedisUnavailable, redis_port
 
 log = logging.getLogger(__name__)
 
-# KEYS: the lock keys, then the fence counter. ARGV: the TTL in ms, then one value per lock key.
+# KEYS: the lock keys, then the fence counter. ARGV: the TTL in ms, the caller's time in
+# microseconds since the epoch (pipeline/locks.fence_floor), then one value per lock key.
 # All keys are free or none is taken; answers the fencing tokens, or false when one is busy.
+# A token is never below the caller's time: the counter jumps up to it when behind (a fresh
+# Redis, or one that served an older installation), so tokens keep growing across a switch
+# from the in-process locks and can serve as the record store's external versions. Times
+# of 2^53 microseconds and more (the year 2255) would lose precision in Lua's numbers.
 _TAKE = """
 local n = #KEYS - 1
+local now = tonumber(ARGV[2])
+local fences = {}
 for i = 1, n do
   if redis.call('EXISTS', KEYS[i]) == 1 then return false end
 end
-local fences = {}
 for i = 1, n do
-  fences[i] = redis.call('INCR', KEYS[n + 1])
-  redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', ARGV[1])
+  local fence = redis.call('INCR', KEYS[n + 1])
+  if fence < now then
+    redis.call('SET', KEYS[n + 1], ARGV[2])
+    fence = now
+  end
+  fences[i] = fence
+  redis.call('SET', KEYS[i], ARGV[i + 2], 'PX', ARGV[1])
 end
 return fences
 """
@@ -125,7 +139,9 @@ class RedisLocks:
     async def take(self, keys: list[str], values: list[str]) -> list[int] | None:
         """Take every key (with its value) or none; their fencing tokens, or None."""
         names = [self.lock_key(key) for key in keys]
-        found = await self._take(keys=[*names, self._fence_counter], args=[self.ttl_ms, *values])
+        found = await self._take(
+            keys=[*names, self._fence_counter], args=[self.ttl_ms, fence_floor(), *values]
+        )
         if not found:
             return None
         return [int(fence) for fence in found]
