@@ -79,6 +79,9 @@ def serve(
             log_level=settings.logging_level.value.lower(),
             access_log=False,
             server_header=False,
+            # The client behind proxies is found by create_app's ForwardedClient, from
+            # TESSERA_TRUSTED_PROXIES; uvicorn's own would trust any local peer's header.
+            proxy_headers=False,
             timeout_graceful_shutdown=10,
         )
     except TesseraError as error:

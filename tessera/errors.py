@@ -52,11 +52,26 @@ class InvalidPayload(TesseraError):
 
 
 class StorageUnavailable(TesseraError):
-    """The store could not keep the data; the client should retry later."""
+    """The store could not keep the data; the client should retry later.
+
+    ``message`` says what failed and where (server addresses, client errors): it is for the
+    log and the management API. ``public_message`` says only which kind of service is away:
+    it is what /track and /collect, open to anyone, answer. Subclasses name their service.
+    """
 
     status_code = 503
     # Seconds the client is told to wait (the Retry-After header of the 503).
     retry_after = 2
+    public_message = "storage is unavailable; retry later"
+
+
+class Busy(StorageUnavailable):
+    """The record is in use by other requests right now (a lock, a merge): 503, and the
+    message is written for anyone (it names no server), so it is also the public one."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.public_message = message
 
 
 class RecordRejected(TesseraError):

@@ -8,6 +8,8 @@ generated table in ``docs/settings.md`` shows, so a field without one fails the 
 from __future__ import annotations
 
 import enum
+import ipaddress
+import math
 import secrets
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -43,6 +45,7 @@ def _yes_no(value: Any) -> Any:
 
 
 YesNo = Annotated[bool, BeforeValidator(_yes_no)]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # How time-partitioned Elasticsearch indices are cut (index name suffix 2024, 2024-q1, 2024-03,
 # 2024-w09, 2024-03-07).
 Partitioning = Annotated[
@@ -58,6 +61,10 @@ WEAK_SECRETS = frozenset(
     | {"tessera-dev-password"}
 )
 MIN_PRODUCTION_SECRET_LENGTH = 16
+# The least estimated_secret_bits a chosen secret needs in production: 32 characters of
+# secrets.token_urlsafe (about 190 bits) pass with room to spare, 20 random lower-case letters
+# (about 85) too; 16 random digits (about 50), or 'aaaaaaaaaaaaaaaa' (5), do not.
+MIN_PRODUCTION_SECRET_BITS = 64
 # Values of these fields never appear in messages or logs.
 SECRET_FIELDS = frozenset(
     {
@@ -105,6 +112,17 @@ class Settings(BaseSettings):
         validation_alias="TESSERA_PORT",
         description="Port `tessera serve` listens on.",
     )
+    trusted_proxies: str = Field(
+        "",
+        validation_alias="TESSERA_TRUSTED_PROXIES",
+        description=(
+            "Comma-separated addresses or networks (`10.0.0.5`, `10.0.0.0/8`, `fd00::/8`) of "
+            "the reverse proxies in front of Tessera. Only a request from one of them may name "
+            "its client with `X-Forwarded-For` (the right-most address not of a trusted proxy "
+            "is taken). Empty (the default): the header is ignored and the client is the peer "
+            "of the connection."
+        ),
+    )
     logging_level: LogLevel = Field(
         LogLevel.WARNING,
         validation_alias="LOGGING_LEVEL",
@@ -114,9 +132,11 @@ class Settings(BaseSettings):
         None,
         validation_alias="INSTALLATION_TOKEN",
         description=(
-            "Secret that `POST /install` must present. Required in production (at least 16 "
-            "characters, not a well-known default). In development a random one is generated and "
-            "kept in `<data dir>/installation-token` when unset."
+            "Secret that `POST /install` must present. Required in production: at least 16 "
+            "characters, not a well-known default, and hard to guess (no repeated characters, "
+            "runs such as `abcd`, or repeated pairs: the rule is in docs/distributed.md). In "
+            "development a random one is generated and kept in `<data dir>/installation-token` "
+            "when unset."
         ),
     )
     admin_email: str | None = Field(
@@ -127,7 +147,10 @@ class Settings(BaseSettings):
     admin_password: str | None = Field(
         None,
         validation_alias="TESSERA_ADMIN_PASSWORD",
-        description="Password of the admin created at first start (never logged).",
+        description=(
+            "Password of the admin created at first start (never logged). In production it "
+            "must pass the same strength rule as `INSTALLATION_TOKEN`."
+        ),
     )
     api_docs: YesNo = Field(
         True,
@@ -949,6 +972,25 @@ class Settings(BaseSettings):
         values = self.merge_blocked_values.split(",")
         return frozenset(value.strip().lower() for value in values if value.strip())
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return ",".join(entries)
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        return tuple(
+            ipaddress.ip_network(entry, strict=False)
+            for entry in self.trusted_proxies.split(",")
+            if entry
+        )
+
     @field_validator("sqlite_synchronous")
     @classmethod
     def _known_synchronous(cls, value: str) -> str:
@@ -1013,15 +1055,73 @@ def is_weak_secret(value: str) -> bool:
     return value.strip().lower() in WEAK_SECRETS or len(value) < MIN_PRODUCTION_SECRET_LENGTH
 
 
+def estimated_secret_bits(value: str) -> float:
+    """A rough, deliberately simple estimate of how hard ``value`` is to guess, in bits.
+
+    Each character is worth log2 of the size of the character classes the secret uses
+    (lower case 26, upper case 26, digits 10, ASCII punctuation and space 33, anything else
+    100), except a predictable one, worth nothing: one equal or next to the character before
+    it (``aaaa``, ``abcd``, ``4321``), or one that repeats a pair of characters met earlier
+    (``abcabc``, ``passwordpassword``). It refuses the obviously weak, not every weak secret:
+    make secrets with a generator (``python -c "import secrets;
+    print(secrets.token_urlsafe(32))"``).
+    """
+    pool = sum(
+        size
+        for size, present in (
+            (26, any("a" <= char <= "z" for char in value)),
+            (26, any("A" <= char <= "Z" for char in value)),
+            (10, any(char.isascii() and char.isdigit() for char in value)),
+            (33, any(char.isascii() and not char.isalnum() for char in value)),
+            (100, any(not char.isascii() for char in value)),
+        )
+        if present
+    )
+    if pool == 0:
+        return 0.0
+    full = math.log2(pool)
+    bits = 0.0
+    pairs: set[tuple[str, str]] = set()
+    previous: str | None = None
+    for char in value:
+        predictable = previous is not None and (
+            abs(ord(char) - ord(previous)) <= 1 or (previous, char) in pairs
+        )
+        bits += 0.0 if predictable else full
+        if previous is not None:
+            pairs.add((previous, char))
+        previous = char
+    return bits
+
+
+def weak_secret_problem(value: str) -> str | None:
+    """Why a secret the operator chooses for Tessera (INSTALLATION_TOKEN, the admin password)
+    is too weak for production, without quoting it; None when it is strong enough."""
+    if value.strip().lower() in WEAK_SECRETS:
+        return "it is a well-known default"
+    if len(value) < MIN_PRODUCTION_SECRET_LENGTH:
+        return f"it has fewer than {MIN_PRODUCTION_SECRET_LENGTH} characters"
+    bits = estimated_secret_bits(value)
+    if bits < MIN_PRODUCTION_SECRET_BITS:
+        return (
+            f"it is too predictable (about {bits:.0f} bits of the {MIN_PRODUCTION_SECRET_BITS} "
+            "needed: repeated characters, runs such as abcd or 1234, repeated pairs, or a "
+            "single kind of character)"
+        )
+    return None
+
+
 def check_production_secrets(settings: Settings) -> None:
-    """No insecure default reaches production: refuse missing or well-known secrets there."""
+    """No insecure default reaches production: refuse missing or well-known secrets there,
+    and for the two Tessera asks the operator to choose, guessable ones too."""
     if not settings.is_production:
         return
     token = settings.installation_token
-    if token is None or is_weak_secret(token):
+    problem = "it is not set" if token is None else weak_secret_problem(token)
+    if problem is not None:
         raise ConfigurationError(
-            "INSTALLATION_TOKEN: production needs a secret of at least "
-            f"{MIN_PRODUCTION_SECRET_LENGTH} characters that is not a well-known default"
+            f"INSTALLATION_TOKEN: production needs a hard-to-guess secret of at least "
+            f"{MIN_PRODUCTION_SECRET_LENGTH} characters; {problem}"
         )
     if settings.mysql_password is not None and is_weak_secret(settings.mysql_password):
         raise ConfigurationError(
@@ -1029,10 +1129,11 @@ def check_production_secrets(settings: Settings) -> None:
             f"{MIN_PRODUCTION_SECRET_LENGTH} characters that is not a well-known default"
         )
     password = settings.admin_password
-    if password is not None and is_weak_secret(password):
+    problem = None if password is None else weak_secret_problem(password)
+    if problem is not None:
         raise ConfigurationError(
-            "TESSERA_ADMIN_PASSWORD: production needs a password of at least "
-            f"{MIN_PRODUCTION_SECRET_LENGTH} characters that is not a well-known default"
+            "TESSERA_ADMIN_PASSWORD: production needs a hard-to-guess password of at least "
+            f"{MIN_PRODUCTION_SECRET_LENGTH} characters; {problem}"
         )
     elastic_password = settings.elastic_password
     if elastic_password is not None and is_weak_secret(elastic_password):

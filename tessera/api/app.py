@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from tessera import __version__
@@ -28,6 +29,8 @@ from tessera.api import (
     workflows,
 )
 from tessera.api.body_limit import BodySizeLimit
+from tessera.api.forwarded import ForwardedClient
+from tessera.api.problems import encodable, refused_request
 from tessera.collect.routes import CollectionApp
 from tessera.errors import StorageUnavailable, TesseraError, Unauthorized
 from tessera.ops.gc_tuning import tune_for_serving
@@ -84,19 +87,21 @@ def create_app(
         queue,
     ):
         api.include_router(module.router)
-    return CollectionApp(
+    collection = CollectionApp(
         settings=settings,
         sources=runtime.sources,
         intake=runtime.intake,
         fallback=BodySizeLimit(api, limit=settings.max_body_bytes),
         is_outage=is_outage,
     )
+    return ForwardedClient(collection, trusted=settings.trusted_proxy_networks)
 
 
 def add_error_handlers(api: FastAPI) -> None:
     """Tessera's errors answer with their status; a storage client's outage that got past its
     store still answers 503 with Retry-After (see ``_outage_or_bug``)."""
     api.add_exception_handler(TesseraError, _tessera_error)
+    api.add_exception_handler(RequestValidationError, refused_request)
     for error_type in OUTAGE_ERROR_TYPES:
         api.add_exception_handler(error_type, _outage_or_bug)
 
@@ -106,7 +111,10 @@ async def _tessera_error(_request: Request, error: Exception) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
     if isinstance(error, StorageUnavailable):
         headers = {"Retry-After": str(error.retry_after)}
-    return JSONResponse({"detail": error.message}, status_code=error.status_code, headers=headers)
+    # A message may quote a value of the request (an id from the path), which may hold a lone
+    # surrogate no UTF-8 can encode.
+    detail = encodable(error.message)
+    return JSONResponse({"detail": detail}, status_code=error.status_code, headers=headers)
 
 
 async def _outage_or_bug(request: Request, error: Exception) -> JSONResponse:

@@ -26,11 +26,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tessera.api.deps import RuntimeDep, current_user, json_response
 from tessera.api.ids import url_safe_id
+from tessera.api.paging import ListOffset
 from tessera.destinations.checks import check_destination
 from tessera.errors import Conflict, InvalidPayload, NotFound
 from tessera.model.common import DEFAULT_TENANT, new_id, utcnow
 from tessera.model.destination import Destination, OutboxMessage
-from tessera.model.event import normalise_event_type
+from tessera.model.event import checked_event_type
 from tessera.runtime import Runtime
 
 router = APIRouter(tags=["destinations"], dependencies=[Depends(current_user)])
@@ -128,7 +129,7 @@ def _secrets(raw: Any) -> dict[str, str]:
 def _build(document: dict[str, Any]) -> Destination:
     document["secret_headers"] = _secrets(document.get("secret_headers", {}))
     document["event_types"] = sorted(
-        {normalise_event_type(raw) for raw in document.get("event_types") or []}
+        {checked_event_type(raw, "event_types") for raw in document.get("event_types") or []}
     )
     try:
         destination = msgspec.convert(document, Destination)
@@ -198,7 +199,7 @@ async def list_destinations(runtime: RuntimeDep) -> Response:
 async def list_dead_letters(
     runtime: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: ListOffset = 0,
 ) -> Response:
     """Messages that ran out of attempts (or whose destination went away), newest first."""
     messages, total = await runtime.storage.outbox.dead_letters(

@@ -24,7 +24,7 @@ from tessera.api.deps import RuntimeDep, current_user, json_response
 from tessera.api.ids import url_safe_id
 from tessera.errors import InvalidPayload, NotFound
 from tessera.model.common import DEFAULT_TENANT, new_id, utcnow
-from tessera.model.event import normalise_event_type
+from tessera.model.event import checked_event_type
 from tessera.model.processing import (
     MappingOp,
     MappingRule,
@@ -111,15 +111,8 @@ class MappingPatch(_PatchIn):
 _NULLABLE = frozenset({"source_id", "properties", "context", "condition"})
 
 
-def _event_type(raw: str) -> str:
-    event_type = normalise_event_type(raw)
-    if not event_type:
-        raise InvalidPayload("event_type is empty")
-    return event_type
-
-
 def _build(kind: type[R], document: dict[str, Any]) -> R:
-    document["event_type"] = _event_type(document["event_type"])
+    document["event_type"] = checked_event_type(document["event_type"], "event_type")
     try:
         rule = msgspec.convert(document, kind)
     except msgspec.ValidationError as exc:
@@ -180,7 +173,9 @@ async def _enable(runtime: Runtime, kind: type[R], rule_id: str, enabled: bool) 
 
 async def _list(runtime: Runtime, kind: type[R], event_type: str | None) -> Response:
     rules = await runtime.processing.store.list(
-        DEFAULT_TENANT, kind, event_type=_event_type(event_type) if event_type else None
+        DEFAULT_TENANT,
+        kind,
+        event_type=checked_event_type(event_type, "event_type") if event_type else None,
     )
     return json_response({"total": len(rules), "result": rules})
 

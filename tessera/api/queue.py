@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from tessera.api.deps import RuntimeDep, current_user, json_response
+from tessera.api.paging import ListOffset
 from tessera.model.common import DEFAULT_TENANT
 from tessera.workers.status import queue_status
 
@@ -39,7 +40,7 @@ async def get_queue_status(runtime: RuntimeDep) -> Response:
 async def list_queue_dead_letters(
     runtime: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: ListOffset = 0,
 ) -> Response:
     letters, total = await runtime.dead_letters.list(DEFAULT_TENANT, limit=limit, offset=offset)
     return json_response({"total": total, "result": letters})

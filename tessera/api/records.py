@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from tessera.api.deps import RuntimeDep, current_user, json_response
+from tessera.api.paging import ListOffset
 from tessera.errors import NotFound
 from tessera.model.common import DEFAULT_TENANT
 from tessera.model.event import normalise_event_type
@@ -30,7 +31,7 @@ async def get_profile_events(
     profile_id: RecordId,
     runtime: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    offset: ListOffset = 0,
     type: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
     """The profile's events, newest first, optionally of one type."""

@@ -21,7 +21,7 @@ from tessera.api.deps import RuntimeDep, current_user, json_response
 from tessera.api.ids import url_safe_id
 from tessera.errors import InvalidPayload, NotFound
 from tessera.model.common import DEFAULT_TENANT, new_id, utcnow
-from tessera.model.event import normalise_event_type
+from tessera.model.event import checked_event_type, normalise_event_type
 from tessera.model.workflow import Rule
 from tessera.query import parse
 from tessera.runtime import Runtime
@@ -73,10 +73,7 @@ _NULLABLE = frozenset({"source_id", "segment", "condition"})
 
 
 async def _checked(runtime: Runtime, document: dict[str, Any]) -> Rule:
-    event_type = normalise_event_type(document["event_type"])
-    if not event_type:
-        raise InvalidPayload("event_type is empty")
-    document["event_type"] = event_type
+    document["event_type"] = checked_event_type(document["event_type"], "event_type")
     if document.get("condition") is not None:
         parse(document["condition"])
     if await runtime.storage.workflows.get(DEFAULT_TENANT, document["workflow_id"]) is None:

@@ -25,7 +25,7 @@ from tessera.api.deps import RuntimeDep, current_user, json_response
 from tessera.api.ids import url_safe_id
 from tessera.errors import InvalidPayload, NotFound
 from tessera.model.common import DEFAULT_TENANT, new_id, utcnow
-from tessera.model.event import normalise_event_type
+from tessera.model.event import checked_event_type
 from tessera.model.segment import Segment
 from tessera.query import parse
 from tessera.query.ast import iter_fields
@@ -79,9 +79,7 @@ def check_condition(text: str) -> None:
 def _event_types(raw: list[str]) -> list[str]:
     types: list[str] = []
     for item in raw:
-        event_type = normalise_event_type(item)
-        if not event_type or len(event_type) > 255:
-            raise InvalidPayload(f"event_types: {item!r} is not an event type")
+        event_type = checked_event_type(item, f"event_types: {item!r}")
         if event_type not in types:
             types.append(event_type)
     return types

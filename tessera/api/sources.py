@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, Field, field_validator
@@ -21,7 +21,12 @@ SourceId = Annotated[str, Path(max_length=128)]
 class SourceIn(BaseModel):
     id: str | None = Field(None, description="Kept when given (URL-safe, ≤128); else generated")
     name: str = Field(min_length=1, max_length=255)
-    type: str = Field("rest", min_length=1, max_length=64)
+    type: str = Field(
+        "rest",
+        min_length=1,
+        max_length=64,
+        description='The kind of source; Tracardi\'s list form (["rest"]) is read as its one type',
+    )
     description: str = Field("", max_length=4096)
     enabled: bool = True
     tags: list[str] = Field(default_factory=list, max_length=64)
@@ -30,6 +35,18 @@ class SourceIn(BaseModel):
     @classmethod
     def _url_safe(cls, value: str | None) -> str | None:
         return url_safe_id(value)
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _one_type(cls, value: Any) -> Any:
+        """Tracardi keeps a source's type as a list and its clients send one: ["rest"]."""
+        if not isinstance(value, list):
+            return value
+        if len(value) == 1:
+            return value[0]
+        if value and all(isinstance(item, str) for item in value) and len(set(value)) == 1:
+            return value[0]
+        raise ValueError("give one type: a string, or a list of one string as Tracardi sends")
 
 
 class SourcePatch(BaseModel):

@@ -26,7 +26,7 @@ from tessera.api.deps import RuntimeDep, current_user, json_response
 from tessera.api.ids import url_safe_id
 from tessera.errors import InvalidPayload, NotFound
 from tessera.model.common import DEFAULT_TENANT, Ref, new_id, utcnow
-from tessera.model.event import Event, EventMetadata, normalise_event_type
+from tessera.model.event import Event, EventMetadata, checked_event_type
 from tessera.model.profile import new_profile
 from tessera.model.workflow import Workflow, WorkflowGraph
 from tessera.runtime import Runtime
@@ -302,9 +302,7 @@ async def _debug_subject(
             raise NotFound(f"event {body.event_id!r} does not exist")
     elif body.event is not None:
         now = utcnow()
-        event_type = normalise_event_type(body.event.type)
-        if not event_type:
-            raise InvalidPayload("event.type is empty")
+        event_type = checked_event_type(body.event.type, "event.type")
         event = Event(
             id=new_id(),
             tenant=DEFAULT_TENANT,

@@ -20,8 +20,8 @@ from tessera.collect.http import (
     send_empty,
     send_json,
 )
+from tessera.collect.outage_log import OutageLog
 from tessera.collect.payload import (
-    MAX_ID_LENGTH,
     TrackPayload,
     check_id,
     decode_json_object,
@@ -35,7 +35,7 @@ from tessera.errors import (
     TesseraError,
 )
 from tessera.model.common import DEFAULT_TENANT
-from tessera.model.event import normalise_event_type
+from tessera.model.event import checked_event_type
 from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult, Intake
 from tessera.pipeline.sources import SourceDirectory
 from tessera.settings import Settings
@@ -64,6 +64,7 @@ class CollectionApp:
         # Whether an error no store turned into StorageUnavailable is still a storage outage
         # (storage/outages.py; given, as collection imports no backend).
         self._is_outage = is_outage
+        self._outages = OutageLog(log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -85,6 +86,12 @@ class CollectionApp:
                     await send_json(send, 405, {"detail": "use GET or POST"}, CORS_HEADERS)
                     return
                 result = await self._collect(scope, receive, path)
+        except StorageUnavailable as error:
+            # Anyone may call these endpoints: the answer names the kind of service that is
+            # away, the log has what failed and where (addresses, client errors).
+            self._outages.answered_503(path, error)
+            await _send_error(send, error)
+            return
         except TesseraError as error:
             await _send_error(send, error)
             return
@@ -99,8 +106,7 @@ class CollectionApp:
         traceback, to find the store that let it through). Anything else is a bug: 500."""
         if self._is_outage(error):
             log.warning("%s: storage outage not reported by its store", path, exc_info=error)
-            kind = type(error).__name__
-            await _send_error(send, StorageUnavailable(f"storage unavailable ({kind}); retry"))
+            await _send_error(send, StorageUnavailable("storage outage not reported by its store"))
             return
         log.error("%s: unexpected error", path, exc_info=error)
         await send_json(send, 500, {"detail": "internal error (logged)"}, CORS_HEADERS)
@@ -140,11 +146,7 @@ class CollectionApp:
                 "use /collect/{event_type}/{source_id} or /collect/{event_type}/{source_id}/"
                 "{session_id}"
             )
-        event_type = normalise_event_type(parts[0])
-        if not event_type:
-            raise InvalidPayload("event type: must not be empty")
-        if len(event_type) > MAX_ID_LENGTH:
-            raise InvalidPayload(f"event type: longer than {MAX_ID_LENGTH} characters")
+        event_type = checked_event_type(parts[0], "event type")
         check_id(parts[1], "source id")
         session_id = check_id(parts[2], "session id") if len(parts) == 3 else None
         properties = await self._collect_properties(scope, receive)
@@ -187,9 +189,11 @@ class CollectionApp:
 
 async def _send_error(send: Send, error: TesseraError) -> None:
     headers = CORS_HEADERS
+    detail = error.message
     if isinstance(error, StorageUnavailable):
         headers = [*CORS_HEADERS, (b"retry-after", str(error.retry_after).encode())]
-    await send_json(send, error.status_code, {"detail": error.message}, headers)
+        detail = error.public_message
+    await send_json(send, error.status_code, {"detail": detail}, headers)
 
 
 def _given(reference: Any) -> str | None:
@@ -199,11 +203,8 @@ def _given(reference: Any) -> str | None:
 
 
 def _incoming(index: int, event: Any) -> IncomingEvent:
-    event_type = normalise_event_type(event.type)
-    if not event_type:
-        raise InvalidPayload(f"events[{index}].type: must not be empty")
     return IncomingEvent(
-        type=event_type,
+        type=checked_event_type(event.type, f"events[{index}].type"),
         id=event.id or None,
         time=event.time,
         properties=event.properties,

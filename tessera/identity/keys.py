@@ -6,6 +6,7 @@ phone number; the salt is ``AUTO_PROFILE_MERGING``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -42,6 +43,11 @@ ALWAYS_BLOCKED = frozenset(
 _ALL_ZEROS = re.compile(r"^[0\W_]+$")
 _DIGITS = re.compile(r"\D+")
 MAX_VALUE_LENGTH = 320
+# Fewer digits than this is no phone number of one person: the shortest complete numbers in
+# the world's numbering plans (Niue, Tokelau: a 3-digit country code and 4 digits) have 7.
+# Shorter values are service codes, extensions or placeholders ("1", "112", "-1", "12345")
+# that many people send, and merging on them would join them all into one profile.
+MIN_PHONE_DIGITS = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,8 @@ def normalise(path: str, raw: Any) -> str | None:
             return None
     elif path == PHONE_PATH:
         text = _normalise_phone(text)
+        if len(text.lstrip("+")) < MIN_PHONE_DIGITS:
+            return None
     else:
         text = text.lower()
     if not text or len(text) > MAX_VALUE_LENGTH:
@@ -82,11 +90,30 @@ def _normalise_phone(text: str) -> str:
 
 
 def is_blocked(value: str, extra_blocked: frozenset[str]) -> bool:
-    lowered = value.lower()
+    """Whether a value (as sent, or normalised) is one that identifies nobody."""
+    lowered = value.strip().lower()
     if lowered in ALWAYS_BLOCKED or lowered in extra_blocked:
         return True
     local_part = lowered.split("@", 1)[0]
     return bool(_ALL_ZEROS.match(local_part.lstrip("+")))
+
+
+def _refused(path: str, raw: Any, value: str, extra_blocked: frozenset[str]) -> bool:
+    """Blocked as sent or once normalised: normalising can turn a blocked value into another
+    ("-1" is the phone "1"), and the operator's list may name a value in any of its spellings
+    ("555-1234" blocks "5551234" too)."""
+    return (
+        is_blocked(str(raw), extra_blocked)
+        or is_blocked(value, extra_blocked)
+        or value in _normalised_blocked(path, extra_blocked)
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _normalised_blocked(path: str, extra_blocked: frozenset[str]) -> frozenset[str]:
+    """The blocked values (built-in and the operator's) normalised as values of ``path``."""
+    found = (normalise(path, value) for value in ALWAYS_BLOCKED | extra_blocked)
+    return frozenset(value for value in found if value is not None)
 
 
 def digest(salt: str, path: str, value: str) -> str:
@@ -118,7 +145,7 @@ def key_values(
             continue
         for item in raw if isinstance(raw, list) else [raw]:
             value = normalise(path, item)
-            if value is None or is_blocked(value, extra_blocked):
+            if value is None or _refused(path, item, value, extra_blocked):
                 warnings.append(f"{path}: value is not used to merge profiles (blocked or invalid)")
                 continue
             found.append(KeyValue(path, value, digest(salt, path, value)))

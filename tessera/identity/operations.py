@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from tessera.errors import InvalidPayload, NotFound, StorageUnavailable
+from tessera.errors import Busy, InvalidPayload, NotFound
 from tessera.identity.keys import read_path
 from tessera.identity.locking import profile_lock_key
 from tessera.model.common import utcnow
@@ -62,7 +62,7 @@ class ProfileOperations:
                     yield current, held
                     return
             profile = current
-        raise StorageUnavailable("the profile is being merged right now; retry")
+        raise Busy("the profile is being merged right now; retry")
 
     async def unmerge(self, tenant: str, profile_id: str, ids: list[str]) -> dict[str, Any]:
         """Split the named former profiles back out of the profile, with the events and

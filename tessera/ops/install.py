@@ -16,7 +16,7 @@ from tessera.model.common import DEFAULT_TENANT, new_id, utcnow
 from tessera.model.source import EventSource
 from tessera.model.user import ADMIN_ROLE, User
 from tessera.security.passwords import check_password_strength, hash_password
-from tessera.settings import Settings, generate_secret, is_weak_secret
+from tessera.settings import Settings, generate_secret, weak_secret_problem
 from tessera.storage.factory import Storage
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,9 @@ async def create_admin(storage: Storage, settings: Settings, email: str, passwor
     if "@" not in email:
         raise InvalidPayload("username: must be an e-mail address")
     check_password_strength(password)
-    if settings.is_production and is_weak_secret(password):
-        raise InvalidPayload("password: production needs at least 16 characters, not a default")
+    problem = weak_secret_problem(password) if settings.is_production else None
+    if problem is not None:
+        raise InvalidPayload(f"password: production needs a hard-to-guess password; {problem}")
     if await storage.users.count(DEFAULT_TENANT) > 0:
         return False
     await storage.users.add(

@@ -14,7 +14,7 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Protocol
 
-from tessera.errors import StorageUnavailable
+from tessera.errors import Busy
 
 
 class LockSetLike(Protocol):
@@ -210,4 +210,4 @@ async def ensure_held(held: LockSetLike) -> None:
     live, and another process may have taken it) must not let a stale write through. The
     caller answers 503 and the client retries."""
     if not await held.still_held():
-        raise StorageUnavailable("a lock of this request expired before it could commit; retry")
+        raise Busy("a lock of this request expired before it could commit; retry")

@@ -9,6 +9,11 @@ A string value containing ``{{`` (or ``{%``) is a template; anything else is cop
   expressions only (no ``{% %}`` statements), no globals, a short list of filters and string/dict
   methods, size limits on ``*`` and ``**``, no ``%`` formatting. A string that is exactly one
   ``{{ expression }}`` yields the expression's value; text around it makes the result a string.
+- Values are data, never Python objects: inside text an object or a list is written as JSON
+  (``Items: [{"sku": "A-1"}]``), true/false as ``true``/``false``, null as nothing; a
+  generator or a dict view (``| map``, ``.keys()``) becomes a list. A method named without a
+  call (``{{ event.items }}`` when the event has no ``items``) fails like any other template
+  error: None and a warning. So no result ever shows a Python repr or a memory address.
 
 Templates are checked when a rule is saved (``check_templates`` raises InvalidPayload); at run
 time a template that still fails yields None and a warning, never an exception.
@@ -17,13 +22,14 @@ time a template that still fails yields None and a warning, never an exception.
 from __future__ import annotations
 
 import functools
+import json
 import re
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import ChainableUndefined, nodes
+from jinja2 import ChainableUndefined, Undefined, nodes
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.meta import find_undeclared_variables
 from jinja2.runtime import Context
@@ -157,8 +163,43 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
 
+class NotData(TemplateError):
+    """A template's value is a method or another Python object, not data."""
+
+
+def as_data(value: Any) -> Any:
+    """A template's value as JSON data: dicts with string keys, lists, strings, numbers,
+    booleans and None. Iterables Jinja hands out (generators of ``map``, dict views, tuples)
+    become lists; anything else (a method named without a call) raises NotData."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, Undefined):
+        return None
+    if isinstance(value, dict):
+        return {str(key): as_data(item) for key, item in value.items()}
+    if isinstance(
+        value, list | tuple | set | frozenset | Iterator | KeysView | ValuesView | ItemsView
+    ):
+        return [as_data(item) for item in value]
+    if callable(value):
+        name = getattr(value, "__name__", "?")
+        raise NotData(f"{name!r} is a method, not a value (is the field name right?)")
+    raise NotData(f"a {type(value).__name__} is not a value a template can give")
+
+
+def as_text(value: Any) -> str:
+    """How a value reads inside text: strings as they are, null as nothing, everything
+    else as JSON (true, 3.5, [1, 2], {"a": 1})."""
+    data = as_data(value)
+    if isinstance(data, str):
+        return data
+    if data is None:
+        return ""
+    return json.dumps(data, ensure_ascii=False)
+
+
 def _sandbox() -> _Sandbox:
-    env = _Sandbox(undefined=ChainableUndefined, autoescape=False)
+    env = _Sandbox(undefined=ChainableUndefined, autoescape=False, finalize=as_text)
     env.globals.clear()  # range, dict, lipsum, cycler, joiner, namespace
     env.filters = {name: env.filters[name] for name in _FILTERS}
     return env
@@ -311,7 +352,11 @@ def render(
     except RUNTIME_ERRORS as exc:
         warnings.append(f"{where}: template {value!r} failed: {exc}")
         return None
-    return copy_json(result)
+    try:
+        return as_data(result)
+    except NotData as exc:
+        warnings.append(f"{where}: template {value!r} failed: {exc}")
+        return None
 
 
 def check_reshape_rule(rule: ReshapeRule) -> None:

@@ -11,11 +11,12 @@ gives the same answers as evaluate.
 from tessera.query.ast import Condition, Field, to_text
 from tessera.query.errors import QuerySyntaxError
 from tessera.query.evaluate import evaluate
-from tessera.query.parser import MAX_DEPTH, MAX_TEXT_LENGTH, parse
+from tessera.query.parser import MAX_DEPTH, MAX_IN_VALUES, MAX_TEXT_LENGTH, parse
 from tessera.query.sqlite import to_sqlite
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_IN_VALUES",
     "MAX_TEXT_LENGTH",
     "Condition",
     "Field",

@@ -34,6 +34,7 @@ Checks beyond the grammar (each a QuerySyntaxError naming the place):
   kind. STARTS WITH and ENDS WITH take a string.
 - The text is at most 10,000 characters; AND, OR and NOT nest at most 64 levels deep and
   parentheses too, so no later step can run out of stack.
+- IN lists at most 1,000 values (MAX_IN_VALUES).
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ from tessera.query.errors import QuerySyntaxError, syntax_error
 
 MAX_TEXT_LENGTH = 10_000
 MAX_DEPTH = 64
+# Values one IN may list. Each becomes clauses of its own in every backend's query, so the
+# list bounds what one condition may ask of them (Elasticsearch refuses a query past its
+# clause limit); a thousand covers any list written by hand, longer ones belong in a segment.
+MAX_IN_VALUES = 1_000
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 GRAMMAR = r"""
@@ -211,6 +216,12 @@ class _Builder(Transformer[Token, _Node]):
 
     def in_list(self, children: list[Token]) -> _Node:
         field_token, _lpar, *value_tokens = children
+        if len(value_tokens) > MAX_IN_VALUES:
+            raise syntax_error(
+                f"IN lists {len(value_tokens):,} values, more than {MAX_IN_VALUES:,}",
+                _line(value_tokens[MAX_IN_VALUES]),
+                _column(value_tokens[MAX_IN_VALUES]),
+            )
         values = []
         for token in value_tokens:
             value = _literal(token)

@@ -66,6 +66,7 @@ _JSON_EACH_COLUMNS = frozenset(
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _ORDER_OPS = frozenset({">", ">=", "<", "<="})
 _FALSE = "0"
+_TRUE = "1"
 
 
 def to_sqlite(condition: Condition, entity: str, doc_column: str = "doc") -> tuple[str, list[Any]]:
@@ -96,9 +97,10 @@ class _Translator:
         self.params: list[Any] = []
 
     def condition(self, node: Condition) -> str:
-        if isinstance(node, And | Or):
-            joiner = " AND " if isinstance(node, And) else " OR "
-            return "(" + joiner.join(self.condition(item) for item in node.items) + ")"
+        if isinstance(node, And):
+            return _balanced([self.condition(item) for item in node.items], " AND ", _TRUE)
+        if isinstance(node, Or):
+            return _balanced([self.condition(item) for item in node.items], " OR ", _FALSE)
         if isinstance(node, Not):
             return f"NOT ({self.condition(node.item)})"
         path = _json_path(node.field)
@@ -118,8 +120,9 @@ class _Translator:
             high = self.ordered("<=", path, node.high)
             return f"({low} AND {high})"
         if isinstance(node, In):
-            tests = [self.equals(path, literal) for literal in node.values]
-            return "(" + " OR ".join(tests) + ")" if tests else _FALSE
+            return _balanced(
+                [self.equals(path, literal) for literal in node.values], " OR ", _FALSE
+            )
         if isinstance(node, Contains):
             return self.contains(path, node.value)
         if isinstance(node, StartsWith):
@@ -192,6 +195,19 @@ class _Translator:
             part = f"substr({read}, 1, {self.param(len(data))})"
         # substr() of an empty BLOB is NULL, hence the ifnull.
         return f"({kind} IS 'text' AND ifnull({part} = {self.param(data)}, 0))"
+
+
+def _balanced(parts: list[str], joiner: str, empty: str) -> str:
+    """The parts joined as a balanced tree of parentheses, in their order (so the `?`s keep
+    theirs). SQLite reads `a OR b OR c …` as a chain one level deeper per term and refuses a
+    tree deeper than 1000 levels (SQLITE_MAX_EXPR_DEPTH); balanced, n terms nest log2(n)."""
+    if not parts:
+        return empty
+    if len(parts) == 1:
+        return parts[0]
+    middle = len(parts) // 2
+    left = _balanced(parts[:middle], joiner, empty)
+    return f"({left}{joiner}{_balanced(parts[middle:], joiner, empty)})"
 
 
 def _json_path(field: Field) -> str:

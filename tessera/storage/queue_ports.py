@@ -30,10 +30,14 @@ from tessera.errors import StorageUnavailable
 class QueueUnavailable(StorageUnavailable):
     """The queue did not acknowledge in time or is unreachable; retry later (503)."""
 
+    public_message = "the ingest queue is unavailable; retry later"
+
 
 class QueueFull(QueueUnavailable):
     """The unprocessed backlog is at its limit (TESSERA_QUEUE_MAX_BACKLOG_MB): nothing of this
     publish was kept; retry after ``retry_after`` seconds, once the workers caught up."""
+
+    public_message = "the ingest queue is full; retry later"
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import socket
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -1204,6 +1205,16 @@ def shape_ok(doc: Any) -> bool:
     )
 
 
+def event_type_ok(raw: str) -> bool:
+    """docs/api.md: normalised (trimmed, lower case, whitespace runs become one dash), an
+    event type has 1 to 128 characters, letters, digits and - _ . : $ only."""
+    normalised = "-".join(raw.strip().lower().split())
+    return 0 < len(normalised) <= ID_LIMIT and all(
+        char.isalnum() or char in "-_.:$" or unicodedata.category(char).startswith("M")
+        for char in normalised
+    )
+
+
 def expected_statuses(body: bytes, enabled: set[str]) -> tuple[set[int], tuple[str, ...]]:
     """The statuses the contract allows for this body, and words a refusal must mention."""
     doc = parse(body)
@@ -1213,7 +1224,7 @@ def expected_statuses(body: bytes, enabled: set[str]) -> tuple[set[int], tuple[s
     lenient = set() if strict(doc) else {400, 422}  # a fault in an ignored field
     if view["source"]["id"] not in enabled:
         return {401} | lenient, ("event source",)
-    if any(not event["type"].split() for event in view["events"]):
+    if any(not event_type_ok(event["type"]) for event in view["events"]):
         return {422} | lenient, ("type",)
     return {200} | lenient, ()
 

@@ -48,31 +48,46 @@ def test_bad_value_stops_start_up_naming_the_variable(
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("token", [None, "tracardi", "short-token"])
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (None, "not set"),
+        ("tracardi", "well-known"),
+        ("short-token", "fewer than 16"),
+        # Long enough, but guessable: one character, a run, a repeated word.
+        ("aaaaaaaaaaaaaaaa", "predictable"),
+        ("abcdefghijklmnopqrstuvwxyz", "predictable"),
+        ("passwordpassword", "predictable"),
+    ],
+)
 def test_production_refuses_missing_or_weak_installation_token(
-    tmp_path: Path, token: str | None
+    tmp_path: Path, token: str | None, reason: str
 ) -> None:
     env = {"TESSERA_ENV": "production"}
     if token is not None:
         env["INSTALLATION_TOKEN"] = token
     result = run_serve(env, tmp_path)
     assert result.returncode == 2
-    assert "INSTALLATION_TOKEN" in result.stderr
+    assert "INSTALLATION_TOKEN" in result.stderr and reason in result.stderr
+    assert token is None or token not in result.stderr
 
 
-def test_production_refuses_weak_admin_password_without_showing_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("password", ["admin", "zzzzzzzzzzzzzzzzzzzzzzzz"])
+def test_production_refuses_weak_admin_password_without_showing_it(
+    tmp_path: Path, password: str
+) -> None:
     result = run_serve(
         {
             "TESSERA_ENV": "production",
             "INSTALLATION_TOKEN": "a-long-and-random-installation-secret",
             "TESSERA_ADMIN_EMAIL": "ops@example.com",
-            "TESSERA_ADMIN_PASSWORD": "admin",
+            "TESSERA_ADMIN_PASSWORD": password,
         },
         tmp_path,
     )
     assert result.returncode == 2
     assert "TESSERA_ADMIN_PASSWORD" in result.stderr
-    assert "admin'" not in result.stderr
+    assert f"{password}'" not in result.stderr and password * 2 not in result.stderr
 
 
 def test_production_creates_no_default_source(tmp_path: Path) -> None:

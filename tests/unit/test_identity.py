@@ -51,6 +51,35 @@ def test_configured_values_are_blocked_and_real_ones_are_not() -> None:
     assert not is_blocked("+48600100200", frozenset())
 
 
+@pytest.mark.parametrize(
+    "phone", ["-1", " -1 ", "+1", "1", "112", "12-34", "(0) 123 45", "+123456"]
+)
+def test_phones_too_short_for_anyone_identify_nobody(phone: str) -> None:
+    # "-1" is blocked as sent but normalises to "1": without the length rule it merged
+    # everyone who sent it.
+    document = {"data": {"contact": {"phone": {"main": phone}}}}
+    values, warnings = key_values(document, [PHONE_PATH], salt="s" * 20, extra_blocked=frozenset())
+    assert values == [] and len(warnings) == 1
+    assert normalise(PHONE_PATH, "+1234567") == "+1234567"  # the shortest real numbers pass
+
+
+@pytest.mark.parametrize(
+    ("blocked", "sent"),
+    [
+        ("555-0100-200", "5550100200"),  # blocked as written, sent normalised
+        ("5550100200", "555 0100 200"),  # blocked normalised, sent as written
+        ("+1 (555) 010-0200", "0015550100200"),  # two spellings of one number
+    ],
+)
+def test_a_blocked_phone_is_blocked_in_every_spelling(blocked: str, sent: str) -> None:
+    document = {"data": {"contact": {"phone": {"main": sent}}}}
+    extra = frozenset({blocked.lower()})
+    values, _warnings = key_values(document, [PHONE_PATH], salt="s" * 20, extra_blocked=extra)
+    assert values == []
+    unblocked, _ = key_values(document, [PHONE_PATH], salt="s" * 20, extra_blocked=frozenset())
+    assert len(unblocked) == 1
+
+
 def test_digests_depend_on_salt_path_and_value() -> None:
     base = digest("salt-one-is-long-enough", EMAIL_PATH, "ann@example.com")
     assert base == digest("salt-one-is-long-enough", EMAIL_PATH, "ann@example.com")

@@ -7,7 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tessera.errors import InvalidPayload
-from tessera.query import MAX_DEPTH, MAX_TEXT_LENGTH, QuerySyntaxError, parse, to_text
+from tessera.query import (
+    MAX_DEPTH,
+    MAX_IN_VALUES,
+    MAX_TEXT_LENGTH,
+    QuerySyntaxError,
+    parse,
+    to_text,
+)
 from tessera.query.ast import (
     And,
     Between,
@@ -360,6 +367,17 @@ def test_too_long() -> None:
     padded = A + " " * (MAX_TEXT_LENGTH - len(A))
     assert len(padded) == MAX_TEXT_LENGTH
     assert parse(padded) == exists("a")
+
+
+def test_in_lists_at_most_its_limit_of_values() -> None:
+    values = [str(n) for n in range(MAX_IN_VALUES + 100)]
+    error = error_of(f"profile@a IN ({', '.join(values)})")
+    assert "IN lists 1,100 values, more than 1,000" in error.message
+    # The place is the first value past the limit.
+    column = len("profile@a IN (") + len(", ".join(values[:MAX_IN_VALUES])) + 3
+    assert (error.line, error.column) == (1, column)
+    longest = parse(f"profile@a IN ({', '.join(values[:MAX_IN_VALUES])})")
+    assert isinstance(longest, In) and len(longest.values) == MAX_IN_VALUES
 
 
 def test_nesting_up_to_the_limit_is_fine() -> None:

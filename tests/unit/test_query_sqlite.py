@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tessera.query import QuerySyntaxError, evaluate, parse, to_sqlite
+from tessera.query import MAX_IN_VALUES, QuerySyntaxError, evaluate, parse, to_sqlite
 from tessera.query.ast import (
     And,
     Between,
@@ -219,6 +219,19 @@ def test_the_fragment_composes_with_more_sql() -> None:
         f"SELECT tenant FROM profiles WHERE tenant = ? AND {sql}", ["t2", *params]
     ).fetchall()
     assert rows == [("t2",)]
+
+
+def test_the_longest_in_list_inside_a_long_or_is_within_sqlite_s_depth() -> None:
+    # SQLite refuses an expression tree more than 1000 levels deep; a chain of ORs nests one
+    # level per term, so the terms are joined as a balanced tree instead.
+    values = ", ".join(str(n) for n in range(MAX_IN_VALUES))
+    text = " OR ".join(["profile@x==1"] * 300 + [f"profile@n IN ({values})"])
+    condition = parse(text)
+    docs = [{"n": 999}, {"n": 1000}, {"x": 1}, {"x": 2}]
+    assert sqlite_answers(condition, docs) == python_answers(condition, docs) == [1, 0, 1, 0]
+    # ANDs are balanced the same way (and keep their parameters in order).
+    wide_and = parse(" AND ".join(f"profile@n!={n}" for n in range(500)))
+    assert sqlite_answers(wide_and, docs) == python_answers(wide_and, docs) == [1, 1, 0, 0]
 
 
 # --- property: random documents, random conditions --------------------------------------------

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
+import secrets
 from pathlib import Path
 
 import pytest
 
 from tessera.errors import ConfigurationError
-from tessera.settings import Settings, env_name, load_settings
+from tessera.settings import (
+    Settings,
+    env_name,
+    estimated_secret_bits,
+    load_settings,
+    weak_secret_problem,
+)
 from tessera.settings_doc import settings_markdown
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
@@ -67,6 +75,55 @@ def test_secret_values_never_appear_in_errors(monkeypatch: pytest.MonkeyPatch) -
 
 def test_production_accepts_strong_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TESSERA_ENV", "production")
-    monkeypatch.setenv("INSTALLATION_TOKEN", "x" * 32)
+    monkeypatch.setenv("INSTALLATION_TOKEN", secrets.token_urlsafe(32))
     monkeypatch.setenv("TESSERA_ADMIN_PASSWORD", "correct horse battery staple")
     assert load_settings().is_production
+
+
+@pytest.mark.parametrize(
+    "weak",
+    [
+        "aaaaaaaaaaaaaaaa",
+        "x" * 64,
+        "abcdefghijklmnopqrstuvwxyz",
+        "9876543210987654321",
+        "passwordpassword",
+        "abcabcabcabcabcabcabc",
+        "0123456789012345",
+    ],
+)
+@pytest.mark.parametrize("variable", ["INSTALLATION_TOKEN", "TESSERA_ADMIN_PASSWORD"])
+def test_production_refuses_predictable_secrets_without_echoing_them(
+    monkeypatch: pytest.MonkeyPatch, variable: str, weak: str
+) -> None:
+    monkeypatch.setenv("TESSERA_ENV", "production")
+    monkeypatch.setenv("INSTALLATION_TOKEN", secrets.token_urlsafe(32))
+    monkeypatch.setenv(variable, weak)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert caught.value.message.startswith(f"{variable}: ")
+    assert "predictable" in caught.value.message
+    assert weak not in caught.value.message
+
+
+def test_secret_strength_is_estimated_from_classes_runs_and_repeats() -> None:
+    assert estimated_secret_bits("aaaaaaaaaaaaaaaa") == pytest.approx(math.log2(26))
+    assert estimated_secret_bits("aB3$") == pytest.approx(4 * math.log2(95))
+    # Random 32-character tokens are far above the bar, every time.
+    assert min(estimated_secret_bits(secrets.token_urlsafe(24)) for _ in range(200)) > 120
+    assert weak_secret_problem(secrets.token_urlsafe(24)) is None
+
+
+def test_trusted_proxies_are_addresses_or_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TESSERA_TRUSTED_PROXIES", " 10.0.0.5 , 172.16.0.0/12,fd00::/8 ")
+    settings = load_settings()
+    assert [str(network) for network in settings.trusted_proxy_networks] == [
+        "10.0.0.5/32",
+        "172.16.0.0/12",
+        "fd00::/8",
+    ]
+    monkeypatch.delenv("TESSERA_TRUSTED_PROXIES")
+    assert load_settings().trusted_proxy_networks == ()
+    monkeypatch.setenv("TESSERA_TRUSTED_PROXIES", "10.0.0.5, proxy.internal")
+    with pytest.raises(ConfigurationError, match=r"TESSERA_TRUSTED_PROXIES.*proxy\.internal"):
+        load_settings()

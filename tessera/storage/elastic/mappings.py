@@ -56,7 +56,10 @@ EVENT: Final = _document(
         "time": DATE,
         "metadata": {
             "properties": {
+                # Both insert times (model/event.py): `time.insert` as in Tracardi, `insert`
+                # for events stored by earlier versions and the reads that sort on it.
                 "insert": DATE,
+                "time": {"properties": {"insert": DATE}},
                 "status": KEYWORD,
                 "valid": BOOLEAN,
                 "ip": KEYWORD,

@@ -32,7 +32,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from tessera.errors import StorageUnavailable
+from tessera.errors import Busy
 from tessera.pipeline.locks import fence_floor
 from tessera.storage.redis.client import KeySpace
 from tessera.storage.redis.outage import RedisHealth, RedisUnavailable, redis_port
@@ -246,7 +246,7 @@ class RedisLockSet:
         pause = FIRST_PAUSE_S
         while not await self._take_now([key]):
             if loop.time() >= deadline:
-                raise StorageUnavailable("a profile stayed locked too long; retry")
+                raise Busy("a profile stayed locked too long; retry")
             await asyncio.sleep(pause * random.uniform(0.5, 1.0))
             pause = min(pause * 2, LONGEST_PAUSE_S)
 

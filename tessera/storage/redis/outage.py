@@ -46,6 +46,8 @@ def is_outage(error: BaseException) -> bool:
 class RedisUnavailable(StorageUnavailable):
     """StorageUnavailable because Redis is away, slow or overloaded."""
 
+    public_message = "the lock and cache store is unavailable; retry later"
+
 
 def unavailable(error: BaseException) -> RedisUnavailable:
     # The kind of failure only: the message (host, port) is not for anonymous clients; the

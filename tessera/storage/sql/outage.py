@@ -46,6 +46,8 @@ SQLITE_BUSY = ("database is locked", "database is busy")
 class DatabaseUnavailable(StorageUnavailable):
     """StorageUnavailable because the configuration database is away, slow or overloaded."""
 
+    public_message = "the configuration store is unavailable; retry later"
+
 
 def is_outage(error: BaseException) -> bool:
     if isinstance(error, sqlalchemy.exc.TimeoutError):  # the pool had no free connection

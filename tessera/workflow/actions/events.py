@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from tessera.model.event import normalise_event_type
+from tessera.model.event import event_type_problem, normalise_event_type
 from tessera.pipeline.reshaping import check_templates, render
 from tessera.workflow.action import (
     Action,
@@ -62,8 +62,9 @@ class EmitEventConfig(ActionConfig):
     @classmethod
     def _normalised(cls, value: str) -> str:
         normalised = normalise_event_type(value)
-        if not normalised:
-            raise ValueError("an event type must not be empty")
+        problem = event_type_problem(normalised)
+        if problem is not None:
+            raise ValueError(f"an event type {problem}")
         return normalised
 
 
