@@ -8,11 +8,20 @@ generated table in ``docs/settings.md`` shows, so a field without one fails the 
 from __future__ import annotations
 
 import enum
+import re
 import secrets
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tessera.errors import ConfigurationError
@@ -58,17 +67,6 @@ WEAK_SECRETS = frozenset(
     | {"tessera-dev-password"}
 )
 MIN_PRODUCTION_SECRET_LENGTH = 16
-# Values of these fields never appear in messages or logs.
-SECRET_FIELDS = frozenset(
-    {
-        "installation_token",
-        "admin_password",
-        "auto_profile_merging",
-        "mysql_password",
-        "redis_password",
-        "elastic_password",
-    }
-)
 
 
 class Settings(BaseSettings):
@@ -110,7 +108,7 @@ class Settings(BaseSettings):
         validation_alias="LOGGING_LEVEL",
         description="Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
     )
-    installation_token: str | None = Field(
+    installation_token: SecretStr | None = Field(
         None,
         validation_alias="INSTALLATION_TOKEN",
         description=(
@@ -124,7 +122,7 @@ class Settings(BaseSettings):
         validation_alias="TESSERA_ADMIN_EMAIL",
         description="When set with `TESSERA_ADMIN_PASSWORD`, the first start creates this admin.",
     )
-    admin_password: str | None = Field(
+    admin_password: SecretStr | None = Field(
         None,
         validation_alias="TESSERA_ADMIN_PASSWORD",
         description="Password of the admin created at first start (never logged).",
@@ -222,7 +220,7 @@ class Settings(BaseSettings):
     redis_port: int = Field(
         6379, ge=1, le=65535, validation_alias="REDIS_PORT", description="Redis port."
     )
-    redis_password: str | None = Field(
+    redis_password: SecretStr | None = Field(
         None,
         validation_alias="REDIS_PASSWORD",
         description="Redis password (AUTH); unset: none. Never logged.",
@@ -305,7 +303,7 @@ class Settings(BaseSettings):
         ),
     )
 
-    auto_profile_merging: str | None = Field(
+    auto_profile_merging: SecretStr | None = Field(
         None,
         validation_alias="AUTO_PROFILE_MERGING",
         description=(
@@ -440,7 +438,7 @@ class Settings(BaseSettings):
         validation_alias="MYSQL_USERNAME",
         description="MySQL/MariaDB user; required when `MYSQL_HOST` is set.",
     )
-    mysql_password: str | None = Field(
+    mysql_password: SecretStr | None = Field(
         None,
         validation_alias="MYSQL_PASSWORD",
         description=(
@@ -523,7 +521,7 @@ class Settings(BaseSettings):
         validation_alias="ELASTIC_USERNAME",
         description="Elasticsearch user (basic authentication); unset: none.",
     )
-    elastic_password: str | None = Field(
+    elastic_password: SecretStr | None = Field(
         None,
         validation_alias="ELASTIC_PASSWORD",
         description=(
@@ -854,7 +852,7 @@ class Settings(BaseSettings):
             "Pulsar admin REST URL (topics, retention). Unset: `PULSAR_HOST`'s host on port 8080."
         ),
     )
-    pulsar_auth_token: str | None = Field(
+    pulsar_auth_token: SecretStr | None = Field(
         None,
         validation_alias="PULSAR_AUTH_TOKEN",
         description="Pulsar token (JWT) for the client and the admin API. Never logged.",
@@ -926,8 +924,8 @@ class Settings(BaseSettings):
 
     @field_validator("auto_profile_merging")
     @classmethod
-    def _long_salt(cls, value: str | None) -> str | None:
-        if value is not None and len(value) < 20:
+    def _long_salt(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 20:
             raise ValueError("must have at least 20 characters")
         return value
 
@@ -982,6 +980,12 @@ class Settings(BaseSettings):
     def is_production(self) -> bool:
         return self.environment is Environment.PRODUCTION
 
+    def __repr_args__(self) -> Any:
+        # Secrets print as "**********" by their type; a password written into a URL setting
+        # (https://user:password@host) is masked too.
+        for name, value in super().__repr_args__():
+            yield name, without_url_passwords(value) if isinstance(value, str) else value
+
 
 def env_name(field_name: str) -> str:
     """The environment variable that sets ``field_name``."""
@@ -993,6 +997,61 @@ def env_name(field_name: str) -> str:
     return field_name.upper()
 
 
+def is_secret_field(field_name: str) -> bool:
+    """Whether the field holds a secret: decided by its type, never by a list of names."""
+    field = Settings.model_fields.get(field_name)
+    if field is None:
+        return False
+    annotation = field.annotation
+    return annotation is SecretStr or SecretStr in typing.get_args(annotation)
+
+
+def secret_value(secret: SecretStr | None) -> str | None:
+    """The secret itself, for the one client that needs it; None when unset."""
+    return None if secret is None else secret.get_secret_value()
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret the settings hold, to scrub from text that might quote one (a server's
+    error message)."""
+    found = []
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr) and value.get_secret_value():
+            found.append(value.get_secret_value())
+    return found
+
+
+def shown_settings(settings: Settings) -> dict[str, Any]:
+    """Every setting as it may be shown: secrets as ``(hidden)``, the password of a URL with
+    ``user:password@`` as ``***``."""
+    shown: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            shown[name] = "(hidden)" if value.get_secret_value() else ""
+        elif isinstance(value, str):
+            shown[name] = without_url_passwords(value)
+        elif isinstance(value, enum.Enum):
+            shown[name] = value.value
+        else:
+            shown[name] = value
+    return shown
+
+
+# ``scheme://user:password@`` anywhere in a value (several comma-separated URLs included).
+_URL_PASSWORD = re.compile(r"(?P<start>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s,]*):[^/?#\s,]*@")
+
+
+def without_url_passwords(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` in it replaced by
+    ``***``."""
+    return _URL_PASSWORD.sub(r"\g<start>:***@", text)
+
+
+_FIELD_OF_VARIABLE = {env_name(name).upper(): name for name in Settings.model_fields}
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read the environment; a bad value raises ConfigurationError naming the variable."""
     try:
@@ -1000,16 +1059,20 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
-            variable = env_name(field) if field in Settings.model_fields else field
-            shown = "hidden" if field in SECRET_FIELDS else repr(error.get("input"))
+            # The location is the environment variable (the alias) or, for a value given by
+            # field name, the field.
+            where = str(error["loc"][0]) if error["loc"] else "?"
+            field = _FIELD_OF_VARIABLE.get(where.upper(), where)
+            variable = env_name(field) if field in Settings.model_fields else where
+            shown = "hidden" if is_secret_field(field) else repr(error.get("input"))
             problems.append(f"{variable}: {error['msg']} (got {shown})")
         raise ConfigurationError("invalid setting: " + "; ".join(problems)) from None
     check_production_secrets(settings)
     return settings
 
 
-def is_weak_secret(value: str) -> bool:
+def is_weak_secret(secret: str | SecretStr) -> bool:
+    value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
     return value.strip().lower() in WEAK_SECRETS or len(value) < MIN_PRODUCTION_SECRET_LENGTH
 
 
