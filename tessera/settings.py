@@ -67,6 +67,29 @@ WEAK_SECRETS = frozenset(
     | {"tessera-dev-password"}
 )
 MIN_PRODUCTION_SECRET_LENGTH = 16
+# Words that make a request header a credential, or part of one: such a header is never
+# stored with events, whatever TESSERA_STORED_HEADERS says.
+CREDENTIAL_WORDS = frozenset(
+    {
+        "auth",
+        "authorization",
+        "cookie",
+        "token",
+        "key",
+        "apikey",
+        "secret",
+        "password",
+        "passwd",
+        "session",
+        "signature",
+        "credential",
+        "credentials",
+        "jwt",
+        "csrf",
+        "xsrf",
+    }
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]{1,128}$")
 
 
 class Settings(BaseSettings):
@@ -418,6 +441,18 @@ class Settings(BaseSettings):
         description=(
             "Timeout of the shared outbound HTTP client: what a plugin action gets when it sets "
             "none (built-in actions and destinations always set their own per request)."
+        ),
+    )
+
+    # --- What is kept of a request (docs/security.md#secrets) ----------------------------------
+    stored_headers: str = Field(
+        "",
+        validation_alias="TESSERA_STORED_HEADERS",
+        description=(
+            "Comma-separated request headers stored with events besides the built-in "
+            "allow-list (User-Agent, Accept-Language, Referer, Origin, client hints … see "
+            "docs/security.md). Names that look like credentials (authorization, cookie, "
+            "token, key, secret, password, session, signature) are refused."
         ),
     )
 
@@ -946,6 +981,22 @@ class Settings(BaseSettings):
     def blocked_merge_values(self) -> frozenset[str]:
         values = self.merge_blocked_values.split(",")
         return frozenset(value.strip().lower() for value in values if value.strip())
+
+    @field_validator("stored_headers")
+    @classmethod
+    def _plain_header_names(cls, value: str) -> str:
+        names = [name.strip().lower() for name in value.split(",") if name.strip()]
+        for name in names:
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a header name")
+            if set(re.split(r"[-_]", name)) & CREDENTIAL_WORDS:
+                raise ValueError(f"{name!r} may carry a credential; it is never stored")
+        return ",".join(names)
+
+    @property
+    def stored_header_names(self) -> frozenset[str]:
+        """The extra request headers TESSERA_STORED_HEADERS names, lower-case."""
+        return frozenset(self.stored_headers.split(",")) - {""}
 
     @field_validator("sqlite_synchronous")
     @classmethod

@@ -10,15 +10,16 @@ from urllib.parse import parse_qs, unquote
 
 from tessera.collect.http import (
     CORS_HEADERS,
+    STORED_HEADERS,
     Receive,
     Scope,
     Send,
     client_ip,
     header,
     read_body,
-    safe_headers,
     send_empty,
     send_json,
+    stored_headers,
 )
 from tessera.collect.payload import (
     MAX_ID_LENGTH,
@@ -64,6 +65,7 @@ class CollectionApp:
         # Whether an error no store turned into StorageUnavailable is still a storage outage
         # (storage/outages.py; given, as collection imports no backend).
         self._is_outage = is_outage
+        self._stored_headers = STORED_HEADERS | settings.stored_header_names
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -122,7 +124,7 @@ class CollectionApp:
             context=payload.context,
             properties=payload.properties,
             client_ip=client_ip(scope),
-            headers=safe_headers(scope),
+            headers=stored_headers(scope, self._stored_headers),
             debug=self._settings.track_debug and payload.options.get("debugger") is True,
         )
         return await self._intake(batch)
@@ -156,7 +158,7 @@ class CollectionApp:
             profile_less=len(parts) == 2,
             session_id=session_id,
             client_ip=client_ip(scope),
-            headers=safe_headers(scope),
+            headers=stored_headers(scope, self._stored_headers),
         )
         return await self._intake(batch)
 

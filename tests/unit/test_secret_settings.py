@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from tessera.errors import ConfigurationError
 from tessera.settings import Settings, env_name, load_settings
 from tests.support.cli import run_tessera
 from tests.support.server import free_port
@@ -116,3 +117,34 @@ def test_a_refused_secret_is_never_quoted(variable: str) -> None:
     with pytest.raises(Exception) as raised:
         load_settings(TESSERA_ENV="production", **{variable: "short-marker"})
     assert "short-marker" not in str(raised.value)
+
+
+def test_stored_headers_are_an_allow_list_a_setting_extends() -> None:
+    from tessera.collect.http import STORED_HEADERS, stored_headers
+
+    settings = load_settings(TESSERA_STORED_HEADERS=" X-Shop-Region , x-experiment")
+    allowed = STORED_HEADERS | settings.stored_header_names
+    scope = {
+        "headers": [
+            (b"user-agent", b"agent/1"),
+            (b"x-shop-region", b"eu"),
+            (b"x-experiment", b"b"),
+            (b"x-auth-token", b"secret-1"),
+            (b"api-key", b"secret-2"),
+            (b"x-access-token", b"secret-3"),
+            (b"x-forwarded-for", b"10.0.0.1"),
+        ]
+    }
+    assert stored_headers(scope, allowed) == {
+        "user-agent": "agent/1",
+        "x-shop-region": "eu",
+        "x-experiment": "b",
+    }
+
+
+@pytest.mark.parametrize(
+    "name", ["Authorization", "X-Auth-Token", "Api-Key", "Cookie", "X-CSRF", "X-Session-Id"]
+)
+def test_a_credential_header_cannot_be_added_to_the_stored_ones(name: str) -> None:
+    with pytest.raises(ConfigurationError, match="TESSERA_STORED_HEADERS"):
+        load_settings(TESSERA_STORED_HEADERS=f"x-region,{name}")
