@@ -18,6 +18,7 @@ from tessera.model.user import ADMIN_ROLE, User
 from tessera.security.passwords import check_password_strength, hash_password
 from tessera.settings import Settings, generate_secret, is_weak_secret
 from tessera.storage.factory import Storage
+from tessera.storage.private_files import private_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def installation_token(settings: Settings) -> str:
     path = settings.data_dir / TOKEN_FILE_NAME
     if path.exists():
         return path.read_text().strip()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_data_dir(settings.data_dir)
     token = generate_secret()
     _write_private(path, token)
     return token
