@@ -90,6 +90,9 @@ class SendEmail(Action[SendEmailConfig]):
     )
     config_model = SendEmailConfig
     secret_fields = ("password",)
+    # Where the password goes, and how openly: a kept password is never sent to another
+    # server, nor over a connection that became plain or unchecked.
+    secret_destination = ("smtp_host", "smtp_port", "security", "verify_certificate")
     outputs = ("payload", "error")
 
     @classmethod

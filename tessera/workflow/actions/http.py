@@ -36,6 +36,7 @@ from pydantic import Field
 
 from tessera.errors import InvalidPayload
 from tessera.pipeline.reshaping import is_template
+from tessera.security.kept_secrets import restore_kept_secrets
 from tessera.workflow.action import (
     REDACTED,
     Action,
@@ -191,6 +192,11 @@ async def send_with_retries(
 # --- The action -------------------------------------------------------------------------------
 
 
+def _secret_names(config: dict[str, Any]) -> set[str]:
+    names = config.get("secret_headers")
+    return {str(name).lower() for name in names} if isinstance(names, list) else set()
+
+
 class HttpCallConfig(ActionConfig):
     url: str = Field(
         description="The address to call; templates allowed after the literal scheme, e.g. "
@@ -240,6 +246,7 @@ class HttpCall(Action[HttpCallConfig]):
     )
     config_model = HttpCallConfig
     outputs = ("response", "error")
+    secret_destination = ("url",)
 
     @classmethod
     def redact(cls, config: dict[str, Any]) -> dict[str, Any]:
@@ -255,15 +262,38 @@ class HttpCall(Action[HttpCallConfig]):
 
     @classmethod
     def keep_secrets(cls, config: dict[str, Any], stored: dict[str, Any] | None) -> None:
+        """A secret header sent back as REDACTED keeps its stored value, for a header that
+        was secret and still is, while the URL stays the same."""
         headers = config.get("headers")
         if not isinstance(headers, dict):
             return
-        old = (stored or {}).get("headers") or {}
+        secret = _secret_names(config)
         for name, value in headers.items():
-            if value == REDACTED:
-                if name not in old:
-                    raise InvalidPayload(f"headers.{name}: there is no stored secret to keep")
-                headers[name] = old[name]
+            if value == REDACTED and name.lower() not in secret:
+                # Kept, it would be shown in clear from now on.
+                raise InvalidPayload(
+                    f"headers.{name}: {REDACTED!r} keeps a secret only for a header named in "
+                    "secret_headers"
+                )
+        old_secret = _secret_names(stored or {})
+        old_headers = (stored or {}).get("headers") or {}
+        # Only what was secret can be kept: a public header's value is no secret to restore.
+        old_view = None
+        if stored is not None:
+            old_view = {
+                "url": stored.get("url"),
+                "headers": {
+                    name: value
+                    for name, value in old_headers.items()
+                    if str(name).lower() in old_secret
+                },
+            }
+        restore_kept_secrets(
+            config,
+            old_view,
+            [("headers", name) for name in headers if name.lower() in secret],
+            cls.secret_destination,
+        )
 
     @classmethod
     def check_config(cls, config: HttpCallConfig) -> None:
