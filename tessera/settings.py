@@ -8,6 +8,7 @@ generated table in ``docs/settings.md`` shows, so a field without one fails the 
 from __future__ import annotations
 
 import enum
+import ipaddress
 import re
 import secrets
 import typing
@@ -441,6 +442,36 @@ class Settings(BaseSettings):
         description=(
             "Timeout of the shared outbound HTTP client: what a plugin action gets when it sets "
             "none (built-in actions and destinations always set their own per request)."
+        ),
+    )
+
+    # --- Calls to other systems: the request-forgery policy (docs/security.md#outbound-calls) --
+    outbound_allow_loopback: YesNo | None = Field(
+        None,
+        validation_alias="TESSERA_OUTBOUND_ALLOW_LOOPBACK",
+        description=(
+            "`yes` lets destinations, `http_call`, `send_email` and `send_slack_message` reach "
+            "loopback addresses (127.0.0.0/8, ::1, `localhost`). Unset: allowed in "
+            "development, refused in production."
+        ),
+    )
+    outbound_allow_private: YesNo = Field(
+        False,
+        validation_alias="TESSERA_OUTBOUND_ALLOW_PRIVATE",
+        description=(
+            "`yes` lets outbound calls reach private networks (10.0.0.0/8, 172.16.0.0/12, "
+            "192.168.0.0/16, 100.64.0.0/10, fc00::/7). Link-local addresses (169.254.0.0/16, "
+            "fe80::/10: cloud metadata services) stay refused unless "
+            "`TESSERA_OUTBOUND_ALLOW_CIDRS` names them."
+        ),
+    )
+    outbound_allow_cidrs: str = Field(
+        "",
+        validation_alias="TESSERA_OUTBOUND_ALLOW_CIDRS",
+        description=(
+            "Comma-separated networks outbound calls may reach whatever their kind, e.g. "
+            "`10.20.0.0/16,192.168.1.5/32` (an internal CRM): narrower than "
+            "`TESSERA_OUTBOUND_ALLOW_PRIVATE`."
         ),
     )
 
@@ -981,6 +1012,31 @@ class Settings(BaseSettings):
     def blocked_merge_values(self) -> frozenset[str]:
         values = self.merge_blocked_values.split(",")
         return frozenset(value.strip().lower() for value in values if value.strip())
+
+    @field_validator("outbound_allow_cidrs")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        networks = [part.strip() for part in value.split(",") if part.strip()]
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a network such as 10.1.0.0/16") from None
+        return ",".join(networks)
+
+    @property
+    def outbound_allowed_networks(
+        self,
+    ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        parts = [part for part in self.outbound_allow_cidrs.split(",") if part]
+        return tuple(ipaddress.ip_network(part, strict=False) for part in parts)
+
+    @property
+    def outbound_loopback_allowed(self) -> bool:
+        """TESSERA_OUTBOUND_ALLOW_LOOPBACK, or when unset: in development only."""
+        if self.outbound_allow_loopback is None:
+            return not self.is_production
+        return self.outbound_allow_loopback
 
     @field_validator("stored_headers")
     @classmethod

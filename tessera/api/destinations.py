@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import httpx
 import msgspec
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -34,6 +35,7 @@ from tessera.errors import Conflict, InvalidPayload, NotFound
 from tessera.model.common import DEFAULT_TENANT, new_id, utcnow
 from tessera.model.destination import Destination, OutboxMessage
 from tessera.model.event import normalise_event_type
+from tessera.outbound.resolver import literal_address
 from tessera.runtime import Runtime
 from tessera.security.kept_secrets import (
     REDACTED,
@@ -181,6 +183,15 @@ async def _stored(runtime: Runtime, destination_id: str) -> Destination:
     return destination
 
 
+def _check_address(runtime: Runtime, destination: Destination) -> None:
+    """A URL written with an address the request-forgery policy refuses is a 422 at once;
+    names are resolved, and every address checked again, at each delivery."""
+    address = literal_address(httpx.URL(destination.url).host)
+    reason = runtime.outbound.refusal(address) if address is not None else None
+    if reason is not None:
+        raise InvalidPayload(f"url: {address} is {reason}")
+
+
 async def _store(runtime: Runtime, destination: Destination, status_code: int = 200) -> Response:
     await runtime.storage.destinations.save(destination)
     runtime.destinations.forget(DEFAULT_TENANT)
@@ -207,7 +218,9 @@ async def save_destination(body: DestinationIn, runtime: RuntimeDep) -> Response
         created=previous.created if previous else utcnow(),
     )
     _keep_secrets(document, previous)
-    return await _store(runtime, _build(document), status_code=200 if previous else 201)
+    destination = _build(document)
+    _check_address(runtime, destination)
+    return await _store(runtime, destination, status_code=200 if previous else 201)
 
 
 @router.get("/destinations")
@@ -267,7 +280,9 @@ async def update_destination(
         # Kept as they are: the same rule as when they are sent back as REDACTED.
         document["secret_headers"] = dict.fromkeys(destination.secret_headers, REDACTED)
     _keep_secrets(document, destination)
-    return await _store(runtime, _build(document))
+    changed = _build(document)
+    _check_address(runtime, changed)
+    return await _store(runtime, changed)
 
 
 @router.delete("/destination/{destination_id}", status_code=204)

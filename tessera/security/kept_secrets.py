@@ -15,9 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import httpx
-
 from tessera.errors import InvalidPayload
+from tessera.outbound.urls import parsed_url
 
 REDACTED = "********"
 
@@ -87,11 +86,8 @@ def _set(document: dict[str, Any], path: SecretPath, value: str) -> None:
 
 def url_shown(url: str) -> str:
     """``url`` as the API answers it: a password in it replaced by REDACTED."""
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return url
-    if not parsed.password:
+    parsed = parsed_url(url)
+    if parsed is None or not parsed.password:
         return url
     return str(parsed.copy_with(username=parsed.username, password=REDACTED))
 
@@ -99,13 +95,11 @@ def url_shown(url: str) -> str:
 def restore_url_password(sent: str, stored: str | None, field: str = "url") -> str:
     """``sent`` with its REDACTED password replaced by the stored URL's, which is only allowed
     when the URL is otherwise the same: a kept password never goes to a new address."""
-    try:
-        parsed = httpx.URL(sent)
-    except httpx.InvalidURL:
-        return sent  # refused with a reason by the URL's own check
-    if parsed.password != REDACTED:
-        return sent
-    if stored is None or not httpx.URL(stored).password:
+    parsed = parsed_url(sent)
+    if parsed is None or parsed.password != REDACTED:
+        return sent  # a bad URL is refused with a reason by the URL's own check
+    stored_url = parsed_url(stored) if stored is not None else None
+    if stored is None or stored_url is None or not stored_url.password:
         raise InvalidPayload(f"{field}: there is no stored password to keep")
     if url_shown(stored) != str(parsed):
         raise must_send_again([f"the password in {field}"], [field])

@@ -41,6 +41,7 @@ from tessera.security.kept_secrets import restore_kept_secrets
 if TYPE_CHECKING:
     import httpx
 
+    from tessera.outbound.policy import OutboundPolicy
     from tessera.storage.automation_ports import KeyValueStore
 
 PATH_ROOTS = ("event", "profile", "session", "payload")
@@ -102,8 +103,11 @@ class Effects:
 class ActionServices:
     """What actions may use beyond the documents. Built once per server and shared."""
 
+    # Connects only where ``outbound`` allows (tessera/outbound/network.py).
     http: httpx.AsyncClient
     memory: KeyValueStore
+    # The request-forgery policy, for connections made without ``http`` (SMTP).
+    outbound: OutboundPolicy
 
 
 @dataclass(slots=True)

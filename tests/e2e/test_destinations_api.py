@@ -284,3 +284,12 @@ def test_a_url_password_is_never_answered_and_kept_for_the_same_url(
     sent = base64.b64encode(b"shop:url-pass-secret").decode()
     assert request.headers["authorization"] == f"Basic {sent}"
     assert api.delete(f"/destination/{created['id']}").status_code == 204
+
+
+def test_an_address_the_policy_refuses_is_a_422_when_saved(api: httpx.Client) -> None:
+    for url, kind in (
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://10.0.0.8:8080/hook", "private"),
+    ):
+        detail = refused(api.post("/destination", json=destination(url=url)), "url", kind)
+        assert "TESSERA_OUTBOUND_ALLOW_CIDRS" in detail
