@@ -1,5 +1,5 @@
 """Reading URLs the way the outbound HTTP client does, so that what is checked is what is
-called."""
+called; and the headers it sets from the URL and the body, which no configuration may give."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import httpx
 
 # (scheme, host, port): where a call goes.
 Origin = tuple[str, str, int | None]
+# Set by the client; a configured Host would let a template pick a virtual host behind the
+# URL's server.
+RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
 
 def parsed_url(url: str) -> httpx.URL | None:

@@ -347,3 +347,12 @@ async def test_slack_to_a_refused_webhook_sends_nothing(prod_services: ActionSer
         output = await action.run({}, _context(prod_services))
         assert server.requests == []
     assert isinstance(output, Output) and output.port == "error"
+
+
+@pytest.mark.parametrize("name", ["Host", "content-length"])
+def test_http_call_may_not_set_the_host_header(name: str) -> None:
+    with pytest.raises(Exception, match=name) as refused:
+        HttpCall.build(
+            {"url": "https://api.example.com/x", "headers": {name: "{{ event.properties.h }}"}}
+        )
+    assert type(refused.value).__name__ == "InvalidPayload"

@@ -38,7 +38,7 @@ from pydantic import Field
 
 from tessera.errors import InvalidPayload
 from tessera.outbound.policy import OutboundRefused
-from tessera.outbound.urls import Origin, origin_of
+from tessera.outbound.urls import RESERVED_HEADERS, Origin, origin_of
 from tessera.pipeline.reshaping import is_template
 from tessera.security.kept_secrets import restore_kept_secrets
 from tessera.workflow.action import (
@@ -339,6 +339,8 @@ class HttpCall(Action[HttpCallConfig]):
         for name, value in config.headers.items():
             if not _HEADER_NAME.match(name):
                 raise InvalidPayload(f"headers: {name!r} is not a valid header name")
+            if name.lower() in RESERVED_HEADERS:
+                raise InvalidPayload(f"headers: {name!r} is set from the URL and the body")
             try:
                 check_workflow_templates(value, f"headers.{name}")
             except InvalidPayload:
