@@ -38,9 +38,9 @@ def installation_token(settings: Settings) -> str:
     if settings.installation_token:
         return settings.installation_token.get_secret_value()
     path = settings.data_dir / TOKEN_FILE_NAME
+    private_data_dir(settings.data_dir)  # a token file left readable by others is tightened
     if path.exists():
         return path.read_text().strip()
-    private_data_dir(settings.data_dir)
     token = generate_secret()
     _write_private(path, token)
     return token
