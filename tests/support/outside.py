@@ -232,14 +232,19 @@ def _authenticator(credentials: Mapping[str, str]) -> Any:
 
 
 @contextmanager
-def smtp_server(credentials: Mapping[str, str] | None = None) -> Iterator[SmtpServer]:
+def smtp_server(
+    credentials: Mapping[str, str] | None = None, *, starttls: ssl.SSLContext | None = None
+) -> Iterator[SmtpServer]:
     """A real SMTP server (aiosmtpd) on 127.0.0.1 keeping every message it accepts. With
     ``credentials`` (login → password) it offers AUTH over plain text (not requiring it: a
-    message's ``login`` tells whether the client logged in)."""
+    message's ``login`` tells whether the client logged in). With ``starttls`` (a server
+    context) it requires STARTTLS."""
     collector = _Collector()
     options: dict[str, Any] = {}
+    if starttls is not None:
+        options = {"tls_context": starttls, "require_starttls": True}
     if credentials is not None:
-        options = {
+        options |= {
             "authenticator": _authenticator(credentials),
             "auth_require_tls": False,  # a local test server has no certificate
         }

@@ -330,6 +330,33 @@ async def test_send_email_to_a_refused_server_sends_nothing(
     assert "loopback" in output.payload["error"]
 
 
+async def test_send_email_by_name_keeps_the_name_for_starttls(
+    tmp_path: Path, services: ActionServices
+) -> None:
+    key, cert = _certificate(tmp_path, "localhost")
+    seen: list[str | None] = []
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(cert, key)
+    server_side.sni_callback = lambda _socket, name, _context: seen.append(name)
+    with smtp_server(starttls=server_side) as smtp:
+        action = SendEmail.build(
+            {
+                "smtp_host": "localhost",
+                "smtp_port": smtp.port,
+                "security": "starttls",
+                "verify_certificate": False,  # self-signed; the name still goes in the SNI
+                "sender": "shop@example.com",
+                "to": "{{ profile.data.contact.email.main }}",
+                "subject": "Hi",
+                "body": "Hello",
+            }
+        )
+        output = await action.run({}, _context(services))
+        assert isinstance(output, Output) and output.port == "payload", output
+        assert len(smtp.messages) == 1
+    assert seen == ["localhost"]
+
+
 async def test_the_smtp_socket_is_connected_to_the_checked_address() -> None:
     with smtp_server() as smtp:
         connection = await checked_socket(smtp.host, smtp.port, development(), timeout_s=5)
