@@ -206,14 +206,21 @@ def _certificate(folder: Path, name: str) -> tuple[Path, Path]:
     return key, cert
 
 
-async def test_tls_gets_the_host_name_while_connecting_to_the_checked_address(
-    tmp_path: Path,
-) -> None:
-    key, cert = _certificate(tmp_path, "shop.test")
+def _tls_server(folder: Path, name: str) -> tuple[ssl.SSLContext, list[str | None], Path]:
+    """A server context with a certificate for ``name`` only, the server names (SNI) clients
+    asked it for, and the certificate (to trust it)."""
+    key, cert = _certificate(folder, name)
     seen: list[str | None] = []
     server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_side.load_cert_chain(cert, key)
-    server_side.sni_callback = lambda _socket, name, _context: seen.append(name)
+    server_side.sni_callback = lambda _socket, asked, _context: seen.append(asked)
+    return server_side, seen, cert
+
+
+async def test_tls_gets_the_host_name_while_connecting_to_the_checked_address(
+    tmp_path: Path,
+) -> None:
+    server_side, seen, cert = _tls_server(tmp_path, "shop.test")
     trusting = ssl.create_default_context(cafile=str(cert))
 
     async def to_loopback(host: str, port: int) -> list[IPAddress]:
@@ -333,11 +340,7 @@ async def test_send_email_to_a_refused_server_sends_nothing(
 async def test_send_email_by_name_keeps_the_name_for_starttls(
     tmp_path: Path, services: ActionServices
 ) -> None:
-    key, cert = _certificate(tmp_path, "localhost")
-    seen: list[str | None] = []
-    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_side.load_cert_chain(cert, key)
-    server_side.sni_callback = lambda _socket, name, _context: seen.append(name)
+    server_side, seen, _cert = _tls_server(tmp_path, "localhost")
     with smtp_server(starttls=server_side) as smtp:
         action = SendEmail.build(
             {
