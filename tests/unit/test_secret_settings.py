@@ -143,7 +143,8 @@ def test_stored_headers_are_an_allow_list_a_setting_extends() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["Authorization", "X-Auth-Token", "Api-Key", "Cookie", "X-CSRF", "X-Session-Id"]
+    "name",
+    ["Authorization", "X-Auth-Token", "Api-Key", "Cookie", "X-CSRF", "X-Session-Id", "XAuthToken"],
 )
 def test_a_credential_header_cannot_be_added_to_the_stored_ones(name: str) -> None:
     with pytest.raises(ConfigurationError, match="TESSERA_STORED_HEADERS"):
