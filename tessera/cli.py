@@ -11,7 +11,7 @@ from rich.console import Console
 
 from tessera.errors import ConfigurationError, TesseraError
 from tessera.ops.elastic_cli import backup_app, storage_app
-from tessera.settings import SECRET_FIELDS, Settings, load_settings
+from tessera.settings import Settings, load_settings, shown_settings
 from tessera.workers.cli import queue_app
 
 app = typer.Typer(
@@ -238,9 +238,9 @@ def show_settings(
         print(settings_markdown(), end="")
         return
     settings = _settings()
-    for name, value in settings.model_dump().items():
-        shown = "(hidden)" if name in SECRET_FIELDS and value else value
-        print(f"{name} = {shown}")
+    # Secrets print as "(hidden)" by their type, URL passwords as "***".
+    for name, value in shown_settings(settings).items():
+        print(f"{name} = {value}")
 
 
 # Backups and retention of the Elasticsearch records (distributed mode): tessera/ops/elastic_cli.py

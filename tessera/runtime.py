@@ -17,6 +17,8 @@ from tessera.model.common import DEFAULT_TENANT
 from tessera.model.source import EventSource
 from tessera.ops.housekeeping import Housekeeping
 from tessera.ops.install import bootstrap, identity_salt
+from tessera.outbound.network import outbound_client
+from tessera.outbound.policy import OutboundPolicy
 from tessera.pipeline.consents import ConsentCheck, ConsentRules
 from tessera.pipeline.enrich.device import warm_up as warm_up_device_rules
 from tessera.pipeline.held_work import HeldWork
@@ -67,8 +69,10 @@ class Runtime:
     profile_operations: ProfileOperations
     processing: ProcessingRules
     consent_rules: ConsentRules
-    # One outbound HTTP client (connection pool) for everything that calls other systems.
+    # One outbound HTTP client (connection pool) for everything that calls other systems; it
+    # connects only where the request-forgery policy allows (tessera/outbound/).
     http: httpx.AsyncClient
+    outbound: OutboundPolicy
     destinations: DestinationDispatcher
     delivery: DeliveryWorker
     segments: LiveSegments
@@ -157,7 +161,8 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
         storage.sessions,
     )
     locks = storage.locks
-    http = httpx.AsyncClient(timeout=settings.http_timeout_seconds)
+    outbound = OutboundPolicy.from_settings(settings)
+    http = outbound_client(outbound, timeout_s=settings.http_timeout_seconds)
     delivery = DeliveryWorker(
         storage.outbox,
         storage.destinations,
@@ -184,7 +189,7 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
         workflows=WorkflowDirectory(
             storage.workflows, actions, ttl_s=settings.workflow_cache_seconds
         ),
-        services=ActionServices(http=http, memory=storage.memory),
+        services=ActionServices(http=http, memory=storage.memory, outbound=outbound),
         consents=ConsentCheck(consent_rules),
         segments=segments,
         workflows_enabled=settings.enable_workflow,
@@ -237,6 +242,7 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
         processing=processing,
         consent_rules=consent_rules,
         http=http,
+        outbound=outbound,
         destinations=destinations,
         delivery=delivery,
         segments=segments,

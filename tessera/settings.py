@@ -10,11 +10,20 @@ from __future__ import annotations
 import enum
 import ipaddress
 import math
+import re
 import secrets
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tessera.errors import ConfigurationError
@@ -65,17 +74,25 @@ MIN_PRODUCTION_SECRET_LENGTH = 16
 # secrets.token_urlsafe (about 190 bits) pass with room to spare, 20 random lower-case letters
 # (about 85) too; 16 random digits (about 50), or 'aaaaaaaaaaaaaaaa' (5), do not.
 MIN_PRODUCTION_SECRET_BITS = 64
-# Values of these fields never appear in messages or logs.
-SECRET_FIELDS = frozenset(
+# Parts of a request header's name that make it a credential, or part of one: such a header
+# is never stored with events, whatever TESSERA_STORED_HEADERS says.
+CREDENTIAL_WORDS = frozenset(
     {
-        "installation_token",
-        "admin_password",
-        "auto_profile_merging",
-        "mysql_password",
-        "redis_password",
-        "elastic_password",
+        "auth",  # authorization, x-auth-token …
+        "cookie",
+        "token",
+        "key",
+        "secret",
+        "passw",  # password, passwd
+        "session",
+        "signature",
+        "credential",
+        "jwt",
+        "csrf",
+        "xsrf",
     }
 )
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]{1,128}$")
 
 
 class Settings(BaseSettings):
@@ -128,7 +145,7 @@ class Settings(BaseSettings):
         validation_alias="LOGGING_LEVEL",
         description="Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
     )
-    installation_token: str | None = Field(
+    installation_token: SecretStr | None = Field(
         None,
         validation_alias="INSTALLATION_TOKEN",
         description=(
@@ -144,7 +161,7 @@ class Settings(BaseSettings):
         validation_alias="TESSERA_ADMIN_EMAIL",
         description="When set with `TESSERA_ADMIN_PASSWORD`, the first start creates this admin.",
     )
-    admin_password: str | None = Field(
+    admin_password: SecretStr | None = Field(
         None,
         validation_alias="TESSERA_ADMIN_PASSWORD",
         description=(
@@ -245,7 +262,7 @@ class Settings(BaseSettings):
     redis_port: int = Field(
         6379, ge=1, le=65535, validation_alias="REDIS_PORT", description="Redis port."
     )
-    redis_password: str | None = Field(
+    redis_password: SecretStr | None = Field(
         None,
         validation_alias="REDIS_PASSWORD",
         description="Redis password (AUTH); unset: none. Never logged.",
@@ -328,7 +345,7 @@ class Settings(BaseSettings):
         ),
     )
 
-    auto_profile_merging: str | None = Field(
+    auto_profile_merging: SecretStr | None = Field(
         None,
         validation_alias="AUTO_PROFILE_MERGING",
         description=(
@@ -446,6 +463,48 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- Calls to other systems: the request-forgery policy (docs/security.md#outbound-calls) --
+    outbound_allow_loopback: YesNo | None = Field(
+        None,
+        validation_alias="TESSERA_OUTBOUND_ALLOW_LOOPBACK",
+        description=(
+            "`yes` lets destinations, `http_call`, `send_email` and `send_slack_message` reach "
+            "loopback addresses (127.0.0.0/8, ::1, `localhost`). Unset: allowed in "
+            "development, refused in production."
+        ),
+    )
+    outbound_allow_private: YesNo = Field(
+        False,
+        validation_alias="TESSERA_OUTBOUND_ALLOW_PRIVATE",
+        description=(
+            "`yes` lets outbound calls reach private networks (10.0.0.0/8, 172.16.0.0/12, "
+            "192.168.0.0/16, 100.64.0.0/10, fc00::/7). Link-local addresses (169.254.0.0/16, "
+            "fe80::/10: cloud metadata services) stay refused unless "
+            "`TESSERA_OUTBOUND_ALLOW_CIDRS` names them."
+        ),
+    )
+    outbound_allow_cidrs: str = Field(
+        "",
+        validation_alias="TESSERA_OUTBOUND_ALLOW_CIDRS",
+        description=(
+            "Comma-separated networks outbound calls may reach whatever their kind, e.g. "
+            "`10.20.0.0/16,192.168.1.5/32` (an internal CRM): narrower than "
+            "`TESSERA_OUTBOUND_ALLOW_PRIVATE`."
+        ),
+    )
+
+    # --- What is kept of a request (docs/security.md#secrets) ----------------------------------
+    stored_headers: str = Field(
+        "",
+        validation_alias="TESSERA_STORED_HEADERS",
+        description=(
+            "Comma-separated request headers stored with events besides the built-in "
+            "allow-list (User-Agent, Accept-Language, Referer, Origin, client hints … see "
+            "docs/security.md). Names that look like credentials (authorization, cookie, "
+            "token, key, secret, password, session, signature) are refused."
+        ),
+    )
+
     # --- MySQL/MariaDB configuration store (None host: the embedded SQLite file) ---------------
     mysql_host: str | None = Field(
         None,
@@ -463,7 +522,7 @@ class Settings(BaseSettings):
         validation_alias="MYSQL_USERNAME",
         description="MySQL/MariaDB user; required when `MYSQL_HOST` is set.",
     )
-    mysql_password: str | None = Field(
+    mysql_password: SecretStr | None = Field(
         None,
         validation_alias="MYSQL_PASSWORD",
         description=(
@@ -546,7 +605,7 @@ class Settings(BaseSettings):
         validation_alias="ELASTIC_USERNAME",
         description="Elasticsearch user (basic authentication); unset: none.",
     )
-    elastic_password: str | None = Field(
+    elastic_password: SecretStr | None = Field(
         None,
         validation_alias="ELASTIC_PASSWORD",
         description=(
@@ -877,7 +936,7 @@ class Settings(BaseSettings):
             "Pulsar admin REST URL (topics, retention). Unset: `PULSAR_HOST`'s host on port 8080."
         ),
     )
-    pulsar_auth_token: str | None = Field(
+    pulsar_auth_token: SecretStr | None = Field(
         None,
         validation_alias="PULSAR_AUTH_TOKEN",
         description="Pulsar token (JWT) for the client and the admin API. Never logged.",
@@ -949,8 +1008,8 @@ class Settings(BaseSettings):
 
     @field_validator("auto_profile_merging")
     @classmethod
-    def _long_salt(cls, value: str | None) -> str | None:
-        if value is not None and len(value) < 20:
+    def _long_salt(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 20:
             raise ValueError("must have at least 20 characters")
         return value
 
@@ -991,6 +1050,48 @@ class Settings(BaseSettings):
             if entry
         )
 
+    @field_validator("outbound_allow_cidrs")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        networks = [part.strip() for part in value.split(",") if part.strip()]
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a network such as 10.1.0.0/16") from None
+        return ",".join(networks)
+
+    @property
+    def outbound_allowed_networks(
+        self,
+    ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        parts = [part for part in self.outbound_allow_cidrs.split(",") if part]
+        return tuple(ipaddress.ip_network(part, strict=False) for part in parts)
+
+    @property
+    def outbound_loopback_allowed(self) -> bool:
+        """TESSERA_OUTBOUND_ALLOW_LOOPBACK, or when unset: in development only."""
+        if self.outbound_allow_loopback is None:
+            return not self.is_production
+        return self.outbound_allow_loopback
+
+    @field_validator("stored_headers")
+    @classmethod
+    def _plain_header_names(cls, value: str) -> str:
+        names = [name.strip().lower() for name in value.split(",") if name.strip()]
+        for name in names:
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a header name")
+            # Anywhere in the name: "xauthtoken" is as much a credential as "x-auth-token".
+            if any(word in name for word in CREDENTIAL_WORDS):
+                raise ValueError(f"{name!r} may carry a credential; it is never stored")
+        return ",".join(names)
+
+    @property
+    def stored_header_names(self) -> frozenset[str]:
+        """The extra request headers TESSERA_STORED_HEADERS names, lower-case."""
+        return frozenset(self.stored_headers.split(",")) - {""}
+
     @field_validator("sqlite_synchronous")
     @classmethod
     def _known_synchronous(cls, value: str) -> str:
@@ -1024,6 +1125,12 @@ class Settings(BaseSettings):
     def is_production(self) -> bool:
         return self.environment is Environment.PRODUCTION
 
+    def __repr_args__(self) -> Any:
+        # Secrets print as "**********" by their type; a password written into a URL setting
+        # (https://user:password@host) is masked too.
+        for name, value in super().__repr_args__():
+            yield name, without_url_passwords(value) if isinstance(value, str) else value
+
 
 def env_name(field_name: str) -> str:
     """The environment variable that sets ``field_name``."""
@@ -1035,6 +1142,61 @@ def env_name(field_name: str) -> str:
     return field_name.upper()
 
 
+def is_secret_field(field_name: str) -> bool:
+    """Whether the field holds a secret: decided by its type, never by a list of names."""
+    field = Settings.model_fields.get(field_name)
+    if field is None:
+        return False
+    annotation = field.annotation
+    return annotation is SecretStr or SecretStr in typing.get_args(annotation)
+
+
+def secret_value(secret: SecretStr | None) -> str | None:
+    """The secret itself, for the one client that needs it; None when unset."""
+    return None if secret is None else secret.get_secret_value()
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret the settings hold, to scrub from text that might quote one (a server's
+    error message)."""
+    found = []
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr) and value.get_secret_value():
+            found.append(value.get_secret_value())
+    return found
+
+
+def shown_settings(settings: Settings) -> dict[str, Any]:
+    """Every setting as it may be shown: secrets as ``(hidden)``, the password of a URL with
+    ``user:password@`` as ``***``."""
+    shown: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            shown[name] = "(hidden)" if value.get_secret_value() else ""
+        elif isinstance(value, str):
+            shown[name] = without_url_passwords(value)
+        elif isinstance(value, enum.Enum):
+            shown[name] = value.value
+        else:
+            shown[name] = value
+    return shown
+
+
+# ``scheme://user:password@`` anywhere in a value (several comma-separated URLs included).
+_URL_PASSWORD = re.compile(r"(?P<start>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s,]*):[^/?#\s,]*@")
+
+
+def without_url_passwords(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` in it replaced by
+    ``***``."""
+    return _URL_PASSWORD.sub(r"\g<start>:***@", text)
+
+
+_FIELD_OF_VARIABLE = {env_name(name).upper(): name for name in Settings.model_fields}
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read the environment; a bad value raises ConfigurationError naming the variable."""
     try:
@@ -1042,16 +1204,20 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
-            variable = env_name(field) if field in Settings.model_fields else field
-            shown = "hidden" if field in SECRET_FIELDS else repr(error.get("input"))
+            # The location is the environment variable (the alias) or, for a value given by
+            # field name, the field.
+            where = str(error["loc"][0]) if error["loc"] else "?"
+            field = _FIELD_OF_VARIABLE.get(where.upper(), where)
+            variable = env_name(field) if field in Settings.model_fields else where
+            shown = "hidden" if is_secret_field(field) else repr(error.get("input"))
             problems.append(f"{variable}: {error['msg']} (got {shown})")
         raise ConfigurationError("invalid setting: " + "; ".join(problems)) from None
     check_production_secrets(settings)
     return settings
 
 
-def is_weak_secret(value: str) -> bool:
+def is_weak_secret(secret: str | SecretStr) -> bool:
+    value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
     return value.strip().lower() in WEAK_SECRETS or len(value) < MIN_PRODUCTION_SECRET_LENGTH
 
 
@@ -1094,9 +1260,10 @@ def estimated_secret_bits(value: str) -> float:
     return bits
 
 
-def weak_secret_problem(value: str) -> str | None:
+def weak_secret_problem(secret: str | SecretStr) -> str | None:
     """Why a secret the operator chooses for Tessera (INSTALLATION_TOKEN, the admin password)
     is too weak for production, without quoting it; None when it is strong enough."""
+    value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
     if value.strip().lower() in WEAK_SECRETS:
         return "it is a well-known default"
     if len(value) < MIN_PRODUCTION_SECRET_LENGTH:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from tessera.settings import SECRET_FIELDS, Settings, env_name
+from tessera.settings import Settings, env_name, is_secret_field
 
 HEADER = (
     "# Settings\n\n"
@@ -19,7 +19,7 @@ HEADER = (
 def _default(name: str) -> str:
     field = Settings.model_fields[name]
     value = field.default
-    if name in SECRET_FIELDS or value is None:
+    if is_secret_field(name) or value is None:
         return "(none)"
     if isinstance(value, bool):
         return "yes" if value else "no"

@@ -11,15 +11,19 @@
 A destination is checked before it is stored (URL scheme, condition, templates, headers: 422
 naming the problem) and every change applies to collection at once through
 ``runtime.destinations.forget``. Secret headers are accepted and sent but never answered: a
-destination is shown with ``secret_header_names`` instead, and no error repeats their values.
+destination is shown with ``secret_header_names`` instead, and no error repeats their values;
+a password in the URL (``user:password@``) is answered as ``********``.
 ``POST`` replaces the whole destination, secret headers included; ``PATCH`` keeps them unless
-``secret_headers`` is given (then it replaces them all).
+``secret_headers`` is given (then it replaces them all). A secret sent as ``********`` keeps its
+stored value, and so does a URL's password; but secrets are only kept while the URL stays the
+same: a new URL needs them sent again (422 naming them; tessera/security/kept_secrets.py).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import httpx
 import msgspec
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -32,7 +36,14 @@ from tessera.errors import Conflict, InvalidPayload, NotFound
 from tessera.model.common import DEFAULT_TENANT, new_id, utcnow
 from tessera.model.destination import Destination, OutboxMessage
 from tessera.model.event import checked_event_type
+from tessera.outbound.resolver import literal_address
 from tessera.runtime import Runtime
+from tessera.security.kept_secrets import (
+    REDACTED,
+    restore_kept_secrets,
+    restore_url_password,
+    url_shown,
+)
 
 router = APIRouter(tags=["destinations"], dependencies=[Depends(current_user)])
 
@@ -140,10 +151,24 @@ def _build(document: dict[str, Any]) -> Destination:
 
 
 def destination_view(destination: Destination) -> dict[str, Any]:
-    """The destination as answered: secret headers by name only."""
+    """The destination as answered: secret headers by name only, a URL's password hidden."""
     document: dict[str, Any] = msgspec.to_builtins(destination)
     document["secret_header_names"] = sorted(document.pop("secret_headers"))
+    document["url"] = url_shown(destination.url)
     return document
+
+
+def _keep_secrets(document: dict[str, Any], previous: Destination | None) -> None:
+    """Secrets sent as REDACTED (secret header values, the URL's password) get their stored
+    values back, as long as the URL stays what it was."""
+    stored = msgspec.to_builtins(previous) if previous is not None else None
+    if isinstance(document.get("url"), str):
+        document["url"] = restore_url_password(document["url"], stored and stored["url"])
+    sent = document.get("secret_headers")
+    if isinstance(sent, dict):
+        restore_kept_secrets(
+            document, stored, [("secret_headers", name) for name in sent], ("url",)
+        )
 
 
 def message_view(message: OutboxMessage) -> dict[str, Any]:
@@ -157,6 +182,15 @@ async def _stored(runtime: Runtime, destination_id: str) -> Destination:
     if destination is None:
         raise NotFound(f"destination {destination_id!r} does not exist")
     return destination
+
+
+def _check_address(runtime: Runtime, destination: Destination) -> None:
+    """A URL written with an address the request-forgery policy refuses is a 422 at once;
+    names are resolved, and every address checked again, at each delivery."""
+    address = literal_address(httpx.URL(destination.url).host)
+    reason = runtime.outbound.refusal(address) if address is not None else None
+    if reason is not None:
+        raise InvalidPayload(f"url: {address} is {reason}")
 
 
 async def _store(runtime: Runtime, destination: Destination, status_code: int = 200) -> Response:
@@ -184,7 +218,10 @@ async def save_destination(body: DestinationIn, runtime: RuntimeDep) -> Response
         id=destination_id,
         created=previous.created if previous else utcnow(),
     )
-    return await _store(runtime, _build(document), status_code=200 if previous else 201)
+    _keep_secrets(document, previous)
+    destination = _build(document)
+    _check_address(runtime, destination)
+    return await _store(runtime, destination, status_code=200 if previous else 201)
 
 
 @router.get("/destinations")
@@ -240,7 +277,13 @@ async def update_destination(
     }
     document: dict[str, Any] = msgspec.to_builtins(destination)
     document.update(changes)
-    return await _store(runtime, _build(document))
+    if "secret_headers" not in changes:
+        # Kept as they are: the same rule as when they are sent back as REDACTED.
+        document["secret_headers"] = dict.fromkeys(destination.secret_headers, REDACTED)
+    _keep_secrets(document, destination)
+    changed = _build(document)
+    _check_address(runtime, changed)
+    return await _store(runtime, changed)
 
 
 @router.delete("/destination/{destination_id}", status_code=204)

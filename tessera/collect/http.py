@@ -15,9 +15,35 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-# Credentials never reach storage: events keep the request's headers for debugging and
-# analytics, minus anything that would let a reader act as the visitor.
-SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-api-key"})
+# The request headers events keep (``request.headers``), for analytics and debugging. An
+# allow-list, not a deny-list: a header a client or a proxy invents (X-Auth-Token, Api-Key,
+# X-Access-Token …) may carry a credential under any name, so only these are stored, plus
+# those TESSERA_STORED_HEADERS adds (settings.py refuses names that look like credentials).
+# Forwarding headers (X-Forwarded-For …) are not kept: the client's address is stored as
+# ``metadata.ip``. Listed in docs/security.md.
+STORED_HEADERS = frozenset(
+    {
+        "user-agent",
+        "accept",
+        "accept-language",
+        "accept-encoding",
+        "content-type",
+        "referer",
+        "origin",
+        "host",
+        "dnt",
+        "sec-gpc",
+        "save-data",
+        "sec-ch-ua",
+        "sec-ch-ua-mobile",
+        "sec-ch-ua-platform",
+        "sec-ch-ua-platform-version",
+        "sec-ch-ua-model",
+        "sec-fetch-site",
+        "sec-fetch-mode",
+        "sec-fetch-dest",
+    }
+)
 
 CORS_HEADERS = [
     (b"access-control-allow-origin", b"*"),
@@ -61,12 +87,15 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def safe_headers(scope: Scope) -> dict[str, str]:
-    return {
-        key.decode("latin-1"): value.decode("latin-1")
-        for key, value in scope["headers"]
-        if key.decode("latin-1") not in SECRET_HEADERS
-    }
+def stored_headers(scope: Scope, allowed: frozenset[str]) -> dict[str, str]:
+    """The request's headers that are on the ``allowed`` list (lower-case names; ASGI servers
+    give lower-case names too)."""
+    kept: dict[str, str] = {}
+    for key, value in scope["headers"]:
+        name = key.decode("latin-1").lower()
+        if name in allowed:
+            kept[name] = value.decode("latin-1")
+    return kept
 
 
 def client_ip(scope: Scope) -> str | None:

@@ -10,15 +10,16 @@ from urllib.parse import parse_qs, unquote
 
 from tessera.collect.http import (
     CORS_HEADERS,
+    STORED_HEADERS,
     Receive,
     Scope,
     Send,
     client_ip,
     header,
     read_body,
-    safe_headers,
     send_empty,
     send_json,
+    stored_headers,
 )
 from tessera.collect.outage_log import OutageLog
 from tessera.collect.payload import (
@@ -65,6 +66,7 @@ class CollectionApp:
         # (storage/outages.py; given, as collection imports no backend).
         self._is_outage = is_outage
         self._outages = OutageLog(log)
+        self._stored_headers = STORED_HEADERS | settings.stored_header_names
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -128,7 +130,7 @@ class CollectionApp:
             context=payload.context,
             properties=payload.properties,
             client_ip=client_ip(scope),
-            headers=safe_headers(scope),
+            headers=stored_headers(scope, self._stored_headers),
             debug=self._settings.track_debug and payload.options.get("debugger") is True,
         )
         return await self._intake(batch)
@@ -158,7 +160,7 @@ class CollectionApp:
             profile_less=len(parts) == 2,
             session_id=session_id,
             client_ip=client_ip(scope),
-            headers=safe_headers(scope),
+            headers=stored_headers(scope, self._stored_headers),
         )
         return await self._intake(batch)
 

@@ -13,13 +13,12 @@ import httpx
 
 from tessera.errors import InvalidPayload
 from tessera.model.destination import Destination
+from tessera.outbound.urls import RESERVED_HEADERS
 from tessera.pipeline.reshaping import MAPPING_ROOTS, check_templates
 from tessera.query import parse
 
 # RFC 9110 token characters.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
-# Set by the HTTP client from the body and the URL; a destination may not override them.
-_RESERVED_HEADERS = frozenset({"content-length", "host", "transfer-encoding", "connection"})
 MAX_HEADER_VALUE = 8192
 
 
@@ -38,7 +37,7 @@ def _check_headers(headers: dict[str, str], where: str) -> None:
     for name, value in headers.items():
         if not _HEADER_NAME.match(name):
             raise InvalidPayload(f"{where}: {name!r} is not a valid header name")
-        if name.lower() in _RESERVED_HEADERS:
+        if name.lower() in RESERVED_HEADERS:
             raise InvalidPayload(f"{where}: {name!r} is set by Tessera and cannot be given")
         # Named by header only: the value may be a secret and is never echoed.
         if len(value) > MAX_HEADER_VALUE or any(c in value for c in "\r\n\x00"):

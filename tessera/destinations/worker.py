@@ -11,7 +11,8 @@ no answer, a timeout) tries again after an exponential backoff with jitter, ``ba
 doubling per attempt up to ``backoff_max_s``, until the destination's ``max_attempts``: then
 the message is dead (a dead letter, replayable over the API). A message whose destination was
 deleted or disabled is dead at once, so pausing a destination does not keep its messages
-spinning; replay them once it is enabled again.
+spinning; replay them once it is enabled again. So is one whose address the request-forgery
+policy refuses (tessera/outbound/): it would be refused at every attempt.
 
 The loop never raises: a failing round or send is logged and the loop goes on (a message whose
 send failed that way keeps its lease, which runs out, and is tried again). Secret headers are
@@ -35,6 +36,7 @@ from tessera import __version__
 from tessera.errors import StorageUnavailable
 from tessera.model.common import utcnow
 from tessera.model.destination import DeliveryAttempt, DeliveryOutcome, Destination, OutboxMessage
+from tessera.outbound.policy import OutboundRefused
 from tessera.storage.automation_ports import DocumentStore, OutboxStore
 
 log = logging.getLogger(__name__)
@@ -172,10 +174,11 @@ class DeliveryWorker:
                 error=f"the destination {reason}; not sent",
             )
             return await self._record(message, attempt, DeliveryOutcome(state="dead"))
-        attempt = await self._send(message, destination, number)
+        attempt, refused = await self._send(message, destination, number)
         if attempt.status is not None and 200 <= attempt.status < 300:
             outcome = DeliveryOutcome(state="delivered")
-        elif number >= destination.max_attempts:
+        elif refused or number >= destination.max_attempts:
+            # A refusal of the request-forgery policy would come again at every attempt.
             outcome = DeliveryOutcome(state="dead")
         else:
             delay = backoff_delay(number, self._backoff_base_s, self._backoff_max_s)
@@ -200,7 +203,8 @@ class DeliveryWorker:
 
     async def _send(
         self, message: OutboxMessage, destination: Destination, number: int
-    ) -> DeliveryAttempt:
+    ) -> tuple[DeliveryAttempt, bool]:
+        """The attempt, and whether the outbound policy refused the destination's address."""
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"Tessera/{__version__}",
@@ -212,6 +216,7 @@ class DeliveryWorker:
         }
         status: int | None = None
         error: str | None = None
+        refused = False
         at = utcnow()
         started = time.perf_counter()
         try:
@@ -232,9 +237,11 @@ class DeliveryWorker:
                     error = f"HTTP {status}: {start}" if start else f"HTTP {status}"
         except TimeoutError:
             error = f"no complete answer within {destination.timeout_s:g} s"
+        except OutboundRefused as exc:
+            error, refused = str(exc), True
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return DeliveryAttempt(
+        attempt = DeliveryAttempt(
             tenant=message.tenant,
             message_id=message.id,
             number=number,
@@ -243,6 +250,7 @@ class DeliveryWorker:
             error=error,
             duration_ms=(time.perf_counter() - started) * 1000,
         )
+        return attempt, refused
 
 
 async def _first_bytes(response: httpx.Response) -> str:

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from tessera.errors import TesseraError
-from tessera.settings import SECRET_FIELDS, Settings
+from tessera.settings import Settings, secret_values, without_url_passwords
 
 # Long enough for a slow but healthy server, short enough that a report on a broken
 # installation comes back while the operator is still looking at the terminal.
@@ -86,11 +86,8 @@ class Bounds:
 
     def __init__(self, settings: Settings, seconds: float = CHECK_SECONDS) -> None:
         self.seconds = seconds
-        self._secrets = [
-            str(value)
-            for name, value in settings.model_dump().items()
-            if name in SECRET_FIELDS and value
-        ]
+        # Longest first, so a secret that contains another is replaced whole.
+        self._secrets = sorted(secret_values(settings), key=len, reverse=True)
 
     async def check(
         self, name: str, where: str, work: Awaitable[Check], *, seconds: float | None = None
@@ -118,9 +115,10 @@ class Bounds:
             pass
 
     def scrub(self, text: str) -> str:
+        """``text`` without the settings' secrets and without any URL's password."""
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return text
+        return without_url_passwords(text)
 
 
 def _reason(exc: BaseException) -> str:

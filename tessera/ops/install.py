@@ -18,6 +18,7 @@ from tessera.model.user import ADMIN_ROLE, User
 from tessera.security.passwords import check_password_strength, hash_password
 from tessera.settings import Settings, generate_secret, weak_secret_problem
 from tessera.storage.factory import Storage
+from tessera.storage.private_files import private_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,11 @@ class InstallReport:
 def installation_token(settings: Settings) -> str:
     """The configured token; in development, one generated once and kept in the data folder."""
     if settings.installation_token:
-        return settings.installation_token
+        return settings.installation_token.get_secret_value()
     path = settings.data_dir / TOKEN_FILE_NAME
+    private_data_dir(settings.data_dir)  # a token file left readable by others is tightened
     if path.exists():
         return path.read_text().strip()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     token = generate_secret()
     _write_private(path, token)
     return token
@@ -107,7 +108,7 @@ async def identity_salt(storage: Storage, settings: Settings) -> str:
     """AUTO_PROFILE_MERGING when set; else a random salt made once and kept in the
     configuration store, so every process (and every restart) hashes the same way."""
     if settings.auto_profile_merging:
-        return settings.auto_profile_merging
+        return settings.auto_profile_merging.get_secret_value()
     return await storage.shared_values.keep_value(MERGE_SALT_KEY, generate_secret())
 
 
@@ -116,7 +117,8 @@ async def bootstrap(storage: Storage, settings: Settings) -> EventSource | None:
     the admin only when TESSERA_ADMIN_EMAIL and TESSERA_ADMIN_PASSWORD are set."""
     await storage.install_schema()
     if settings.admin_email and settings.admin_password:
-        await create_admin(storage, settings, settings.admin_email, settings.admin_password)
+        password = settings.admin_password.get_secret_value()
+        await create_admin(storage, settings, settings.admin_email, password)
     if settings.is_production:
         return None
     installation_token(settings)  # generated now, so the operator finds it before installing

@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 from redis.asyncio import Redis
 
 from tessera.errors import ConfigurationError
-from tessera.settings import Settings
+from tessera.settings import Settings, secret_value
+from tessera.storage.private_files import private_data_dir
 from tessera.storage.queue_ports import IngestQueue, QueueRetention
 
 
@@ -27,7 +28,7 @@ def build_queue(settings: Settings, redis: Redis | None = None) -> IngestQueue:
     if kind == "embedded":
         from tessera.storage.sqlite.queue import SqliteIngestQueue
 
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_data_dir(settings.data_dir)
         return SqliteIngestQueue(
             settings.data_dir / "queue.db",
             topic=topic,
@@ -76,7 +77,7 @@ def build_queue(settings: Settings, redis: Redis | None = None) -> IngestQueue:
         return PulsarIngestQueue(
             settings.pulsar_host,
             admin_url=settings.pulsar_admin_url or _admin_url(settings.pulsar_host),
-            token=settings.pulsar_auth_token,
+            token=secret_value(settings.pulsar_auth_token),
             namespace=settings.pulsar_namespace,
             publish_timeout=settings.queue_publish_timeout_seconds,
             topic=topic,

@@ -34,9 +34,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from tessera.errors import InvalidPayload
 from tessera.pipeline.reshaping import copy_json
 
+# REDACTED is part of the action contract (plugins compare with it): re-exported here.
+from tessera.security.kept_secrets import REDACTED as REDACTED
+from tessera.security.kept_secrets import restore_kept_secrets
+
 if TYPE_CHECKING:
     import httpx
 
+    from tessera.outbound.policy import OutboundPolicy
     from tessera.storage.automation_ports import KeyValueStore
 
 PATH_ROOTS = ("event", "profile", "session", "payload")
@@ -44,9 +49,6 @@ PROFILE_WRITABLE = ("traits", "data", "consents", "interests", "stats")
 # dict[str, number] in the Profile model: only numbers, one key below the root.
 PROFILE_NUMERIC = frozenset({"interests", "stats"})
 SESSION_WRITABLE = ("properties", "context")
-
-
-REDACTED = "********"
 
 
 class ActionError(Exception):
@@ -101,8 +103,11 @@ class Effects:
 class ActionServices:
     """What actions may use beyond the documents. Built once per server and shared."""
 
+    # Connects only where ``outbound`` allows (tessera/outbound/network.py).
     http: httpx.AsyncClient
     memory: KeyValueStore
+    # The request-forgery policy, for connections made without ``http`` (SMTP).
+    outbound: OutboundPolicy
 
 
 @dataclass(slots=True)
@@ -160,8 +165,11 @@ class Action(Generic[A]):
     config_model: ClassVar[type[ActionConfig]]
     outputs: ClassVar[tuple[str, ...]] = ("payload",)
     # Configuration fields holding secrets (passwords, webhook URLs, tokens): the API never
-    # answers them, it shows REDACTED, and a saved REDACTED keeps the stored value.
+    # answers them, it shows REDACTED, and a saved REDACTED keeps the stored value ...
     secret_fields: ClassVar[tuple[str, ...]] = ()
+    # ... unless one of these fields, which say where the secrets go (a URL, a server), is
+    # not what it was: then the secrets must be sent again (tessera/security/kept_secrets.py).
+    secret_destination: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: A) -> None:
         self.config = config
@@ -183,12 +191,24 @@ class Action(Generic[A]):
     @classmethod
     def keep_secrets(cls, config: dict[str, Any], stored: dict[str, Any] | None) -> None:
         """Put the stored value back wherever ``config`` (sent by a client) says REDACTED;
-        InvalidPayload when there is no stored value to keep."""
-        for name in cls.secret_fields:
-            if config.get(name) == REDACTED:
-                if stored is None or name not in stored:
-                    raise InvalidPayload(f"{name}: there is no stored secret to keep")
-                config[name] = stored[name]
+        InvalidPayload when there is no stored value to keep, or when a field of
+        ``secret_destination`` changed (the secrets must then be sent again)."""
+        restore_kept_secrets(
+            config,
+            stored,
+            [(name,) for name in cls.secret_fields],
+            cls.secret_destination,
+            cls.config_defaults(),
+        )
+
+    @classmethod
+    def config_defaults(cls) -> dict[str, Any]:
+        """The default of every configuration field that has a plain one."""
+        return {
+            name: field.default
+            for name, field in cls.config_model.model_fields.items()
+            if not field.is_required() and field.default_factory is None
+        }
 
     @classmethod
     def build(cls, raw: Mapping[str, Any]) -> Action[A]:

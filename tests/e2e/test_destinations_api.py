@@ -4,10 +4,14 @@ what does not exist; the dead-letter and outbox endpoints."""
 
 from __future__ import annotations
 
+import base64
+import time
 import uuid
 from typing import Any
 
 import httpx
+
+from tests.support.outside import recording_http_server
 
 SECRET = "Bearer e2e-secret-value-9f2c"
 
@@ -212,3 +216,80 @@ def test_dead_letters_are_listed_with_a_total(api: httpx.Client) -> None:
     assert listed["total"] >= len(listed["result"])
     assert all(item["state"] == "dead" for item in listed["result"])
     assert api.get("/destinations/dead-letters", params={"limit": 0}).status_code == 422
+
+
+def test_a_new_url_needs_the_secret_headers_sent_again(api: httpx.Client) -> None:
+    destination_id = unique_id()
+    ok(api.post("/destination", json=destination(id=destination_id)), 201)
+    elsewhere = "https://collector.attacker.example.net/steal"
+    detail = refused(
+        api.patch(f"/destination/{destination_id}", json={"url": elsewhere}),
+        "url changed",
+        "secret_headers.Authorization",
+    )
+    assert "again" in detail
+    # Sent back as shown, ******** keeps the secret only for the same URL.
+    shown = {"secret_headers": {"Authorization": "********"}}
+    refused(
+        api.post("/destination", json=destination(id=destination_id, url=elsewhere, **shown)),
+        "url changed",
+        "secret_headers.Authorization",
+    )
+    assert ok(api.get(f"/destination/{destination_id}"))["url"] == destination()["url"]
+    kept = ok(api.post("/destination", json=destination(id=destination_id, name="B", **shown)))
+    assert kept["secret_header_names"] == ["Authorization"]
+    # With the secret given again, the URL may change.
+    moved = ok(
+        api.patch(
+            f"/destination/{destination_id}",
+            json={"url": elsewhere, "secret_headers": {"Authorization": SECRET}},
+        )
+    )
+    assert moved["url"] == elsewhere
+    # Nothing stored to keep: refused, not stored as eight stars.
+    refused(api.post("/destination", json=destination(**shown)), "no stored secret")
+    assert api.delete(f"/destination/{destination_id}").status_code == 204
+
+
+def test_a_url_password_is_never_answered_and_kept_for_the_same_url(
+    api: httpx.Client, server: Any, source_id: str
+) -> None:
+    with recording_http_server() as receiver:
+        url = receiver.url("/hook").replace("http://", "http://shop:url-pass-secret@")
+        event_type = unique_id("url-password")
+        document = destination(url=url, event_types=[event_type], condition=None)
+        created = ok(api.post("/destination", json=document), 201)
+        assert created["url"] == url.replace("url-pass-secret", "********")
+        assert "url-pass-secret" not in str(ok(api.get("/destinations")))
+        # Sent back as shown with another change: the password stays.
+        patched = ok(
+            api.patch(f"/destination/{created['id']}", json={"url": created["url"], "name": "B"})
+        )
+        assert patched["url"] == created["url"]
+        moved = created["url"].replace("127.0.0.1", "localhost")
+        refused(
+            api.patch(f"/destination/{created['id']}", json={"url": moved}),
+            "url changed",
+            "the password in url",
+        )
+        tracked = httpx.post(
+            f"{server.base_url}/track",
+            json={"source": {"id": source_id}, "events": [{"type": event_type}]},
+        )
+        assert tracked.status_code == 200, tracked.text
+        deadline = time.monotonic() + 20
+        while not receiver.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [request] = receiver.requests
+    sent = base64.b64encode(b"shop:url-pass-secret").decode()
+    assert request.headers["authorization"] == f"Basic {sent}"
+    assert api.delete(f"/destination/{created['id']}").status_code == 204
+
+
+def test_an_address_the_policy_refuses_is_a_422_when_saved(api: httpx.Client) -> None:
+    for url, kind in (
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://10.0.0.8:8080/hook", "private"),
+    ):
+        detail = refused(api.post("/destination", json=destination(url=url)), "url", kind)
+        assert "TESSERA_OUTBOUND_ALLOW_CIDRS" in detail

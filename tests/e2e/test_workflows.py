@@ -224,6 +224,22 @@ def test_secrets_of_a_workflow_are_never_answered_and_are_kept_when_sent_back(
     assert "crm-secret-key" not in resent.text
 
 
+def test_a_kept_secret_is_not_sent_to_a_new_url(admin: httpx.Client, hook: RecordingServer) -> None:
+    workflow_id = save_workflow(admin, *purchase_flow(hook))
+    shown = admin.get(f"/workflow/{workflow_id}").json()
+    tell = next(n for n in shown["draft"]["nodes"] if n["id"] == "tell")
+    tell["config"]["url"] = "https://collector.attacker.example.net/steal"
+    answer = admin.patch(f"/workflow/{workflow_id}", json={"draft": shown["draft"]})
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["detail"]
+    assert "node 'tell'" in detail and "url changed" in detail
+    assert "headers.X-Api-Key" in detail and "crm-secret-key" not in answer.text
+    # Given again, the secret may go to the new URL.
+    tell["config"]["headers"]["X-Api-Key"] = "another-key"
+    answer = admin.patch(f"/workflow/{workflow_id}", json={"draft": shown["draft"]})
+    assert answer.status_code == 200, answer.text
+
+
 def test_rules_honour_source_condition_segment_and_consents(
     automation: RunningServer, admin: httpx.Client, web_source: str
 ) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import ssl
 import threading
 import time
 from collections import deque
@@ -138,16 +139,24 @@ def _handler_class(server: RecordingServer) -> type[BaseHTTPRequestHandler]:
 
 @contextmanager
 def recording_http_server(
-    *replies: Reply | int, default: Reply | None = None
+    *replies: Reply | int,
+    default: Reply | None = None,
+    host: str = "127.0.0.1",
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[RecordingServer]:
-    """A real HTTP server on 127.0.0.1: answers ``replies`` in order, then ``default``
-    (200 with ``{"ok": true}`` unless given), and records every request."""
+    """A real HTTP server on ``host`` (127.0.0.1; any 127.x.y.z is this machine too): answers
+    ``replies`` in order, then ``default`` (200 with ``{"ok": true}`` unless given), and
+    records every request. With ``tls`` (a server context) it speaks HTTPS."""
     state = RecordingServer(default or Reply(200, {"ok": True}))
     state.plan(*replies)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(state))
+    httpd = ThreadingHTTPServer((host, 0), _handler_class(state))
     httpd.daemon_threads = True
     httpd.block_on_close = False  # a delayed reply must not hold the test up at exit
-    state.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    scheme = "http"
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+        scheme = "https"
+    state.base_url = f"{scheme}://{host}:{httpd.server_address[1]}"
     # A short poll interval: shutdown() waits for the serving loop to look once more.
     thread = threading.Thread(
         target=httpd.serve_forever,
@@ -223,14 +232,19 @@ def _authenticator(credentials: Mapping[str, str]) -> Any:
 
 
 @contextmanager
-def smtp_server(credentials: Mapping[str, str] | None = None) -> Iterator[SmtpServer]:
+def smtp_server(
+    credentials: Mapping[str, str] | None = None, *, starttls: ssl.SSLContext | None = None
+) -> Iterator[SmtpServer]:
     """A real SMTP server (aiosmtpd) on 127.0.0.1 keeping every message it accepts. With
     ``credentials`` (login → password) it offers AUTH over plain text (not requiring it: a
-    message's ``login`` tells whether the client logged in)."""
+    message's ``login`` tells whether the client logged in). With ``starttls`` (a server
+    context) it requires STARTTLS."""
     collector = _Collector()
     options: dict[str, Any] = {}
+    if starttls is not None:
+        options = {"tls_context": starttls, "require_starttls": True}
     if credentials is not None:
-        options = {
+        options |= {
             "authenticator": _authenticator(credentials),
             "auth_require_tls": False,  # a local test server has no certificate
         }

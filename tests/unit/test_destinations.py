@@ -21,6 +21,8 @@ from tessera.destinations.worker import DeliveryWorker, backoff_delay
 from tessera.errors import InvalidPayload
 from tessera.model.common import new_id
 from tessera.model.destination import Destination, OutboxMessage
+from tessera.outbound.network import outbound_client
+from tessera.outbound.policy import OutboundPolicy
 from tessera.runtime import build_runtime
 from tessera.settings import load_settings
 from tessera.storage.sql.destinations import SqlOutboxStore, sql_destination_store
@@ -422,6 +424,40 @@ async def test_failures_are_retried_then_dead_lettered_and_replay_delivers(
         attempts = await stores.outbox.attempts(TENANT, message.id)
         assert [(a.number, a.status) for a in attempts][-1] == (1, 204)
         assert (await stores.outbox.dead_letters(TENANT, limit=10))[1] == 0
+
+
+async def test_an_address_the_policy_refuses_is_a_dead_letter_at_once(
+    stores: Stores,
+) -> None:
+    production = OutboundPolicy(allow_loopback=False)
+    with recording_http_server() as receiver:
+        await stores.destinations.save(
+            destination("internal", url=receiver.url("/hook"), max_attempts=5)
+        )
+        async with outbound_client(production, timeout_s=5) as guarded:
+            worker = DeliveryWorker(
+                stores.outbox,
+                stores.destinations,
+                guarded,
+                poll_interval_s=0.05,
+                backoff_base_s=0.01,
+                backoff_max_s=0.04,
+                concurrency=4,
+            )
+            await worker.start()
+            try:
+                dispatcher = DestinationDispatcher(stores.destinations, ttl_s=60)
+                [message] = await plan_and_keep(
+                    dispatcher, stores, [event("e1", "signup")], wake=worker.wake
+                )
+                await eventually(lambda: _is(stores, message.id, "dead"))
+            finally:
+                await worker.stop()
+        assert receiver.requests == []
+    [attempt] = await stores.outbox.attempts(TENANT, message.id)
+    assert attempt.status is None and attempt.error is not None
+    assert "refused by the outbound policy" in attempt.error
+    assert "127.0.0.1 is a loopback address" in attempt.error
 
 
 async def test_no_answer_is_an_attempt_too_and_the_worker_goes_on(

@@ -14,7 +14,7 @@ import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tessera.errors import ConfigurationError
-from tessera.settings import load_settings
+from tessera.settings import load_settings, secret_value
 from tessera.storage.mysql.engine import mysql_engine
 from tessera.storage.sql.config_database import config_engine
 from tests.support.mariadb import drop_created_databases, mariadb_database, mariadb_settings
@@ -112,4 +112,4 @@ def test_production_takes_a_strong_mysql_password() -> None:
         MYSQL_USERNAME="tessera",
         MYSQL_PASSWORD="a-strong-database-password-1",
     )
-    assert settings.mysql_password == "a-strong-database-password-1"
+    assert secret_value(settings.mysql_password) == "a-strong-database-password-1"

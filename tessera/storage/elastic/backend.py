@@ -12,7 +12,7 @@ from elasticsearch import ApiError
 
 from tessera.errors import StorageUnavailable
 from tessera.model.common import DEFAULT_TENANT
-from tessera.settings import Settings
+from tessera.settings import Settings, secret_value
 from tessera.storage.elastic.bulk import Refresh, describe
 from tessera.storage.elastic.client import ElasticConnection, open_client
 from tessera.storage.elastic.generations import DEFAULT_TTL_S
@@ -116,7 +116,7 @@ def build_elastic_records(settings: Settings) -> ElasticRecordBackend:
     connection = ElasticConnection.from_hosts(
         settings.elastic_host,
         username=settings.elastic_username,
-        password=settings.elastic_password,
+        password=secret_value(settings.elastic_password),
         verify_certs=settings.elastic_verify_certs,
         request_timeout_s=settings.elastic_timeout_seconds,
         retries=settings.elastic_retries,

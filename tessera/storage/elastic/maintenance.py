@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from tessera.errors import ConfigurationError
-from tessera.settings import Settings
+from tessera.settings import Settings, secret_value
 from tessera.storage.elastic.client import ElasticConnection
 from tessera.storage.elastic.naming import Names
 from tessera.storage.elastic.schema import IndexShape
@@ -30,7 +30,7 @@ def connection(settings: Settings) -> ElasticConnection:
     return ElasticConnection.from_hosts(
         settings.elastic_host,
         username=settings.elastic_username,
-        password=settings.elastic_password,
+        password=secret_value(settings.elastic_password),
         verify_certs=settings.elastic_verify_certs,
     )
 

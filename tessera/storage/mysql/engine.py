@@ -22,7 +22,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tessera.errors import ConfigurationError
-from tessera.settings import Settings
+from tessera.settings import Settings, secret_value
 
 DRIVER = "mysql+asyncmy"
 
@@ -36,7 +36,7 @@ def mysql_url(settings: Settings) -> sa.URL:
     return sa.URL.create(
         DRIVER,
         username=settings.mysql_username,
-        password=settings.mysql_password,
+        password=secret_value(settings.mysql_password),
         host=settings.mysql_host,
         port=settings.mysql_port,
         database=settings.mysql_database,

@@ -8,7 +8,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from tessera.settings import Settings
+from tessera.settings import Settings, secret_value
 
 
 def redis_client(settings: Settings) -> Redis:
@@ -30,7 +30,7 @@ def redis_client(settings: Settings) -> Redis:
         host=settings.redis_host,
         port=settings.redis_port,
         db=settings.redis_db,
-        password=settings.redis_password,
+        password=secret_value(settings.redis_password),
         max_connections=settings.redis_pool_size,
         timeout=settings.redis_pool_timeout_seconds,
         socket_connect_timeout=settings.redis_connect_timeout_seconds,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tessera.settings import Settings
+from tessera.settings import Settings, secret_value
 from tessera.storage.mysql.engine import describe_server, mysql_engine
 from tessera.storage.mysql.schema import MigratedSchemaStore
 from tessera.storage.sql import all_tables  # noqa: F401  (every table on the metadata)
@@ -40,7 +40,7 @@ def config_schema_store(engine: AsyncEngine, settings: Settings) -> SqlSchemaSto
         return MigratedSchemaStore(
             engine,
             where=describe_server(settings),
-            secret=settings.mysql_password,
+            secret=secret_value(settings.mysql_password),
             migration_engine=lambda: mysql_engine(settings, migrating=True),
         )
     return SqlSchemaStore(engine)

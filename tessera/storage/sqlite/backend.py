@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 from tessera.errors import StorageUnavailable
+from tessera.storage.private_files import private_data_dir
 from tessera.storage.sqlite import schema
 from tessera.storage.sqlite.checkpointer import Checkpointer
 from tessera.storage.sqlite.connection import open_connection
@@ -59,7 +60,7 @@ class SqliteRecordBackend:
 
     def _create_schema(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_data_dir(self.path.parent)
             connection = open_connection(self.path, synchronous=self._synchronous, read_only=False)
             try:
                 schema.create_schema(connection)

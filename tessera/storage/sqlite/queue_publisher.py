@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tessera.errors import TesseraError
+from tessera.storage.private_files import private_data_dir
 from tessera.storage.queue_ports import QueueUnavailable
 from tessera.storage.sqlite import queue_log
 from tessera.storage.sqlite.connection import open_connection
@@ -84,7 +85,7 @@ class LogPublisher:
         return future
 
     def _open(self) -> sqlite3.Connection:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        private_data_dir(self._path.parent)
         connection = open_connection(self._path, synchronous="FULL", read_only=False)
         try:
             queue_log.prepare(connection, self._partitions)

@@ -28,6 +28,8 @@ import aiosmtplib
 from pydantic import Field, SecretStr
 
 from tessera.errors import InvalidPayload
+from tessera.outbound.policy import OutboundRefused
+from tessera.outbound.sockets import checked_socket
 from tessera.workflow.action import Action, ActionConfig, ActionContext, ActionResult, Output
 from tessera.workflow.actions.template import as_text, check_workflow_templates, render_value
 
@@ -90,6 +92,9 @@ class SendEmail(Action[SendEmailConfig]):
     )
     config_model = SendEmailConfig
     secret_fields = ("password",)
+    # Where the password goes, and how openly: a kept password is never sent to another
+    # server, nor over a connection that became plain or unchecked.
+    secret_destination = ("smtp_host", "smtp_port", "security", "verify_certificate")
     outputs = ("payload", "error")
 
     @classmethod
@@ -119,11 +124,26 @@ class SendEmail(Action[SendEmailConfig]):
             return Output("error", {"error": problem, "email": {"to": to}})
 
         message = self._message(to, payload, context)
+        where = f"{config.smtp_host}:{config.smtp_port}"
+        try:
+            # Connected here, to an address the request-forgery policy allows; the client
+            # still knows the server by its name, for TLS.
+            connection = await checked_socket(
+                config.smtp_host,
+                config.smtp_port,
+                context.services.outbound,
+                timeout_s=config.timeout_s,
+            )
+        except OutboundRefused as exc:
+            return Output("error", {"error": f"{where}: {exc}", "email": {"to": to}})
+        except (OSError, TimeoutError) as exc:
+            error = f"connecting to {where} failed: {type(exc).__name__}: {exc}"
+            return Output("error", {"error": error, "email": {"to": to}})
         try:
             await aiosmtplib.send(
                 message,
                 hostname=config.smtp_host,
-                port=config.smtp_port,
+                sock=connection,
                 username=config.username,
                 password=config.password.get_secret_value() if config.password else None,
                 use_tls=config.security == "tls",
@@ -133,9 +153,10 @@ class SendEmail(Action[SendEmailConfig]):
             )
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             # aiosmtplib's messages quote the server's answer, never the password.
-            where = f"{config.smtp_host}:{config.smtp_port}"
             error = f"sending through {where} failed: {type(exc).__name__}: {exc}"
             return Output("error", {"error": error, "email": {"to": to}})
+        finally:
+            connection.close()  # the client closed it already unless it failed early
         sent = {"to": to, "message_id": message["Message-ID"]}
         if isinstance(payload, dict):
             return Output("payload", {**payload, "email": sent})

@@ -2,8 +2,10 @@
 
 The URL, header values and the JSON body may be templates over ``event``, ``profile``,
 ``session`` and ``payload`` (see tessera.pipeline.reshaping). Only http and https URLs are
-allowed: the scheme must be written out literally, so a template can never turn the call into
-something else.
+allowed, and their scheme and host must be written out: templates may only fill the path, the
+query and the fragment, so event data can never choose where the call goes (checked when the
+workflow is saved, and again on the rendered URL at each call). The connection itself obeys the
+request-forgery policy (tessera/outbound/): a refused address answers on ``error`` at once.
 
 A call is retried on connection errors, timeouts, 5xx and 429 answers, waiting a little longer
 each time (0.1 s, 0.2 s, 0.4 s …). It answers on one of two ports:
@@ -35,7 +37,10 @@ import orjson
 from pydantic import Field
 
 from tessera.errors import InvalidPayload
+from tessera.outbound.policy import OutboundRefused
+from tessera.outbound.urls import RESERVED_HEADERS, Origin, origin_of
 from tessera.pipeline.reshaping import is_template
+from tessera.security.kept_secrets import restore_kept_secrets
 from tessera.workflow.action import (
     REDACTED,
     Action,
@@ -57,17 +62,43 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # --- URLs -------------------------------------------------------------------------------------
 
 
+# Where a template may start: Jinja's expressions, statements and comments.
+_TEMPLATE_START = re.compile(r"\{\{|\{%|\{#")
+# The literal start of a URL: scheme, authority, and what ends the authority (or nothing).
+_LITERAL_HEAD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([/?#]|$)")
+
+
+def fixed_origin(url: str) -> Origin | None:
+    """The (scheme, host, port) ``url`` always goes to, whatever its templates render: its
+    literal start must hold the whole authority, ended by ``/``, ``?`` or ``#`` before any
+    template. None when a template could change the host (the host is never taken from event
+    data)."""
+    template = _TEMPLATE_START.search(url)
+    literal = url if template is None else url[: template.start()]
+    head = _LITERAL_HEAD.match(literal)
+    if head is None or (template is not None and not head.group(3)):
+        return None
+    return origin_of(f"{head.group(1)}://{head.group(2)}/")
+
+
 def check_url(url: str, where: str) -> None:
-    """InvalidPayload unless ``url`` is a literal http(s) URL, or a template whose literal
-    start fixes the scheme (``https://{{ … }}``)."""
-    literal = url.split("{{", 1)[0].split("{%", 1)[0]
-    scheme = literal.partition("://")[0].lower() if "://" in literal else ""
-    if scheme not in ("http", "https"):
+    """InvalidPayload unless ``url`` is an http(s) URL whose scheme and host are written out:
+    templates may only fill its path, query or fragment."""
+    head = _LITERAL_HEAD.match(url)
+    if head is None or head.group(1).lower() not in ("http", "https"):
         raise InvalidPayload(f"{where}: only http:// and https:// URLs are allowed")
+    if "@" in head.group(2):
+        raise InvalidPayload(
+            f"{where}: no user or password in the URL (it is shown by the API); send "
+            "credentials in a header named in secret_headers"
+        )
+    if fixed_origin(url) is None:
+        raise InvalidPayload(
+            f"{where}: write the scheme and the host out; only the path, the query and the "
+            "fragment may be templates (a host never comes from event data)"
+        )
     if is_template(url):
         check_workflow_templates(url, where)
-    elif not urlsplit(url).hostname:
-        raise InvalidPayload(f"{where}: {url!r} names no host")
 
 
 def shown_url(url: str) -> str:
@@ -167,6 +198,9 @@ async def send_with_retries(
             continue
         except httpx.InvalidURL:
             return CallResult(None, {}, None, f"{where}: not a valid URL", attempt + 1)
+        except OutboundRefused as exc:
+            # The same address would be refused again: no retry.
+            return CallResult(None, {}, None, f"{where}: {exc}", attempt + 1)
         except httpx.HTTPError as exc:
             # The exception's text can quote the URL; name only its kind.
             failure = f"{where}: {type(exc).__name__} (the connection failed)"
@@ -189,6 +223,11 @@ async def send_with_retries(
 
 
 # --- The action -------------------------------------------------------------------------------
+
+
+def _secret_names(config: dict[str, Any]) -> set[str]:
+    names = config.get("secret_headers")
+    return {str(name).lower() for name in names} if isinstance(names, list) else set()
 
 
 class HttpCallConfig(ActionConfig):
@@ -240,6 +279,7 @@ class HttpCall(Action[HttpCallConfig]):
     )
     config_model = HttpCallConfig
     outputs = ("response", "error")
+    secret_destination = ("url",)
 
     @classmethod
     def redact(cls, config: dict[str, Any]) -> dict[str, Any]:
@@ -255,15 +295,38 @@ class HttpCall(Action[HttpCallConfig]):
 
     @classmethod
     def keep_secrets(cls, config: dict[str, Any], stored: dict[str, Any] | None) -> None:
+        """A secret header sent back as REDACTED keeps its stored value, for a header that
+        was secret and still is, while the URL stays the same."""
         headers = config.get("headers")
         if not isinstance(headers, dict):
             return
-        old = (stored or {}).get("headers") or {}
+        secret = _secret_names(config)
         for name, value in headers.items():
-            if value == REDACTED:
-                if name not in old:
-                    raise InvalidPayload(f"headers.{name}: there is no stored secret to keep")
-                headers[name] = old[name]
+            if value == REDACTED and name.lower() not in secret:
+                # Kept, it would be shown in clear from now on.
+                raise InvalidPayload(
+                    f"headers.{name}: {REDACTED!r} keeps a secret only for a header named in "
+                    "secret_headers"
+                )
+        old_secret = _secret_names(stored or {})
+        old_headers = (stored or {}).get("headers") or {}
+        # Only what was secret can be kept: a public header's value is no secret to restore.
+        old_view = None
+        if stored is not None:
+            old_view = {
+                "url": stored.get("url"),
+                "headers": {
+                    name: value
+                    for name, value in old_headers.items()
+                    if str(name).lower() in old_secret
+                },
+            }
+        restore_kept_secrets(
+            config,
+            old_view,
+            [("headers", name) for name in headers if name.lower() in secret],
+            cls.secret_destination,
+        )
 
     @classmethod
     def check_config(cls, config: HttpCallConfig) -> None:
@@ -276,6 +339,8 @@ class HttpCall(Action[HttpCallConfig]):
         for name, value in config.headers.items():
             if not _HEADER_NAME.match(name):
                 raise InvalidPayload(f"headers: {name!r} is not a valid header name")
+            if name.lower() in RESERVED_HEADERS:
+                raise InvalidPayload(f"headers: {name!r} is set from the URL and the body")
             try:
                 check_workflow_templates(value, f"headers.{name}")
             except InvalidPayload:
@@ -289,6 +354,11 @@ class HttpCall(Action[HttpCallConfig]):
         url = valid_runtime_url(render_value(config.url, "url", context, payload))
         if url is None:
             return Output("error", {"status": None, "error": "url: not an http(s) URL"})
+        expected = fixed_origin(config.url)
+        if expected is None or origin_of(url) != expected:
+            # Saving refuses such a URL; one stored before that rule is refused here.
+            error = "url: the host must be written out; a template may not choose it"
+            return Output("error", {"status": None, "error": error})
         headers = self._headers(context, payload)
         body = render_value(config.body, "body", context, payload)
         result = await send_with_retries(
