@@ -25,6 +25,7 @@ from tessera.pipeline.held_work import HeldWork
 from tessera.pipeline.ingest import Ingestor
 from tessera.pipeline.locks import Locks
 from tessera.pipeline.processing import ProcessingRules
+from tessera.pipeline.profile_ids import ProfileIds
 from tessera.pipeline.request import Intake
 from tessera.pipeline.sources import SourceDirectory
 from tessera.pipeline.visitor import VisitorDirectory
@@ -143,12 +144,6 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
     """``queue_workers``: how many queue workers this process runs in async mode (default
     TESSERA_WORKERS, for `tessera serve`)."""
     storage = build_storage(settings)
-    visitors = VisitorDirectory(
-        storage.profiles,
-        storage.sessions,
-        profile_cache=storage.profile_cache,
-        session_cache=storage.session_cache,
-    )
     identity = IdentityResolver(
         IdentityPolicy(
             enabled=settings.profile_merging,
@@ -159,6 +154,17 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
         ),
         storage.profiles,
         storage.sessions,
+    )
+    # The installation's secret proves the profile ids public clients were issued; it is the
+    # identity salt's (read at start), under a name of its own (profile_ids.py).
+    profile_ids = ProfileIds(lambda: identity.policy.salt)
+    visitors = VisitorDirectory(
+        storage.profiles,
+        storage.sessions,
+        profile_cache=storage.profile_cache,
+        session_cache=storage.session_cache,
+        ids=profile_ids,
+        erased=storage.erased_profiles,
     )
     locks = storage.locks
     outbound = OutboundPolicy.from_settings(settings)
@@ -214,7 +220,7 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
     workers: list[QueueWorker] = []
     if settings.ingest_mode == "async":
         queue = ConnectedQueue(build_queue(settings, storage.redis_client))
-        intake = QueueIntake(queue, secret=lambda: identity.policy.salt)
+        intake = QueueIntake(queue, profile_ids)
         count = settings.workers if queue_workers is None else queue_workers
         workers = [
             QueueWorker(
@@ -272,5 +278,6 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
             writer=storage.writer,
             visitors=visitors,
             locks=locks,
+            erased=storage.erased_profiles,
         ),
     )

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.support.server import RunningServer, running_server
+from tests.support.sources import ServerSource, keyed, make_server_source
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +42,15 @@ def source_id(api: httpx.Client) -> str:
     answer = api.post("/event-source", json={"id": "test-web", "name": "Test website"})
     assert answer.status_code in (200, 201), answer.text
     return str(answer.json()["id"])
+
+
+@pytest.fixture(scope="session")
+def server_source(api: httpx.Client) -> ServerSource:
+    """A server source (the operator's own system): full power, proven by its key."""
+    return make_server_source(api, "Test backend", id="test-backend")
+
+
+@pytest.fixture(scope="session")
+def backend(server: RunningServer, server_source: ServerSource) -> httpx.Client:
+    """A client of the operator's own system: sends the server source's key."""
+    return keyed(server.client(), server_source)

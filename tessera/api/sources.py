@@ -1,17 +1,19 @@
-"""Event sources: create, read, list, enable/disable, delete."""
+"""Event sources: create, read, list, enable/disable, delete; a server source's key."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
+import msgspec
 from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, Field, field_validator
 
 from tessera.api.deps import RuntimeDep, current_user, json_response
 from tessera.api.ids import url_safe_id
-from tessera.errors import NotFound
+from tessera.collect.source_keys import new_key
+from tessera.errors import InvalidPayload, NotFound
 from tessera.model.common import DEFAULT_TENANT, new_id, utcnow
-from tessera.model.source import EventSource
+from tessera.model.source import EventSource, SourceTrust
 
 router = APIRouter(tags=["event sources"], dependencies=[Depends(current_user)])
 
@@ -30,6 +32,17 @@ class SourceIn(BaseModel):
     description: str = Field("", max_length=4096)
     enabled: bool = True
     tags: list[str] = Field(default_factory=list, max_length=64)
+    trust: SourceTrust = Field(
+        "public",
+        description=(
+            "public: a browser or an app, whose id anyone can read and send; server: a system of "
+            "yours, whose requests prove themselves with the source's key (docs/security.md)"
+        ),
+    )
+    public_merge: bool = Field(
+        False,
+        description="A public source's identify may merge into a profile holding the identifier",
+    )
 
     @field_validator("id")
     @classmethod
@@ -54,6 +67,30 @@ class SourcePatch(BaseModel):
     description: str | None = Field(None, max_length=4096)
     enabled: bool | None = None
     tags: list[str] | None = Field(None, max_length=64)
+    trust: SourceTrust | None = None
+    public_merge: bool | None = None
+
+
+def _answer(source: EventSource, *, new_key: str | None = None, status_code: int = 200) -> Response:
+    """A source as the API shows it: its key never, except the one just made (shown once)."""
+    shown = msgspec.to_builtins(source)
+    shown.pop("key", None)
+    shown["has_key"] = source.key is not None
+    if new_key is not None:
+        shown["key"] = new_key
+    return json_response(shown, status_code=status_code)
+
+
+def _keyed(source: EventSource) -> str | None:
+    """A server source gets a key when it has none (the new key, to show once); a public
+    source keeps none."""
+    if not source.trusted:
+        source.key = None
+        return None
+    if source.key is None:
+        source.key = new_key()
+        return source.key
+    return None
 
 
 async def _existing(runtime: RuntimeDep, source_id: str) -> EventSource:
@@ -66,12 +103,34 @@ async def _existing(runtime: RuntimeDep, source_id: str) -> EventSource:
 @router.get("/event-sources")
 async def list_sources(runtime: RuntimeDep) -> Response:
     sources = await runtime.storage.sources.list(DEFAULT_TENANT)
-    return json_response({"total": len(sources), "result": sources})
+    shown = []
+    for source in sources:
+        item = msgspec.to_builtins(source)
+        item.pop("key", None)
+        item["has_key"] = source.key is not None
+        shown.append(item)
+    return json_response({"total": len(shown), "result": shown})
 
 
 @router.get("/event-source/{source_id}")
 async def get_source(source_id: SourceId, runtime: RuntimeDep) -> Response:
-    return json_response(await _existing(runtime, source_id))
+    return _answer(await _existing(runtime, source_id))
+
+
+@router.post("/event-source/{source_id}/key")
+async def rotate_key(source_id: SourceId, runtime: RuntimeDep) -> Response:
+    """A new key for a server source; the old one stops working at once. The answer is the
+    only place the key is ever shown."""
+    source = await _existing(runtime, source_id)
+    if not source.trusted:
+        raise InvalidPayload(
+            f"event source {source_id!r} is public: a key would prove nothing (set its trust "
+            "to server first)"
+        )
+    source.key = new_key()
+    await runtime.storage.sources.save(source)
+    runtime.sources.forget(DEFAULT_TENANT, source_id)
+    return _answer(source, new_key=source.key)
 
 
 @router.post("/event-source", status_code=201)
@@ -88,10 +147,14 @@ async def save_source(body: SourceIn, runtime: RuntimeDep) -> Response:
         enabled=body.enabled,
         tags=body.tags,
         created=previous.created if previous else utcnow(),
+        trust=body.trust,
+        key=previous.key if previous else None,
+        public_merge=body.public_merge,
     )
+    made = _keyed(source)
     await runtime.storage.sources.save(source)
     runtime.sources.forget(DEFAULT_TENANT, source_id)
-    return json_response(source, status_code=200 if previous else 201)
+    return _answer(source, new_key=made, status_code=200 if previous else 201)
 
 
 @router.patch("/event-source/{source_id}")
@@ -100,9 +163,10 @@ async def update_source(source_id: SourceId, body: SourcePatch, runtime: Runtime
     source = await _existing(runtime, source_id)
     for name, value in body.model_dump(exclude_unset=True, exclude_none=True).items():
         setattr(source, name, value)
+    made = _keyed(source)
     await runtime.storage.sources.save(source)
     runtime.sources.forget(DEFAULT_TENANT, source_id)
-    return json_response(source)
+    return _answer(source, new_key=made)
 
 
 @router.delete("/event-source/{source_id}", status_code=204)

@@ -4,6 +4,7 @@ pipeline. An ASGI app in front of the management API, so collection pays for no 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -28,6 +29,7 @@ from tessera.collect.payload import (
     decode_json_object,
     decode_track,
 )
+from tessera.collect.source_keys import require_proof
 from tessera.errors import (
     BadRequest,
     InvalidPayload,
@@ -35,8 +37,9 @@ from tessera.errors import (
     StorageUnavailable,
     TesseraError,
 )
-from tessera.model.common import DEFAULT_TENANT
+from tessera.model.common import DEFAULT_TENANT, derived_id
 from tessera.model.event import checked_event_type
+from tessera.model.source import EventSource
 from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult, Intake
 from tessera.pipeline.sources import SourceDirectory
 from tessera.settings import Settings
@@ -121,10 +124,11 @@ class CollectionApp:
             max_depth=self._settings.max_json_depth,
         )
         source = await self._sources.require_enabled(DEFAULT_TENANT, payload.source.id)
+        require_proof(scope, source, body, time.time())
         batch = IncomingBatch(
             tenant=DEFAULT_TENANT,
             source=source,
-            events=[_incoming(index, event) for index, event in enumerate(payload.events)],
+            events=[_incoming(index, event, source) for index, event in enumerate(payload.events)],
             session_id=_given(payload.session),
             profile_id=_given(payload.profile),
             context=payload.context,
@@ -151,8 +155,12 @@ class CollectionApp:
         event_type = checked_event_type(parts[0], "event type")
         check_id(parts[1], "source id")
         session_id = check_id(parts[2], "session id") if len(parts) == 3 else None
-        properties = await self._collect_properties(scope, receive)
+        body = b""
+        if scope["method"] == "POST":
+            body = await read_body(scope, receive, self._settings.max_body_bytes)
         source = await self._sources.require_enabled(DEFAULT_TENANT, parts[1])
+        require_proof(scope, source, body, time.time())
+        properties = self._collect_properties(scope, body)
         batch = IncomingBatch(
             tenant=DEFAULT_TENANT,
             source=source,
@@ -164,12 +172,11 @@ class CollectionApp:
         )
         return await self._intake(batch)
 
-    async def _collect_properties(self, scope: Scope, receive: Receive) -> dict[str, Any]:
+    def _collect_properties(self, scope: Scope, body: bytes) -> dict[str, Any]:
         """JSON, a form, or the query string become the event's properties."""
         properties = _flat_form(scope.get("query_string", b"").decode("latin-1"))
         if scope["method"] != "POST":
             return properties
-        body = await read_body(scope, receive, self._settings.max_body_bytes)
         if not body.strip():
             return properties
         content_type = (header(scope, b"content-type") or "").split(";")[0].strip().lower()
@@ -204,16 +211,27 @@ def _given(reference: Any) -> str | None:
     return str(reference.id)
 
 
-def _incoming(index: int, event: Any) -> IncomingEvent:
+def _incoming(index: int, event: Any, source: EventSource) -> IncomingEvent:
     return IncomingEvent(
         type=checked_event_type(event.type, f"events[{index}].type"),
-        id=event.id or None,
+        id=_event_id(event.id or None, source),
         time=event.time,
         properties=event.properties,
         context=event.context,
         options=event.options,
         tags=event.tags,
     )
+
+
+def _event_id(given: str | None, source: EventSource) -> str | None:
+    """The id an event is stored under. A server source's own ids are kept (an order number
+    is an order number). A public client's are its own business: stored under an id made from
+    the source and the id it gave, so a retry still meets its event, but nobody can take an id
+    ahead of a server source ("order-777" sent from a browser first) and have the real event
+    dropped as a repeat."""
+    if given is None or source.trusted:
+        return given
+    return derived_id("event", source.tenant, source.id, given)
 
 
 def _flat_form(text: str) -> dict[str, Any]:

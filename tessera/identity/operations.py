@@ -19,6 +19,7 @@ from tessera.pipeline.locks import Locks, LockSetLike, ensure_held
 from tessera.pipeline.visitor import MAX_MERGE_HOPS, VisitorDirectory
 from tessera.storage.ports import (
     ChangeSet,
+    ErasedProfiles,
     Erasure,
     EventStore,
     IdentityLink,
@@ -39,6 +40,7 @@ class ProfileOperations:
     writer: RecordWriter
     visitors: VisitorDirectory
     locks: Locks
+    erased: ErasedProfiles
 
     async def _current(self, tenant: str, profile_id: str) -> Profile:
         profile = await self.profiles.get(tenant, profile_id)
@@ -110,6 +112,9 @@ class ProfileOperations:
         sessions and events. Without it, they stay, anonymous, under ids nothing resolves."""
         async with self._holding(tenant, profile_id) as (profile, held):
             ids = tuple(dict.fromkeys([profile.id, *profile.ids]))
+            # Remembered first: a browser that still holds one of these ids must never bring
+            # the person back under it (should the erasure fail now, nothing is lost by this).
+            await self.erased.remember(tenant, ids, utcnow())
             if with_data:
                 erasure = ChangeSet(erasures=[Erasure(tenant, ids)])
             else:

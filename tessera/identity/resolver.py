@@ -49,12 +49,18 @@ class IdentityResolver:
         self._sessions = sessions
 
     def new_values(
-        self, profile: Profile, document: dict[str, Any], before: Mapping[str, Any]
+        self,
+        profile: Profile,
+        document: dict[str, Any],
+        before: Mapping[str, Any],
+        *,
+        replace: bool = True,
     ) -> tuple[list[KeyValue], list[str]]:
         """Merge-key values the document holds that the profile is not indexed under yet.
 
         A value that would take a key past its limit is refused: the document's field is put
-        back to ``before`` (its value before this request) and a warning says why.
+        back to ``before`` (its value before this request) and a warning says why. Without
+        ``replace`` (a public request) a field that held a value before is not changed at all.
         """
         if not self.policy.enabled or not self.policy.paths:
             return [], []
@@ -65,6 +71,17 @@ class IdentityResolver:
         )
         if not changed:
             return [], []
+        kept_warnings: list[str] = []
+        if not replace:
+            held = [path for path in changed if before.get(path) is not None]
+            for path in held:
+                _restore(document, path, before.get(path))
+                kept_warnings.append(
+                    f"{path}: a public request does not replace an identifier the profile holds"
+                )
+            changed = tuple(path for path in changed if path not in held)
+            if not changed:
+                return [], kept_warnings
         values, warnings = key_values(
             document, changed, salt=self.policy.salt, extra_blocked=self.policy.blocked
         )
@@ -83,11 +100,24 @@ class IdentityResolver:
                 )
                 continue
             fresh.append(value)
-        return fresh, warnings
+        return fresh, kept_warnings + warnings
 
-    async def owners(self, tenant: str, values: list[KeyValue], profile_id: str) -> set[str]:
+    async def owners_of(
+        self, tenant: str, values: list[KeyValue], profile_id: str
+    ) -> dict[str, str]:
+        """The profiles other than ``profile_id`` the identity index gives these values to:
+        digest → profile id."""
         found = await self._profiles.owners(tenant, [value.digest for value in values])
-        return {owner for owner in found.values() if owner != profile_id}
+        return {digest: owner for digest, owner in found.items() if owner != profile_id}
+
+    def without_values(
+        self, profile: Profile, values: list[KeyValue], before: Mapping[str, Any]
+    ) -> Profile:
+        """The profile with the fields of ``values`` put back as they were ``before``."""
+        document = msgspec.to_builtins(profile)
+        for path in dict.fromkeys(value.path for value in values):
+            _restore(document, path, before.get(path))
+        return _to_profile(document, Profile)
 
     def links(self, profile: Profile, values: list[KeyValue]) -> list[IdentityLink]:
         """Index the values under the profile, and remember them on the profile."""

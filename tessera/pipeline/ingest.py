@@ -27,6 +27,7 @@ import msgspec
 
 from tessera.destinations.planner import DestinationPlanner
 from tessera.errors import StorageUnavailable
+from tessera.identity.keys import KeyValue
 from tessera.identity.locking import identity_lock_key, profile_lock_key, session_lock_key
 from tessera.identity.resolver import IdentityResolver, snapshot_paths
 from tessera.model.applied import PROFILE_MARKS, SESSION_MARKS, remember, request_token
@@ -75,6 +76,8 @@ class _Merges:
 
     retired: list[RetiredProfile] = field(default_factory=list)
     links: list[IdentityLink] = field(default_factory=list)
+    # Values a public request brought that another person's profile holds: not taken.
+    refused: list[KeyValue] = field(default_factory=list)
 
 
 class Ingestor:
@@ -178,17 +181,21 @@ class Ingestor:
         # events nor the profile's counters are taken twice.
         known = await self._known_events(batch)
         session = await self._visitors.session(tenant, session_id)
+        public = not batch.source.trusted
         profile_id, may_exist = await self._visitors.candidate_profile(
-            tenant, session, batch.profile_id, batch.new_profile_id
+            tenant, session, batch.profile_id, batch.new_profile_id, public=public
         )
-        found = await self._visitors.survivor_under_lock(tenant, profile_id, may_exist, held)
+        found = await self._visitors.survivor_under_lock(
+            tenant, profile_id, may_exist, held, public=public, promised=batch.new_profile_id
+        )
         if isinstance(found, set):
             return found
         profile_id, profile = found
         visitor = self._visitors.resolve(
             tenant, batch.source, session_id, session, profile_id, profile, now
         )
-        if batch.new_profile_id is not None and not visitor.profile_is_new:
+        promise_answered = self._visitors.ids.answers_promise(batch.profile_id, public)
+        if batch.new_profile_id is not None and promise_answered and not visitor.profile_is_new:
             await self._keep_promise(visitor.profile, batch.new_profile_id)
         if mark in visitor.profile.metadata.applied:
             return await self._complete(batch, visitor, known, now, mark, held)
@@ -206,16 +213,32 @@ class Ingestor:
         watched = self.destinations is not None and await self.destinations.active(tenant)
         warnings, document, session_document = await self._process(visitor, events, watched)
 
+        # What a public request may do with identifiers (docs/security.md, "Trust model"): add
+        # one where the profile holds none, never replace one it holds, and never merge into a
+        # profile that holds the value already unless its source allows it.
+        replace = not public
+        claims_only = public and not batch.source.public_merge
         fresh, identity_warnings = self._identity.new_values(
-            visitor.profile, document, visitor.identity_before
+            visitor.profile, document, visitor.identity_before, replace=replace
         )
         warnings += identity_warnings
         visitor.profile = msgspec.convert(document, Profile)
+        # A public request is answered the id it came in under even when a merge makes it part
+        # of another person's profile (the id stays one of that profile's): its answer never
+        # names another person's profile (docs/security.md).
+        own_id = visitor.profile.id
         pending = 1 if visitor.session_is_new or visitor.first_time_in_session else 0
-        first = await self._identify(visitor.profile, fresh, set(), held, now, pending, mark)
+        first = await self._identify(
+            visitor.profile, fresh, set(), held, now, pending, mark, claims_only=claims_only
+        )
         if isinstance(first, set):
             return first
         visitor.profile, merges = first
+        if merges.refused:
+            visitor.profile = self._identity.without_values(
+                visitor.profile, merges.refused, visitor.identity_before
+            )
+            document = msgspec.to_builtins(visitor.profile)
         request_event_ids = [event.id for event in events]
 
         outcome = StageOutcome()
@@ -236,12 +259,21 @@ class Ingestor:
                 visitor.session = msgspec.convert(session_document, Session)
             if outcome.profile_changed or outcome.merge_on:
                 changed_profile = _converted(document, visitor.profile, warnings)
-                more, more_warnings = self._identity.new_values(changed_profile, document, before)
+                more, more_warnings = self._identity.new_values(
+                    changed_profile, document, before, replace=replace
+                )
                 warnings += more_warnings
                 visitor.profile = changed_profile
                 key_owners = await self._key_owners(visitor.profile, document, outcome.merge_on)
                 second = await self._identify(
-                    visitor.profile, more, key_owners, held, now, pending, mark
+                    visitor.profile,
+                    more,
+                    key_owners,
+                    held,
+                    now,
+                    pending,
+                    mark,
+                    claims_only=claims_only,
                 )
                 if isinstance(second, set):
                     # The workflows do not run again for a retry: the merge is made after the
@@ -251,7 +283,11 @@ class Ingestor:
                     visitor.profile, more_merges = second
                     merges.retired += more_merges.retired
                     merges.links += more_merges.links
-                    if more_merges.retired:
+                    if more_merges.refused:
+                        visitor.profile = self._identity.without_values(
+                            visitor.profile, more_merges.refused, before
+                        )
+                    if more_merges.retired or more_merges.refused:
                         document = msgspec.to_builtins(visitor.profile)
         messages: list[Any] = []
         if watched:
@@ -280,9 +316,8 @@ class Ingestor:
             outcome.schedules,
             messages,
         )
-        result = IngestResult(
-            visitor.profile.id, session_id, request_event_ids, known_warnings + warnings
-        )
+        answered = own_id if public and own_id in visitor.profile.ids else visitor.profile.id
+        result = IngestResult(answered, session_id, request_event_ids, known_warnings + warnings)
         result.debug = outcome.traces if batch.debug else None
         result.deferred = deferred
         return result
@@ -346,10 +381,15 @@ class Ingestor:
         now: datetime,
         pending: int,
         mark: str | None = None,
+        *,
+        claims_only: bool = False,
     ) -> tuple[Profile, _Merges] | set[str]:
         """Index the new merge-key values and merge with the profiles that hold them (or hold
         the same value at a key a workflow named); the keys to add when one was busy.
-        ``pending`` counts this request's sessions not stored yet (for the visit count)."""
+        ``pending`` counts this request's sessions not stored yet (for the visit count).
+        ``claims_only`` (a public request): a value another existing profile holds is neither
+        taken nor merged on; it comes back in ``refused``, and nothing in the answer tells it
+        apart from a value that was taken, so a sender cannot learn who is a customer."""
         merges = _Merges()
         tenant = profile.tenant
         owners = set(key_owners)
@@ -359,7 +399,13 @@ class Ingestor:
                 return keys
             # Read owners only now, under the identity locks: a concurrent request may have
             # linked one of these values to its profile since this request began.
-            owners |= await self._identity.owners(tenant, fresh, profile.id)
+            found = await self._identity.owners_of(tenant, fresh, profile.id)
+            if claims_only and found:
+                held_by_others = await self._held_elsewhere(tenant, found, profile)
+                merges.refused = [value for value in fresh if value.digest in held_by_others]
+                fresh = [value for value in fresh if value.digest not in held_by_others]
+            else:
+                owners |= set(found.values())
         owners.discard(profile.id)
         if owners:
             owner_keys = {profile_lock_key(tenant, owner) for owner in owners}
@@ -381,6 +427,18 @@ class Ingestor:
         # Events and sessions keep the id they came in under; the survivor lists it in its
         # ids, so they resolve to it, and an unmerge can give them back.
         return profile, merges
+
+    async def _held_elsewhere(
+        self, tenant: str, found: dict[str, str], profile: Profile
+    ) -> set[str]:
+        """Of the values the identity index gives an owner, those another existing profile
+        holds (a link to a profile never stored, or one merged into this one, holds nothing)."""
+        taken: set[str] = set()
+        for digest, owner_id in found.items():
+            owner = await self._visitors.profile(tenant, owner_id)
+            if owner is not None and owner.id != profile.id:
+                taken.add(digest)
+        return taken
 
     async def _key_owners(
         self, profile: Profile, document: dict[str, Any], paths: list[str]

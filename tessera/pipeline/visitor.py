@@ -20,7 +20,14 @@ from tessera.model.session import Session, new_session
 from tessera.model.source import EventSource
 from tessera.pipeline.cache import RecordCachePort
 from tessera.pipeline.locks import LockSetLike
-from tessera.storage.ports import ChangeSet, ProfileStore, RecordWriter, SessionStore
+from tessera.pipeline.profile_ids import ProfileIds
+from tessera.storage.ports import (
+    ChangeSet,
+    ErasedProfiles,
+    ProfileStore,
+    RecordWriter,
+    SessionStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +57,13 @@ class VisitorDirectory:
         *,
         profile_cache: RecordCachePort[Profile],
         session_cache: RecordCachePort[Session],
+        ids: ProfileIds,
+        erased: ErasedProfiles,
     ) -> None:
         self._profiles = profiles
         self._sessions = sessions
+        self.ids = ids
+        self._erased = erased
         self.profile_cache = profile_cache
         self.session_cache = session_cache
 
@@ -135,21 +146,41 @@ class VisitorDirectory:
         session: Session | None,
         requested: str | None,
         promised: str | None = None,
+        *,
+        public: bool = False,
     ) -> tuple[str, bool]:
         """Which profile the request will use, and whether it may already exist: the requested
         one (by any of its ids), else the session's, else a fresh id that cannot exist yet.
-        Only a first guess, taken without a lock: ``survivor_under_lock`` settles it."""
+        A public request's known session keeps its profile: such a request does not move a
+        session to another profile (docs/security.md). Only a first guess, taken without a
+        lock: ``survivor_under_lock`` settles it."""
+        if public and session is not None and session.profile is not None:
+            return session.profile.id, True
         if requested is not None:
             existing = await self.profile(tenant, requested)
-            return (existing.id, True) if existing is not None else (requested, True)
+            if existing is not None:
+                return existing.id, True
+            if not public or self.ids.minted(requested):
+                return requested, True
         if session is not None and session.profile is not None:
             return session.profile.id, True
         if promised is not None:  # async intake answered with this id: keep the promise
             return promised, True
-        return new_id(), False
+        return self.fresh_id(public), False
+
+    def fresh_id(self, public: bool) -> str:
+        """A new profile's id: for a public client, one it can prove Tessera issued."""
+        return self.ids.mint() if public else new_id()
 
     async def survivor_under_lock(
-        self, tenant: str, profile_id: str, may_exist: bool, held: LockSetLike
+        self,
+        tenant: str,
+        profile_id: str,
+        may_exist: bool,
+        held: LockSetLike,
+        *,
+        public: bool = False,
+        promised: str | None = None,
     ) -> tuple[str, Profile | None] | set[str]:
         """The profile a request changes, read under *its own* lock; or the lock keys to ask
         for when one is busy.
@@ -159,7 +190,12 @@ class VisitorDirectory:
         reading it answers the survivor, whose lock the caller does not hold yet. Changing
         the survivor under the merged-away id's lock would let two requests of one person
         change one profile at once and lose one's counters, so the survivor's lock is taken
-        and the profile read again under it, until the id read is the id locked."""
+        and the profile read again under it, until the id read is the id locked.
+
+        An id that names no profile becomes the new profile's id only when it may: never an
+        erased profile's (the person asked to be forgotten; a browser still sending the id
+        starts a new profile), and for a public request only an id Tessera issued
+        (profile_ids.py). Otherwise the new profile gets a fresh id."""
         for _step in range(MAX_MERGE_HOPS):
             key = profile_lock_key(tenant, profile_id)
             if not await held.try_add([key]):
@@ -167,10 +203,23 @@ class VisitorDirectory:
             if not may_exist:
                 return profile_id, None
             profile = await self.profile(tenant, profile_id)
-            if profile is None or profile.id == profile_id:
+            if profile is None:
+                if await self._may_take(tenant, profile_id, public):
+                    return profile_id, None
+                if promised is not None and promised != profile_id:
+                    profile_id = promised  # the id async intake promised this session
+                else:
+                    profile_id, may_exist = self.fresh_id(public), False
+                continue
+            if profile.id == profile_id:
                 return profile_id, profile
             profile_id = profile.id
         raise StorageUnavailable("the profile is being merged right now; retry")
+
+    async def _may_take(self, tenant: str, profile_id: str, public: bool) -> bool:
+        if public and not self.ids.minted(profile_id):
+            return False
+        return not await self._erased.erased(tenant, profile_id)
 
     def resolve(
         self,

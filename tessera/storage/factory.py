@@ -26,6 +26,7 @@ from tessera.storage.dedup import DedupKeys, InProcessDedupKeys
 from tessera.storage.elastic.backend import build_elastic_records
 from tessera.storage.ports import (
     ConsentTypeStore,
+    ErasedProfiles,
     EventStore,
     ProfileStore,
     RecordWriter,
@@ -44,7 +45,12 @@ from tessera.storage.sql.destinations import SqlOutboxStore, sql_destination_sto
 from tessera.storage.sql.memory import SqlKeyValueStore
 from tessera.storage.sql.processing import SqlProcessingRuleStore
 from tessera.storage.sql.segments import SqlSegmentStore
-from tessera.storage.sql.stores import SqlSourceStore, SqlTokenStore, SqlUserStore
+from tessera.storage.sql.stores import (
+    SqlErasedProfiles,
+    SqlSourceStore,
+    SqlTokenStore,
+    SqlUserStore,
+)
 from tessera.storage.sql.worker_records import SqlDeadLetterStore, SqlWorkerBeats
 from tessera.storage.sql.workflows import SqlScheduleStore, rule_store, workflow_store
 from tessera.storage.sqlite.backend import SqliteRecordBackend
@@ -94,6 +100,7 @@ class Storage:
     sessions: SessionStore
     profiles: ProfileStore
     sources: SourceStore
+    erased_profiles: ErasedProfiles
     users: UserStore
     tokens: TokenStore
     record_schema: SchemaStore
@@ -155,6 +162,7 @@ def build_storage(settings: Settings) -> Storage:
         sessions=records.sessions,
         profiles=records.profiles,
         sources=SqlSourceStore(engine),
+        erased_profiles=SqlErasedProfiles(engine),
         users=SqlUserStore(engine),
         tokens=redis.tokens if redis else SqlTokenStore(engine),
         record_schema=records,

@@ -191,6 +191,15 @@ class SourceStore(Protocol):
     async def delete(self, tenant: str, source_id: str) -> bool: ...
 
 
+class ErasedProfiles(Protocol):
+    """The ids of profiles erased on request: a new profile never takes one of them again, so
+    a browser that still holds the id does not bring the person back (docs/security.md)."""
+
+    async def remember(self, tenant: str, profile_ids: Sequence[str], when: datetime) -> None: ...
+
+    async def erased(self, tenant: str, profile_id: str) -> bool: ...
+
+
 class ConsentTypeStore(Protocol):
     async def get(self, tenant: str, consent_id: str) -> ConsentType | None: ...
 

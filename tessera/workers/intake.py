@@ -10,43 +10,35 @@ never a 200 for an event the queue did not keep.
 The intake needs nothing but the queue: it reads no session, no profile, no cache, so an outage
 of the record store or of Redis does not stop collection while the queue is healthy.
 
-Which profile id the answer names:
+Which profile id the answer names (pipeline/profile_ids.py for the ids Tessera issues):
 
-- the request names one: that id (the worker creates it when it does not exist yet);
-- it does not: the id *derived from the session* (a keyed hash of tenant and session id). Every
-  answer for one session names the same id, so a new visitor's second request, arriving before a
-  worker stored the first, is answered the same id as the first. The worker honours it: a new
-  session's profile is created under it, and when the session turns out to belong to another
-  profile already (it was first seen with a profile id the client chose), the derived id is
-  added to that profile's ids, so the id answered always finds the profile that got the events.
+- the request names one a worker will use: that id. A server source's id is always used (the
+  worker creates the profile when it is new); a public source's only when Tessera issued it
+  (it proves so itself), since a public client may not make up the id of a new profile;
+  (An erased profile's id is never taken again, so such an answer names an id that stays gone;
+  the request's events then go to the session's promised id.)
+- otherwise the id *promised to the session*: issued by Tessera, the same for every request of
+  that session, so a new visitor's second request, arriving before a worker stored the first,
+  is answered the same id as the first. The worker honours it: a new session's profile is
+  created under it; when the session turns out to belong to a profile already (or the request
+  named an existing profile Tessera did not issue, from before ids were issued this way), the
+  promised id is added to that profile's ids, so the id answered always finds the profile that
+  got the events.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from collections.abc import Callable
-
-from tessera.model.common import new_id, utcnow, uuid_text
+from tessera.model.common import new_id, utcnow
+from tessera.pipeline.profile_ids import ProfileIds
 from tessera.pipeline.request import IncomingBatch, IngestResult
 from tessera.storage.queue_ports import IngestQueue, QueueMessage
 from tessera.workers.codec import encode_batch
 
 
-def session_profile_id(secret: str, tenant: str, session_id: str) -> str:
-    """The profile id promised to a session's requests that name none: a UUID (version 8,
-    RFC 9562) from a keyed hash, so nobody can work it out from a session id without the
-    installation's secret."""
-    key = f"profile\x00{tenant}\x00{session_id}".encode()
-    return uuid_text(hmac.new(secret.encode(), key, hashlib.sha256).digest(), version=8)
-
-
 class QueueIntake:
-    def __init__(self, queue: IngestQueue, secret: Callable[[], str]) -> None:
-        """``secret``: the installation's key for derived profile ids (read at each call, as
-        it is loaded from the configuration store at start-up)."""
+    def __init__(self, queue: IngestQueue, ids: ProfileIds) -> None:
         self._queue = queue
-        self._secret = secret
+        self._ids = ids
 
     async def __call__(self, batch: IncomingBatch) -> IngestResult:
         now = utcnow()
@@ -62,9 +54,14 @@ class QueueIntake:
             return IngestResult(None, None, event_ids)
         batch.session_id = batch.session_id or new_id()
         profile_id = batch.profile_id
-        if profile_id is None:
-            profile_id = session_profile_id(self._secret(), batch.tenant, batch.session_id)
-            batch.new_profile_id = profile_id
+        public = not batch.source.trusted
+        if profile_id is None or public:
+            # The session's promised id: what a public request falls back to when the id it
+            # names cannot be used (made up, or an erased profile's), and the answer when it
+            # names none or one Tessera did not issue.
+            batch.new_profile_id = self._ids.for_session(batch.tenant, batch.session_id)
+        if self._ids.answers_promise(profile_id, public):
+            profile_id = batch.new_profile_id
         # Keyed by session: one session's requests are processed in the order they came,
         # whether or not each names the profile, so a later one never overtakes the request
         # that tied the session to its profile (and the visitor is never split).

@@ -74,6 +74,8 @@ def process(
         storage.sessions,
         profile_cache=profile_cache,
         session_cache=session_cache,
+        ids=runtime.visitors.ids,
+        erased=storage.erased_profiles,
     )
     ingestor = Ingestor(
         writer=writer or storage.writer,
@@ -93,6 +95,7 @@ def process(
         writer=storage.writer,
         visitors=visitors,
         locks=locks,
+        erased=storage.erased_profiles,
     )
     return Process(visitors, ingestor, operations)
 

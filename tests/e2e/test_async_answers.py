@@ -5,7 +5,8 @@ queue backend.
 The load is sent while no worker runs, so every visitor's requests wait in the queue together,
 as under a backlog: new visitors send three requests naming only their session (before the
 fix the second and third were answered fresh ids that were never created), and visitors whose
-session was first seen with a profile id of the client's own send two more naming only the
+session was first seen with a profile id of the client's own (from a server source, which may
+name new profiles, and from a public one, which may not) send two more naming only the
 session.
 """
 
@@ -20,6 +21,7 @@ import httpx
 
 from tests.support.async_cluster import AsyncCluster
 from tests.support.queues import QueueFactory
+from tests.support.sources import ServerSource, make_server_source
 
 NEW_VISITORS = 60
 CLIENT_NAMED = 15
@@ -27,18 +29,27 @@ REQUESTS_EACH = 3
 DRAIN_DEADLINE_S = 180.0
 
 
-async def _send(base_url: str) -> dict[str, list[str]]:
+async def _send(base_url: str, backend: ServerSource) -> dict[str, list[str]]:
     """Every visitor's requests (concurrently across visitors); the profile ids answered to
-    each visitor's session."""
+    each visitor's session. New visitors come through the public source; visitors whose first
+    request names a profile id of the client's own come through the server source (which may
+    name new profiles) and through the public one (which may not: it is answered the
+    session's promised id instead)."""
     answered: dict[str, list[str]] = {}
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
 
-        async def track(body: dict[str, Any]) -> str:
-            answer = await client.post("/track", json={"source": {"id": "answers"}, **body})
+        async def track(body: dict[str, Any], source: ServerSource | None) -> str:
+            headers = source.headers if source is not None else {}
+            source_id = source.id if source is not None else "answers"
+            answer = await client.post(
+                "/track", json={"source": {"id": source_id}, **body}, headers=headers
+            )
             assert answer.status_code == 200, answer.text
             return str(answer.json()["profile"]["id"])
 
-        async def visitor(session: str, first_profile: str | None) -> None:
+        async def visitor(
+            session: str, first_profile: str | None, source: ServerSource | None = None
+        ) -> None:
             ids = answered.setdefault(session, [])
             for number in range(REQUESTS_EACH):
                 body: dict[str, Any] = {
@@ -47,11 +58,12 @@ async def _send(base_url: str) -> dict[str, list[str]]:
                 }
                 if number == 0 and first_profile is not None:
                     body["profile"] = {"id": first_profile}
-                ids.append(await track(body))
+                ids.append(await track(body, source))
 
         await asyncio.gather(
             *(visitor(f"new-{n}", None) for n in range(NEW_VISITORS)),
-            *(visitor(f"named-{n}", f"client-profile-{n}") for n in range(CLIENT_NAMED)),
+            *(visitor(f"named-{n}", f"client-profile-{n}", backend) for n in range(CLIENT_NAMED)),
+            *(visitor(f"made-up-{n}", f"made-up-{n}") for n in range(CLIENT_NAMED)),
         )
     return answered
 
@@ -65,7 +77,8 @@ def test_every_profile_id_answered_exists_after_the_drain(
     try:
         admin = cluster.client()
         assert admin.post("/event-source", json={"id": "answers", "name": "Answers"}).is_success
-        answered = asyncio.run(_send(cluster.base_url))
+        backend = make_server_source(admin, "Backend")
+        answered = asyncio.run(_send(cluster.base_url, backend))
         cluster.start_worker(0)
         _wait_for_drain(admin, cluster)
 
@@ -93,11 +106,13 @@ def test_every_profile_id_answered_exists_after_the_drain(
         )
         assert not missing
         assert not split
-        # The client's own ids are kept: those visitors' profiles carry them.
+        # A server source's own ids are kept: those visitors' profiles carry them. A public
+        # client's made-up ids are not taken (docs/security.md): no profile has them.
         for number in range(CLIENT_NAMED):
             assert admin.get(f"/profile/client-profile-{number}").json()["id"] == (
                 f"client-profile-{number}"
             )
+            assert admin.get(f"/profile/made-up-{number}").status_code == 404
     finally:
         cluster.stop()
 

@@ -25,6 +25,7 @@ from tessera.storage.worker_ports import DeadLetter
 from tests.support.cli import run_tessera
 from tests.support.queues import QueueFactory
 from tests.support.server import RunningServer, free_port, running_server
+from tests.support.sources import keyed, make_server_source
 
 ASYNC = {"TESSERA_INGEST_MODE": "async", "TESSERA_WORKERS": "1"}
 
@@ -92,19 +93,21 @@ def test_a_client_retry_stores_one_event_and_counts_it_once(
 ) -> None:
     server: RunningServer = request.getfixturevalue(f"{mode}_server")
     client = server.client(server.token())
-    client.post("/event-source", json={"id": "web", "name": "Web"})
+    # The operator's own system: its event and profile ids are kept as it sends them.
+    source = make_server_source(client, "Backend")
+    sender = keyed(server.client(), source)
     profile_id = f"retry-{mode}-{time.monotonic_ns()}"
     body = {
-        "source": {"id": "web"},
+        "source": {"id": source.id},
         "profile": {"id": profile_id},
         "session": {"id": f"{profile_id}-s"},
         "events": [{"id": f"{profile_id}-e1", "type": "purchase"}],
     }
-    first = client.post("/track", json=body)
-    second = client.post("/track", json=body)
+    first = sender.post("/track", json=body)
+    second = sender.post("/track", json=body)
     # And two more at the same moment, as a flaky network's duplicates would arrive.
     with ThreadPoolExecutor(2) as pool:
-        more = list(pool.map(lambda _n: client.post("/track", json=body).status_code, range(2)))
+        more = list(pool.map(lambda _n: sender.post("/track", json=body).status_code, range(2)))
     assert first.status_code == second.status_code == 200 and more == [200, 200]
 
     def settled() -> dict[str, Any] | None:
@@ -186,7 +189,8 @@ def test_a_dead_letter_whose_cause_is_gone_is_processed_when_replayed(
 ) -> None:
     # A message that failed earlier (say, a bug since fixed): a real queued batch.
     accepted = _track(admin, {"events": [{"type": "page-view", "id": "late-event"}]})
-    stored = _eventually(lambda: admin.get("/event/late-event").status_code == 200)
+    [late_event] = accepted["events"]
+    stored = _eventually(lambda: admin.get(f"/event/{late_event}").status_code == 200)
     assert stored
     body = _queued_body_for_new_event(admin)
     letter_id = asyncio.run(_add_dead_letter(async_server.data_dir, body))

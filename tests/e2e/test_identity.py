@@ -1,4 +1,8 @@
-"""Identity resolution over HTTP: merging on shared e-mails, guard rails, unmerge, privacy."""
+"""Identity resolution over HTTP: merging on shared e-mails, guard rails, unmerge, privacy.
+
+These requests come from a server source (the operator's own system, proven by its key),
+which has the full power of identity resolution; what a public source may do is in
+test_trust.py."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import httpx
 import pytest
 
 from tests.support.server import RunningServer, running_server
+from tests.support.sources import ServerSource, keyed, make_server_source
 
 
 def track(client: httpx.Client, source_id: str, **payload: Any) -> dict[str, Any]:
@@ -38,20 +43,21 @@ def new_email() -> str:
 
 
 def test_two_devices_with_one_email_become_one_profile(
-    anonymous: httpx.Client, api: httpx.Client, source_id: str
+    backend: httpx.Client, api: httpx.Client, server_source: ServerSource
 ) -> None:
+    source_id = server_source.id
     email = new_email()
-    laptop = track(anonymous, source_id, session={"id": f"laptop-{uuid.uuid4()}"})
+    laptop = track(backend, source_id, session={"id": f"laptop-{uuid.uuid4()}"})
     laptop_profile = laptop["profile"]["id"]
-    identified = identify(anonymous, source_id, laptop["session"]["id"], email, plan="pro")
+    identified = identify(backend, source_id, laptop["session"]["id"], email, plan="pro")
     assert identified["profile"]["id"] == laptop_profile
 
-    phone = track(anonymous, source_id, session={"id": f"phone-{uuid.uuid4()}"})
+    phone = track(backend, source_id, session={"id": f"phone-{uuid.uuid4()}"})
     phone_profile = phone["profile"]["id"]
     assert phone_profile != laptop_profile
     # The second device identifies with the same address, in another case and with spaces.
     merged = identify(
-        anonymous, source_id, phone["session"]["id"], f"  {email.upper()} ", city="Gdańsk"
+        backend, source_id, phone["session"]["id"], f"  {email.upper()} ", city="Gdańsk"
     )
     survivor = merged["profile"]["id"]
     assert survivor == laptop_profile  # the older profile survives
@@ -70,19 +76,20 @@ def test_two_devices_with_one_email_become_one_profile(
     events = api.get(f"/profile/{phone_profile}/events", params={"limit": 50}).json()
     assert events["total"] == 4
     # Later requests from the second device land on the survivor.
-    later = track(anonymous, source_id, profile={"id": phone_profile})
+    later = track(backend, source_id, profile={"id": phone_profile})
     assert later["profile"]["id"] == survivor
 
 
 def identify_together(
-    base_url: str, source_id: str, email: str, sessions: list[str]
+    base_url: str, source: ServerSource, email: str, sessions: list[str]
 ) -> list[dict[str, Any]]:
     """Send one identify per session at the same moment (a barrier releases them together)."""
     answers: list[dict[str, Any]] = []
     barrier = threading.Barrier(len(sessions))
+    source_id = source.id
 
     def send(session_id: str) -> None:
-        with httpx.Client(base_url=base_url, timeout=30) as client:
+        with httpx.Client(base_url=base_url, timeout=30, headers=source.headers) as client:
             barrier.wait()
             answers.append(identify(client, source_id, session_id, email, n=session_id))
 
@@ -95,12 +102,12 @@ def identify_together(
 
 
 def test_concurrent_identification_never_leaves_two_profiles(
-    server: RunningServer, api: httpx.Client, source_id: str
+    server: RunningServer, api: httpx.Client, server_source: ServerSource
 ) -> None:
     for _round in range(15):
         email = new_email()
         sessions = [f"race-a-{uuid.uuid4()}", f"race-b-{uuid.uuid4()}"]
-        answers = identify_together(server.base_url, source_id, email, sessions)
+        answers = identify_together(server.base_url, server_source, email, sessions)
         assert len(answers) == 2
         survivors = {api.get(f"/profile/{a['profile']['id']}").json()["id"] for a in answers}
         assert len(survivors) == 1, survivors
@@ -110,19 +117,18 @@ def test_concurrent_identification_never_leaves_two_profiles(
         assert profile["traits"]["n"] in sessions
 
 
-@pytest.mark.parametrize(
-    "value", ["", "null", "None", "undefined", "anonymous", "0", "-1", "000000"]
-)
+@pytest.mark.parametrize("value", ["", "null", "None", "undefined", "anonymous", "0", "-1", "000000"])
 def test_blocked_values_never_merge(
-    anonymous: httpx.Client, api: httpx.Client, source_id: str, value: str
+    backend: httpx.Client, api: httpx.Client, server_source: ServerSource, value: str
 ) -> None:
+    source_id = server_source.id
     first = track(
-        anonymous,
+        backend,
         source_id,
         events=[{"type": "identify", "properties": {"customer_id": value}}],
     )
     second = track(
-        anonymous,
+        backend,
         source_id,
         events=[{"type": "identify", "properties": {"customer_id": value}}],
     )
@@ -133,8 +139,9 @@ def test_blocked_values_never_merge(
 def test_per_key_limit_keeps_new_values_off(tmp_path: Path) -> None:
     with running_server(tmp_path / "data", {"TESSERA_MERGE_KEY_LIMIT": "2"}) as server:
         api = server.client(server.token())
-        source_id = api.post("/event-source", json={"name": "limit"}).json()["id"]
-        client = server.client()
+        source = make_server_source(api, "limit")
+        source_id = source.id
+        client = keyed(server.client(), source)
         session_id = f"shared-kiosk-{uuid.uuid4()}"
         emails = [new_email() for _ in range(3)]
         answers = [identify(client, source_id, session_id, email) for email in emails]
@@ -149,18 +156,19 @@ def test_per_key_limit_keeps_new_values_off(tmp_path: Path) -> None:
 
 
 def test_unmerge_splits_the_former_profile_back_out(
-    anonymous: httpx.Client, api: httpx.Client, source_id: str
+    backend: httpx.Client, api: httpx.Client, server_source: ServerSource
 ) -> None:
+    source_id = server_source.id
     email = new_email()
-    first = identify(anonymous, source_id, f"u1-{uuid.uuid4()}", email, plan="pro")
+    first = identify(backend, source_id, f"u1-{uuid.uuid4()}", email, plan="pro")
     second_visit = track(
-        anonymous,
+        backend,
         source_id,
         session={"id": f"u2-{uuid.uuid4()}"},
         events=[{"type": "page-view"}, {"type": "page-view"}],
     )
     former_id = second_visit["profile"]["id"]
-    merged = identify(anonymous, source_id, second_visit["session"]["id"], email, city="Oslo")
+    merged = identify(backend, source_id, second_visit["session"]["id"], email, city="Oslo")
     survivor_id = merged["profile"]["id"]
     assert survivor_id == first["profile"]["id"]
 
@@ -181,11 +189,12 @@ def test_unmerge_splits_the_former_profile_back_out(
 
 
 def test_delete_with_data_removes_everything(
-    anonymous: httpx.Client, api: httpx.Client, source_id: str
+    backend: httpx.Client, api: httpx.Client, server_source: ServerSource
 ) -> None:
+    source_id = server_source.id
     email = new_email()
-    one = identify(anonymous, source_id, f"d1-{uuid.uuid4()}", email)
-    two = identify(anonymous, source_id, f"d2-{uuid.uuid4()}", email)
+    one = identify(backend, source_id, f"d1-{uuid.uuid4()}", email)
+    two = identify(backend, source_id, f"d2-{uuid.uuid4()}", email)
     survivor_id = two["profile"]["id"]
     event_ids = one["events"] + two["events"]
     answer = api.delete(f"/profile/{survivor_id}", params={"with_data": "true"})
@@ -197,14 +206,15 @@ def test_delete_with_data_removes_everything(
     for session_id in (one["session"]["id"], two["session"]["id"]):
         assert api.get(f"/session/{session_id}").status_code == 404
     # The address is free again: it starts a new profile.
-    fresh = identify(anonymous, source_id, f"d3-{uuid.uuid4()}", email)
+    fresh = identify(backend, source_id, f"d3-{uuid.uuid4()}", email)
     assert fresh["profile"]["id"] not in {one["profile"]["id"], survivor_id}
 
 
 def test_anonymize_keeps_statistics_only(
-    anonymous: httpx.Client, api: httpx.Client, source_id: str
+    backend: httpx.Client, api: httpx.Client, server_source: ServerSource
 ) -> None:
-    body = identify(anonymous, source_id, f"a-{uuid.uuid4()}", new_email(), name="Ann")
+    source_id = server_source.id
+    body = identify(backend, source_id, f"a-{uuid.uuid4()}", new_email(), name="Ann")
     answer = api.post(f"/profile/{body['profile']['id']}/anonymize")
     assert answer.status_code == 200, answer.text
     profile = api.get(f"/profile/{body['profile']['id']}").json()
@@ -214,12 +224,13 @@ def test_anonymize_keeps_statistics_only(
 
 
 def test_export_returns_everything_held(
-    anonymous: httpx.Client, api: httpx.Client, source_id: str
+    backend: httpx.Client, api: httpx.Client, server_source: ServerSource
 ) -> None:
+    source_id = server_source.id
     email = new_email()
-    one = identify(anonymous, source_id, f"e1-{uuid.uuid4()}", email, plan="basic")
-    visit = track(anonymous, source_id, session={"id": f"e2-{uuid.uuid4()}"})
-    two = identify(anonymous, source_id, visit["session"]["id"], email)
+    one = identify(backend, source_id, f"e1-{uuid.uuid4()}", email, plan="basic")
+    visit = track(backend, source_id, session={"id": f"e2-{uuid.uuid4()}"})
+    two = identify(backend, source_id, visit["session"]["id"], email)
     export = api.get(f"/profile/{one['profile']['id']}/export").json()
     assert export["profile"]["id"] == one["profile"]["id"]
     assert {e["id"] for e in export["events"]} == set(
@@ -231,8 +242,9 @@ def test_export_returns_everything_held(
 
 
 def test_consents_follow_their_types(
-    anonymous: httpx.Client, api: httpx.Client, source_id: str
+    backend: httpx.Client, api: httpx.Client, server_source: ServerSource
 ) -> None:
+    source_id = server_source.id
     kind = f"terms-{uuid.uuid4().hex[:8]}"
     api.post("/consent-type", json={"id": kind, "name": "Terms", "revokable": False})
     api.post("/consent-type", json={"id": f"{kind}-news", "name": "News", "revokable": True})
@@ -240,7 +252,7 @@ def test_consents_follow_their_types(
 
     def consent(event_type: str, name: str) -> dict[str, Any]:
         event = {"type": event_type, "properties": {"type": name}}
-        return track(anonymous, source_id, session=session, events=[event])
+        return track(backend, source_id, session=session, events=[event])
 
     consent("consent-granted", kind)
     consent("consent-granted", f"{kind}-news")

@@ -31,6 +31,7 @@ from tests.support.async_cluster import AsyncCluster
 from tests.support.elastic import URL as ELASTIC_URL
 from tests.support.elastic import claim_prefix, drop_created_prefixes, require_elastic
 from tests.support.queues import QueueFactory
+from tests.support.sources import ServerSource, make_server_source
 
 REQUESTS = 2_000
 EVENTS_PER_REQUEST = 10
@@ -50,9 +51,11 @@ PARTITIONS = 8
 class Load:
     """The requests, what was sent to each profile, and which were acknowledged."""
 
-    def __init__(self, source_id: str, seed: int) -> None:
+    def __init__(self, source: ServerSource, seed: int) -> None:
         rng = random.Random(seed)
-        self.source_id = source_id
+        # The operator's own system: it names the profiles and events, as a server source may.
+        self.source = source
+        source_id = source.id
         self.sent_to: Counter[str] = Counter()
         self.pairs = [(f"p{2 * n}", f"p{2 * n + 1}") for n in range(MERGED_PAIRS)]
         merge_requests = {}
@@ -99,7 +102,9 @@ class Load:
             pending.put_nowait(number)
         start = time.monotonic()
         deadline = start + LOAD_DEADLINE_S
-        async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        async with httpx.AsyncClient(
+            base_url=base_url, timeout=10, headers=self.source.headers
+        ) as client:
 
             async def sender() -> None:
                 while not pending.empty() and time.monotonic() < deadline:
@@ -272,9 +277,8 @@ def _crash_run(
     cluster.start()
     try:
         admin = cluster.client()
-        answer = admin.post("/event-source", json={"id": "crash-web", "name": "Crash test"})
-        assert answer.status_code in (200, 201), answer.text
-        load = Load("crash-web", zlib.crc32(request.node.name.encode()))
+        source = make_server_source(admin, "Crash test", id="crash-web")
+        load = Load(source, zlib.crc32(request.node.name.encode()))
 
         stop = threading.Event()
         killer = threading.Thread(target=_killer, args=(cluster, stop, 7), daemon=True)

@@ -20,6 +20,7 @@ import httpx
 
 from tests.support.async_cluster import AsyncCluster
 from tests.support.queues import QueueFactory
+from tests.support.sources import ServerSource, make_server_source
 
 PROFILES = 20
 STEPS = 25
@@ -27,8 +28,9 @@ WORKERS = 4
 DRAIN_DEADLINE_S = 180.0
 
 
-async def _send_in_order(base_url: str, source_id: str) -> None:
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+async def _send_in_order(base_url: str, source: ServerSource) -> None:
+    source_id = source.id
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, headers=source.headers) as client:
 
         async def one_profile(number: int) -> None:
             for step in range(STEPS):
@@ -76,7 +78,8 @@ def test_each_profile_is_processed_in_order_by_four_workers(
     cluster.start()
     try:
         admin = cluster.client()
-        assert admin.post("/event-source", json={"id": "order-web", "name": "Order"}).is_success
+        # The operator's own system names the profiles and events (a server source).
+        source = make_server_source(admin, "Order", id="order-web")
         rule = {
             "name": "steps in order",
             "event_type": "step",
@@ -84,7 +87,7 @@ def test_each_profile_is_processed_in_order_by_four_workers(
         }
         assert admin.post("/event-mapping", json=rule).is_success
         _wait_for_workers(admin, cluster)
-        asyncio.run(_send_in_order(cluster.base_url, "order-web"))
+        asyncio.run(_send_in_order(cluster.base_url, source))
         deadline = time.monotonic() + DRAIN_DEADLINE_S
         while time.monotonic() < deadline:
             status = admin.get("/queue/status").json()

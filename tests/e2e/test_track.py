@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from tests.support.sources import ServerSource
+
 
 def track(client: httpx.Client, source_id: str, **payload: Any) -> dict[str, Any]:
     payload.setdefault("events", [{"type": "page-view"}])
@@ -126,11 +128,11 @@ def test_known_profile_is_reused_and_new_session_counts_a_visit(
     assert profile["ids"] == [profile_id]
 
 
-def test_unknown_profile_id_becomes_the_new_profiles_id(
-    anonymous: httpx.Client, api: httpx.Client, source_id: str
+def test_unknown_profile_id_from_a_server_source_becomes_the_new_profiles_id(
+    backend: httpx.Client, api: httpx.Client, server_source: ServerSource
 ) -> None:
     wanted = f"crm-{uuid.uuid4()}"
-    body = track(anonymous, source_id, profile={"id": wanted})
+    body = track(backend, server_source.id, profile={"id": wanted})
     assert body["profile"]["id"] == wanted
     assert api.get(f"/profile/{wanted}").json()["id"] == wanted
 
@@ -164,16 +166,17 @@ def test_concurrent_first_requests_of_one_session_make_one_profile(
     assert sorted(e["properties"]["n"] for e in events["result"]) == list(range(40))
 
 
-def test_client_event_id_is_kept_and_never_stored_twice(
-    anonymous: httpx.Client, api: httpx.Client, source_id: str
+def test_a_server_sources_event_id_is_kept_and_never_stored_twice(
+    backend: httpx.Client, api: httpx.Client, server_source: ServerSource
 ) -> None:
     event_id = f"evt-{uuid.uuid4()}"
+    source_id = server_source.id
     first = track(
-        anonymous, source_id, events=[{"id": event_id, "type": "purchase", "properties": {"v": 1}}]
+        backend, source_id, events=[{"id": event_id, "type": "purchase", "properties": {"v": 1}}]
     )
     assert first["events"] == [event_id]
     again = track(
-        anonymous,
+        backend,
         source_id,
         profile=first["profile"],
         events=[{"id": event_id, "type": "purchase", "properties": {"v": 2}}],

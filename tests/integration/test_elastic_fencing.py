@@ -36,10 +36,12 @@ from tessera.storage.elastic.backend import ElasticRecordBackend
 from tessera.storage.elastic.bulk import Operation, Retrier, send
 from tessera.storage.ports import ChangeSet, Erasure, RetiredProfile
 from tessera.storage.redis.locks import RedisLocks
+from tessera.storage.sql.stores import SqlErasedProfiles
 from tests.contract.test_record_stores import TENANT, make_profile, make_session
 from tests.support.elastic import URL, drop_created_prefixes, elastic_backend
 from tests.support.redis_service import redis_space
 from tests.support.tcp_proxy import TcpRelay
+from tests.support.visitors import TEST_IDS, erased_profiles
 
 
 @pytest.fixture(autouse=True)
@@ -301,16 +303,25 @@ async def test_a_bulk_that_timed_out_and_lands_after_a_newer_write_is_refused(
 
 
 async def test_a_holder_that_lost_its_lock_cannot_overwrite_through_the_directory(
-    backend: ElasticRecordBackend, request: pytest.FixtureRequest
+    backend: ElasticRecordBackend, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """The versions come from the locks the caller holds: a holder that stalled past its
     lock's time to live (its lock taken and used by another process meanwhile) commits
     without asking ``still_held`` first, as a bulk already sent would, and is refused."""
+    async with erased_profiles(tmp_path / "erased") as erased:
+        await _lost_lock_cannot_overwrite(backend, request, erased)
+
+
+async def _lost_lock_cannot_overwrite(
+    backend: ElasticRecordBackend, request: pytest.FixtureRequest, erased: SqlErasedProfiles
+) -> None:
     visitors = VisitorDirectory(
         backend.profiles,
         backend.sessions,
         profile_cache=RecordCache(Profile, max_entries=100, ttl_s=60),
         session_cache=RecordCache(Session, max_entries=100, ttl_s=60),
+        ids=TEST_IDS,
+        erased=erased,
     )
     keys = [profile_lock_key(TENANT, "p-1"), session_lock_key(TENANT, "s-1")]
 

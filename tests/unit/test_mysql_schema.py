@@ -47,15 +47,15 @@ from tests.support.mariadb import (
 
 EXTRA_REVISION = '''"""A later schema change, for the tests only.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
@@ -80,7 +80,7 @@ def newer_migrations(tmp_path: Path) -> Path:
     """The shipped migrations plus one more revision: code that is newer than the database."""
     folder = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (folder / "versions" / "0004_test_only.py").write_text(EXTRA_REVISION)
+    (folder / "versions" / "0005_test_only.py").write_text(EXTRA_REVISION)
     return folder
 
 
@@ -111,7 +111,7 @@ async def test_migrate_creates_the_whole_schema_and_is_safe_to_run_again(tmp_pat
     assert (first.before, first.head, first.applied) == (
         None,
         head_revision(),
-        ("0001", "0002", "0003"),
+        ("0001", "0002", "0003", "0004"),
     )
     assert (second.before, second.applied) == (head_revision(), ())
     assert tables == set(metadata.tables) | {"alembic_version"}
@@ -183,23 +183,23 @@ async def test_start_up_refuses_a_schema_older_than_the_code(
     tmp_path: Path, newer_migrations: Path
 ) -> None:
     async with mariadb_database(tmp_path / "db") as database:
-        await upgrade(database.engine)  # the database is at 0003 ...
+        await upgrade(database.engine)  # the database is at 0004 ...
         where = describe_server(database.settings)
         store = MigratedSchemaStore(database.engine, where=where, migrations=newer_migrations)
 
-        with pytest.raises(ConfigurationError) as refused:  # ... the code needs 0004
+        with pytest.raises(ConfigurationError) as refused:  # ... the code needs 0005
             await store.create_schema()
 
         assert "run `tessera migrate`" in refused.value.message
-        assert "0003" in refused.value.message
         assert "0004" in refused.value.message
+        assert "0005" in refused.value.message
         assert "MYSQL_HOST=" in refused.value.message
 
         before = await store.migrate()
         await store.create_schema()
 
-        assert before.pending == ("0004",)
-        assert (await store.state()).current == "0004"
+        assert before.pending == ("0005",)
+        assert (await store.state()).current == "0005"
 
 
 async def test_bootstrap_refuses_to_start_on_an_outdated_schema(
@@ -343,9 +343,9 @@ def test_tessera_migrate_upgrades_once_then_has_nothing_to_do(tmp_path: Path) ->
 
     assert first.exit_code == 0, first.output
     assert "applied 0001" in first.stderr
-    assert "Schema at revision 0003" in first.stderr
+    assert "Schema at revision 0004" in first.stderr
     assert second.exit_code == 0, second.output
-    assert "already at revision 0003" in second.stderr
+    assert "already at revision 0004" in second.stderr
     assert asyncio.run(state(name)).up_to_date
     assert PASSWORD not in first.output
 

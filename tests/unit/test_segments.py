@@ -25,6 +25,7 @@ from tessera.storage.sql.engine import sqlite_engine
 from tessera.storage.sql.segments import SqlSegmentStore
 from tessera.storage.sql.stores import SqlSchemaStore
 from tests.contract.conftest import RecordBackend, sqlite_records
+from tests.support.visitors import TEST_IDS, erased_profiles
 
 TENANT = "default"
 CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -185,12 +186,17 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path, store: SqlSegmentStore) -> AsyncIterator[World]:
-    async with sqlite_records(tmp_path / "records") as records:
+    async with (
+        sqlite_records(tmp_path / "records") as records,
+        erased_profiles(tmp_path / "erased") as erased,
+    ):
         visitors = VisitorDirectory(
             records.profiles,
             records.sessions,
             profile_cache=RecordCache(Profile, max_entries=1000, ttl_s=600),
             session_cache=RecordCache(Session, max_entries=1000, ttl_s=600),
+            ids=TEST_IDS,
+            erased=erased,
         )
         live = LiveSegments(store, ttl_s=600)
         jobs = ResegmentationJobs(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,11 +18,13 @@ from tessera.storage.sql.outage import begin, connect
 from tessera.storage.sql.tables import (
     SCHEMA_VERSION,
     access_tokens,
+    erased_profiles,
     event_sources,
     metadata,
     schema_meta,
     users,
 )
+from tessera.storage.sql.upsert import insert_new
 
 
 def _epoch(moment: datetime) -> float:
@@ -93,6 +96,9 @@ def _source_from_row(row: sa.Row[Any]) -> EventSource:
         enabled=bool(row.enabled),
         tags=list(row.tags),
         created=from_epoch(row.created),
+        trust="server" if row.trust == "server" else "public",
+        key=row.key,
+        public_merge=bool(row.public_merge),
     )
 
 
@@ -126,6 +132,9 @@ class SqlSourceStore:
             "description": source.description,
             "enabled": source.enabled,
             "tags": list(source.tags),
+            "trust": source.trust,
+            "key": source.key,
+            "public_merge": source.public_merge,
         }
         key = (event_sources.c.tenant == source.tenant) & (event_sources.c.id == source.id)
         async with begin(self._engine) as connection:
@@ -256,3 +265,27 @@ class SqlTokenStore:
                 access_tokens.delete().where(access_tokens.c.expires <= _epoch(now))
             )
         return int(result.rowcount or 0)
+
+
+class SqlErasedProfiles:
+    """The ids of erased profiles (tables.erased_profiles)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def remember(self, tenant: str, profile_ids: Sequence[str], when: datetime) -> None:
+        rows = [
+            {"tenant": tenant, "id": profile_id, "erased": _epoch(when)}
+            for profile_id in dict.fromkeys(profile_ids)
+        ]
+        async with begin(self._engine) as connection:
+            await insert_new(connection, erased_profiles, rows)
+
+    async def erased(self, tenant: str, profile_id: str) -> bool:
+        async with connect(self._engine) as connection:
+            found = await connection.scalar(
+                sa.select(erased_profiles.c.id).where(
+                    erased_profiles.c.tenant == tenant, erased_profiles.c.id == profile_id
+                )
+            )
+        return found is not None

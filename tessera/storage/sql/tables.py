@@ -27,6 +27,19 @@ event_sources = sa.Table(
     sa.Column("enabled", sa.Boolean, nullable=False),
     sa.Column("tags", sa.JSON, nullable=False),
     sa.Column("created", sa.Double, nullable=False),
+    # Added by revision 0004 (nullable: rows from before are public sources without a key).
+    sa.Column("trust", sa.String(16), nullable=True),
+    sa.Column("key", sa.String(128), nullable=True),
+    sa.Column("public_merge", sa.Boolean, nullable=True),
+)
+
+# Ids of erased profiles: never taken again for a new profile (docs/security.md).
+erased_profiles = sa.Table(
+    "erased_profiles",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("erased", sa.Double, nullable=False),
 )
 
 users = sa.Table(
