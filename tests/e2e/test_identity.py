@@ -117,7 +117,9 @@ def test_concurrent_identification_never_leaves_two_profiles(
         assert profile["traits"]["n"] in sessions
 
 
-@pytest.mark.parametrize("value", ["", "null", "None", "undefined", "anonymous", "0", "-1", "000000"])
+@pytest.mark.parametrize(
+    "value", ["", "null", "None", "undefined", "anonymous", "0", "-1", "000000"]
+)
 def test_blocked_values_never_merge(
     backend: httpx.Client, api: httpx.Client, server_source: ServerSource, value: str
 ) -> None:
