@@ -13,6 +13,7 @@ from tessera.destinations.dispatch import DestinationDispatcher
 from tessera.destinations.worker import DeliveryWorker
 from tessera.identity.operations import ProfileOperations
 from tessera.identity.resolver import IdentityPolicy, IdentityResolver
+from tessera.model.bounds import ProfileLimits
 from tessera.model.common import DEFAULT_TENANT
 from tessera.model.source import EventSource
 from tessera.ops.housekeeping import Housekeeping
@@ -44,6 +45,16 @@ from tessera.workflow.scheduler import DelayedSteps
 from tessera.workflow.stage import AutomationStage
 
 log = logging.getLogger(__name__)
+
+
+def profile_limits(settings: Settings) -> ProfileLimits:
+    return ProfileLimits(
+        max_number=settings.max_number,
+        max_bytes=settings.max_profile_bytes,
+        max_traits=settings.max_profile_traits,
+        max_ids=settings.max_profile_ids,
+        max_merges=settings.max_profile_merges,
+    )
 
 
 def worker_options(settings: Settings) -> WorkerOptions:
@@ -139,6 +150,7 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
     """``queue_workers``: how many queue workers this process runs in async mode (default
     TESSERA_WORKERS, for `tessera serve`)."""
     storage = build_storage(settings)
+    limits = profile_limits(settings)
     visitors = VisitorDirectory(
         storage.profiles,
         storage.sessions,
@@ -152,6 +164,7 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
             paths=settings.merge_key_paths,
             blocked=settings.blocked_merge_values,
             per_key_limit=settings.merge_key_limit,
+            limits=limits,
         ),
         storage.profiles,
         storage.sessions,
@@ -184,12 +197,14 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
         workflows=WorkflowDirectory(
             storage.workflows, actions, ttl_s=settings.workflow_cache_seconds
         ),
-        services=ActionServices(http=http, memory=storage.memory),
+        services=ActionServices(http=http, memory=storage.memory, limits=limits),
         consents=ConsentCheck(consent_rules),
         segments=segments,
         workflows_enabled=settings.enable_workflow,
     )
-    processing = ProcessingRules(storage.processing_rules, ttl_s=settings.source_cache_seconds)
+    processing = ProcessingRules(
+        storage.processing_rules, ttl_s=settings.source_cache_seconds, limits=limits
+    )
     ingestor = Ingestor(
         writer=storage.writer,
         events=storage.events,

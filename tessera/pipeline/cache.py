@@ -8,6 +8,8 @@ from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
+from tessera.model.decoding import json_decoder
+
 V = TypeVar("V")
 R = TypeVar("R", bound=msgspec.Struct)
 
@@ -91,7 +93,7 @@ class RecordCache(Generic[R]):
     def __init__(self, record_type: type[R], *, max_entries: int, ttl_s: float) -> None:
         self._entries = TtlCache[bytes](max_entries=max_entries, ttl_s=ttl_s)
         self._encode = msgspec.json.Encoder().encode
-        self._decode = msgspec.json.Decoder(record_type).decode
+        self._decode = json_decoder(record_type)
 
     async def get(self, key: str) -> R | None:
         raw = self._entries.get(key)

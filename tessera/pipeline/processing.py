@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 
+from tessera.model.bounds import DEFAULT_LIMITS, ProfileBudget, ProfileLimits
 from tessera.model.event import Event
 from tessera.model.processing import MappingRule, ProcessingRule, ReshapeRule, ValidationRule
 from tessera.pipeline.builtin_events import builtin_mapping_rule
@@ -109,8 +110,10 @@ class ProcessingRules:
         ttl_s: float,
         *,
         condition_holds: ConditionHolds = query_condition,
+        limits: ProfileLimits = DEFAULT_LIMITS,
     ) -> None:
         self.store = store
+        self.limits = limits
         self._ttl_s = ttl_s
         self._condition_holds = condition_holds
         self._rules: LoadingCache[tuple[str, str], list[ProcessingRule]] = LoadingCache(
@@ -159,13 +162,17 @@ class ProcessingRules:
         """The ingest path's EventProcessor: apply the rules to each event in order, changing
         the events, their metadata and the profile document in place; return warnings."""
         warnings: list[str] = []
+        # Made at the first mapping: what the request's mappings may still add to the profile.
+        budget: ProfileBudget | None = None
         for event in events:
             source_id = event.source.id if event.source is not None else None
             rules = await self.for_event(event.tenant, source_id, event.type)
             if rules.empty:
                 continue
+            if budget is None and rules.mapping:
+                budget = ProfileBudget(profile, self.limits)
             problems: list[str] = []
-            self.apply(rules, event, profile, session, problems)
+            self.apply(rules, event, profile, session, problems, budget)
             warnings.extend(f"event {event.id} ({event.type}): {problem}" for problem in problems)
         return warnings
 
@@ -176,6 +183,7 @@ class ProcessingRules:
         profile: dict[str, Any],
         session: dict[str, Any],
         warnings: list[str],
+        budget: ProfileBudget | None = None,
     ) -> list[str]:
         """One event through validation, reshaping and mapping; the changed profile paths."""
         document = event_document(event)
@@ -199,4 +207,5 @@ class ProcessingRules:
             session_doc=session,
             condition_holds=self._condition_holds,
             warnings=warnings,
+            budget=budget or ProfileBudget(profile, self.limits),
         )

@@ -23,6 +23,7 @@ from typing import Generic, TypeVar
 import msgspec
 from redis.asyncio import Redis
 
+from tessera.model.decoding import json_decoder
 from tessera.storage.redis.client import KeySpace
 from tessera.storage.redis.outage import RedisHealth
 
@@ -59,7 +60,7 @@ class RedisRecordCache(Generic[R]):
         self._ttl_ms = round(ttl_s * 1000)
         self._tombstone_ms = max(1, round(min(ttl_s, TOMBSTONE_S) * 1000))
         self._encode = msgspec.json.Encoder().encode
-        self._decode = msgspec.json.Decoder(record_type).decode
+        self._decode = json_decoder(record_type)
         self._get = client.register_script(_GET)
 
     @property
