@@ -176,6 +176,8 @@ def build_storage(settings: Settings) -> Storage:
             Profile,
             max_entries=settings.cache_max_entries,
             ttl_s=settings.keep_profile_in_cache_for,
+            max_bytes=settings.cache_max_bytes,
+            max_entry_bytes=settings.cache_max_entry_bytes,
         ),
         session_cache=redis.session_cache
         if redis
@@ -183,6 +185,8 @@ def build_storage(settings: Settings) -> Storage:
             Session,
             max_entries=settings.cache_max_entries,
             ttl_s=settings.keep_session_in_cache_for,
+            max_bytes=settings.cache_max_bytes,
+            max_entry_bytes=settings.cache_max_entry_bytes,
         ),
         dedup=redis.dedup if redis else InProcessDedupKeys(),
         dead_letters=SqlDeadLetterStore(engine),

@@ -19,7 +19,8 @@ from tessera.model.bounds import (
     within,
 )
 from tessera.model.processing import FieldMapping, MappingRule
-from tessera.model.profile import add_to_stat, new_profile, profile_from_json
+from tessera.model.profile import Profile, add_to_stat, new_profile, profile_from_json
+from tessera.pipeline.cache import RecordCache
 from tessera.pipeline.mapping import apply_mappings
 from tessera.workflow.action import ActionContext, ActionError, ActionServices, write_path
 from tessera.workflow.actions.calculator import Calculator
@@ -226,3 +227,22 @@ async def test_computing_actions_refuse_results_past_the_bound(services: ActionS
     with pytest.raises(ActionError, match="TESSERA_MAX_NUMBER"):
         await interest.run({}, context)
     assert profile["stats"]["n"] == SAFE_INTEGER
+
+
+async def test_the_in_process_cache_is_bounded_by_bytes() -> None:
+    """TESSERA_CACHE_MAX_BYTES: least recently used records go first once the encoded bytes
+    pass the bound, however few entries that is."""
+    cache = RecordCache(Profile, max_entries=100_000, ttl_s=600, max_bytes=50_000)
+    made = new_profile("p", "t", datetime.now(UTC))
+    for index in range(200):
+        made.id = f"p{index}"
+        made.traits = {"blob": "x" * 2000}
+        await cache.put(made.id, made)
+        assert cache.bytes <= 50_000
+        if index == 150:
+            assert await cache.get("p140") is not None  # used: kept longer than p141 …
+    assert 20 <= len(cache) <= 25
+    assert await cache.get("p199") is not None and await cache.get("p141") is None
+    assert await cache.get("p140") is None  # … but not for ever
+    await cache.discard("p199")
+    assert cache.bytes < 50_000

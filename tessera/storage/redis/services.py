@@ -78,6 +78,7 @@ def redis_services(
             Profile,
             ttl_s=settings.keep_profile_in_cache_for,
             health=health,
+            max_entry_bytes=settings.cache_max_entry_bytes,
         ),
         session_cache=RedisRecordCache(
             client,
@@ -86,6 +87,7 @@ def redis_services(
             Session,
             ttl_s=settings.keep_session_in_cache_for,
             health=health,
+            max_entry_bytes=settings.cache_max_entry_bytes,
         ),
         tokens=RedisTokenStore(client, keys, health=health),
         memory=RedisKeyValueStore(client, keys, health=health),
