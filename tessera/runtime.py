@@ -23,6 +23,8 @@ from tessera.pipeline.enrich.device import warm_up as warm_up_device_rules
 from tessera.pipeline.held_work import HeldWork
 from tessera.pipeline.ingest import Ingestor
 from tessera.pipeline.locks import Locks
+from tessera.pipeline.patterns import PatternLimits
+from tessera.pipeline.patterns import configure as configure_patterns
 from tessera.pipeline.processing import ProcessingRules
 from tessera.pipeline.request import Intake
 from tessera.pipeline.sources import SourceDirectory
@@ -151,6 +153,13 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
     TESSERA_WORKERS, for `tessera serve`)."""
     storage = build_storage(settings)
     limits = profile_limits(settings)
+    configure_patterns(
+        PatternLimits(
+            max_length=settings.regex_max_length,
+            max_repeat=settings.regex_max_repeat,
+            budget_s=settings.regex_budget_seconds,
+        )
+    )
     visitors = VisitorDirectory(
         storage.profiles,
         storage.sessions,

@@ -61,6 +61,11 @@ class ActionError(Exception):
     """Raised by an action to stop the workflow run; the message goes into the node's trace."""
 
 
+class BoundExceeded(ActionError):
+    """The run stopped at a bound (model/bounds.py, pipeline/patterns.py): unlike other
+    failed runs, the request's answer says so in a warning."""
+
+
 class ActionConfig(BaseModel):
     """Base of every action's configuration: unknown fields are refused, values are frozen."""
 
@@ -361,14 +366,14 @@ def _check_profile_value(
         if not is_number(value):
             raise ActionError(f"{path}: {keys[0]} only holds numbers, not {_shown(value)}")
         if not within(value, limits.max_number):
-            raise ActionError(f"{path}: {_shown(value)} is {out_of_bounds(limits.max_number)}")
+            raise BoundExceeded(f"{path}: {_shown(value)} is {out_of_bounds(limits.max_number)}")
     elif not all_finite(value):
-        raise ActionError(f"{path}: a number in {_shown(value)} is not finite")
+        raise BoundExceeded(f"{path}: a number in {_shown(value)} is not finite")
     if context.profile_budget is None:
         context.profile_budget = ProfileBudget(document, limits)
     reason = context.profile_budget.allows(document, keys, value)
     if reason is not None:
-        raise ActionError(f"{path} was not written: {reason}")
+        raise BoundExceeded(f"{path} was not written: {reason}")
 
 
 def _shown(value: Any, limit: int = 60) -> str:

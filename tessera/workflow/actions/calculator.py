@@ -33,6 +33,7 @@ from tessera.workflow.action import (
     ActionContext,
     ActionError,
     ActionResult,
+    BoundExceeded,
     Output,
 )
 from tessera.workflow.actions.traits import check_value_path
@@ -185,7 +186,7 @@ def evaluate_formula(
     except OverflowError:
         finite = False
     if not finite:
-        raise ActionError(
+        raise BoundExceeded(
             f"calculator: {_short(formula.source)} gives a number {out_of_bounds(limit)}"
         )
     return result

@@ -24,6 +24,7 @@ from tessera.workflow.action import (
     ActionContext,
     ActionError,
     ActionResult,
+    BoundExceeded,
     Output,
     check_path,
     split_path,
@@ -198,7 +199,7 @@ class IncrementTrait(Action[IncrementTraitConfig]):
         limit = context.services.limits.max_number
         result = bounded_sum(current, self.config.by, limit)
         if result is None:
-            raise ActionError(
+            raise BoundExceeded(
                 f"{self.config.path}: {current!r} + {self.config.by!r} is {out_of_bounds(limit)}"
             )
         return Output("payload", context.write(self.config.path, result, payload))
