@@ -79,7 +79,7 @@ def serve(
             log_level=settings.logging_level.value.lower(),
             access_log=False,
             server_header=False,
-            timeout_graceful_shutdown=10,
+            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         )
     except TesseraError as error:
         console.print(f"[bold red]Cannot start:[/] {error.message}")

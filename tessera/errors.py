@@ -59,6 +59,12 @@ class StorageUnavailable(TesseraError):
     retry_after = 2
 
 
+class SearchTimedOut(StorageUnavailable):
+    """A search ran longer than TESSERA_SEARCH_TIMEOUT_SECONDS and was stopped. A 503 with
+    Retry-After like an outage: under less load it may finish in time; a narrower condition
+    or a smaller page helps in any case."""
+
+
 class RecordRejected(TesseraError):
     """The record store refused a record for what it is (a mapping error, a value it cannot
     hold): sending it again cannot help. A queue worker gives such a message up to the dead

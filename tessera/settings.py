@@ -1047,6 +1047,16 @@ class Settings(BaseSettings):
             "counts one); a larger one is refused with 422."
         ),
     )
+    shutdown_grace_seconds: int = Field(
+        10,
+        ge=0,
+        le=3600,
+        validation_alias="TESSERA_SHUTDOWN_GRACE_SECONDS",
+        description=(
+            "On SIGTERM, how long `tessera serve` lets requests in flight finish before it "
+            "cancels them (a search is then interrupted at once) and stops."
+        ),
+    )
     header_timeout_seconds: float = Field(
         10.0,
         gt=0,
