@@ -39,6 +39,7 @@ def serve(
     import uvicorn
 
     from tessera.api.app import create_app
+    from tessera.api.slow_clients import protocol_with_header_deadline
     from tessera.logs import configure_logging
     from tessera.ops.install import TOKEN_FILE_NAME
     from tessera.runtime import Runtime
@@ -75,7 +76,8 @@ def serve(
             host=settings.host,
             port=settings.port,
             loop="uvloop",
-            http="httptools",
+            http=protocol_with_header_deadline(settings.header_timeout_seconds),
+            timeout_keep_alive=settings.keep_alive_seconds,
             log_level=settings.logging_level.value.lower(),
             access_log=False,
             server_header=False,

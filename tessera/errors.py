@@ -41,6 +41,12 @@ class Conflict(TesseraError):
     status_code = 409
 
 
+class RequestTimeout(TesseraError):
+    """The client did not send its request (headers or body) in time."""
+
+    status_code = 408
+
+
 class PayloadTooLarge(TesseraError):
     status_code = 413
 

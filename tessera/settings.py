@@ -1077,8 +1077,8 @@ class Settings(BaseSettings):
             "it the answer is 408 and the connection is closed."
         ),
     )
-    keep_alive_seconds: float = Field(
-        5.0,
+    keep_alive_seconds: int = Field(
+        5,
         gt=0,
         le=600,
         validation_alias="TESSERA_KEEP_ALIVE_SECONDS",

@@ -28,6 +28,7 @@ from tessera.api import (
     workflows,
 )
 from tessera.api.body_limit import BodySizeLimit
+from tessera.api.slow_clients import BodyDeadline
 from tessera.collect.routes import CollectionApp
 from tessera.errors import StorageUnavailable, TesseraError, Unauthorized
 from tessera.ops.gc_tuning import tune_for_serving
@@ -84,13 +85,14 @@ def create_app(
         queue,
     ):
         api.include_router(module.router)
-    return CollectionApp(
+    collection = CollectionApp(
         settings=settings,
         sources=runtime.sources,
         intake=runtime.intake,
         fallback=BodySizeLimit(api, limit=settings.max_body_bytes),
         is_outage=is_outage,
     )
+    return BodyDeadline(collection, timeout_s=settings.body_timeout_seconds)
 
 
 def add_error_handlers(api: FastAPI) -> None:
