@@ -7,6 +7,8 @@ class TesseraError(Exception):
     """Base of every error Tessera raises on purpose."""
 
     status_code = 500
+    # Seconds a client should wait before it tries again (the Retry-After header), if any.
+    retry_after: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -51,6 +53,16 @@ class PayloadTooLarge(TesseraError):
     status_code = 413
 
 
+class TooManyRequests(TesseraError):
+    """A throttle's bucket is empty (security/throttle.py): 429 with Retry-After."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class InvalidPayload(TesseraError):
     """The request is well-formed JSON but breaks the payload's rules."""
 
@@ -62,7 +74,7 @@ class StorageUnavailable(TesseraError):
 
     status_code = 503
     # Seconds the client is told to wait (the Retry-After header of the 503).
-    retry_after = 2
+    retry_after: int | None = 2
 
 
 class SearchTimedOut(StorageUnavailable):

@@ -23,12 +23,14 @@ from tessera.pipeline.enrich.device import warm_up as warm_up_device_rules
 from tessera.pipeline.held_work import HeldWork
 from tessera.pipeline.ingest import Ingestor
 from tessera.pipeline.locks import Locks
+from tessera.pipeline.new_profiles import NewProfileThrottle
 from tessera.pipeline.patterns import PatternLimits
 from tessera.pipeline.patterns import configure as configure_patterns
 from tessera.pipeline.processing import ProcessingRules
 from tessera.pipeline.request import Intake
 from tessera.pipeline.sources import SourceDirectory
 from tessera.pipeline.visitor import VisitorDirectory
+from tessera.security.throttle import BucketStore, Throttle, Throttles
 from tessera.security.tokens import TokenService
 from tessera.segments.job import ResegmentationJobs
 from tessera.segments.live import LiveSegments
@@ -56,6 +58,29 @@ def profile_limits(settings: Settings) -> ProfileLimits:
         max_traits=settings.max_profile_traits,
         max_ids=settings.max_profile_ids,
         max_merges=settings.max_profile_merges,
+    )
+
+
+def throttles(settings: Settings, buckets: BucketStore) -> Throttles:
+    return Throttles(
+        login=Throttle(
+            "login",
+            settings.throttle_login_per_minute,
+            "TESSERA_THROTTLE_LOGIN_PER_MINUTE",
+            buckets,
+        ),
+        install=Throttle(
+            "install",
+            settings.throttle_install_per_minute,
+            "TESSERA_THROTTLE_INSTALL_PER_MINUTE",
+            buckets,
+        ),
+        new_profiles=Throttle(
+            "new-profile",
+            settings.throttle_new_profiles_per_minute,
+            "TESSERA_THROTTLE_NEW_PROFILES_PER_MINUTE",
+            buckets,
+        ),
     )
 
 
@@ -94,6 +119,8 @@ class Runtime:
     # Delayed steps and destination messages held until their records are committed.
     held_work: HeldWork
     segment_jobs: ResegmentationJobs
+    # Login, install and new-profile throttles (security/throttle.py).
+    throttles: Throttles
     # Async mode: the ingest queue, what /track hands requests to, and the workers this
     # process runs (serve: TESSERA_WORKERS of them; `tessera worker`: one).
     intake: Intake
@@ -246,10 +273,12 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
             )
             for _ in range(count)
         ]
+    limited = throttles(settings, storage.buckets)
     return Runtime(
         settings=settings,
         storage=storage,
-        intake=intake,
+        throttles=limited,
+        intake=NewProfileThrottle(intake, limited.new_profiles, visitors),
         dead_letters=DeadLetterDesk(storage.dead_letters, ingestor, queue),
         queue=queue,
         queue_workers=workers,

@@ -1089,8 +1089,9 @@ class Settings(BaseSettings):
         ge=0,
         validation_alias="TESSERA_THROTTLE_LOGIN_PER_MINUTE",
         description=(
-            "Sign-ins (`POST /user/token`) one client address may try per minute, and "
-            "separately per user name; more get 429 with `Retry-After` (0: no limit)."
+            "Sign-ins (`POST /user/token`) one client address may try per minute; more get "
+            "429 with `Retry-After` (0: no limit). Shared by every process through Redis when "
+            "`REDIS_HOST` is set."
         ),
     )
     throttle_install_per_minute: int = Field(
@@ -1099,7 +1100,8 @@ class Settings(BaseSettings):
         validation_alias="TESSERA_THROTTLE_INSTALL_PER_MINUTE",
         description=(
             "`POST /install` attempts (which check the installation token) one client address "
-            "may make per minute; more get 429 with `Retry-After` (0: no limit)."
+            "may make per minute; more get 429 with `Retry-After` (0: no limit). Shared through "
+            "Redis when `REDIS_HOST` is set."
         ),
     )
     throttle_new_profiles_per_minute: int = Field(

@@ -106,7 +106,7 @@ def add_error_handlers(api: FastAPI) -> None:
 async def _tessera_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, TesseraError)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
-    if isinstance(error, StorageUnavailable):
+    if error.retry_after is not None:  # 503 (storage), 429 (a throttle)
         headers = {"Retry-After": str(error.retry_after)}
     return JSONResponse({"detail": error.message}, status_code=error.status_code, headers=headers)
 
