@@ -187,7 +187,7 @@ class CollectionApp:
 
 async def _send_error(send: Send, error: TesseraError) -> None:
     headers = CORS_HEADERS
-    if isinstance(error, StorageUnavailable):
+    if error.retry_after is not None:  # 503 (storage), 429 (a throttle)
         headers = [*CORS_HEADERS, (b"retry-after", str(error.retry_after).encode())]
     await send_json(send, error.status_code, {"detail": error.message}, headers)
 
