@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support.distributed import distributed_installation
-from tests.support.modes import server_in_mode
+from tests.support.modes import server_in_mode, wait_until_drained
 from tests.support.server import RunningServer, running_server
 
 LIMITS = {
@@ -24,7 +24,7 @@ LIMITS = {
 }
 
 
-@pytest.fixture(scope="module", params=["embedded-sync", "distributed-sync"])
+@pytest.fixture(scope="module", params=["embedded-sync", "embedded-async", "distributed-sync"])
 def throttled(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[RunningServer, httpx.Client]]:
@@ -83,10 +83,12 @@ def test_new_profiles_past_the_limit_get_429_known_visitors_never(
     known_session, known_profile = first.json()["session"]["id"], first.json()["profile"]["id"]
     answers = [track() for _ in range(4)]
     assert [a.status_code for a in answers] == [200] * 4
+    wait_until_drained(api)  # async: the worker stored what the answers promised
     before = api.post("/profiles/search", json={"limit": 1}).json()["total"]
     _too_many(track(), "TESSERA_THROTTLE_NEW_PROFILES_PER_MINUTE")
     _too_many(track(profile={"id": f"p-{uuid.uuid4().hex}"}), "TESSERA_THROTTLE_NEW_PROFILES")
     _too_many(track(session={"id": f"s-{uuid.uuid4().hex}"}), "TESSERA_THROTTLE_NEW_PROFILES")
+    wait_until_drained(api)
     assert api.post("/profiles/search", json={"limit": 1}).json()["total"] == before
     # Known visitors are not new: they go on.
     assert track(session={"id": known_session}).status_code == 200
