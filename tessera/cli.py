@@ -39,6 +39,7 @@ def serve(
     import uvicorn
 
     from tessera.api.app import create_app
+    from tessera.api.slow_clients import protocol_with_header_deadline
     from tessera.logs import configure_logging
     from tessera.ops.install import TOKEN_FILE_NAME
     from tessera.runtime import Runtime
@@ -75,14 +76,15 @@ def serve(
             host=settings.host,
             port=settings.port,
             loop="uvloop",
-            http="httptools",
+            http=protocol_with_header_deadline(settings.header_timeout_seconds),
+            timeout_keep_alive=settings.keep_alive_seconds,
             log_level=settings.logging_level.value.lower(),
             access_log=False,
             server_header=False,
             # The client behind proxies is found by create_app's ForwardedClient, from
             # TESSERA_TRUSTED_PROXIES; uvicorn's own would trust any local peer's header.
             proxy_headers=False,
-            timeout_graceful_shutdown=10,
+            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         )
     except TesseraError as error:
         console.print(f"[bold red]Cannot start:[/] {error.message}")

@@ -7,6 +7,8 @@ class TesseraError(Exception):
     """Base of every error Tessera raises on purpose."""
 
     status_code = 500
+    # Seconds a client should wait before it tries again (the Retry-After header), if any.
+    retry_after: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -41,8 +43,24 @@ class Conflict(TesseraError):
     status_code = 409
 
 
+class RequestTimeout(TesseraError):
+    """The client did not send its request (headers or body) in time."""
+
+    status_code = 408
+
+
 class PayloadTooLarge(TesseraError):
     status_code = 413
+
+
+class TooManyRequests(TesseraError):
+    """A throttle's bucket is empty (security/throttle.py): 429 with Retry-After."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class InvalidPayload(TesseraError):
@@ -61,7 +79,7 @@ class StorageUnavailable(TesseraError):
 
     status_code = 503
     # Seconds the client is told to wait (the Retry-After header of the 503).
-    retry_after = 2
+    retry_after: int | None = 2
     public_message = "storage is unavailable; retry later"
 
 
@@ -72,6 +90,12 @@ class Busy(StorageUnavailable):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.public_message = message
+
+
+class SearchTimedOut(StorageUnavailable):
+    """A search ran longer than TESSERA_SEARCH_TIMEOUT_SECONDS and was stopped. A 503 with
+    Retry-After like an outage: under less load it may finish in time; a narrower condition
+    or a smaller page helps in any case."""
 
 
 class RecordRejected(TesseraError):

@@ -13,6 +13,7 @@ from tessera.destinations.dispatch import DestinationDispatcher
 from tessera.destinations.worker import DeliveryWorker
 from tessera.identity.operations import ProfileOperations
 from tessera.identity.resolver import IdentityPolicy, IdentityResolver
+from tessera.model.bounds import ProfileLimits
 from tessera.model.common import DEFAULT_TENANT
 from tessera.model.source import EventSource
 from tessera.ops.housekeeping import Housekeeping
@@ -24,11 +25,15 @@ from tessera.pipeline.enrich.device import warm_up as warm_up_device_rules
 from tessera.pipeline.held_work import HeldWork
 from tessera.pipeline.ingest import Ingestor
 from tessera.pipeline.locks import Locks
+from tessera.pipeline.new_profiles import NewProfileThrottle
+from tessera.pipeline.patterns import PatternLimits
+from tessera.pipeline.patterns import configure as configure_patterns
 from tessera.pipeline.processing import ProcessingRules
 from tessera.pipeline.profile_ids import ProfileIds
 from tessera.pipeline.request import Intake
 from tessera.pipeline.sources import SourceDirectory
 from tessera.pipeline.visitor import VisitorDirectory
+from tessera.security.throttle import BucketStore, Throttle, Throttles
 from tessera.security.tokens import TokenService
 from tessera.segments.job import ResegmentationJobs
 from tessera.segments.live import LiveSegments
@@ -47,6 +52,39 @@ from tessera.workflow.scheduler import DelayedSteps
 from tessera.workflow.stage import AutomationStage
 
 log = logging.getLogger(__name__)
+
+
+def profile_limits(settings: Settings) -> ProfileLimits:
+    return ProfileLimits(
+        max_number=settings.max_number,
+        max_bytes=settings.max_profile_bytes,
+        max_traits=settings.max_profile_traits,
+        max_ids=settings.max_profile_ids,
+        max_merges=settings.max_profile_merges,
+    )
+
+
+def throttles(settings: Settings, buckets: BucketStore) -> Throttles:
+    return Throttles(
+        login=Throttle(
+            "login",
+            settings.throttle_login_per_minute,
+            "TESSERA_THROTTLE_LOGIN_PER_MINUTE",
+            buckets,
+        ),
+        install=Throttle(
+            "install",
+            settings.throttle_install_per_minute,
+            "TESSERA_THROTTLE_INSTALL_PER_MINUTE",
+            buckets,
+        ),
+        new_profiles=Throttle(
+            "new-profile",
+            settings.throttle_new_profiles_per_minute,
+            "TESSERA_THROTTLE_NEW_PROFILES_PER_MINUTE",
+            buckets,
+        ),
+    )
 
 
 def worker_options(settings: Settings) -> WorkerOptions:
@@ -86,6 +124,8 @@ class Runtime:
     # Delayed steps and destination messages held until their records are committed.
     held_work: HeldWork
     segment_jobs: ResegmentationJobs
+    # Login, install and new-profile throttles (security/throttle.py).
+    throttles: Throttles
     # Async mode: the ingest queue, what /track hands requests to, and the workers this
     # process runs (serve: TESSERA_WORKERS of them; `tessera worker`: one).
     intake: Intake
@@ -144,6 +184,14 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
     """``queue_workers``: how many queue workers this process runs in async mode (default
     TESSERA_WORKERS, for `tessera serve`)."""
     storage = build_storage(settings)
+    limits = profile_limits(settings)
+    configure_patterns(
+        PatternLimits(
+            max_length=settings.regex_max_length,
+            max_repeat=settings.regex_max_repeat,
+            budget_s=settings.regex_budget_seconds,
+        )
+    )
     identity = IdentityResolver(
         IdentityPolicy(
             enabled=settings.profile_merging,
@@ -151,6 +199,7 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
             paths=settings.merge_key_paths,
             blocked=settings.blocked_merge_values,
             per_key_limit=settings.merge_key_limit,
+            limits=limits,
         ),
         storage.profiles,
         storage.sessions,
@@ -195,12 +244,14 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
         workflows=WorkflowDirectory(
             storage.workflows, actions, ttl_s=settings.workflow_cache_seconds
         ),
-        services=ActionServices(http=http, memory=storage.memory, outbound=outbound),
+        services=ActionServices(http=http, memory=storage.memory, outbound=outbound, limits=limits),
         consents=ConsentCheck(consent_rules),
         segments=segments,
         workflows_enabled=settings.enable_workflow,
     )
-    processing = ProcessingRules(storage.processing_rules, ttl_s=settings.source_cache_seconds)
+    processing = ProcessingRules(
+        storage.processing_rules, ttl_s=settings.source_cache_seconds, limits=limits
+    )
     ingestor = Ingestor(
         writer=storage.writer,
         events=storage.events,
@@ -233,10 +284,12 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
             )
             for _ in range(count)
         ]
+    limited = throttles(settings, storage.buckets)
     return Runtime(
         settings=settings,
         storage=storage,
-        intake=intake,
+        throttles=limited,
+        intake=NewProfileThrottle(intake, limited.new_profiles, visitors),
         dead_letters=DeadLetterDesk(storage.dead_letters, ingestor, queue),
         queue=queue,
         queue_workers=workers,

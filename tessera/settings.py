@@ -1006,6 +1006,197 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- Bounds: what one client may make the server hold or spend (docs/security.md) -------
+    max_number: float = Field(
+        9007199254740991,
+        gt=0,
+        le=1e300,
+        validation_alias="TESSERA_MAX_NUMBER",
+        description=(
+            "Largest magnitude of a number a profile's `stats` and `interests` hold and of any "
+            "sum or result Tessera computes (mapping `increment`, workflow calculations, "
+            "merged counters). A change past it, or to a number that is not finite, is refused "
+            "with a warning and the value stays. Default 2^53-1, the largest integer a double "
+            "holds exactly."
+        ),
+    )
+    max_profile_bytes: int = Field(
+        512 * 1024,
+        ge=4096,
+        validation_alias="TESSERA_MAX_PROFILE_BYTES",
+        description=(
+            "Largest size of one profile as stored (JSON bytes). A mapping or workflow change "
+            "that would pass it is refused with a warning (the rest of the request is taken); "
+            "a merge whose result would pass it is not made."
+        ),
+    )
+    max_profile_traits: int = Field(
+        1000,
+        ge=1,
+        validation_alias="TESSERA_MAX_PROFILE_TRAITS",
+        description=(
+            "Most keys (at every depth) under one profile's `traits`; a change that would add "
+            "more is refused with a warning, a merge that would is not made."
+        ),
+    )
+    max_profile_ids: int = Field(
+        1000,
+        ge=2,
+        validation_alias="TESSERA_MAX_PROFILE_IDS",
+        description=(
+            "Most ids (its own and those of profiles merged into it) one profile holds; a merge "
+            "that would take it past this is not made and the answer warns."
+        ),
+    )
+    max_profile_merges: int = Field(
+        100,
+        ge=1,
+        validation_alias="TESSERA_MAX_PROFILE_MERGES",
+        description=(
+            "Merge log entries (`metadata.merges`) a profile keeps in full; older ones are "
+            "folded into one summary entry (how many, first and last time)."
+        ),
+    )
+    cache_max_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        validation_alias="TESSERA_CACHE_MAX_BYTES",
+        description=(
+            "Most bytes (encoded size) the in-process profile cache holds, and the session "
+            "cache separately; the least recently used entries go first."
+        ),
+    )
+    cache_max_entry_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        validation_alias="TESSERA_CACHE_MAX_ENTRY_BYTES",
+        description=(
+            "Largest profile or session (encoded) kept in a cache, in-process or Redis; a "
+            "larger one is read from storage each time."
+        ),
+    )
+    regex_max_length: int = Field(
+        1000,
+        ge=16,
+        le=100_000,
+        validation_alias="TESSERA_REGEX_MAX_LENGTH",
+        description=(
+            "Longest regular expression a rule may save (JSON Schema `pattern` and "
+            "`patternProperties` of validation rules, workflow `regex_match` nodes): 422 past it."
+        ),
+    )
+    regex_max_repeat: int = Field(
+        1000,
+        ge=1,
+        le=65535,
+        validation_alias="TESSERA_REGEX_MAX_REPEAT",
+        description=(
+            "Largest counted repetition (`a{n}`, `a{n,m}`) a saved regular expression may use, "
+            "and, multiplied through nested groups, 100 times this for the whole pattern: "
+            "compiling `a{8000000}` would take seconds and gigabytes (422 instead)."
+        ),
+    )
+    regex_budget_seconds: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        validation_alias="TESSERA_REGEX_BUDGET_SECONDS",
+        description=(
+            "Time one request's regular expressions may take together, off the event loop: "
+            "once for its validation rules, once for its workflows' `regex_match` nodes. An "
+            "event whose validation runs out of it is marked invalid; a `regex_match` that "
+            "does fails its workflow run. Both say so in the answer's warnings."
+        ),
+    )
+    search_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        validation_alias="TESSERA_SEARCH_TIMEOUT_SECONDS",
+        description=(
+            "Time one search (`POST /profiles/search`, `/events/search`) may take; the query "
+            "is then stopped (SQLite interrupted, Elasticsearch's `timeout`) and the answer is "
+            "503 with `Retry-After`."
+        ),
+    )
+    max_condition_size: int = Field(
+        200,
+        ge=8,
+        le=100_000,
+        validation_alias="TESSERA_MAX_CONDITION_SIZE",
+        description=(
+            "Most comparisons one search condition may hold (each `==`, `<`, `EXISTS` … "
+            "counts one); a larger one is refused with 422."
+        ),
+    )
+    shutdown_grace_seconds: int = Field(
+        10,
+        ge=0,
+        le=3600,
+        validation_alias="TESSERA_SHUTDOWN_GRACE_SECONDS",
+        description=(
+            "On SIGTERM, how long `tessera serve` lets requests in flight finish before it "
+            "cancels them (a search is then interrupted at once) and stops."
+        ),
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        validation_alias="TESSERA_HEADER_TIMEOUT_SECONDS",
+        description=(
+            "Time a client has to send a request's headers after it connected (or after its "
+            "previous request); past it the connection is closed."
+        ),
+    )
+    body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        validation_alias="TESSERA_BODY_TIMEOUT_SECONDS",
+        description=(
+            "Time a client has to send a request's whole body once its headers arrived; past "
+            "it the answer is 408 and the connection is closed."
+        ),
+    )
+    keep_alive_seconds: int = Field(
+        5,
+        gt=0,
+        le=600,
+        validation_alias="TESSERA_KEEP_ALIVE_SECONDS",
+        description="Time an idle keep-alive connection stays open between requests.",
+    )
+    throttle_login_per_minute: int = Field(
+        10,
+        ge=0,
+        validation_alias="TESSERA_THROTTLE_LOGIN_PER_MINUTE",
+        description=(
+            "Sign-ins (`POST /user/token`) one client address may try per minute; more get "
+            "429 with `Retry-After` (0: no limit). Shared by every process through Redis when "
+            "`REDIS_HOST` is set."
+        ),
+    )
+    throttle_install_per_minute: int = Field(
+        5,
+        ge=0,
+        validation_alias="TESSERA_THROTTLE_INSTALL_PER_MINUTE",
+        description=(
+            "`POST /install` attempts (which check the installation token) one client address "
+            "may make per minute; more get 429 with `Retry-After` (0: no limit). Shared through "
+            "Redis when `REDIS_HOST` is set."
+        ),
+    )
+    throttle_new_profiles_per_minute: int = Field(
+        120,
+        ge=0,
+        validation_alias="TESSERA_THROTTLE_NEW_PROFILES_PER_MINUTE",
+        description=(
+            "`/track` requests that start a new profile (no known profile or session id) one "
+            "client address may send per minute; more get 429 with `Retry-After` (0: no "
+            "limit). Shared by every process through Redis when `REDIS_HOST` is set."
+        ),
+    )
+
     @field_validator("auto_profile_merging")
     @classmethod
     def _long_salt(cls, value: SecretStr | None) -> SecretStr | None:

@@ -31,6 +31,7 @@ from tessera.api import (
 from tessera.api.body_limit import BodySizeLimit
 from tessera.api.forwarded import ForwardedClient
 from tessera.api.problems import encodable, refused_request
+from tessera.api.slow_clients import BodyDeadline
 from tessera.collect.routes import CollectionApp
 from tessera.errors import StorageUnavailable, TesseraError, Unauthorized
 from tessera.ops.gc_tuning import tune_for_serving
@@ -94,7 +95,10 @@ def create_app(
         fallback=BodySizeLimit(api, limit=settings.max_body_bytes),
         is_outage=is_outage,
     )
-    return ForwardedClient(collection, trusted=settings.trusted_proxy_networks)
+    return ForwardedClient(
+        BodyDeadline(collection, timeout_s=settings.body_timeout_seconds),
+        trusted=settings.trusted_proxy_networks,
+    )
 
 
 def add_error_handlers(api: FastAPI) -> None:
@@ -109,7 +113,7 @@ def add_error_handlers(api: FastAPI) -> None:
 async def _tessera_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, TesseraError)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
-    if isinstance(error, StorageUnavailable):
+    if error.retry_after is not None:  # 503 (storage), 429 (a throttle)
         headers = {"Retry-After": str(error.retry_after)}
     # A message may quote a value of the request (an id from the path), which may hold a lone
     # surrogate no UTF-8 can encode.

@@ -48,3 +48,9 @@ def bearer_token(
 def json_response(content: Any, status_code: int = 200) -> Response:
     """Records are msgspec structs; encode them directly rather than through pydantic."""
     return Response(_encode(content), status_code=status_code, media_type="application/json")
+
+
+def client_address(request: Request) -> str:
+    """The client's address, as throttles count it (behind a proxy, what uvicorn's proxy
+    header handling made of it)."""
+    return request.client.host if request.client is not None else "unknown"

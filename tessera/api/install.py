@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from tessera.api.deps import RuntimeDep
+from tessera.api.deps import RuntimeDep, client_address
 from tessera.model.common import DEFAULT_TENANT
 from tessera.ops.install import check_installation_token, install
 
@@ -39,7 +39,12 @@ async def install_status(runtime: RuntimeDep) -> InstallStatus:
 
 
 @router.post("/install", response_model=InstallAnswer)
-async def install_tessera(request: InstallRequest, runtime: RuntimeDep) -> InstallAnswer:
+async def install_tessera(
+    request: InstallRequest, http: Request, runtime: RuntimeDep
+) -> InstallAnswer:
+    """429 with Retry-After past TESSERA_THROTTLE_INSTALL_PER_MINUTE attempts of one address:
+    the installation token cannot be guessed by trying."""
+    await runtime.throttles.install.take(client_address(http), "installation attempts")
     check_installation_token(runtime.settings, request.token)
     wants_admin = request.needs_admin and request.username and request.password
     report = await install(

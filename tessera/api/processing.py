@@ -33,6 +33,7 @@ from tessera.model.processing import (
     ValidationRule,
 )
 from tessera.pipeline.builtin_events import BUILTIN_EVENT_TYPES
+from tessera.pipeline.patterns import off_the_loop
 from tessera.pipeline.processing import check_rule
 from tessera.runtime import Runtime
 from tessera.storage.processing_ports import R
@@ -111,13 +112,14 @@ class MappingPatch(_PatchIn):
 _NULLABLE = frozenset({"source_id", "properties", "context", "condition"})
 
 
-def _build(kind: type[R], document: dict[str, Any]) -> R:
+async def _build(kind: type[R], document: dict[str, Any]) -> R:
     document["event_type"] = checked_event_type(document["event_type"], "event_type")
     try:
         rule = msgspec.convert(document, kind)
     except msgspec.ValidationError as exc:
         raise InvalidPayload(str(exc)) from exc
-    check_rule(rule)
+    # Off the event loop, within a time limit: a validation rule compiles user patterns.
+    await off_the_loop(check_rule, rule)
     return rule
 
 
@@ -146,7 +148,7 @@ async def _create(runtime: Runtime, kind: type[R], body: _RuleIn) -> Response:
         created=previous.created if previous else utcnow(),
         version=previous.version + 1 if previous else 1,
     )
-    rule = _build(kind, document)
+    rule = await _build(kind, document)
     return await _store(runtime, rule, status_code=200 if previous else 201)
 
 
@@ -159,7 +161,7 @@ async def _patch(runtime: Runtime, kind: type[R], rule_id: str, body: _PatchIn) 
     }
     document: dict[str, Any] = msgspec.to_builtins(rule)
     document.update(changes, version=rule.version + 1)
-    return await _store(runtime, _build(kind, document))
+    return await _store(runtime, await _build(kind, document))
 
 
 async def _enable(runtime: Runtime, kind: type[R], rule_id: str, enabled: bool) -> Response:

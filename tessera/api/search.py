@@ -11,6 +11,8 @@ from tessera.api.deps import RuntimeDep, current_user, json_response
 from tessera.errors import InvalidPayload
 from tessera.model.common import DEFAULT_TENANT
 from tessera.query import MAX_TEXT_LENGTH, parse
+from tessera.query.ast import iter_fields
+from tessera.settings import Settings
 from tessera.storage.search import Cursor, SearchRequest, parse_sort
 
 router = APIRouter(tags=["search"], dependencies=[Depends(current_user)])
@@ -33,23 +35,34 @@ class SearchBody(BaseModel):
     order: Literal["asc", "desc"] = "desc"
 
 
-def _request(body: SearchBody, entity: str) -> SearchRequest:
+def _request(body: SearchBody, entity: str, settings: Settings) -> SearchRequest:
+    """The store's request: the condition within TESSERA_MAX_CONDITION_SIZE (422 past it), the
+    search within TESSERA_SEARCH_TIMEOUT_SECONDS (503 past it)."""
     if body.cursor is not None and body.offset:
         raise InvalidPayload("offset: use either offset or cursor, not both")
     condition = parse(body.where) if body.where and body.where.strip() else None
+    if condition is not None:
+        size = sum(1 for _field in iter_fields(condition))
+        if size > settings.max_condition_size:
+            raise InvalidPayload(
+                f"where: {size} comparisons, more than {settings.max_condition_size} "
+                "(TESSERA_MAX_CONDITION_SIZE)"
+            )
     return SearchRequest(
         condition=condition,
         limit=body.limit,
         offset=body.offset,
         sort=parse_sort(entity, body.sort, body.order),
         cursor=Cursor.decode(body.cursor) if body.cursor else None,
+        timeout_s=settings.search_timeout_seconds,
     )
 
 
 @router.post("/profiles/search")
 async def search_profiles(body: SearchBody, runtime: RuntimeDep) -> Response:
     """Profiles matching `where`, newest change first unless `sort` says otherwise."""
-    page = await runtime.storage.profiles.search(DEFAULT_TENANT, _request(body, "profile"))
+    request = _request(body, "profile", runtime.settings)
+    page = await runtime.storage.profiles.search(DEFAULT_TENANT, request)
     return json_response(
         {"total": page.total, "result": page.items, "next_cursor": page.next_cursor}
     )
@@ -58,7 +71,8 @@ async def search_profiles(body: SearchBody, runtime: RuntimeDep) -> Response:
 @router.post("/events/search")
 async def search_events(body: SearchBody, runtime: RuntimeDep) -> Response:
     """Events matching `where`, newest first unless `sort` says otherwise."""
-    page = await runtime.storage.events.search(DEFAULT_TENANT, _request(body, "event"))
+    request = _request(body, "event", runtime.settings)
+    page = await runtime.storage.events.search(DEFAULT_TENANT, request)
     return json_response(
         {"total": page.total, "result": page.items, "next_cursor": page.next_cursor}
     )

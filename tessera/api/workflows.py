@@ -29,11 +29,12 @@ from tessera.model.common import DEFAULT_TENANT, Ref, new_id, utcnow
 from tessera.model.event import Event, EventMetadata, checked_event_type
 from tessera.model.profile import new_profile
 from tessera.model.workflow import Workflow, WorkflowGraph
+from tessera.pipeline.patterns import off_the_loop
 from tessera.runtime import Runtime
 from tessera.workflow.action import ActionContext
 from tessera.workflow.directory import DeployedWorkflow
 from tessera.workflow.engine import run_graph
-from tessera.workflow.graph import compile_graph
+from tessera.workflow.graph import CompiledGraph, compile_graph
 from tessera.workflow.registry import ActionRegistry
 from tessera.workflow.stage import trace_entry
 
@@ -100,11 +101,20 @@ class DebugIn(BaseModel):
     graph: Literal["draft", "deployed"] = "draft"
 
 
-def _graph(body: GraphIn, registry: ActionRegistry, previous: Workflow | None) -> WorkflowGraph:
+async def _graph(
+    body: GraphIn, registry: ActionRegistry, previous: Workflow | None
+) -> WorkflowGraph:
     graph = msgspec.convert(body.model_dump(), WorkflowGraph)
     _keep_secrets(graph, previous, registry)
-    compile_graph(graph, registry)
+    await _compiled(graph, registry)
     return graph
+
+
+async def _compiled(graph: WorkflowGraph, registry: ActionRegistry) -> CompiledGraph:
+    """Compiled off the event loop, within a time limit: nodes compile user patterns
+    (``regex_match``), bounded in size but still not free (pipeline/patterns.py)."""
+    compiled: CompiledGraph = await off_the_loop(compile_graph, graph, registry)
+    return compiled
 
 
 def _keep_secrets(
@@ -177,7 +187,7 @@ async def save_workflow(body: WorkflowIn, runtime: RuntimeDep) -> Response:
         description=body.description,
         created=previous.created if previous else now,
         updated=now,
-        draft=_graph(body.draft, runtime.actions, previous),
+        draft=await _graph(body.draft, runtime.actions, previous),
         deployed=previous.deployed if previous else None,
         version=previous.version if previous else 0,
         enabled=body.enabled,
@@ -215,7 +225,7 @@ async def update_workflow(
         if value is not None
     }
     if body.draft is not None:
-        changes["draft"] = _graph(body.draft, runtime.actions, workflow)
+        changes["draft"] = await _graph(body.draft, runtime.actions, workflow)
     return await _save(runtime, msgspec.structs.replace(workflow, updated=utcnow(), **changes))
 
 
@@ -231,7 +241,7 @@ async def delete_workflow(workflow_id: WorkflowId, runtime: RuntimeDep) -> Respo
 async def deploy_workflow(workflow_id: WorkflowId, runtime: RuntimeDep) -> Response:
     """The draft becomes the graph rules run; the version grows by one."""
     workflow = await _stored(runtime, workflow_id)
-    compile_graph(workflow.draft, runtime.actions)
+    await _compiled(workflow.draft, runtime.actions)
     return await _save(runtime, _deployed(workflow))
 
 
@@ -256,7 +266,7 @@ async def debug_workflow(workflow_id: WorkflowId, body: DebugIn, runtime: Runtim
     source = workflow.draft if body.graph == "draft" else workflow.deployed
     if source is None:
         raise InvalidPayload("the workflow has never been deployed; debug its draft")
-    graph = compile_graph(source, runtime.actions)
+    graph = await _compiled(source, runtime.actions)
     event, profile, session = await _debug_subject(runtime, body)
     context = ActionContext(
         tenant=DEFAULT_TENANT,

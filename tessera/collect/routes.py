@@ -199,8 +199,9 @@ class CollectionApp:
 async def _send_error(send: Send, error: TesseraError) -> None:
     headers = CORS_HEADERS
     detail = error.message
-    if isinstance(error, StorageUnavailable):
+    if error.retry_after is not None:  # 503 (storage), 429 (a throttle)
         headers = [*CORS_HEADERS, (b"retry-after", str(error.retry_after).encode())]
+    if isinstance(error, StorageUnavailable):
         detail = error.public_message
     await send_json(send, error.status_code, {"detail": detail}, headers)
 

@@ -6,13 +6,18 @@ Strategies, per part of the profile:
   duplicates). Of two different scalars, the one from the more recently updated profile wins;
   the other is kept in the merge log.
 - `interests` and `stats` counters are summed, except `stats.visits`: the caller recounts it
-  from the sessions both profiles own, so a visit is never counted twice.
+  from the sessions both profiles own, so a visit is never counted twice. A sum that would not
+  be finite or would pass the limit of numbers (model/bounds.py) keeps the survivor's value;
+  the merge log records the merged profile's as a conflict.
 - `segments` and `ids` are united.
 - First-seen times (`metadata.time.insert`) take the earliest, last-seen ones the latest.
 - The marks of applied requests (`metadata.applied`) are united.
 
 The merge log entry on the survivor records, for each path, where the kept value came from and
 the value that lost, which is what ``unmerge`` uses to put things back.
+
+A merge whose result would pass a bound of a profile (ids, trait keys, bytes) is not made:
+``MergeRefused`` says which, and both profiles stay as they are.
 """
 
 from __future__ import annotations
@@ -25,11 +30,28 @@ from typing import Any
 import msgspec
 
 from tessera.model.applied import PROFILE_MARKS, united
+from tessera.model.bounds import (
+    DEFAULT_LIMITS,
+    ProfileLimits,
+    bounded_sum,
+    encoded_size,
+    is_number,
+    size_problem,
+    trimmed_merges,
+)
 
 MERGED_PARTS = ("traits", "data", "consents")
 SUMMED_PARTS = ("interests", "stats")
 # Recomputed by the caller from stored sessions: summing would count a shared session twice.
 RECOUNTED_STATS = ("visits",)
+
+
+class MergeRefused(Exception):
+    """The merged profile would pass a bound; ``message`` says which."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 @dataclass
@@ -40,9 +62,11 @@ class MergeLog:
 
 
 def merge_documents(
-    survivor: dict[str, Any], merged: Mapping[str, Any]
+    survivor: dict[str, Any], merged: Mapping[str, Any], limits: ProfileLimits = DEFAULT_LIMITS
 ) -> tuple[dict[str, Any], MergeLog]:
-    """The survivor's document with the merged one folded in; neither input is changed."""
+    """The survivor's document with the merged one folded in; neither input is changed.
+    MergeRefused when the result would pass a bound of ``limits``. The survivor's merge log
+    is trimmed to leave room for the entry the caller adds."""
     result: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(survivor))
     log = MergeLog()
     merged_is_newer = _updated(merged) > _updated(survivor)
@@ -51,7 +75,9 @@ def merge_documents(
             result.get(part) or {}, merged.get(part) or {}, part, merged_is_newer, log
         )
     for part in SUMMED_PARTS:
-        result[part] = _sum_counters(result.get(part) or {}, merged.get(part) or {})
+        result[part] = _sum_counters(
+            result.get(part) or {}, merged.get(part) or {}, part, limits.max_number, log
+        )
     result["segments"] = _union(result.get("segments") or [], merged.get("segments") or [])
     result["ids"] = _union(result.get("ids") or [], merged.get("ids") or [])
     _merge_times(result, merged)
@@ -62,6 +88,15 @@ def merge_documents(
         merged.get("metadata", {}).get("applied") or [],
         PROFILE_MARKS,
     )
+    result["metadata"]["merges"] = trimmed_merges(
+        result["metadata"].get("merges") or [], limits.max_merges - 1
+    )
+    # The log entry the caller adds holds the merged ids, conflicts and taken paths.
+    entry = encoded_size([merged.get("ids"), log.conflicts, log.taken]) + 128
+    problem = size_problem(result, limits, extra_bytes=entry)
+    if problem is not None:
+        # No ids in the message: it may reach a public client, who must not learn them.
+        raise MergeRefused(f"a merge with another profile was not made: {problem}")
     return result, log
 
 
@@ -110,21 +145,23 @@ def _union(mine: list[Any], theirs: list[Any]) -> list[Any]:
     return result
 
 
-def _sum_counters(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> dict[str, Any]:
+def _sum_counters(
+    mine: Mapping[str, Any], theirs: Mapping[str, Any], part: str, limit: float, log: MergeLog
+) -> dict[str, Any]:
     result = dict(mine)
     for key, value in theirs.items():
         if key in RECOUNTED_STATS:
             continue
         current = result.get(key)
-        if _number(current) and _number(value):
-            result[key] = current + value
+        if is_number(current) and is_number(value):
+            total = bounded_sum(current, value, limit)
+            if total is None:
+                log.conflicts.append({"path": f"{part}.{key}", "kept": current, "dropped": value})
+            else:
+                result[key] = total
         elif current is None:
             result[key] = value
     return result
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _merge_times(result: dict[str, Any], merged: Mapping[str, Any]) -> None:

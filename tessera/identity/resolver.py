@@ -15,6 +15,7 @@ import msgspec
 
 from tessera.identity.keys import KeyValue, key_values, read_path
 from tessera.identity.merge import merge_documents
+from tessera.model.bounds import DEFAULT_LIMITS, ProfileLimits
 from tessera.model.profile import Profile
 from tessera.storage.ports import IdentityLink, ProfileStore, RetiredProfile, SessionStore
 
@@ -28,6 +29,8 @@ class IdentityPolicy:
     paths: tuple[str, ...]
     blocked: frozenset[str]
     per_key_limit: int
+    # Bounds a merged profile must stay within (model/bounds.py): else MergeRefused.
+    limits: ProfileLimits = DEFAULT_LIMITS
 
 
 @dataclass
@@ -141,7 +144,9 @@ class IdentityResolver:
         mark of the request merging (model/applied.py), kept in the merge log so a retry of
         it can finish a merge whose commit was cut short."""
         survivor, loser = sorted((first, second), key=lambda p: (p.metadata.time.insert, p.id))
-        document, log = merge_documents(msgspec.to_builtins(survivor), msgspec.to_builtins(loser))
+        document, log = merge_documents(
+            msgspec.to_builtins(survivor), msgspec.to_builtins(loser), self.policy.limits
+        )
         merged = _to_profile(document, Profile)
         stored_sessions = await self._sessions.for_profiles(survivor.tenant, merged.ids, limit=1)
         merged.stats["visits"] = stored_sessions.total + sessions_pending

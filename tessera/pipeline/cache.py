@@ -1,12 +1,21 @@
-"""A bounded in-process cache with a time-to-live, for hot profiles and sessions."""
+"""A bounded in-process cache with a time-to-live, for hot profiles and sessions.
+
+Bounded twice: by entries (``TESSERA_CACHE_MAX_ENTRIES``) and by bytes
+(``TESSERA_CACHE_MAX_BYTES``, the records' encoded size), since a client that makes large
+profiles would otherwise fill memory with a few thousand entries. A record larger than
+``TESSERA_CACHE_MAX_ENTRY_BYTES`` is not kept at all: it is read from storage each time.
+"""
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
 import msgspec
+
+from tessera.model.decoding import json_decoder
 
 V = TypeVar("V")
 R = TypeVar("R", bound=msgspec.Struct)
@@ -33,16 +42,31 @@ class RecordCachePort(Protocol[R]):
     async def discard(self, *keys: str) -> None: ...
 
 
+def _no_size(_value: object) -> int:
+    return 0
+
+
 class TtlCache(Generic[V]):
-    """Least recently used entries go first when full; an entry unused for ``ttl_s`` expires.
+    """Least recently used entries go first when full (more than ``max_entries``, or more than
+    ``max_bytes`` by ``size_of``); an entry unused for ``ttl_s`` expires.
 
     Not thread-safe: it lives on the event loop, like every caller of it.
     """
 
-    def __init__(self, *, max_entries: int, ttl_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        max_entries: int,
+        ttl_s: float,
+        max_bytes: int | None = None,
+        size_of: Callable[[V], int] = _no_size,
+    ) -> None:
         self._max_entries = max_entries
         self._ttl_s = ttl_s
+        self._max_bytes = max_bytes
+        self._size_of = size_of
         self._entries: OrderedDict[str, tuple[float, V]] = OrderedDict()
+        self.bytes = 0
 
     @property
     def enabled(self) -> bool:
@@ -55,7 +79,7 @@ class TtlCache(Generic[V]):
         expires, value = entry
         now = time.monotonic()
         if expires < now:
-            del self._entries[key]
+            self._drop(key)
             return None
         self._entries[key] = (now + self._ttl_s, value)
         self._entries.move_to_end(key)
@@ -64,13 +88,22 @@ class TtlCache(Generic[V]):
     def put(self, key: str, value: V) -> None:
         if not self.enabled:
             return
+        self._drop(key)
         self._entries[key] = (time.monotonic() + self._ttl_s, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        self.bytes += self._size_of(value)
+        while len(self._entries) > self._max_entries or (
+            self._max_bytes is not None and self.bytes > self._max_bytes
+        ):
+            _key, (_expires, oldest) = self._entries.popitem(last=False)
+            self.bytes -= self._size_of(oldest)
 
     def discard(self, key: str) -> None:
-        self._entries.pop(key, None)
+        self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= self._size_of(entry[1])
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -88,21 +121,39 @@ class RecordCache(Generic[R]):
     copy freely and only a committed state is ever put back.
     """
 
-    def __init__(self, record_type: type[R], *, max_entries: int, ttl_s: float) -> None:
-        self._entries = TtlCache[bytes](max_entries=max_entries, ttl_s=ttl_s)
+    def __init__(
+        self,
+        record_type: type[R],
+        *,
+        max_entries: int,
+        ttl_s: float,
+        max_bytes: int | None = None,
+        max_entry_bytes: int | None = None,
+    ) -> None:
+        self._entries = TtlCache[bytes](
+            max_entries=max_entries, ttl_s=ttl_s, max_bytes=max_bytes, size_of=len
+        )
+        self._max_entry_bytes = max_entry_bytes
         self._encode = msgspec.json.Encoder().encode
-        self._decode = msgspec.json.Decoder(record_type).decode
+        self._decode = json_decoder(record_type)
+
+    def _fits(self, encoded: bytes) -> bool:
+        return self._max_entry_bytes is None or len(encoded) <= self._max_entry_bytes
 
     async def get(self, key: str) -> R | None:
         raw = self._entries.get(key)
         return self._decode(raw) if raw else None
 
     async def put(self, key: str, record: R) -> None:
-        self._entries.put(key, self._encode(record))
+        encoded = self._encode(record)
+        # Too large to keep: a tombstone, so that no racing read fills an older copy back.
+        self._entries.put(key, encoded if self._fits(encoded) else _TOMBSTONE)
 
     async def fill(self, key: str, record: R) -> None:
         if self._entries.get(key) is None:
-            self._entries.put(key, self._encode(record))
+            encoded = self._encode(record)
+            if self._fits(encoded):
+                self._entries.put(key, encoded)
 
     async def discard(self, *keys: str) -> None:
         # A tombstone, not a removal: a read that began before the discard must not ``fill``
@@ -112,3 +163,8 @@ class RecordCache(Generic[R]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        """Encoded bytes held (what TESSERA_CACHE_MAX_BYTES bounds)."""
+        return self._entries.bytes

@@ -29,6 +29,7 @@ from tessera.destinations.planner import DestinationPlanner
 from tessera.errors import StorageUnavailable
 from tessera.identity.keys import KeyValue
 from tessera.identity.locking import identity_lock_key, profile_lock_key, session_lock_key
+from tessera.identity.merge import MergeRefused
 from tessera.identity.resolver import IdentityResolver, snapshot_paths
 from tessera.model.applied import PROFILE_MARKS, SESSION_MARKS, remember, request_token
 from tessera.model.common import Ref, new_id, utcnow
@@ -78,6 +79,8 @@ class _Merges:
     links: list[IdentityLink] = field(default_factory=list)
     # Values a public request brought that another person's profile holds: not taken.
     refused: list[KeyValue] = field(default_factory=list)
+    # Merges not made because the result would pass a bound of a profile (model/bounds.py).
+    warnings: list[str] = field(default_factory=list)
 
 
 class Ingestor:
@@ -239,6 +242,7 @@ class Ingestor:
                 visitor.profile, merges.refused, visitor.identity_before
             )
             document = msgspec.to_builtins(visitor.profile)
+        warnings += merges.warnings
         request_event_ids = [event.id for event in events]
 
         outcome = StageOutcome()
@@ -281,6 +285,7 @@ class Ingestor:
                     deferred = (before, outcome.merge_on)
                 else:
                     visitor.profile, more_merges = second
+                    warnings += more_merges.warnings
                     merges.retired += more_merges.retired
                     merges.links += more_merges.links
                     if more_merges.refused:
@@ -359,6 +364,7 @@ class Ingestor:
                     wanted |= step
                     continue
                 merged, merges = step
+                warnings += merges.warnings
                 if merges.retired or merges.links:
                     merged.metadata.time.update = now
                     await ensure_held(held)
@@ -407,6 +413,8 @@ class Ingestor:
             else:
                 owners |= set(found.values())
         owners.discard(profile.id)
+        # Values whose owner was not merged (a bound) stay indexed under that owner.
+        kept_by_owner: set[str] = set()
         if owners:
             owner_keys = {profile_lock_key(tenant, owner) for owner in owners}
             if not await held.try_add(owner_keys):
@@ -417,12 +425,18 @@ class Ingestor:
                 # Merged away meanwhile: its survivor holds its values (a merge whose commit
                 # was cut short is completed by its own retry, see _complete).
                 continue
-            profile, loser, loser_links = await self._identity.merge(
-                profile, owner, now, pending, request=mark
-            )
+            try:
+                profile, loser, loser_links = await self._identity.merge(
+                    profile, owner, now, pending, request=mark
+                )
+            except MergeRefused as refused:
+                merges.warnings.append(refused.message)
+                kept_by_owner.update(d for ds in owner.metadata.identity.values() for d in ds)
+                continue
             merges.retired.append(loser)
             merges.links += loser_links
         if fresh:
+            fresh = [value for value in fresh if value.digest not in kept_by_owner]
             merges.links += self._identity.links(profile, fresh)
         # Events and sessions keep the id they came in under; the survivor lists it in its
         # ids, so they resolve to it, and an unmerge can give them back.

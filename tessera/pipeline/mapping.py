@@ -36,6 +36,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from tessera.errors import InvalidPayload
+from tessera.model.bounds import (
+    DEFAULT_LIMITS,
+    ProfileBudget,
+    all_finite,
+    bounded_sum,
+    out_of_bounds,
+    within,
+)
 from tessera.model.processing import MAPPING_OPS, FieldMapping, MappingRule
 from tessera.pipeline.reshaping import (
     MAPPING_ROOTS,
@@ -221,11 +229,16 @@ class _Run:
     """One call of apply_mappings: the documents, and what changed and went wrong."""
 
     def __init__(
-        self, event: Mapping[str, Any], profile: dict[str, Any], session: Mapping[str, Any]
+        self,
+        event: Mapping[str, Any],
+        profile: dict[str, Any],
+        session: Mapping[str, Any],
+        budget: ProfileBudget,
     ) -> None:
         self.event = event
         self.profile = profile
         self.scope = {"event": event, "profile": profile, "session": session}
+        self.budget = budget
         self.changed: dict[str, None] = {}  # an ordered set
         self.warnings: list[str] = []
 
@@ -280,6 +293,32 @@ class _Run:
             node = child
         return node if isinstance(node, dict) else None
 
+    def peek(self, keys: list[str]) -> Any:
+        """The value at ``keys``, or None; nothing is made and nothing warned about."""
+        node: Any = self.profile
+        for key in keys:
+            if not isinstance(node, dict):
+                return None
+            node = node.get(key)
+        return node
+
+    def write(self, keys: list[str], value: Any, where: str) -> bool:
+        """Set the value at ``keys`` unless that breaks a bound (then a warning says which);
+        True when it was written."""
+        if not all_finite(value):
+            self.warnings.append(f"{where}: {'.'.join(keys)}: a number is not finite; not written")
+            return False
+        reason = self.budget.allows(self.profile, keys, value)
+        if reason is not None:
+            self.warnings.append(f"{where}: {'.'.join(keys)} was not written: {reason}")
+            return False
+        parent = self.parent(keys, create=True, where=where)
+        if parent is None:
+            return False
+        parent[keys[-1]] = value
+        self.mark(".".join(keys))
+        return True
+
     def mark(self, path: str) -> None:
         self.changed[path] = None
 
@@ -290,53 +329,54 @@ def _shown(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _numeric_allowed(run: _Run, keys: list[str], value: Any, where: str) -> bool:
-    if keys[0] in NUMERIC_ROOTS and _number(value) is None:
+def _numeric(run: _Run, keys: list[str], value: Any, where: str) -> Any:
+    """``value`` as a root of numbers holds it, or None (with a warning) when it cannot be."""
+    number = _number(value)
+    if number is None:
         run.warnings.append(f"{where}: {keys[0]} holds numbers; {_shown(value)} was not written")
-        return False
-    return True
+    elif not within(number, run.budget.limits.max_number):
+        run.warnings.append(
+            f"{where}: {'.'.join(keys)}: {_shown(value)} is "
+            f"{out_of_bounds(run.budget.limits.max_number)}; not written"
+        )
+        return None
+    return number
 
 
 def _equals(run: _Run, keys: list[str], value: Any, where: str, only_if_missing: bool) -> None:
-    if value is None or not _numeric_allowed(run, keys, value, where):
+    if value is None:
         return
     if keys[0] in NUMERIC_ROOTS:
-        value = _number(value)
-    parent = run.parent(keys, create=True, where=where)
-    if parent is None:
-        return
-    current = parent.get(keys[-1])
+        value = _numeric(run, keys, value, where)
+        if value is None:
+            return
+    current = run.peek(keys)
     if (only_if_missing and current is not None) or _same(current, value):
         return
-    parent[keys[-1]] = copy_json(value)
-    run.mark(".".join(keys))
+    run.write(keys, copy_json(value), where)
 
 
 def _append(run: _Run, keys: list[str], value: Any, where: str) -> None:
     if value is None:
         return
-    parent = run.parent(keys, create=True, where=where)
-    if parent is None:
-        return
-    current = parent.get(keys[-1])
+    current = run.peek(keys)
     if isinstance(current, dict):
         run.warnings.append(f"{where}: {'.'.join(keys)} is an object; nothing was appended")
         return
     items: list[Any] = (
-        current if isinstance(current, list) else [] if current is None else [current]
+        list(current) if isinstance(current, list) else [] if current is None else [current]
     )
     added = False
     for item in value if isinstance(value, list) else [value]:
         if item is not None and not any(_same(item, present) for present in items):
             items.append(copy_json(item))
             added = True
-    if not added and (current is None or items is current):
+    if not added and (current is None or isinstance(current, list)):
         return
     if len(items) > MAX_LIST_ITEMS:
         run.warnings.append(f"{where}: {'.'.join(keys)} keeps its newest {MAX_LIST_ITEMS} items")
         del items[: len(items) - MAX_LIST_ITEMS]
-    parent[keys[-1]] = items
-    run.mark(".".join(keys))
+    run.write(keys, items, where)
 
 
 def _increment(run: _Run, keys: list[str], value: Any, fallback: Any, where: str) -> None:
@@ -347,10 +387,7 @@ def _increment(run: _Run, keys: list[str], value: Any, fallback: Any, where: str
         amount = 1
     if amount == 0:
         return
-    parent = run.parent(keys, create=True, where=where)
-    if parent is None:
-        return
-    current = parent.get(keys[-1])
+    current = run.peek(keys)
     if current is None:
         current = 0
     elif _number(current) is None or isinstance(current, str):
@@ -359,8 +396,15 @@ def _increment(run: _Run, keys: list[str], value: Any, fallback: Any, where: str
             "it was not incremented"
         )
         return
-    parent[keys[-1]] = current + amount
-    run.mark(".".join(keys))
+    limit = run.budget.limits.max_number
+    total = bounded_sum(current, amount, limit)
+    if total is None:
+        run.warnings.append(
+            f"{where}: {'.'.join(keys)}: {_shown(current)} + {_shown(amount)} is "
+            f"{out_of_bounds(limit)}; it stays {_shown(current)}"
+        )
+        return
+    run.write(keys, total, where)
 
 
 def _delete(run: _Run, keys: list[str], where: str) -> None:
@@ -370,15 +414,16 @@ def _delete(run: _Run, keys: list[str], where: str) -> None:
         run.mark(".".join(keys))
 
 
-def _merge_into(run: _Run, target: dict[str, Any], value: dict[str, Any], path: str) -> None:
+def _merge_into(
+    run: _Run, keys: list[str], target: dict[str, Any], value: dict[str, Any], where: str
+) -> None:
     for key, item in value.items():
-        here = f"{path}.{key}"
+        here = [*keys, key]
         current = target.get(key)
         if isinstance(item, dict) and isinstance(current, dict):
-            _merge_into(run, current, item, here)
+            _merge_into(run, here, current, item, where)
         elif not _same(current, item) or key not in target:
-            target[key] = copy_json(item)
-            run.mark(here)
+            run.write(here, copy_json(item), where)
 
 
 def _merge(run: _Run, keys: list[str], value: Any, where: str) -> None:
@@ -387,17 +432,15 @@ def _merge(run: _Run, keys: list[str], value: Any, where: str) -> None:
     if not isinstance(value, dict):
         run.warnings.append(f"{where}: 'merge' needs an object, got {type(value).__name__}")
         return
-    if len(keys) == 1:
-        target = run.profile.setdefault(keys[0], {})
-    else:
-        parent = run.parent(keys, create=True, where=where)
-        if parent is None:
+    target = run.peek(keys)
+    if target is None:
+        if not run.write(keys, {}, where):
             return
-        target = parent.setdefault(keys[-1], {})
+        target = run.peek(keys)
     if not isinstance(target, dict):
         run.warnings.append(f"{where}: {'.'.join(keys)} is not an object; nothing was merged")
         return
-    _merge_into(run, target, value, ".".join(keys))
+    _merge_into(run, keys, target, value, where)
 
 
 def _apply(run: _Run, mapping: FieldMapping, where: str) -> None:
@@ -439,11 +482,18 @@ def apply_mappings(
     session_doc: Mapping[str, Any] | None = None,
     condition_holds: ConditionHolds = query_condition,
     warnings: list[str] | None = None,
+    budget: ProfileBudget | None = None,
 ) -> list[str]:
     """Apply every enabled rule, in order, to ``profile_doc`` (changed in place); return the
     profile paths that changed, in the order they first changed. Nothing here raises for bad
-    data: a mapping that cannot be applied is skipped and says why in ``warnings``."""
-    run = _Run(event_doc, profile_doc, session_doc or {})
+    data: a mapping that cannot be applied is skipped and says why in ``warnings``, and so
+    is a change that would break a bound of ``budget`` (model/bounds.py: numbers, size)."""
+    run = _Run(
+        event_doc,
+        profile_doc,
+        session_doc or {},
+        budget or ProfileBudget(profile_doc, DEFAULT_LIMITS),
+    )
     for rule in rules:
         if not rule.enabled:
             continue

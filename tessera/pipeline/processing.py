@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 
+from tessera.model.bounds import DEFAULT_LIMITS, ProfileBudget, ProfileLimits
 from tessera.model.event import Event
 from tessera.model.processing import MappingRule, ProcessingRule, ReshapeRule, ValidationRule
 from tessera.pipeline.builtin_events import builtin_mapping_rule
@@ -37,6 +38,7 @@ from tessera.pipeline.mapping import (
     check_mapping_rule,
     query_condition,
 )
+from tessera.pipeline.patterns import request_budget
 from tessera.pipeline.reshaping import check_reshape_rule, reshape
 from tessera.pipeline.validation import check_validation_rule, validate_event
 from tessera.storage.processing_ports import ProcessingRuleStore
@@ -109,8 +111,10 @@ class ProcessingRules:
         ttl_s: float,
         *,
         condition_holds: ConditionHolds = query_condition,
+        limits: ProfileLimits = DEFAULT_LIMITS,
     ) -> None:
         self.store = store
+        self.limits = limits
         self._ttl_s = ttl_s
         self._condition_holds = condition_holds
         self._rules: LoadingCache[tuple[str, str], list[ProcessingRule]] = LoadingCache(
@@ -159,27 +163,37 @@ class ProcessingRules:
         """The ingest path's EventProcessor: apply the rules to each event in order, changing
         the events, their metadata and the profile document in place; return warnings."""
         warnings: list[str] = []
-        for event in events:
-            source_id = event.source.id if event.source is not None else None
-            rules = await self.for_event(event.tenant, source_id, event.type)
-            if rules.empty:
-                continue
-            problems: list[str] = []
-            self.apply(rules, event, profile, session, problems)
-            warnings.extend(f"event {event.id} ({event.type}): {problem}" for problem in problems)
+        # Made at the first mapping: what the request's mappings may still add to the profile.
+        budget: ProfileBudget | None = None
+        # The request's time for the validation rules' regular expressions (patterns.py).
+        with request_budget():
+            for event in events:
+                source_id = event.source.id if event.source is not None else None
+                rules = await self.for_event(event.tenant, source_id, event.type)
+                if rules.empty:
+                    continue
+                if budget is None and rules.mapping:
+                    budget = ProfileBudget(profile, self.limits)
+                problems: list[str] = []
+                document = event_document(event)
+                errors = await validate_event(document, rules.validation)
+                self.apply(rules, event, document, errors, profile, session, problems, budget)
+                warnings.extend(f"event {event.id} ({event.type}): {w}" for w in problems)
         return warnings
 
     def apply(
         self,
         rules: RuleSet,
         event: Event,
+        document: dict[str, Any],
+        errors: list[str],
         profile: dict[str, Any],
         session: dict[str, Any],
         warnings: list[str],
+        budget: ProfileBudget | None = None,
     ) -> list[str]:
-        """One event through validation, reshaping and mapping; the changed profile paths."""
-        document = event_document(event)
-        errors = validate_event(document, rules.validation)
+        """One event (``document``, its rules' validation ``errors``) through reshaping and
+        mapping, or marked invalid; the changed profile paths."""
         if errors:
             event.metadata.valid = False
             event.metadata.status = "invalid"
@@ -199,4 +213,5 @@ class ProcessingRules:
             session_doc=session,
             condition_holds=self._condition_holds,
             warnings=warnings,
+            budget=budget or ProfileBudget(profile, self.limits),
         )

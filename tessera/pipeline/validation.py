@@ -7,28 +7,47 @@ compiled to Python once and the compiled function kept under the rule's
 deleted and created again under the same id (version 1 again) has a new creation time, so an
 old compiled schema is never used for a changed rule. fastjsonschema stops at a schema's first
 error, so each failing rule contributes one message.
+
+Patterns (``pattern``, ``patternProperties``) are bounded like every user's regular expression
+(pipeline/patterns.py): their size when a rule is saved, their time when events are checked.
+fastjsonschema compiles them with ``re``, which has no time limit, so each compiled validator's
+patterns are swapped for the ``regex`` package's with the request's budget, and a validator
+that has any runs in a thread: a pattern that backtracks for ever neither stalls the event
+loop nor takes longer than the request's budget (the event is then marked invalid, saying so).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import fastjsonschema
+import regex
 
 from tessera.errors import InvalidPayload
 from tessera.model.processing import ValidationRule
+from tessera.pipeline.patterns import RegexTimeout, TimedPattern, check_pattern
 
 log = logging.getLogger(__name__)
 
 Validator = Callable[[Any], Any]
 
+
+@dataclass(frozen=True, slots=True)
+class CompiledSchema:
+    validate: Validator
+    # Whether it runs regular expressions (then it runs in a thread, see the module doc).
+    has_patterns: bool
+
+
 # Compiled schemas; a few hundred rules at most in practice, so the bound only guards memory
 # against a pathological number of edits (each edit is a new version).
 MAX_COMPILED = 2048
-_compiled: dict[tuple[str, str, int, float], Validator | None] = {}
+_compiled: dict[tuple[str, str, int, float], CompiledSchema | None] = {}
 
 # fastjsonschema fetches a remote `$ref` with urlopen while compiling: from a server, that is a
 # request to any address an admin types (SSRF). Only refs inside the schema (`#...`) are
@@ -68,10 +87,39 @@ def _remote_refs(schema: Any) -> Iterable[str]:
             yield from _remote_refs(item)
 
 
-def compile_schema(schema: Mapping[str, Any]) -> Validator:
+def _patterns(schema: Any) -> Iterable[str]:
+    """Every regular expression of a schema: ``pattern`` values, ``patternProperties`` keys."""
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "pattern" and isinstance(value, str):
+                yield value
+            elif key == "patternProperties" and isinstance(value, dict):
+                yield from (name for name in value if isinstance(name, str))
+            yield from _patterns(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            yield from _patterns(item)
+
+
+def _timed(validator: Validator) -> CompiledSchema:
+    """The validator with its ``re`` patterns swapped for time-bounded ``regex`` ones."""
+    patterns: dict[str, Any] | None = getattr(validator, "__globals__", {}).get("REGEX_PATTERNS")
+    if not patterns:
+        return CompiledSchema(validator, has_patterns=False)
+    for name, compiled in list(patterns.items()):
+        try:
+            patterns[name] = TimedPattern(regex.compile(compiled.pattern, regex.VERSION0))
+        except regex.error as exc:
+            raise InvalidPayload(f"json_schema: pattern {name[:80]!r}: {exc}") from None
+    return CompiledSchema(validator, has_patterns=True)
+
+
+def compile_schema(schema: Mapping[str, Any]) -> CompiledSchema:
     """The schema's validator; InvalidPayload with the reason when it cannot be one."""
     if not isinstance(schema, dict):
         raise InvalidPayload("json_schema must be a JSON object")
+    for pattern in _patterns(schema):
+        check_pattern(pattern, "json_schema pattern")
     ref = next(iter(_remote_refs(schema)), None)
     if ref is not None:
         raise InvalidPayload(
@@ -85,7 +133,7 @@ def compile_schema(schema: Mapping[str, Any]) -> Validator:
         raise
     except _COMPILE_ERRORS as exc:
         raise InvalidPayload(f"json_schema is not a valid JSON Schema: {exc}") from exc
-    return validator
+    return _timed(validator)
 
 
 def check_validation_rule(rule: ValidationRule) -> None:
@@ -93,12 +141,12 @@ def check_validation_rule(rule: ValidationRule) -> None:
     compile_schema(rule.json_schema)
 
 
-def _validator(rule: ValidationRule) -> Validator | None:
+def _validator(rule: ValidationRule) -> CompiledSchema | None:
     key = (rule.tenant, rule.id, rule.version, rule.created.timestamp())
     if key in _compiled:
         return _compiled[key]
     try:
-        validator: Validator | None = compile_schema(rule.json_schema)
+        validator: CompiledSchema | None = compile_schema(rule.json_schema)
     except InvalidPayload as exc:
         # Checked when saved, so only a rule stored by other means (or a library upgrade)
         # gets here; the rule is skipped rather than failing every event of its type.
@@ -118,18 +166,30 @@ def _readable(error: fastjsonschema.JsonSchemaValueException) -> str:
     return message
 
 
-def validate_event(event_doc: Mapping[str, Any], rules: Iterable[ValidationRule]) -> list[str]:
+async def validate_event(
+    event_doc: Mapping[str, Any], rules: Iterable[ValidationRule]
+) -> list[str]:
     """One message per rule the event breaks, e.g.
-    ``"rule 'Needs e-mail': event.properties.email must be string"``; empty when it is valid."""
+    ``"rule 'Needs e-mail': event.properties.email must be string"``; empty when it is valid.
+    Rules with patterns run in a thread, within the request's regular expression budget."""
+    checks = [(rule, compiled) for rule in rules if (compiled := _validator(rule)) is not None]
+    if any(compiled.has_patterns for _rule, compiled in checks):
+        return await asyncio.to_thread(_check_all, event_doc, checks)
+    return _check_all(event_doc, checks)
+
+
+def _check_all(
+    event_doc: Mapping[str, Any], checks: list[tuple[ValidationRule, CompiledSchema]]
+) -> list[str]:
     errors: list[str] = []
-    for rule in rules:
-        validator = _validator(rule)
-        if validator is None:
-            continue
+    for rule, compiled in checks:
         try:
-            validator(event_doc)
+            compiled.validate(event_doc)
         except fastjsonschema.JsonSchemaValueException as exc:
             errors.append(f"rule {rule.name!r}: {_readable(exc)}")
+        except RegexTimeout as exc:
+            errors.append(f"rule {rule.name!r}: the event could not be checked: {exc}")
+            break  # the budget is spent: the other rules could not run either
         except (TypeError, ValueError, RecursionError) as exc:
             errors.append(f"rule {rule.name!r}: the event could not be checked: {exc}")
     return errors

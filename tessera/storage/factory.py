@@ -15,6 +15,7 @@ from tessera.model.session import Session
 from tessera.model.workflow import Rule, Workflow
 from tessera.pipeline.cache import RecordCache, RecordCachePort
 from tessera.pipeline.locks import KeyedLocks, Locks
+from tessera.security.throttle import BucketStore, InProcessBuckets
 from tessera.settings import Settings
 from tessera.storage.automation_ports import (
     DocumentStore,
@@ -121,6 +122,8 @@ class Storage:
     profile_cache: RecordCachePort[Profile]
     session_cache: RecordCachePort[Session]
     dedup: DedupKeys
+    # Throttles' token buckets (security/throttle.py): shared in Redis when REDIS_HOST is set.
+    buckets: BucketStore
     # Queue workers' dead letters and heartbeats (configuration database).
     dead_letters: DeadLetterStore
     worker_beats: WorkerBeats
@@ -184,6 +187,8 @@ def build_storage(settings: Settings) -> Storage:
             Profile,
             max_entries=settings.cache_max_entries,
             ttl_s=settings.keep_profile_in_cache_for,
+            max_bytes=settings.cache_max_bytes,
+            max_entry_bytes=settings.cache_max_entry_bytes,
         ),
         session_cache=redis.session_cache
         if redis
@@ -191,8 +196,11 @@ def build_storage(settings: Settings) -> Storage:
             Session,
             max_entries=settings.cache_max_entries,
             ttl_s=settings.keep_session_in_cache_for,
+            max_bytes=settings.cache_max_bytes,
+            max_entry_bytes=settings.cache_max_entry_bytes,
         ),
         dedup=redis.dedup if redis else InProcessDedupKeys(),
+        buckets=redis.buckets if redis else InProcessBuckets(),
         dead_letters=SqlDeadLetterStore(engine),
         worker_beats=SqlWorkerBeats(engine),
         _redis=redis,

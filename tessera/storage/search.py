@@ -10,7 +10,7 @@ from typing import Literal
 
 import msgspec
 
-from tessera.errors import InvalidPayload
+from tessera.errors import InvalidPayload, SearchTimedOut
 from tessera.query import Condition
 
 _FIELD = re.compile(r"^(profile|event|session)@([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+){0,15})$")
@@ -51,6 +51,16 @@ class SearchRequest:
     offset: int = 0
     sort: SortKey | None = None
     cursor: Cursor | None = None
+    # Longest the store may take (TESSERA_SEARCH_TIMEOUT_SECONDS for the API's searches);
+    # past it the search is stopped and SearchTimedOut raised. None: no limit of its own.
+    timeout_s: float | None = None
+
+
+def timed_out(timeout_s: float) -> SearchTimedOut:
+    return SearchTimedOut(
+        f"the search took longer than {timeout_s:g} s (TESSERA_SEARCH_TIMEOUT_SECONDS) and "
+        "was stopped; narrow the condition or ask for a smaller page"
+    )
 
 
 def parse_sort(entity: str, text: str | None, order: Literal["asc", "desc"]) -> SortKey | None:

@@ -23,7 +23,6 @@ traits, data, consents, interests, stats), the session (properties, context) or 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +31,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tessera.errors import InvalidPayload
+from tessera.model.bounds import (
+    DEFAULT_LIMITS,
+    ProfileBudget,
+    ProfileLimits,
+    all_finite,
+    is_number,
+    out_of_bounds,
+    within,
+)
 from tessera.pipeline.reshaping import copy_json
 
 # REDACTED is part of the action contract (plugins compare with it): re-exported here.
@@ -53,6 +61,11 @@ SESSION_WRITABLE = ("properties", "context")
 
 class ActionError(Exception):
     """Raised by an action to stop the workflow run; the message goes into the node's trace."""
+
+
+class BoundExceeded(ActionError):
+    """The run stopped at a bound (model/bounds.py, pipeline/patterns.py): unlike other
+    failed runs, the request's answer says so in a warning."""
 
 
 class ActionConfig(BaseModel):
@@ -108,6 +121,8 @@ class ActionServices:
     memory: KeyValueStore
     # The request-forgery policy, for connections made without ``http`` (SMTP).
     outbound: OutboundPolicy
+    # How large a profile and its numbers may grow (model/bounds.py).
+    limits: ProfileLimits = DEFAULT_LIMITS
 
 
 @dataclass(slots=True)
@@ -131,6 +146,8 @@ class ActionContext:
     # reads copies nothing.
     profile_before: Any = None
     session_before: Any = None
+    # What this run may still add to the profile; measured at its first profile write.
+    profile_budget: ProfileBudget | None = None
 
     def keep_profile(self) -> None:
         if self.profile_before is None and self.profile is not None:
@@ -326,8 +343,8 @@ def write_path(path: str, value: Any, context: ActionContext, payload: Any) -> A
         return None if value is MISSING else value
     if root == "profile":
         document = context.need_profile()
-        if keys[0] in PROFILE_NUMERIC and value is not MISSING and not _is_number(value):
-            raise ActionError(f"{path}: {keys[0]} only holds numbers, not {value!r}")
+        if value is not MISSING:
+            _check_profile_value(path, keys, value, document, context)
         context.profile_changed = True
     elif root == "session":
         if context.session is None:
@@ -358,5 +375,27 @@ def write_path(path: str, value: Any, context: ActionContext, payload: Any) -> A
     return payload
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def _check_profile_value(
+    path: str, keys: list[str], value: Any, document: dict[str, Any], context: ActionContext
+) -> None:
+    """ActionError (the run fails, the profile stays as it was) when ``value`` would break a
+    bound of the profile (model/bounds.py): a number that is not finite or too large for a
+    root of numbers, or a profile past its size or trait count."""
+    limits = context.services.limits
+    if keys[0] in PROFILE_NUMERIC:
+        if not is_number(value):
+            raise ActionError(f"{path}: {keys[0]} only holds numbers, not {_shown(value)}")
+        if not within(value, limits.max_number):
+            raise BoundExceeded(f"{path}: {_shown(value)} is {out_of_bounds(limits.max_number)}")
+    elif not all_finite(value):
+        raise BoundExceeded(f"{path}: a number in {_shown(value)} is not finite")
+    if context.profile_budget is None:
+        context.profile_budget = ProfileBudget(document, limits)
+    reason = context.profile_budget.allows(document, keys, value)
+    if reason is not None:
+        raise BoundExceeded(f"{path} was not written: {reason}")
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tessera.pipeline.reshaping import copy_json
-from tessera.workflow.action import ActionContext, ActionError, Output, Suspend
+from tessera.workflow.action import ActionContext, ActionError, BoundExceeded, Output, Suspend
 from tessera.workflow.graph import CompiledGraph
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,8 @@ class RunResult:
     traces: list[NodeTrace] = field(default_factory=list)
     error: str | None = None
     suspensions: list[Suspension] = field(default_factory=list)
+    # The run stopped at a bound of the profile or of the request's time (BoundExceeded).
+    bound_exceeded: bool = False
 
     @property
     def ok(self) -> bool:
@@ -129,6 +131,7 @@ async def run_graph(
             answer = await node.action.run(payload, context)
         except ActionError as exc:
             trace.error = str(exc) or type(exc).__name__
+            result.bound_exceeded = isinstance(exc, BoundExceeded)
         # A plugin's bug must stop its workflow, not the ingestion of the event.
         except Exception as exc:
             log.exception("action %r of node %r failed", node.action.name, node_id)

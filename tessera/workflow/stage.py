@@ -30,6 +30,7 @@ from tessera.model.event import Automation, Event, EventMetadata
 from tessera.model.segment import SEGMENT_ENTERED, SEGMENT_LEFT, SEGMENTATION_SOURCE
 from tessera.model.workflow import Rule
 from tessera.pipeline.consents import ConsentCheck
+from tessera.pipeline.patterns import request_budget
 from tessera.pipeline.processing import event_document
 from tessera.query import evaluate, parse
 from tessera.storage.automation_ports import ScheduledStep
@@ -112,7 +113,14 @@ class AutomationStage:
         debug: bool = False,
         origin: str = "",
     ) -> StageOutcome:
-        """``origin``: where the runs started (see StageOutcome.origin)."""
+        """``origin``: where the runs started (see StageOutcome.origin). The runs share one
+        budget for their regular expressions (TESSERA_REGEX_BUDGET_SECONDS)."""
+        with request_budget():
+            return await self._run(subject, events, now, debug=debug, origin=origin)
+
+    async def _run(
+        self, subject: Subject, events: list[Event], now: datetime, *, debug: bool, origin: str
+    ) -> StageOutcome:
         outcome = StageOutcome(origin=origin)
         pending = events
         for depth in range(MAX_DEPTH + 1):
@@ -230,6 +238,11 @@ class AutomationStage:
             emitted += self.absorb(subject, event, deployed, context, result, outcome, now)
             if result.error is not None:
                 automation.errors.append(f"workflow {deployed.workflow.id!r}: {result.error}")
+            if result.bound_exceeded:
+                outcome.warnings.append(
+                    f"event {event.id} ({event.type}): workflow {deployed.workflow.id!r} "
+                    f"stopped at a bound: {result.error}"
+                )
             if debug:
                 outcome.traces.append(trace_entry(event, rule, deployed, result))
         return emitted

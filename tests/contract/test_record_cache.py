@@ -21,6 +21,8 @@ from tessera.storage.redis.cache import RedisRecordCache
 from tests.support.redis_service import new_client, redis_space
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+# TESSERA_CACHE_MAX_ENTRY_BYTES of the caches under test.
+ENTRY_BYTES = 8192
 
 
 @dataclass
@@ -34,7 +36,7 @@ CacheOpener = Callable[[str, float], AbstractAsyncContextManager[CachePair]]
 
 @asynccontextmanager
 async def in_process_cache(_name: str, ttl_s: float) -> AsyncIterator[CachePair]:
-    cache = RecordCache(Profile, max_entries=1000, ttl_s=ttl_s)
+    cache = RecordCache(Profile, max_entries=1000, ttl_s=ttl_s, max_entry_bytes=ENTRY_BYTES)
     yield CachePair(cache, cache)
 
 
@@ -44,8 +46,12 @@ async def redis_cache(name: str, ttl_s: float) -> AsyncIterator[CachePair]:
         other = new_client()
         try:
             yield CachePair(
-                RedisRecordCache(client, keys, "profile", Profile, ttl_s=ttl_s),
-                RedisRecordCache(other, keys, "profile", Profile, ttl_s=ttl_s),
+                RedisRecordCache(
+                    client, keys, "profile", Profile, ttl_s=ttl_s, max_entry_bytes=ENTRY_BYTES
+                ),
+                RedisRecordCache(
+                    other, keys, "profile", Profile, ttl_s=ttl_s, max_entry_bytes=ENTRY_BYTES
+                ),
             )
         finally:
             await other.aclose()
@@ -151,3 +157,16 @@ async def test_entries_expire_unless_used(
         assert await short.second.get("unused") is None
         await asyncio.sleep(0.7)
         assert await short.first.get("used") is None
+
+
+async def test_a_record_larger_than_the_entry_bound_is_never_kept(caches: CachePair) -> None:
+    """TESSERA_CACHE_MAX_ENTRY_BYTES: a large profile is read from storage each time, and its
+    smaller version cached before does not stay behind as a stale copy."""
+    await caches.first.put("p1", profile("p1", plan="small"))
+    grown = profile("p1", blob="x" * ENTRY_BYTES)
+    await caches.first.put("p1", grown)
+    assert await caches.second.get("p1") is None
+    await caches.second.fill("p1", profile("p1", plan="small"))  # a racing read: not kept
+    assert await caches.first.get("p1") is None
+    await caches.first.fill("p2", profile("p2", blob="y" * ENTRY_BYTES))
+    assert await caches.second.get("p2") is None

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.redis_service import REDIS_HOST, REDIS_PORT
-from tests.support.server import ADMIN_EMAIL, free_port, wait_for_health
+from tests.support.server import ADMIN_EMAIL, UNTHROTTLED, free_port, wait_for_health
 
 START_TIMEOUT_S = 60.0
 
@@ -55,6 +55,7 @@ class AsyncCluster:
                 "REDIS_HOST": REDIS_HOST,
                 "REDIS_PORT": str(REDIS_PORT),
                 "LOGGING_LEVEL": "WARNING",
+                **UNTHROTTLED,
             }
         )
         env.update(self.env)

@@ -17,6 +17,12 @@ from pathlib import Path
 import httpx
 
 ADMIN_EMAIL = "admin@example.com"
+# Tests are many clients behind one address: no throttling unless a test asks for it.
+UNTHROTTLED = {
+    "TESSERA_THROTTLE_LOGIN_PER_MINUTE": "0",
+    "TESSERA_THROTTLE_INSTALL_PER_MINUTE": "0",
+    "TESSERA_THROTTLE_NEW_PROFILES_PER_MINUTE": "0",
+}
 START_TIMEOUT_S = 30.0
 
 
@@ -89,6 +95,7 @@ def start_server(
             "TESSERA_ADMIN_EMAIL": ADMIN_EMAIL,
             "TESSERA_ADMIN_PASSWORD": password,
             "LOGGING_LEVEL": "WARNING",
+            **UNTHROTTLED,
         }
     )
     env.update(extra_env or {})

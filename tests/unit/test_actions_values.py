@@ -335,7 +335,7 @@ async def test_increment_trait_of_a_non_number_fails(make_context: MakeContext) 
 
 async def test_increment_trait_refuses_an_overflow(make_context: MakeContext) -> None:
     action = IncrementTrait.build({"path": "payload@n", "by": 1e308})
-    with pytest.raises(ActionError, match="overflows"):
+    with pytest.raises(ActionError, match="not finite"):
         await action.run({"n": 1e308}, make_context())
 
 
@@ -424,7 +424,7 @@ async def test_calculator_fails_clearly_at_run_time(
     [
         ("2 ** 5000", "larger than allowed"),
         ("2.0 ** 5000", "larger than allowed"),
-        ("10.0 ** 300 * 10.0 ** 300", "too large"),
+        ("10.0 ** 300 * 10.0 ** 300", "not finite or beyond"),
         ("(-8) ** 0.5", "not a real number"),
     ],
 )

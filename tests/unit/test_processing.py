@@ -504,40 +504,40 @@ EMAIL_SCHEMA = {
 }
 
 
-def test_valid_event_has_no_errors() -> None:
-    assert validate_event(event_doc(email="a@b.c"), [validation_rule(EMAIL_SCHEMA)]) == []
+async def test_valid_event_has_no_errors() -> None:
+    assert await validate_event(event_doc(email="a@b.c"), [validation_rule(EMAIL_SCHEMA)]) == []
 
 
-def test_errors_name_the_rule_and_the_path() -> None:
+async def test_errors_name_the_rule_and_the_path() -> None:
     rule = validation_rule(EMAIL_SCHEMA)
-    assert validate_event(event_doc(email=3), [rule]) == [
+    assert await validate_event(event_doc(email=3), [rule]) == [
         "rule 'needs email': event.properties.email must be string"
     ]
-    [missing] = validate_event(event_doc(), [rule])
+    [missing] = await validate_event(event_doc(), [rule])
     assert "event.properties must contain ['email']" in missing
 
 
-def test_every_rule_is_checked_and_contributes_its_error() -> None:
+async def test_every_rule_is_checked_and_contributes_its_error() -> None:
     second = validation_rule({"required": ["nope"]}, name="other")
-    errors = validate_event(event_doc(), [validation_rule(EMAIL_SCHEMA), second])
+    errors = await validate_event(event_doc(), [validation_rule(EMAIL_SCHEMA), second])
     assert len(errors) == 2 and "'other'" in errors[1]
 
 
-def test_schema_defaults_do_not_write_into_the_event() -> None:
+async def test_schema_defaults_do_not_write_into_the_event() -> None:
     schema = {"properties": {"properties": {"properties": {"x": {"default": 1}}}}}
     event = event_doc()
-    assert validate_event(event, [validation_rule(schema)]) == []
+    assert await validate_event(event, [validation_rule(schema)]) == []
     assert event["properties"] == {}
 
 
-def test_compiled_schema_is_cached_by_version() -> None:
+async def test_compiled_schema_is_cached_by_version() -> None:
     rule = validation_rule({"required": ["a"]}, version=7)
-    assert validate_event({"a": 1}, [rule]) == []
+    assert await validate_event({"a": 1}, [rule]) == []
     changed = msgspec.structs.replace(rule, json_schema={"required": ["b"]})
     # Same id and version: the compiled schema is reused (a change must bump the version).
-    assert validate_event({"a": 1}, [changed]) == []
+    assert await validate_event({"a": 1}, [changed]) == []
     bumped = msgspec.structs.replace(changed, version=8)
-    assert validate_event({"a": 1}, [bumped]) != []
+    assert await validate_event({"a": 1}, [bumped]) != []
 
 
 @pytest.mark.parametrize(
@@ -556,23 +556,23 @@ def test_invalid_schemas_are_refused_when_saved(schema: dict[str, Any], words: s
     assert words in refused.value.message
 
 
-def test_local_references_work() -> None:
+async def test_local_references_work() -> None:
     schema = {
         "definitions": {"email": {"type": "string"}},
         "properties": {"properties": {"properties": {"email": {"$ref": "#/definitions/email"}}}},
     }
     rule = validation_rule(schema)
     check_validation_rule(rule)
-    assert validate_event(event_doc(email=1), [rule]) != []
+    assert await validate_event(event_doc(email=1), [rule]) != []
 
 
-def test_a_rule_created_again_under_the_same_id_is_compiled_again() -> None:
+async def test_a_rule_created_again_under_the_same_id_is_compiled_again() -> None:
     first = validation_rule({"required": ["a"]}, rule_id="same")
-    assert validate_event({"a": 1}, [first]) == []
+    assert await validate_event({"a": 1}, [first]) == []
     again = msgspec.structs.replace(
         first, json_schema={"required": ["b"]}, created=datetime(2026, 2, 1, tzinfo=UTC)
     )
-    assert validate_event({"a": 1}, [again]) != []
+    assert await validate_event({"a": 1}, [again]) != []
 
 
 # --- Reshaping ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from tessera.model.decoding import from_builtins
 from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
@@ -37,7 +38,7 @@ def moved(
     the record (so `sx` is rebuilt from exactly what the writer would encode), with `sx` and
     the `mv` mark of the copy."""
     source.pop(SEARCH_FIELD, None)
-    document = msgspec.to_builtins(msgspec.convert(source, kind))
+    document = msgspec.to_builtins(from_builtins(source, kind))
     document[SEARCH_FIELD] = search_fields(document)
     document[MOVED_FIELD] = generation
     return _encode(document)
@@ -49,4 +50,4 @@ def plain(document: Any) -> bytes:
 
 def decode(source: dict[str, Any], kind: type[R]) -> R:
     source.pop(SEARCH_FIELD, None)
-    return msgspec.convert(source, kind)
+    return from_builtins(source, kind)

@@ -52,9 +52,10 @@ import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 
-from elasticsearch import AsyncElasticsearch
+from elastic_transport import ConnectionTimeout
+from elasticsearch import ApiError, AsyncElasticsearch
 
-from tessera.errors import InvalidPayload
+from tessera.errors import InvalidPayload, StorageUnavailable
 from tessera.query.ast import (
     ENTITIES,
     MAX_PATH_SEGMENTS,
@@ -87,7 +88,7 @@ from tessera.storage.elastic.fields import (
 )
 from tessera.storage.elastic.reads import complete_search, point_in_time
 from tessera.storage.ports import SearchPage
-from tessera.storage.search import Cursor, SearchRequest, SortKey
+from tessera.storage.search import Cursor, SearchRequest, SortKey, timed_out
 
 Query = dict[str, Any]
 
@@ -95,6 +96,8 @@ MATCH_ALL: Final[Query] = {"match_all": {}}
 MATCH_NONE: Final[Query] = {"match_none": {}}
 # Elasticsearch's default index.max_result_window: `from + size` may not go beyond it.
 RESULT_WINDOW: Final = 10_000
+# The client waits this much longer than a search's own timeout before it gives up.
+CLIENT_TIMEOUT_SLACK_S: Final = 1.0
 
 _VALUE_KINDS: Final = ["bool", "number", "string", "list", "object"]
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -364,9 +367,42 @@ async def search_page(
     The moment field should be numeric (the cursor carries its sort value as a float).
     `source` is Elasticsearch's `_source` filter; by default the whole document but `sx`.
     Every shard must answer (reads.py): a page is never made of the shards that could.
+
+    With the request's ``timeout_s`` (TESSERA_SEARCH_TIMEOUT_SECONDS), Elasticsearch is asked
+    to stop the search then (its ``timeout``; with partial results refused it answers 504),
+    the client gives up a second later, and either way the caller gets SearchTimedOut.
     """
+    if request.timeout_s is None:
+        return await _search_page(client, index, request, query, moment_field, id_field, source)
+    timed = client.options(request_timeout=request.timeout_s + CLIENT_TIMEOUT_SLACK_S)
+    try:
+        return await _search_page(timed, index, request, query, moment_field, id_field, source)
+    except StorageUnavailable as exc:
+        if _timed_out(exc.__cause__):
+            raise timed_out(request.timeout_s) from exc
+        raise
+
+
+def _timed_out(cause: BaseException | None) -> bool:
+    if isinstance(cause, ConnectionTimeout):
+        return True
+    return isinstance(cause, ApiError) and cause.meta.status == 504
+
+
+async def _search_page(
+    client: AsyncElasticsearch,
+    index: str,
+    request: SearchRequest,
+    query: Query,
+    moment_field: str,
+    id_field: str,
+    source: bool | Mapping[str, Any] | None,
+) -> SearchPage[Query]:
     if source is None:
         source = {"excludes": [SEARCH_FIELD]}
+    timing: Query = {}
+    if request.timeout_s is not None:
+        timing["timeout"] = f"{max(1, round(request.timeout_s * 1000))}ms"
     if request.sort is not None and request.cursor is not None:
         raise InvalidPayload("cursor: pages with a cursor follow the default order only")
     sort = sort_clause(request.sort, moment_field=moment_field, id_field=id_field)
@@ -384,10 +420,11 @@ async def search_page(
             track_total_hits=True,
             source=source,
             **extra,
+            **timing,
         )
         total, hits = answer["hits"]["total"]["value"], answer["hits"]["hits"]
     else:
-        total, hits = await _deep_page(client, index, request, query, sort, after, source)
+        total, hits = await _deep_page(client, index, request, query, sort, after, source, timing)
     next_cursor = None
     if request.sort is None and hits and len(hits) == request.limit:
         next_cursor = cursor_after(hits[-1]).encode()
@@ -402,6 +439,7 @@ async def _deep_page(
     sort: list[Query],
     after: list[Any] | None,
     source: bool | Mapping[str, Any],
+    timing: Query,
 ) -> tuple[int, list[Query]]:
     """Skip `offset` hits by search_after steps inside one point in time, then read the page."""
     async with point_in_time(client, index, f"searching {index}") as pit:
@@ -419,6 +457,7 @@ async def _deep_page(
                 track_total_hits=total is None,
                 source=source if not remaining else False,
                 **extra,
+                **timing,
             )
             if total is None:
                 total = int(answer["hits"]["total"]["value"])

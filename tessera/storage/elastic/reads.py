@@ -231,7 +231,9 @@ async def _attempt(what: str, retrier: Retrier | None, once: Callable[[], Awaita
 def _may_pass(exc: TransportError | ApiError) -> bool:
     # Beside is_retryable's: an index that vanished under a search (the alias moved on).
     vanished = isinstance(exc, NotFoundError) and error_type(exc) == "index_not_found_exception"
-    return vanished or is_retryable(exc)
+    # A search that ran out of its time (504) would only run out of it again.
+    timed_out = isinstance(exc, ApiError) and exc.meta.status == 504
+    return vanished or (is_retryable(exc) and not timed_out)
 
 
 def _no_hits() -> Answer:

@@ -13,7 +13,9 @@ Staleness is what a shared cache must not allow, and three rules keep it out:
   record back either, and a committer killed before its ``put`` leaves a miss rather than the
   version before its commit. A tombstone reads as a miss; the next ``put`` replaces it.
 
-Size is bounded by Redis (``maxmemory`` with an LRU policy), not here.
+Size is bounded by Redis (``maxmemory`` with an LRU policy), not here; one entry is bounded
+here (``TESSERA_CACHE_MAX_ENTRY_BYTES``): a larger record is not cached (``put`` leaves a
+tombstone), so it is read from storage each time.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Generic, TypeVar
 import msgspec
 from redis.asyncio import Redis
 
+from tessera.model.decoding import json_decoder
 from tessera.storage.redis.client import KeySpace
 from tessera.storage.redis.outage import RedisHealth
 
@@ -51,7 +54,9 @@ class RedisRecordCache(Generic[R]):
         *,
         ttl_s: float,
         health: RedisHealth | None = None,
+        max_entry_bytes: int | None = None,
     ) -> None:
+        self._max_entry_bytes = max_entry_bytes
         self._client = client
         self.health = health or RedisHealth()
         self._space = keys
@@ -59,7 +64,7 @@ class RedisRecordCache(Generic[R]):
         self._ttl_ms = round(ttl_s * 1000)
         self._tombstone_ms = max(1, round(min(ttl_s, TOMBSTONE_S) * 1000))
         self._encode = msgspec.json.Encoder().encode
-        self._decode = msgspec.json.Decoder(record_type).decode
+        self._decode = json_decoder(record_type)
         self._get = client.register_script(_GET)
 
     @property
@@ -80,14 +85,23 @@ class RedisRecordCache(Generic[R]):
         # Only ever after a commit whose records were made misses first (discard): while
         # Redis fails, leaving the miss costs nothing, and waiting for Redis would.
         if self.enabled and not self.health.failing:
+            encoded = self._encode(record)
             with self.health.watch():
-                await self._client.set(self._key(key), self._encode(record), px=self._ttl_ms)
+                if self._fits(encoded):
+                    await self._client.set(self._key(key), encoded, px=self._ttl_ms)
+                else:
+                    await self._client.set(self._key(key), TOMBSTONE, px=self._tombstone_ms)
 
     async def fill(self, key: str, record: R) -> None:
         if self.enabled:
             encoded = self._encode(record)
+            if not self._fits(encoded):
+                return
             with self.health.watch():
                 await self._client.set(self._key(key), encoded, px=self._ttl_ms, nx=True)
+
+    def _fits(self, encoded: bytes) -> bool:
+        return self._max_entry_bytes is None or len(encoded) <= self._max_entry_bytes
 
     async def discard(self, *keys: str) -> None:
         if not self.enabled or not keys:

@@ -17,6 +17,7 @@ from tessera.model.profile import Profile
 from tessera.model.session import Session
 from tessera.pipeline.cache import RecordCachePort
 from tessera.pipeline.locks import Locks
+from tessera.security.throttle import BucketStore
 from tessera.settings import Settings
 from tessera.storage.automation_ports import KeyValueStore
 from tessera.storage.dedup import DedupKeys
@@ -27,6 +28,7 @@ from tessera.storage.redis.dedup import RedisDedupKeys
 from tessera.storage.redis.locks import RedisLocks
 from tessera.storage.redis.memory import RedisKeyValueStore
 from tessera.storage.redis.outage import RedisHealth
+from tessera.storage.redis.throttle import RedisBuckets
 from tessera.storage.redis.tokens import RedisTokenStore
 
 
@@ -41,6 +43,7 @@ class RedisServices:
     tokens: TokenStore
     memory: KeyValueStore
     dedup: DedupKeys
+    buckets: BucketStore
     # Where the server is, for messages (never the password).
     where: str = "REDIS_HOST"
 
@@ -78,6 +81,7 @@ def redis_services(
             Profile,
             ttl_s=settings.keep_profile_in_cache_for,
             health=health,
+            max_entry_bytes=settings.cache_max_entry_bytes,
         ),
         session_cache=RedisRecordCache(
             client,
@@ -86,10 +90,12 @@ def redis_services(
             Session,
             ttl_s=settings.keep_session_in_cache_for,
             health=health,
+            max_entry_bytes=settings.cache_max_entry_bytes,
         ),
         tokens=RedisTokenStore(client, keys, health=health),
         memory=RedisKeyValueStore(client, keys, health=health),
         dedup=RedisDedupKeys(client, keys, health=health),
+        buckets=RedisBuckets(client, keys, health=health),
         where=f"REDIS_HOST={settings.redis_host}:{settings.redis_port}",
     )
 

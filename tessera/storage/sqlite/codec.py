@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from tessera.model.event import Event
-from tessera.model.profile import Profile
+from tessera.model.profile import Profile, profile_from_json
 from tessera.model.session import Session
 
 _encode_bytes = msgspec.json.Encoder().encode
@@ -17,7 +17,7 @@ def encode(value: object) -> str:
 
 
 decode_event = msgspec.json.Decoder(Event).decode
-decode_profile = msgspec.json.Decoder(Profile).decode
+decode_profile = profile_from_json
 decode_session = msgspec.json.Decoder(Session).decode
 
 EventRow = tuple[str, str, str, float, float, str | None, str | None, str, str]

@@ -45,6 +45,8 @@ class ReaderPool:
         self._size = size
         self._queue: queue.SimpleQueue[_Query | Stop] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        # Every reader's connection, so that close() can interrupt what they run.
+        self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
 
@@ -75,6 +77,9 @@ class ReaderPool:
             for group in iter_groups(self._queue, size_of=_one_query, limit=MAX_GROUP):
                 if connection is None:
                     connection = self._open_or_fail(group)
+                    if connection is not None:
+                        with self._lock:
+                            self._connections.append(connection)
                 if connection is not None:
                     self._answer(connection, group)
         finally:
@@ -116,6 +121,10 @@ class ReaderPool:
         self._closed = True
         with self._lock:
             threads, self._threads = self._threads, []
+            connections, self._connections = self._connections, []
+        # A long read (a search) must not hold the shutdown: interrupt what is running.
+        for connection in connections:
+            connection.interrupt()
         for _ in threads:
             self._queue.put(STOP)
         for thread in threads:

@@ -15,7 +15,6 @@ Dot path keys here are letters, digits and ``_`` only: a ``-`` is the minus sign
 from __future__ import annotations
 
 import ast
-import math
 import operator
 import re
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from typing import Any
 from pydantic import Field
 
 from tessera.errors import InvalidPayload
+from tessera.model.bounds import SAFE_INTEGER, out_of_bounds, within
 from tessera.workflow.action import (
     MISSING,
     PATH_ROOTS,
@@ -33,6 +33,7 @@ from tessera.workflow.action import (
     ActionContext,
     ActionError,
     ActionResult,
+    BoundExceeded,
     Output,
 )
 from tessera.workflow.actions.traits import check_value_path
@@ -163,9 +164,12 @@ def _short(text: str) -> str:
 _PLACEHOLDER_NAMES = re.compile(_PLACEHOLDER + r"\d+")
 
 
-def evaluate_formula(formula: Formula, read: Callable[[str], Any]) -> Number:
+def evaluate_formula(
+    formula: Formula, read: Callable[[str], Any], limit: float = SAFE_INTEGER
+) -> Number:
     """The formula's value; ``read(path)`` gives each dot path's value. ActionError on a
-    missing or non-number value, a division by zero, or a result too large."""
+    missing or non-number value, a division by zero, or a result that is not finite or
+    beyond ``limit`` in magnitude (TESSERA_MAX_NUMBER)."""
     values: dict[str, Number] = {}
     for name, path in formula.paths.items():
         value = read(path)
@@ -176,13 +180,15 @@ def evaluate_formula(formula: Formula, read: Callable[[str], Any]) -> Number:
         values[name] = value
     try:
         result: Number = _evaluate(formula.tree, values)
-        finite = math.isfinite(result)
+        finite = within(result, limit)
     except ZeroDivisionError:
         raise ActionError(f"calculator: division by zero in {_short(formula.source)}") from None
     except OverflowError:
         finite = False
     if not finite:
-        raise ActionError(f"calculator: {_short(formula.source)} gives a number too large")
+        raise BoundExceeded(
+            f"calculator: {_short(formula.source)} gives a number {out_of_bounds(limit)}"
+        )
     return result
 
 
@@ -250,7 +256,11 @@ class Calculator(Action[CalculatorConfig]):
         check_value_path(config.target)
 
     async def run(self, payload: Any, context: ActionContext) -> ActionResult:
-        result = evaluate_formula(self._formula, lambda path: context.read(path, payload))
+        result = evaluate_formula(
+            self._formula,
+            lambda path: context.read(path, payload),
+            context.services.limits.max_number,
+        )
         return Output("payload", context.write(self.config.target, result, payload))
 
 

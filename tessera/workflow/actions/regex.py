@@ -2,9 +2,13 @@
 
 Patterns are run by the ``regex`` package rather than ``re`` for one reason: a time limit. A
 pattern with nested repetition can take exponential time on a crafted text, and a workflow
-runs inside the server's event loop, so a match that does not finish within
-``MATCH_TIMEOUT_S`` fails the action instead of stalling every request. The syntax is that of
-``re`` (the package's compatible VERSION0).
+runs inside the server's event loop, so a match runs within the request's regular expression
+budget (``TESSERA_REGEX_BUDGET_SECONDS``, shared by every ``regex_match`` of one request's
+workflows), and on the event loop only for its first milliseconds (pipeline/patterns.py); a
+match that does not finish within ``MATCH_TIMEOUT_S`` or the budget fails the action instead
+of stalling every request. A pattern's size is bounded before it is compiled
+(``TESSERA_REGEX_MAX_LENGTH``, ``TESSERA_REGEX_MAX_REPEAT``). The syntax is that of ``re``
+(the package's compatible VERSION0).
 
 The pattern is searched anywhere in the text; anchor it with ``^`` and ``$`` to match it whole.
 """
@@ -16,19 +20,27 @@ from typing import Any
 import regex
 from pydantic import Field
 
-from tessera.errors import InvalidPayload
+from tessera.pipeline.patterns import (
+    RegexBudget,
+    RegexTimeout,
+    compile_pattern,
+    current_budget,
+    search,
+)
 from tessera.workflow.action import (
     Action,
     ActionConfig,
     ActionContext,
     ActionError,
     ActionResult,
+    BoundExceeded,
     Output,
     check_path,
 )
 from tessera.workflow.actions.traits import check_value_path
 
-MAX_PATTERN_LENGTH = 1_000
+# The model's own ceiling; TESSERA_REGEX_MAX_LENGTH (at most this) is checked when compiling.
+MAX_PATTERN_LENGTH = 100_000
 MATCH_TIMEOUT_S = 0.1
 
 
@@ -49,11 +61,7 @@ class RegexMatchConfig(ActionConfig):
 
 
 def _compile(pattern: str, ignore_case: bool) -> regex.Pattern[str]:
-    flags = regex.VERSION0 | (regex.IGNORECASE if ignore_case else 0)
-    try:
-        return regex.compile(pattern, flags)
-    except regex.error as exc:
-        raise InvalidPayload(f"pattern {pattern!r}: {exc}") from None
+    return compile_pattern(pattern, regex.IGNORECASE if ignore_case else 0)
 
 
 class RegexMatch(Action[RegexMatchConfig]):
@@ -81,9 +89,15 @@ class RegexMatch(Action[RegexMatchConfig]):
         text = context.read(self.config.path, payload)
         if not isinstance(text, str):
             return Output("false", payload)
+        budget = current_budget()
+        # One match may take MATCH_TIMEOUT_S at most, and no more than the request has left.
+        mine = RegexBudget(min(MATCH_TIMEOUT_S, max(budget.remaining(), 0.0)))
         try:
-            match = self._pattern.search(text, timeout=MATCH_TIMEOUT_S)
-        except TimeoutError:
+            match = await search(self._pattern, text, mine)
+        except RegexTimeout:
+            if budget.remaining() <= 0:
+                message = f"regex_match on {self.config.path}: {budget.exhausted()}"
+                raise BoundExceeded(message) from None
             raise ActionError(
                 f"regex_match: the pattern took longer than {MATCH_TIMEOUT_S} s on "
                 f"{self.config.path}; simplify it"

@@ -9,13 +9,13 @@ cannot read. A change to the profile or the session is saved once, when the run 
 from __future__ import annotations
 
 import logging
-import math
 from typing import Annotated, Any
 
 import msgspec
 from pydantic import Field, StrictFloat, StrictInt
 
 from tessera.errors import InvalidPayload
+from tessera.model.bounds import bounded_sum, out_of_bounds
 from tessera.pipeline.reshaping import copy_json
 from tessera.workflow.action import (
     MISSING,
@@ -24,6 +24,7 @@ from tessera.workflow.action import (
     ActionContext,
     ActionError,
     ActionResult,
+    BoundExceeded,
     Output,
     check_path,
     split_path,
@@ -195,13 +196,12 @@ class IncrementTrait(Action[IncrementTraitConfig]):
             current = 0
         if isinstance(current, bool) or not isinstance(current, int | float):
             raise ActionError(f"{self.config.path} holds {current!r}, not a number")
-        try:
-            result = current + self.config.by
-            finite = math.isfinite(result)
-        except OverflowError:
-            finite = False
-        if not finite:
-            raise ActionError(f"{self.config.path}: {current!r} + {self.config.by!r} overflows")
+        limit = context.services.limits.max_number
+        result = bounded_sum(current, self.config.by, limit)
+        if result is None:
+            raise BoundExceeded(
+                f"{self.config.path}: {current!r} + {self.config.by!r} is {out_of_bounds(limit)}"
+            )
         return Output("payload", context.write(self.config.path, result, payload))
 
 

@@ -1,0 +1,117 @@
+"""Deadlines for clients that send slowly (docs/security.md, "Bounds").
+
+A client that opens connections and trickles its bytes holds a connection (and, while a body
+is read, a request) for as long as it likes: a few hundred such clients take every connection
+a server has. uvicorn closes idle keep-alive connections (``TESSERA_KEEP_ALIVE_SECONDS``) but
+has no limit on how long headers or a body may take, so:
+
+- ``protocol_with_header_deadline`` is uvicorn's httptools protocol with a deadline for the
+  headers: from the moment the connection opens (or its previous response was sent), the
+  headers must be complete within ``TESSERA_HEADER_TIMEOUT_SECONDS``; else the server answers
+  408 and closes the connection.
+- ``BodyDeadline`` is an ASGI layer in front of everything: once the headers are in, the whole
+  body must arrive within ``TESSERA_BODY_TIMEOUT_SECONDS``. A read past it raises
+  ``RequestTimeout`` in whatever reads the body (collection's ``read_body``, the API's size
+  limit), which answers 408; the answer closes the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from asyncio import TimerHandle
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from tessera.collect.http import Message, Receive, Scope, Send
+from tessera.errors import RequestTimeout
+
+_HEADER_TIMEOUT_BODY = b'{"detail":"the request headers did not arrive in time"}'
+_HEADER_TIMEOUT_ANSWER = (
+    b"HTTP/1.1 408 Request Timeout\r\n"
+    b"content-type: application/json\r\n"
+    b"connection: close\r\n"
+    b"content-length: " + str(len(_HEADER_TIMEOUT_BODY)).encode() + b"\r\n\r\n"
+) + _HEADER_TIMEOUT_BODY
+
+
+def protocol_with_header_deadline(header_timeout_s: float) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol, closing connections whose headers are late."""
+
+    class HeaderDeadlineProtocol(HttpToolsProtocol):
+        _header_deadline: TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            # A pipelined request already sent its headers; otherwise the next one's start now.
+            waiting = not self.pipeline
+            super().on_response_complete()
+            if waiting and not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_deadline = self.loop.call_later(header_timeout_s, self._late)
+
+        def _disarm(self) -> None:
+            if self._header_deadline is not None:
+                self._header_deadline.cancel()
+                self._header_deadline = None
+
+        def _late(self) -> None:
+            self._header_deadline = None
+            if not self.transport.is_closing():
+                self.transport.write(_HEADER_TIMEOUT_ANSWER)
+                self.transport.close()
+
+    return HeaderDeadlineProtocol
+
+
+class BodyDeadline:
+    """Every body read of a request ends within ``timeout_s`` of its start (408 past it)."""
+
+    def __init__(self, app: Any, *, timeout_s: float) -> None:
+        self._app = app
+        self._timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        deadline = time.monotonic() + self._timeout_s
+        body_done = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_done
+            if body_done:  # after the body: waiting for a disconnect is not the client's doing
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"the request body did not arrive within {self._timeout_s:g} s "
+                    "(TESSERA_BODY_TIMEOUT_SECONDS)"
+                ) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 408:
+                # What is left of a late body must not be read as the next request.
+                message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
+            await send(message)
+
+        await self._app(scope, timed_receive, closing_send)

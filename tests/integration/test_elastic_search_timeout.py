@@ -1,0 +1,78 @@
+"""A search with a time limit (TESSERA_SEARCH_TIMEOUT_SECONDS) on a real Elasticsearch: one
+that runs past it is stopped and raises SearchTimedOut (503 with Retry-After for the API),
+quickly and without being retried; the same search without a limit still answers."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from elasticsearch import AsyncElasticsearch, Elasticsearch
+from elasticsearch.helpers import bulk
+
+from tessera.errors import SearchTimedOut
+from tessera.query import parse
+from tessera.storage.elastic.fields import SEARCH_FIELD, search_fields
+from tessera.storage.elastic.query import search_page, to_query
+from tessera.storage.search import SearchRequest
+from tests.integration.test_elastic_query import MAPPINGS, URL, es  # noqa: F401 - fixture
+
+DOCS = 20_000
+# Leading-wildcard substring queries over every term: slow on purpose.
+SLOW = " OR ".join(f"profile@traits.text CONTAINS 'q{i}z'" for i in range(200))
+
+
+@pytest.fixture(scope="module")
+def crowded(es: Elasticsearch) -> Iterator[str]:  # noqa: F811 - the fixture above
+    name = f"tessera-test-timeout-{uuid.uuid4().hex}"
+    es.indices.create(
+        index=name, mappings=MAPPINGS, settings={"number_of_shards": 1, "number_of_replicas": 0}
+    )
+    actions = (
+        {
+            "_index": name,
+            "_id": str(n),
+            "_source": {
+                "id": str(n),
+                "updated": float(n),
+                SEARCH_FIELD: search_fields({"traits": {"text": f"text {n} of visitor {n * 7}"}}),
+            },
+        }
+        for n in range(DOCS)
+    )
+    bulk(es, actions, refresh=True, chunk_size=2000)
+    yield name
+    es.indices.delete(index=name, ignore_unavailable=True)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[AsyncElasticsearch]:
+    async with AsyncElasticsearch(URL, request_timeout=60) as async_client:
+        yield async_client
+
+
+async def test_a_search_past_its_time_is_stopped(client: AsyncElasticsearch, crowded: str) -> None:
+    query = to_query(parse(SLOW), "profile")
+    whole = await search_page(
+        client,
+        crowded,
+        SearchRequest(condition=None, limit=1),
+        query=query,
+        moment_field="updated",
+        id_field="id",
+    )
+    assert whole.total == 0  # it runs to the end without a limit
+    started = time.perf_counter()
+    with pytest.raises(SearchTimedOut, match="TESSERA_SEARCH_TIMEOUT_SECONDS"):
+        await search_page(
+            client,
+            crowded,
+            SearchRequest(condition=None, limit=1, timeout_s=0.005),
+            query=query,
+            moment_field="updated",
+            id_field="id",
+        )
+    # Elasticsearch looks at the clock between segments, and the client gives up 1 s after.
+    assert time.perf_counter() - started < 2.5
