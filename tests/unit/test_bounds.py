@@ -194,7 +194,9 @@ def _context(services: ActionServices, profile: dict[str, Any], limits: ProfileL
         profile=profile,
         session=None,
         now=datetime.now(UTC),
-        services=ActionServices(http=services.http, memory=services.memory, limits=limits),
+        services=ActionServices(
+            http=services.http, memory=services.memory, outbound=services.outbound, limits=limits
+        ),
     )
 
 
