@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.server import RunningServer, running_server
+from tests.support.sources import ServerSource, make_server_source
 
 LIMITS = {
     "TESSERA_MAX_PROFILE_TRAITS": "20",
@@ -21,19 +22,21 @@ LIMITS = {
 
 
 @pytest.fixture(scope="module")
-def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, str]]:
+def bounded(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[RunningServer, ServerSource]]:
     with running_server(tmp_path_factory.mktemp("bounded") / "data", LIMITS) as server:
         api = server.client(server.token())
-        answer = api.post("/event-source", json={"id": "web", "name": "Web"})
-        assert answer.status_code in (200, 201), answer.text
-        yield server, "web"
+        # A server source: its identify merges (a public one's would not, docs/security.md).
+        yield server, make_server_source(api, "Backend")
 
 
-def identify(server: RunningServer, source: str, **properties: Any) -> dict[str, Any]:
+def identify(server: RunningServer, source: ServerSource, **properties: Any) -> dict[str, Any]:
     answer = server.client().post(
         "/track",
+        headers=source.headers,
         json={
-            "source": {"id": source},
+            "source": {"id": source.id},
             "session": {"id": f"s-{uuid.uuid4().hex}"},
             "events": [{"type": "identify", "properties": properties}],
         },
@@ -44,7 +47,7 @@ def identify(server: RunningServer, source: str, **properties: Any) -> dict[str,
 
 
 def test_trait_keys_and_bytes_past_the_bounds_are_refused_the_rest_taken(
-    bounded: tuple[RunningServer, str],
+    bounded: tuple[RunningServer, ServerSource],
 ) -> None:
     server, source = bounded
     api = server.client(server.token())
@@ -62,7 +65,9 @@ def test_trait_keys_and_bytes_past_the_bounds_are_refused_the_rest_taken(
     assert "blob" not in profile["traits"] and profile["data"]["pii"]["name"] == "Ann"
 
 
-def test_ids_and_merge_history_stop_at_their_bounds(bounded: tuple[RunningServer, str]) -> None:
+def test_ids_and_merge_history_stop_at_their_bounds(
+    bounded: tuple[RunningServer, ServerSource],
+) -> None:
     server, source = bounded
     api = server.client(server.token())
     email = f"{uuid.uuid4().hex}@x.io"

@@ -97,7 +97,9 @@ def test_a_backtracking_schema_pattern_neither_freezes_nor_outlasts_the_budget(
         took = time.perf_counter() - started
     assert answer.status_code == 200, answer.text
     assert took < BUDGET_S + 2, took
-    assert probe.answers >= 3 and probe.slowest < 0.1, (probe.answers, probe.slowest)
+    # Every health check answered fast while the pattern ran (a blocked loop would show as a
+    # slow one); a pattern the regex engine settles at once leaves time for few checks.
+    assert probe.answers >= 1 and probe.slowest < 0.1, (probe.answers, probe.slowest)
     event = admin.get(f"/event/{answer.json()['events'][0]}").json()
     assert event["metadata"]["valid"] is False  # no match, or not checked in time
     if pattern == EVIL:
