@@ -289,7 +289,12 @@ def build_runtime(settings: Settings, *, queue_workers: int | None = None) -> Ru
         settings=settings,
         storage=storage,
         throttles=limited,
-        intake=NewProfileThrottle(intake, limited.new_profiles, visitors),
+        intake=NewProfileThrottle(
+            intake,
+            limited.new_profiles,
+            profile_ids,
+            behind_proxies=bool(settings.trusted_proxy_networks),
+        ),
         dead_letters=DeadLetterDesk(storage.dead_letters, ingestor, queue),
         queue=queue,
         queue_workers=workers,

@@ -90,9 +90,10 @@ def test_new_profiles_past_the_limit_get_429_known_visitors_never(
     _too_many(track(session={"id": f"s-{uuid.uuid4().hex}"}), "TESSERA_THROTTLE_NEW_PROFILES")
     wait_until_drained(api)
     assert api.post("/profiles/search", json={"limit": 1}).json()["total"] == before
-    # Known visitors are not new: they go on.
-    assert track(session={"id": known_session}).status_code == 200
+    # Known visitors are not new: they go on, with the profile id they were answered (which
+    # proves itself: the throttle reads nothing, pipeline/new_profiles.py).
     assert track(profile={"id": known_profile}).status_code == 200
+    assert track(session={"id": known_session}, profile={"id": known_profile}).status_code == 200
 
 
 def test_processes_sharing_redis_share_the_buckets(tmp_path: Path) -> None:
