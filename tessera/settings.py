@@ -95,6 +95,11 @@ CREDENTIAL_WORDS = frozenset(
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]{1,128}$")
 
 
+def _networks(checked: str) -> tuple[IPNetwork, ...]:
+    """The networks of a list a validator of Settings checked already."""
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in checked.split(",") if entry)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="",
@@ -1222,42 +1227,27 @@ class Settings(BaseSettings):
         values = self.merge_blocked_values.split(",")
         return frozenset(value.strip().lower() for value in values if value.strip())
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "outbound_allow_cidrs")
     @classmethod
-    def _proxy_networks(cls, value: str) -> str:
+    def _network_list(cls, value: str) -> str:
+        """Comma-separated IP addresses or networks (10.1.0.0/16), each checked."""
         entries = [entry.strip() for entry in value.split(",") if entry.strip()]
         for entry in entries:
             try:
                 ipaddress.ip_network(entry, strict=False)
             except ValueError:
-                raise ValueError(f"{entry!r} is not an IP address or network") from None
+                raise ValueError(
+                    f"{entry!r} is not an IP address or a network such as 10.1.0.0/16"
+                ) from None
         return ",".join(entries)
 
     @property
     def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
-        return tuple(
-            ipaddress.ip_network(entry, strict=False)
-            for entry in self.trusted_proxies.split(",")
-            if entry
-        )
-
-    @field_validator("outbound_allow_cidrs")
-    @classmethod
-    def _networks(cls, value: str) -> str:
-        networks = [part.strip() for part in value.split(",") if part.strip()]
-        for network in networks:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                raise ValueError(f"{network!r} is not a network such as 10.1.0.0/16") from None
-        return ",".join(networks)
+        return _networks(self.trusted_proxies)
 
     @property
-    def outbound_allowed_networks(
-        self,
-    ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        parts = [part for part in self.outbound_allow_cidrs.split(",") if part]
-        return tuple(ipaddress.ip_network(part, strict=False) for part in parts)
+    def outbound_allowed_networks(self) -> tuple[IPNetwork, ...]:
+        return _networks(self.outbound_allow_cidrs)
 
     @property
     def outbound_loopback_allowed(self) -> bool:
