@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.support.server import RunningServer, running_server
+from tests.support.sources import ServerSource
 
 LIMIT_BYTES = 1024 * 1024  # TESSERA_MAX_BODY_BYTES default
 MAX_EVENTS = 1000  # TESSERA_MAX_EVENTS_PER_REQUEST default
@@ -172,7 +173,11 @@ def state_of(api: httpx.Client, known: Known) -> Doc:
 
 @pytest.fixture(scope="module")
 def known(
-    server: RunningServer, api: httpx.Client, anonymous: httpx.Client, source_id: str
+    server: RunningServer,
+    api: httpx.Client,
+    backend: httpx.Client,
+    server_source: ServerSource,
+    source_id: str,
 ) -> Known:
     tag = uuid.uuid4().hex
     record = Known(
@@ -182,10 +187,12 @@ def known(
         event_id=f"bad-input-event-{tag}",
         log_offset=len(server.log()),
     )
-    answer = anonymous.post(
+    # Made by the shop's own system (a server source keeps the ids it names); the bad
+    # requests then name them through the public source, as anyone could.
+    answer = backend.post(
         "/track",
         json={
-            "source": {"id": source_id},
+            "source": {"id": server_source.id},
             "profile": {"id": record.profile_id},
             "session": {"id": record.session_id},
             "events": [
@@ -497,13 +504,15 @@ def test_deep_value_in_event_options_is_refused(anonymous: httpx.Client, known: 
     refused(anonymous.post("/track", content=body, headers=JSON_HEADERS), 400, "nested too deeply")
 
 
-def test_accepts_limits_exactly(anonymous: httpx.Client, api: httpx.Client, source_id: str) -> None:
+def test_accepts_limits_exactly(
+    backend: httpx.Client, api: httpx.Client, server_source: ServerSource
+) -> None:
     """The boundaries themselves are allowed: 128-char ids (also of two-byte characters),
-    1000 events, objects exactly 32 deep."""
+    1000 events, objects exactly 32 deep. (From a server source, which keeps the ids it names.)"""
     tag = uuid.uuid4().hex
     profile_id = (tag + "\u00e9" * ID_LIMIT)[:ID_LIMIT]
     event_id = (tag + "e" * ID_LIMIT)[:ID_LIMIT]
-    payload = fresh_payload(source_id)
+    payload = fresh_payload(server_source.id)
     payload["profile"] = {"id": profile_id}
     payload["session"] = {"id": (tag + "s" * ID_LIMIT)[:ID_LIMIT]}
     payload["properties"] = nested(MAX_DEPTH)
@@ -511,7 +520,7 @@ def test_accepts_limits_exactly(anonymous: httpx.Client, api: httpx.Client, sour
         {"type": "t" * ID_LIMIT, "id": event_id, "properties": nested(MAX_DEPTH)},
         *({"type": "page-view"} for _ in range(MAX_EVENTS - 1)),
     ]
-    answer = anonymous.post("/track", json=payload)
+    answer = backend.post("/track", json=payload)
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert len(body["events"]) == MAX_EVENTS and body["events"][0] == event_id

@@ -26,6 +26,7 @@ from tests.support.elastic import require_elastic
 from tests.support.redis_service import REDIS_HOST, REDIS_PORT, new_client
 from tests.support.server import RunningServer, free_port, start_server
 from tests.support.services import service_missing
+from tests.support.sources import keyed, make_server_source
 from tests.support.tcp_proxy import TcpRelay
 
 PASSWORD = "side-by-side-password-42"
@@ -128,10 +129,11 @@ def test_one_person_seen_by_both_processes_at_once_ends_as_one_profile(
 ) -> None:
     first, second = pair
     token = first.token()
-    first.client(token).post("/event-source", json={"id": "merging", "name": "Merging"})
+    # The shop's own system identifies the person (a server source: its identify merges).
+    source = make_server_source(first.client(token), "Merging", id="merging")
     email = f"{uuid.uuid4().hex[:10]}@example.com"
     sessions = [f"device-{i}-{uuid.uuid4().hex[:6]}" for i in range(12)]
-    clients = [first.client(), second.client()]
+    clients = [keyed(first.client(), source), keyed(second.client(), source)]
     answers: list[dict[str, Any]] = []
     lock = threading.Lock()
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from tests.support.sources import ServerSource
+
 # A client that waits longer than this for one answer counts it as a hang.
 CLIENT_TIMEOUT_S = 30.0
 # The pause before sending a 503'd event again (shorter than Retry-After, to keep tests short).
@@ -91,16 +93,19 @@ class TrackLoad:
     def __init__(
         self,
         base_url: str,
-        source: str,
+        source: ServerSource,
         run: str,
         workers: int,
         *,
         each: int | None = None,
         retry_pause_s: float = RETRY_PAUSE_S,
     ) -> None:
-        """``each``: events per worker at most (None: until ``stop()``)."""
+        """``each``: events per worker at most (None: until ``stop()``). The events come from
+        a server source (the operator's own system), which keeps the event ids it sends: the
+        test counts them by those ids."""
         self._base_url = base_url
-        self._source = source
+        self._source = source.id
+        self._headers = source.headers
         self._each = each
         self._retry_pause_s = retry_pause_s
         self.traffic = Traffic(run, [Visitor(i, f"{run}-visitor-{i}") for i in range(workers)])
@@ -115,7 +120,10 @@ class TrackLoad:
         # race, not the server dropping a request.
         limits = httpx.Limits(max_connections=len(self.traffic.visitors) * 2, keepalive_expiry=2.0)
         self._client = httpx.AsyncClient(
-            base_url=self._base_url, timeout=CLIENT_TIMEOUT_S, limits=limits
+            base_url=self._base_url,
+            timeout=CLIENT_TIMEOUT_S,
+            limits=limits,
+            headers=self._headers,
         )
         self._tasks = [
             asyncio.create_task(self._work(visitor)) for visitor in self.traffic.visitors
