@@ -21,6 +21,7 @@ from pydantic import (
     BeforeValidator,
     Field,
     SecretStr,
+    StringConstraints,
     ValidationError,
     field_validator,
 )
@@ -61,6 +62,9 @@ Partitioning = Annotated[
     Literal["year", "quarter", "month", "week", "day"],
     BeforeValidator(lambda value: value.strip().lower() if isinstance(value, str) else value),
 ]
+
+# An Elasticsearch `refresh_interval`: a whole number of milliseconds, seconds or minutes, or -1.
+RefreshInterval = Annotated[str, StringConstraints(pattern=r"^(-1|[1-9][0-9]{0,5}(ms|s|m))$")]
 
 # Tokens that are public knowledge (Tracardi's documented default, the usual placeholders) are
 # refused in production: an installation secret everybody knows protects nothing.
@@ -688,9 +692,40 @@ class Settings(BaseSettings):
         le=64,
         validation_alias="TESSERA_ELASTIC_BULKS_IN_FLIGHT",
         description=(
-            "Bulk requests the Elasticsearch writer sends at once. Each waits for its refresh "
-            "(so that a read right after a write sees it); several in flight keep the cluster "
-            "busy meanwhile."
+            "Bulk requests the Elasticsearch writer sends at once; several in flight keep the "
+            "cluster busy while each round trip is under way."
+        ),
+    )
+    elastic_write_refresh: Literal["false", "wait_for", "true"] = Field(
+        "false",
+        validation_alias="TESSERA_ELASTIC_WRITE_REFRESH",
+        description=(
+            "Whether each bulk write waits for the records to be searchable: `false` (the "
+            "default: reads by id see a write at once, searches after the next scheduled "
+            "refresh, see the refresh intervals), `wait_for` (each write waits for that "
+            "refresh) or `true` (each write forces a refresh: searches see it at once, at "
+            "several times the Elasticsearch CPU per event)."
+        ),
+    )
+    elastic_event_refresh_interval: RefreshInterval = Field(
+        "10s",
+        validation_alias="TESSERA_ELASTIC_EVENT_REFRESH_INTERVAL",
+        description=(
+            "How often event partitions are refreshed (`refresh_interval`, e.g. `500ms`, `10s`, "
+            "`-1` for never): the most an event search lags behind the writes."
+        ),
+    )
+    elastic_session_refresh_interval: RefreshInterval = Field(
+        "5s",
+        validation_alias="TESSERA_ELASTIC_SESSION_REFRESH_INTERVAL",
+        description="How often session partitions are refreshed (as the event setting).",
+    )
+    elastic_profile_refresh_interval: RefreshInterval = Field(
+        "1s",
+        validation_alias="TESSERA_ELASTIC_PROFILE_REFRESH_INTERVAL",
+        description=(
+            "How often profile partitions (and identity links) are refreshed: the most a "
+            "profile search or segment lags behind the writes."
         ),
     )
     elastic_timeout_seconds: float = Field(

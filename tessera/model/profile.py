@@ -28,6 +28,10 @@ class ProfileMetadata(msgspec.Struct):
     merges: list[dict[str, Any]] = msgspec.field(default_factory=list)
     # Marks of the last requests this profile took in (model/applied.py): apply once.
     applied: list[str] = msgspec.field(default_factory=list)
+    # Where a store cut in time partitions (Elasticsearch) keeps the record: its partition,
+    # fixed at the first write and never moved, so a write goes straight there without a
+    # search (storage/elastic/homes.py). None until stored there; SQLite leaves it alone.
+    partition: str | None = None
 
 
 def new_stats() -> dict[str, int | float]:

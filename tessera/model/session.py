@@ -30,6 +30,8 @@ class SessionMetadata(msgspec.Struct):
     visit: Visit | None = None
     # Marks of the last requests this session took in (model/applied.py): apply once.
     applied: list[str] = msgspec.field(default_factory=list)
+    # The partition an Elasticsearch store keeps the session in (see ProfileMetadata).
+    partition: str | None = None
 
 
 class Session(msgspec.Struct):

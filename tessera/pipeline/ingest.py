@@ -118,7 +118,7 @@ class Ingestor:
         warnings: list[str] = []
         mark = request_mark(batch)
         if batch.profile_less:
-            known = await self._known_events(batch)
+            known = await self._known_events(batch, now)
             incoming = _unknown(batch, known, warnings)
             events = [
                 build_event(batch, e, now=now, profile=None, session=None, request=mark)
@@ -182,7 +182,7 @@ class Ingestor:
         # Under the session's lock: a retry of the same request (same event ids) that came in
         # while the first was being processed meets its stored events here, so neither the
         # events nor the profile's counters are taken twice.
-        known = await self._known_events(batch)
+        known = await self._known_events(batch, now)
         session = await self._visitors.session(tenant, session_id)
         public = not batch.source.trusted
         profile_id, may_exist = await self._visitors.candidate_profile(
@@ -203,7 +203,7 @@ class Ingestor:
         if mark in visitor.profile.metadata.applied:
             return await self._complete(batch, visitor, known, now, mark, held)
         known_warnings: list[str] = []
-        incoming = await self._unstored(batch, known, mark, known_warnings)
+        incoming = await self._unstored(batch, known, mark, known_warnings, now)
         events = self._build_events(batch, incoming, visitor, now, mark)
         apply_visit(
             visitor,
@@ -225,7 +225,10 @@ class Ingestor:
             visitor.profile, document, visitor.identity_before, replace=replace
         )
         warnings += identity_warnings
+        home = visitor.profile.metadata.partition
         visitor.profile = msgspec.convert(document, Profile)
+        # Where the store keeps the profile is the store's to say, never a workflow's.
+        visitor.profile.metadata.partition = home
         # A public request is answered the id it came in under even when a merge makes it part
         # of another person's profile (the id stays one of that profile's): its answer never
         # names another person's profile (docs/security.md).
@@ -260,7 +263,9 @@ class Ingestor:
             _mark_events(outcome.internal_events, mark)
             events += outcome.internal_events
             if outcome.session_changed:
+                session_home = visitor.session.metadata.partition
                 visitor.session = msgspec.convert(session_document, Session)
+                visitor.session.metadata.partition = session_home
             if outcome.profile_changed or outcome.merge_on:
                 changed_profile = _converted(document, visitor.profile, warnings)
                 more, more_warnings = self._identity.new_values(
@@ -529,23 +534,31 @@ class Ingestor:
             )
         return warnings, document, session_document
 
-    async def _known_events(self, batch: IncomingBatch) -> set[str]:
-        """The request's client-given (or intake-stamped) event ids that are stored already."""
-        given = [e.id for e in batch.events if e.id is not None]
-        if not given:
+    async def _known_events(self, batch: IncomingBatch, now: datetime) -> set[str]:
+        """The request's client-given (or intake-stamped) event ids that are stored already.
+        Asked with each event's time, which places it in a store cut in time partitions: an
+        id is looked for where this request would store it (storage/elastic/writer.py)."""
+        moments = _event_moments(batch, now)
+        if not moments:
             return set()
-        return await self._events.existing_ids(batch.tenant, given)
+        return await self._events.existing_ids(batch.tenant, list(moments), moments=moments)
 
     async def _unstored(
-        self, batch: IncomingBatch, known: set[str], mark: str, warnings: list[str]
+        self,
+        batch: IncomingBatch,
+        known: set[str],
+        mark: str,
+        warnings: list[str],
+        now: datetime,
     ) -> list[IncomingEvent]:
         """The events to take in. A stored event is taken in again only when an earlier
         attempt of this very request stored it and was cut short before its profile was
         written (it carries the request's mark): it was never counted. Events another request
         stored are not stored or counted again."""
         ours: set[str] = set()
+        moments = _event_moments(batch, now)
         for event_id in known:
-            stored = await self._events.get(batch.tenant, event_id)
+            stored = await self._events.get(batch.tenant, event_id, moment=moments.get(event_id))
             if stored is not None and stored.metadata.request == mark:
                 ours.add(event_id)
         return _unknown(batch, known - ours, warnings)
@@ -568,7 +581,7 @@ class Ingestor:
         tenant = profile.tenant
         # This request's events: those stored by no request yet and those its first attempt
         # stored (storing those again changes nothing: events are insert-once).
-        incoming = await self._unstored(batch, known, mark, [])
+        incoming = await self._unstored(batch, known, mark, [], now)
         events = self._build_events(batch, incoming, visitor, now, mark)
         if events:
             # The events are processed (validated, reshaped) as the first attempt did; the
@@ -669,11 +682,14 @@ def _converted(document: dict[str, Any], unchanged: Profile, warnings: list[str]
     """The profile a workflow changed; the one before the workflows when their changes do not
     make a profile (actions check what they write, so only a plugin could get here)."""
     try:
-        return msgspec.convert(document, Profile)
+        changed = msgspec.convert(document, Profile)
     except msgspec.ValidationError as exc:
         log.error("workflows left a profile that is not valid (%s); their changes are dropped", exc)
         warnings.append("the workflows' changes to the profile were not valid and were dropped")
         return unchanged
+    # Where the store keeps the profile is the store's to say, never a workflow's.
+    changed.metadata.partition = unchanged.metadata.partition
+    return changed
 
 
 def _person_parts(document: dict[str, Any]) -> bytes:
@@ -734,3 +750,8 @@ def _visit_profile(visitor: Visitor, events: list[Event], now: datetime) -> None
         add_to_stat(profile, "visits", 1)
         profile.metadata.time.last_visit = now
     profile.metadata.time.update = now
+
+
+def _event_moments(batch: IncomingBatch, now: datetime) -> dict[str, datetime]:
+    """The time of each of the request's events that has an id, as build_event gives it."""
+    return {e.id: e.time or now for e in batch.events if e.id is not None}

@@ -8,7 +8,7 @@ caller only once its records are durable.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
@@ -112,10 +112,21 @@ class RecordWriter(Protocol):
 
 
 class EventStore(Protocol):
-    async def get(self, tenant: str, event_id: str) -> Event | None: ...
+    async def get(
+        self, tenant: str, event_id: str, *, moment: datetime | None = None
+    ) -> Event | None:
+        """The event of this id. ``moment``: the time that places the event in a store cut
+        in time partitions (writer.partition_moment), so it is read there alone."""
+        ...
 
-    async def existing_ids(self, tenant: str, event_ids: Sequence[str]) -> set[str]:
-        """The subset of ``event_ids`` already stored."""
+    async def existing_ids(
+        self,
+        tenant: str,
+        event_ids: Sequence[str],
+        *,
+        moments: Mapping[str, datetime] | None = None,
+    ) -> set[str]:
+        """The subset of ``event_ids`` already stored; ``moments`` as ``get``'s, by id."""
         ...
 
     async def search(self, tenant: str, request: SearchRequest) -> SearchPage[Event]:

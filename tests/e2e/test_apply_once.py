@@ -25,7 +25,9 @@ import httpx
 import pytest
 from elasticsearch import Elasticsearch
 
+from tests.support.distributed import NO_REFRESH_ENV
 from tests.support.elastic import URL as ELASTIC_URL
+from tests.support.elastic import make_searchable
 from tests.support.modes import server_in_mode, wait_until_drained
 from tests.support.server import RunningServer
 
@@ -37,6 +39,7 @@ FAST_RETRIES = {
     "TESSERA_WORKER_MAX_ATTEMPTS": "3",
     "TESSERA_WORKER_RETRY_BACKOFF_MS": "100",
     "TESSERA_WORKER_CONCURRENCY": "16",
+    **NO_REFRESH_ENV,
 }
 
 
@@ -83,6 +86,7 @@ def _counted(api: httpx.Client, profile_id: str) -> tuple[int | None, int | None
     answer = api.get(f"/profile/{profile_id}")
     if answer.status_code != 200:
         return None, None
+    make_searchable()  # the listing below is a search: see every acknowledged event
     stored = api.get(f"/profile/{profile_id}/events", params={"limit": 1}).json()["total"]
     return answer.json()["stats"]["events"], stored
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.support import mariadb
-from tests.support.distributed import clean_distributed, distributed_env
+from tests.support.distributed import NO_REFRESH_ENV, clean_distributed, distributed_env
 from tests.support.elastic import URL as ELASTIC_URL
 from tests.support.elastic import require_elastic
 from tests.support.redis_service import REDIS_HOST, REDIS_PORT, new_client
@@ -60,7 +60,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServ
     prefix = f"tt-pair-{uuid.uuid4().hex[:10]}"
     database = f"{mariadb.PREFIX}pair_{uuid.uuid4().hex[:12]}"
     asyncio.run(mariadb.create_database(database))
-    env = distributed_env(prefix, database)
+    # The production default: bulks do not refresh; what both processes decide on is read
+    # by id (realtime).
+    env = {**distributed_env(prefix, database), **NO_REFRESH_ENV}
     root = tmp_path_factory.mktemp("pair")
     first = start_server(root / "a", env, admin_password=PASSWORD)
     second = start_server(root / "b", env, admin_password=PASSWORD)
@@ -157,6 +159,7 @@ def test_one_person_seen_by_both_processes_at_once_ends_as_one_profile(
     survivor = second.client(token).get(f"/profile/{survivor_id}").json()
     assert ids <= set(survivor["ids"])
     assert survivor["stats"]["visits"] == len(sessions)
+    first.make_searchable()  # searches follow the refresh interval
     found = (
         first.client(token)
         .post("/profiles/search", json={"where": f'profile@data.contact.email.main == "{email}"'})

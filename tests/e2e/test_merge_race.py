@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.distributed import NO_REFRESH_ENV
 from tests.support.modes import MODES, server_in_mode, wait_until_drained
 from tests.support.server import RunningServer
 from tests.support.sources import keyed, make_server_source
@@ -33,7 +34,8 @@ def installation(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
     data_dir: Path = tmp_path_factory.mktemp(request.param) / "data"
-    with server_in_mode(request.param, data_dir) as server:
+    # The production default: bulks do not refresh (reads by id only on the hot path).
+    with server_in_mode(request.param, data_dir, NO_REFRESH_ENV) as server:
         yield server
 
 
@@ -89,6 +91,7 @@ def test_requests_of_two_merged_sessions_count_every_event_once(
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
         list(pool.map(send, range(CONCURRENT)))
     wait_until_drained(api)
+    installation.make_searchable()
 
     profile = api.get(f"/profile/{survivor['id']}").json()
     stored = api.get(f"/profile/{survivor['id']}/events", params={"limit": 1}).json()["total"]

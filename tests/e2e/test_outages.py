@@ -28,9 +28,9 @@ import httpx
 import pytest
 
 from tests.support import mariadb
-from tests.support.distributed import clean_distributed, distributed_env
+from tests.support.distributed import NO_REFRESH_ENV, clean_distributed, distributed_env
 from tests.support.elastic import URL as ELASTIC_URL
-from tests.support.elastic import require_elastic
+from tests.support.elastic import make_searchable, require_elastic
 from tests.support.outage_load import (
     ApiProbe,
     TrackLoad,
@@ -143,7 +143,9 @@ def installation(
     prefix = f"tt-out-{uuid.uuid4().hex[:10]}"
     database = f"{mariadb.PREFIX}out_{uuid.uuid4().hex[:12]}"
     asyncio.run(mariadb.create_database(database))
-    env = _through_relay({**distributed_env(prefix, database), **TIMEOUTS}, service, relay.port)
+    # The production default: bulks do not refresh (NO_REFRESH_ENV).
+    settings = {**distributed_env(prefix, database), **NO_REFRESH_ENV, **TIMEOUTS}
+    env = _through_relay(settings, service, relay.port)
     server = None
     try:
         server = start_server(tmp_path / "data", env, admin_password=PASSWORD)
@@ -191,6 +193,7 @@ def _traffic_through(
 def _check_stored_exactly_once(admin: httpx.Client, traffic: Traffic) -> list[str]:
     """Asserts every acknowledged event is stored once and nothing else is; answers where a
     profile's or a session's event counter differs from the events stored."""
+    make_searchable()  # events are listed by a search: see every acknowledged one
     everything = stored_events(admin, traffic.run)
     wrong_counters: list[str] = []
     for visitor in traffic.visitors:

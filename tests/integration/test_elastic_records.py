@@ -222,20 +222,27 @@ async def test_a_profile_stays_in_the_partition_it_was_created_in(
         await backend.writer.commit(ChangeSet(profiles=[created]))
         home = names.partition_index(TENANT, "profile", "2023")
         assert await _copies(backend, "profile", "p-moving") == [home]
+        # The record notes its home; a read by id tells it too.
+        assert created.metadata.partition == "2023"
+        read = await backend.profiles.get(TENANT, "p-moving")
+        assert read is not None
+        assert read.metadata.partition == "2023"
 
         # Updated now (another year), and after a merge that took an older first-seen time:
         # the profile is updated where it is, never written into a second partition.
-        await backend.writer.commit(
-            ChangeSet(profiles=[_profile_first_seen(datetime(2023, 12, 31, 23, tzinfo=UTC), v=2)])
-        )
-        merged = _profile_first_seen(datetime(2021, 6, 1, tzinfo=UTC), v=3)
+        read.traits = {"v": 2}
+        await backend.writer.commit(ChangeSet(profiles=[read]))
+        merged = await backend.profiles.get(TENANT, "p-moving")
+        assert merged is not None
+        merged.metadata.time.insert = datetime(2021, 6, 1, tzinfo=UTC)
+        merged.traits = {"v": 3}
         await backend.writer.commit(ChangeSet(profiles=[merged]))
 
         assert await _copies(backend, "profile", "p-moving") == [home]
         assert await backend.profiles.get(TENANT, "p-moving") == merged
 
 
-async def test_a_stray_copy_in_another_partition_is_removed_by_the_next_write(
+async def test_a_stray_copy_in_another_partition_does_not_hide_the_record(
     elastic: None, tmp_path: Path
 ) -> None:
     async with elastic_backend(tmp_path) as backend:
@@ -243,35 +250,68 @@ async def test_a_stray_copy_in_another_partition_is_removed_by_the_next_write(
         await backend.writer.commit(
             ChangeSet(profiles=[_profile_first_seen(datetime(2023, 5, 1, tzinfo=UTC), v=1)])
         )
-        # A second copy, as an older version of Tessera or a hand-made restore might leave.
+        # A second, older copy, as an older version of Tessera or a hand-made restore might
+        # leave: the record is the copy changed last, and it is written where it lives.
         stray = names.partition_index(TENANT, "profile", "2025")
         await backend.client.index(
             index=stray, id="p-moving", document={"id": "p-moving"}, refresh=True
         )
+        backend.partitions.forget()
         assert len(await _copies(backend, "profile", "p-moving")) == 2
 
-        latest = _profile_first_seen(datetime(2023, 5, 1, tzinfo=UTC), v=2)
+        latest = await backend.profiles.get(TENANT, "p-moving")
+        assert latest is not None
+        assert latest.traits == {"v": 1}
+        latest.traits = {"v": 2}
         await backend.writer.commit(ChangeSet(profiles=[latest]))
 
-        assert await _copies(backend, "profile", "p-moving") == [
-            names.partition_index(TENANT, "profile", "2023")
-        ]
-        assert await backend.profiles.get(TENANT, "p-moving") == latest
+        got = await backend.profiles.get(TENANT, "p-moving")
+        assert got is not None
+        assert (got.traits, got.metadata.partition) == ({"v": 2}, "2023")
 
 
-async def test_an_event_repeated_with_another_time_is_stored_once(
+async def test_an_event_repeated_in_its_partition_is_stored_once(
     elastic: None, tmp_path: Path
 ) -> None:
     async with elastic_backend(tmp_path) as backend:  # events by month
-        first = make_event("e-again", time=datetime(2024, 5, 3, tzinfo=UTC), properties={"v": 1})
-        later = make_event("e-again", time=datetime(2024, 7, 9, tzinfo=UTC), properties={"v": 2})
+        moment = datetime.now(UTC)
+        first = make_event("e-again", time=moment, properties={"v": 1})
+        later = make_event("e-again", time=moment, properties={"v": 2})
+        first.metadata.insert = later.metadata.insert = moment  # arrived now
         await backend.writer.commit(ChangeSet(events=[first]))
         await backend.writer.commit(ChangeSet(events=[later]))
 
-        assert await _copies(backend, "event", "e-again") == [
-            backend.names.partition_index(TENANT, "event", "2024-05")
-        ]
+        assert len(await _copies(backend, "event", "e-again")) == 1
         assert await backend.events.get(TENANT, "e-again") == first
+        assert await backend.events.get(TENANT, "e-again", moment=moment) == first
+        assert await backend.events.existing_ids(
+            TENANT, ["e-again", "e-other"], moments={"e-again": moment, "e-other": moment}
+        ) == {"e-again"}
+
+
+async def test_reads_by_id_see_writes_that_no_refresh_made_searchable(
+    elastic: None, tmp_path: Path
+) -> None:
+    """The production default: bulks do not refresh, and the partitions refresh never
+    (`-1`) here, so only a realtime read by id can see what was written."""
+    never = dict.fromkeys(("event", "session", "profile", "identity", "retired"), "-1")
+    async with elastic_backend(tmp_path, refresh="false", refresh_intervals=never) as backend:
+        moment = datetime.now(UTC)
+        profile = make_profile("p-fresh", ids=["p-fresh", "p-promised"])
+        session = make_session("s-fresh")
+        event = make_event("e-fresh", time=moment)
+        event.metadata.insert = moment  # arrived now
+        await backend.writer.commit(
+            ChangeSet(profiles=[profile], sessions=[session], events=[event])
+        )
+
+        assert await _copies(backend, "profile", "p-fresh") == []  # not searchable yet
+        assert await backend.profiles.get(TENANT, "p-fresh") == profile
+        assert await backend.profiles.get(TENANT, "p-promised") == profile
+        assert await backend.sessions.get(TENANT, "s-fresh") == session
+        assert await backend.events.existing_ids(
+            TENANT, ["e-fresh"], moments={"e-fresh": moment}
+        ) == {"e-fresh"}
 
 
 async def test_a_deleted_partition_comes_back_under_the_alias(

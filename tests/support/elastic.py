@@ -77,6 +77,9 @@ def make_backend(
     **options: Any,
 ) -> ElasticRecordBackend:
     prefix = claim_prefix(place)
+    # Contract suites search what they just wrote: each bulk refreshes unless a test asks
+    # for the production default ("false") to show what holds without a refresh.
+    options.setdefault("refresh", "true")
     return ElasticRecordBackend(
         ElasticConnection(hosts=(url,), request_timeout_s=10),
         prefix=prefix,
@@ -135,3 +138,15 @@ def drop_prefix(client: Elasticsearch, prefix: str) -> None:
     for item in components.body.get("component_templates") or []:
         if item["name"].startswith(prefix + "."):
             client.cluster.delete_component_template(name=item["name"])
+
+
+def make_searchable() -> None:
+    """Refresh every index, so searches see every acknowledged write. A server in the
+    production default (TESSERA_ELASTIC_WRITE_REFRESH=false) makes its writes searchable only
+    at each index's next scheduled refresh; a test that counts through searches (listings of
+    a profile's events) calls this first, instead of waiting for the interval."""
+    client = Elasticsearch(URL, request_timeout=60)
+    try:
+        client.indices.refresh(index="_all", expand_wildcards="open")
+    finally:
+        client.close()

@@ -42,6 +42,14 @@ class RunningServer:
     log_path: Path
     _clients: list[httpx.Client] = field(default_factory=list)
 
+    def make_searchable(self) -> None:
+        """Searches see every acknowledged write from now on (an Elasticsearch installation
+        refreshes at its own pace, see tests/support/elastic.make_searchable)."""
+        if self.env.get("ELASTIC_HOST"):
+            from tests.support.elastic import make_searchable
+
+            make_searchable()
+
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         client = httpx.Client(base_url=self.base_url, headers=headers, timeout=30)

@@ -16,6 +16,7 @@ from tessera.settings import Settings, secret_value
 from tessera.storage.elastic.bulk import Refresh, describe
 from tessera.storage.elastic.client import ElasticConnection, open_client
 from tessera.storage.elastic.generations import DEFAULT_TTL_S
+from tessera.storage.elastic.homes import ById, Partitions
 from tessera.storage.elastic.naming import KINDS, Names, Partitioning
 from tessera.storage.elastic.partitions_ahead import CHECK_INTERVAL_S, PartitionsAhead
 from tessera.storage.elastic.schema import ElasticSchema, IndexShape
@@ -40,7 +41,8 @@ class ElasticRecordBackend:
         partitioning: dict[str, Partitioning],
         batch_size: int,
         flush_interval_s: float,
-        refresh: Refresh = "true",
+        refresh: Refresh = "false",
+        refresh_intervals: dict[str, str] | None = None,
         retry_budget_s: float = 5.0,
         max_in_flight: int = 4,
         generation_ttl_s: float = DEFAULT_TTL_S,
@@ -51,22 +53,32 @@ class ElasticRecordBackend:
         self.names = Names(prefix)
         self.client = open_client(connection)
         self.schema = ElasticSchema(
-            self.client, self.names, shapes, generation_ttl_s=generation_ttl_s
+            self.client,
+            self.names,
+            shapes,
+            generation_ttl_s=generation_ttl_s,
+            refresh_intervals=refresh_intervals,
         )
+        # Which partitions each tenant has, for reads by id (homes.py).
+        self.partitions = Partitions(self.client, self.names)
+        by_id = ById(self.client, self.partitions)
         self.writer = ElasticWriter(
             self.client,
             self.names,
             self.schema,
             partitioning,
+            partitions=self.partitions,
             batch_size=batch_size,
             flush_interval_s=flush_interval_s,
             refresh=refresh,
             retry_budget_s=retry_budget_s,
             max_in_flight=max_in_flight,
         )
-        self.events = ElasticEventStore(self.client, self.names, page_size=export_page_size)
-        self.sessions = ElasticSessionStore(self.client, self.names, page_size=export_page_size)
-        self.profiles = ElasticProfileStore(self.client, self.names)
+        self.events = ElasticEventStore(self.client, self.names, by_id, page_size=export_page_size)
+        self.sessions = ElasticSessionStore(
+            self.client, self.names, by_id, page_size=export_page_size
+        )
+        self.profiles = ElasticProfileStore(self.client, self.names, by_id)
         self.partitions_ahead = PartitionsAhead(
             self.client, self.names, self.schema, partitioning, interval_s=ahead_interval_s
         )
@@ -152,4 +164,14 @@ def build_elastic_records(settings: Settings) -> ElasticRecordBackend:
         flush_interval_s=settings.writer_flush_interval_ms / 1000,
         max_in_flight=settings.elastic_bulks_in_flight,
         retry_budget_s=settings.elastic_retry_budget_seconds,
+        refresh=settings.elastic_write_refresh,
+        refresh_intervals={
+            "event": settings.elastic_event_refresh_interval,
+            "session": settings.elastic_session_refresh_interval,
+            "profile": settings.elastic_profile_refresh_interval,
+            # Identity links and retired profiles are read by id (realtime); searched only
+            # by an erasure, which refreshes first.
+            "identity": settings.elastic_profile_refresh_interval,
+            "retired": settings.elastic_profile_refresh_interval,
+        },
     )

@@ -119,7 +119,7 @@ async def complete_search(
         body: Answer = answer.body
         return body
 
-    answer = await _attempt(what, retrier, once)
+    answer = await attempt(what, retrier, once)
     ensure_complete(answer, what)
     return answer
 
@@ -198,7 +198,7 @@ async def point_in_time(
         body: Answer = opened.body
         return body
 
-    opened = await _attempt(what, None, once)
+    opened = await attempt(what, None, once)
     if opened is None:
         yield None
         return
@@ -214,7 +214,7 @@ async def point_in_time(
             log.warning("Elasticsearch: could not close a point in time: %s", explain(exc))
 
 
-async def _attempt(what: str, retrier: Retrier | None, once: Callable[[], Awaitable[T]]) -> T:
+async def attempt(what: str, retrier: Retrier | None, once: Callable[[], Awaitable[T]]) -> T:
     """`once()`, again while what failed may pass at once and the retrier has time left."""
     retrier = retrier or Retrier(READ_RETRY_BUDGET_S)
     while True:

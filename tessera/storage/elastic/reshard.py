@@ -57,14 +57,13 @@ O is gone.
 
 What readers see during the move (stores.py):
 - Nothing is missing at any moment: a record is in O (visible) until the atomic swap, or in N
-  (visible) if a writer wrote it; a writer moving a record deletes the old copy only after
-  the new one is searchable (a second bulk request). The one exception is a search that
+  (visible) if a writer wrote it; a writer leaves the old copy alone (it goes with O at the
+  swap). The one exception is a search that
   started before a swap and is still running `grace_s` later (step 3e).
 - Briefly twice: a record updated by a writer while its partition is being copied (between
   3a and 3d) is visible in O (its frozen old version) and in N (the new one), until the swap
-  of that partition; a record moved on write before its partition is copied is visible twice
-  between the writer's two bulk requests (milliseconds). `get` and the writer's lookups take
-  the newest generation's copy; a search page lists each id once, as its newest copy; but a
+  of that partition; a record written into N before its partition is copied is visible twice
+  until that swap too. `get` (a multi-get, homes.py) takes the newest generation's copy; a search page lists each id once, as its newest copy; but a
   search's `total` counts such a record twice, and a condition only the old version matches
   finds the old version.
 

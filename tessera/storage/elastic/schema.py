@@ -57,6 +57,7 @@ class ElasticSchema:
         shapes: dict[str, IndexShape],
         *,
         generation_ttl_s: float = DEFAULT_TTL_S,
+        refresh_intervals: dict[str, str] | None = None,
     ) -> None:
         missing = set(KINDS) - set(shapes)
         if missing:
@@ -64,6 +65,8 @@ class ElasticSchema:
         self._client = client
         self._names = names
         self._shapes = shapes
+        # `refresh_interval` per kind; a kind not named keeps Elasticsearch's default.
+        self._refresh_intervals = dict(refresh_intervals or {})
         self.generations = GenerationView(client, names, generation_ttl_s)
         # (tenant, kind, generation) whose index template this process has put.
         self._tenants: set[tuple[str, str, int]] = set()
@@ -79,6 +82,19 @@ class ElasticSchema:
             if state.generation > FIRST_GENERATION:
                 work.append(self.put_fence(kind, state.generation))
         await asyncio.gather(*work)
+        await self._apply_refresh_intervals()
+
+    async def _apply_refresh_intervals(self) -> None:
+        """The refresh interval of each kind on its existing indices too: a changed setting
+        (or an installation from before the setting) takes effect at the next start, not
+        only on partitions created from now on."""
+        for kind, interval in sorted(self._refresh_intervals.items()):
+            await self._client.indices.put_settings(
+                index=f"{self._names.prefix}.*.{kind}.v*",
+                settings={"index": {"refresh_interval": interval}},
+                allow_no_indices=True,
+                expand_wildcards="open",
+            )
 
     def shape_of(self, state: KindGeneration) -> IndexShape:
         """The settings' shape for generation 1, the one a reshard chose for a later one."""
@@ -189,16 +205,20 @@ class ElasticSchema:
         await self._client.cluster.put_component_template(
             name=self._names.component_template(kind, generation),
             template={
-                "settings": {
-                    "index": {
-                        "number_of_shards": shape.shards,
-                        "number_of_replicas": shape.replicas,
-                    }
-                },
+                "settings": {"index": self._index_settings(kind, shape)},
                 "mappings": MAPPINGS[kind],
             },
             meta={"schema_version": SCHEMA_VERSION, "managed_by": "tessera"},
         )
+
+    def _index_settings(self, kind: str, shape: IndexShape) -> dict[str, Any]:
+        settings: dict[str, Any] = {
+            "number_of_shards": shape.shards,
+            "number_of_replicas": shape.replicas,
+        }
+        if kind in self._refresh_intervals:
+            settings["refresh_interval"] = self._refresh_intervals[kind]
+        return settings
 
     async def _put_tenant(self, tenant: str, kind: str, generation: int) -> None:
         template: dict[str, Any] = {}

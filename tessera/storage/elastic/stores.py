@@ -1,12 +1,11 @@
 """Read side of the Elasticsearch record store: events, sessions and profiles.
 
-Reads of a kind go through the tenant's alias (`<prefix>.<tenant>.event`, over every
-partition). A record is found by id with an `ids` search on the alias, not with a GET: a GET
-needs the concrete index, and the id alone does not tell which partition holds the record
-(that depends on a time inside it). The search sees every committed record because the writer
-refreshes each bulk before it acknowledges it (writer.py). Identity links and retired
-profiles live in one index per tenant under their own id, so they are read with realtime
-GET/mget, which sees a write even before any refresh.
+Reads by id are realtime multi-gets into the partitions that can hold the record (homes.py):
+they see every acknowledged write at once, with no refresh. Searches (conditions, listings,
+exports) go through the tenant's alias (`<prefix>.<tenant>.event`, over every partition) and
+see what the last refresh made visible: up to the kind's ELASTIC_*_REFRESH_INTERVAL behind the
+writes (docs/distributed.md, "Read your writes"). Identity links, profile aliases and retired
+profiles live in one index per tenant under their own id, read with realtime GET/mget too.
 
 A tenant that has written nothing has no indices: every read answers "nothing" then. Every
 other read is whole or fails (reads.py): a closed partition or a shard that cannot be read
@@ -22,27 +21,31 @@ reshard.py for how long that is).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from elasticsearch import AsyncElasticsearch, NotFoundError
 
+from tessera.model.common import utcnow
 from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
 from tessera.storage.elastic.codec import R, decode
 from tessera.storage.elastic.fields import SEARCH_FIELD
+from tessera.storage.elastic.homes import ById, Copy, alias_key, pick
 from tessera.storage.elastic.naming import Names, generation_of
 from tessera.storage.elastic.query import every_page, search_page, sort_clause, to_query
-from tessera.storage.elastic.reads import complete_search, found_documents, reads_elastic
+from tessera.storage.elastic.reads import found_documents, reads_elastic
+from tessera.storage.elastic.writer import placing
 from tessera.storage.ports import Page, RetiredProfile, SearchPage
 from tessera.storage.search import SearchRequest
 
 # Ids per `ids` query when asking which events exist.
 IDS_PER_QUERY = 1000
 NO_SX = {"excludes": [SEARCH_FIELD]}
-# Copies of one id a read may meet: one per generation while a partition moves.
-COPIES = 4
+# Ids followed from a merged-away id to the profile that has it now (merges of merges).
+MAX_HOPS = 8
 # Records per page when reading all of a person's events or sessions (export); at most
 # Elasticsearch's result window (query.RESULT_WINDOW).
 EXPORT_PAGE_SIZE = 1000
@@ -50,42 +53,55 @@ EXPORT_PAGE_SIZE = 1000
 
 class ElasticEventStore:
     def __init__(
-        self, client: AsyncElasticsearch, names: Names, *, page_size: int = EXPORT_PAGE_SIZE
+        self,
+        client: AsyncElasticsearch,
+        names: Names,
+        by_id: ById,
+        *,
+        page_size: int = EXPORT_PAGE_SIZE,
     ) -> None:
         self._client = client
         self._names = names
+        self._by_id = by_id
         self._page_size = page_size
 
     @reads_elastic
-    async def get(self, tenant: str, event_id: str) -> Event | None:
-        answer = await complete_search(
-            self._client,
-            "reading an event",
-            index=self._names.alias(tenant, "event"),
-            query={"ids": {"values": [event_id]}},
-            # Should an id ever be stored twice, the first stored is the event.
-            sort=[{"metadata.insert": "asc"}],
-            size=1,
-            source=NO_SX,
-        )
-        hits = answer["hits"]["hits"]
-        return decode(hits[0]["_source"], Event) if hits else None
+    async def get(
+        self, tenant: str, event_id: str, *, moment: datetime | None = None
+    ) -> Event | None:
+        if moment is not None:
+            placed = [(event_id, placing(moment, utcnow()))]
+            found = await self._by_id.at_moments(tenant, "event", placed)
+        else:
+            found, _ = await self._by_id.copies(tenant, "event", [event_id])
+        copies = found.get(event_id)
+        if not copies:
+            return None
+        # Should an id ever be stored twice (two times, two partitions), the first is the event.
+        first = min(copies, key=lambda copy: str(copy.source["metadata"].get("insert") or ""))
+        return decode(first.source, Event)
 
     @reads_elastic
-    async def existing_ids(self, tenant: str, event_ids: Sequence[str]) -> set[str]:
+    async def existing_ids(
+        self,
+        tenant: str,
+        event_ids: Sequence[str],
+        *,
+        moments: Mapping[str, datetime] | None = None,
+    ) -> set[str]:
         wanted = list(dict.fromkeys(event_ids))
+        placed = moments or {}
+        now = utcnow()
+        at_moments = [(i, placing(placed[i], now)) for i in wanted if i in placed]
+        anywhere = [i for i in wanted if i not in placed]
         found: set[str] = set()
-        for start in range(0, len(wanted), IDS_PER_QUERY):
-            chunk = wanted[start : start + IDS_PER_QUERY]
-            answer = await complete_search(
-                self._client,
-                "looking up stored events",
-                index=self._names.alias(tenant, "event"),
-                query={"ids": {"values": chunk}},
-                size=2 * len(chunk),
-                source=False,
+        if at_moments:
+            found |= set(await self._by_id.at_moments(tenant, "event", at_moments))
+        for start in range(0, len(anywhere), IDS_PER_QUERY):
+            copies, _ = await self._by_id.copies(
+                tenant, "event", anywhere[start : start + IDS_PER_QUERY]
             )
-            found.update(hit["_id"] for hit in answer["hits"]["hits"])
+            found |= set(copies)
         return found
 
     @reads_elastic
@@ -130,24 +146,26 @@ class ElasticEventStore:
 
 class ElasticSessionStore:
     def __init__(
-        self, client: AsyncElasticsearch, names: Names, *, page_size: int = EXPORT_PAGE_SIZE
+        self,
+        client: AsyncElasticsearch,
+        names: Names,
+        by_id: ById,
+        *,
+        page_size: int = EXPORT_PAGE_SIZE,
     ) -> None:
         self._client = client
         self._names = names
+        self._by_id = by_id
         self._page_size = page_size
 
     @reads_elastic
     async def get(self, tenant: str, session_id: str) -> Session | None:
-        answer = await complete_search(
-            self._client,
-            "reading a session",
-            index=self._names.alias(tenant, "session"),
-            query={"ids": {"values": [session_id]}},
-            size=COPIES,
-            source=NO_SX,
-        )
-        hits = newest_copies(answer["hits"]["hits"])
-        return decode(hits[0]["_source"], Session) if hits else None
+        copy = await self._by_id.get(tenant, "session", session_id)
+        if copy is None:
+            return None
+        session = decode(copy.source, Session)
+        session.metadata.partition = copy.partition
+        return session
 
     @reads_elastic
     async def for_profiles(
@@ -176,39 +194,51 @@ class ElasticSessionStore:
 
 
 class ElasticProfileStore:
-    def __init__(self, client: AsyncElasticsearch, names: Names) -> None:
+    def __init__(self, client: AsyncElasticsearch, names: Names, by_id: ById) -> None:
         self._client = client
         self._names = names
+        self._by_id = by_id
 
     @reads_elastic
     async def get(self, tenant: str, profile_id: str) -> Profile | None:
-        # The profile with this id, else the one listing it in `ids`: one search finds both.
-        answer = await complete_search(
-            self._client,
-            "reading a profile",
-            index=self._names.alias(tenant, "profile"),
-            query={
-                "bool": {
-                    "should": [
-                        {"ids": {"values": [profile_id]}},
-                        {"term": {"ids": profile_id}},
-                    ],
-                    "minimum_should_match": 1,
-                }
-            },
-            sort=[{"metadata.time.update": "desc"}, {"id": "asc"}],
-            size=10,
-            source=NO_SX,
-        )
-        hits = newest_copies(answer["hits"]["hits"])
-        # Another profile listing the id in its `ids` took it over in a merge. Normally the
-        # merged-away one is gone by then; it is still there only when the merge's commit was
-        # cut short after the survivor was written (writer.py, phase 3), and then the survivor
-        # is the profile: a request must change it, not the one about to be retired.
-        others = [hit for hit in hits if hit["_id"] != profile_id]
-        own = [hit for hit in hits if hit["_id"] == profile_id]
-        chosen = others[0] if others else own[0] if own else None
-        return decode(chosen["_source"], Profile) if chosen is not None else None
+        """The profile of this id, else the one listing it in its `ids` (a merge took the
+        id over, or async intake promised it): read by id only, realtime, no search.
+
+        One multi-get asks the id's partitions, its entry in the retired profiles (a merge's
+        loser: which profile survived it) and its link in the identity index (writer.py,
+        _alias_links); a link is followed to a profile that lists the id, over merges of
+        merges."""
+        followed: set[str] = set()
+        wanted = profile_id
+        for _hop in range(MAX_HOPS):
+            followed.add(wanted)
+            retired_at = (self._names.single_index(tenant, "retired"), wanted)
+            link_at = (self._names.single_index(tenant, "identity"), alias_key(wanted))
+            found, extra = await self._by_id.copies(
+                tenant, "profile", [wanted], also=[retired_at, link_at]
+            )
+            copies = found.get(wanted)
+            own = _profile(pick(copies)) if copies else None
+            retired, link = extra.get(retired_at), extra.get(link_at)
+            taker = (retired or {}).get("survivor_id") or (link or {}).get("profile_id")
+            if taker is not None and taker not in followed:
+                if own is None:
+                    wanted = str(taker)
+                    continue
+                # Merged away, and still stored: the merge's commit is under way or was cut
+                # short before its last phase (writer.py). The survivor is the profile once
+                # it lists the id (phase 2 stored it); until then this one still is.
+                survivor = await self._own(tenant, str(taker))
+                if survivor is not None and wanted in survivor.ids:
+                    own = survivor
+            if own is None or (own.id != profile_id and profile_id not in own.ids):
+                return None
+            return own
+        return None
+
+    async def _own(self, tenant: str, profile_id: str) -> Profile | None:
+        copy = await self._by_id.get(tenant, "profile", profile_id)
+        return _profile(copy) if copy is not None else None
 
     @reads_elastic
     async def search(self, tenant: str, request: SearchRequest) -> SearchPage[Profile]:
@@ -287,6 +317,12 @@ async def _every_record(
         given.update(hit["_id"] for hit in fresh)
         if fresh:
             yield [decode(hit["_source"], kind) for hit in fresh]
+
+
+def _profile(copy: Copy) -> Profile:
+    profile = decode(copy.source, Profile)
+    profile.metadata.partition = copy.partition
+    return profile
 
 
 def newest_copies(hits: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

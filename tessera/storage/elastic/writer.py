@@ -3,8 +3,8 @@
 Callers hand a ChangeSet to ``commit`` and wait. One task takes whatever has queued up (up to
 ``batch_size`` records, waiting at most ``flush_interval`` for a batch to fill), turns it into
 one bulk request, and wakes every caller of the batch once Elasticsearch has answered. Up to
-``max_in_flight`` batches are written at once (each waits for its refresh, so one at a time
-would leave the cluster idle most of the time). That is safe because every caller that
+``max_in_flight`` batches are written at once (one at a time would leave the cluster idle
+while each round trip is under way). That is safe because every caller that
 changes a profile, a session or an identity link holds that record's lock until its commit is
 answered (pipeline/locks.py): two versions of one record are never in flight together, so
 batches written side by side never race on a record.
@@ -21,34 +21,35 @@ documents written before; stray copies and the old-generation copies of moved re
 deleted unversioned, and reshard.py's copies (`op_type=create`, version 1) never refuse a
 later versioned write.
 
-Where each record goes:
+Where each record goes — always an index known without asking Elasticsearch, so no search
+precedes a write:
 
 - Events: into the partition of their event time (`EVENT_PARTITIONING`; bounded around the
-  arrival time, see partition_moment), with
-  `op_type=create`, so a repeated id in the same partition keeps the first event (409 is the
-  expected answer). Before writing, one `ids` search over all the tenant's event partitions
-  drops the events already stored: an event repeated with another time (another partition)
-  is not stored twice either.
-- Profiles and sessions: into their *home* partition. A record's home is decided once, at its
-  first write, from its first-seen time (`metadata.time.insert`); later writes go where the
-  record already is, found by one `ids` search per batch. Recomputing the partition from the
-  insert time on every write would not do: a merge gives the survivor the earlier insert time
-  of the two (identity/merge.py), which may lie in another partition, and the profile would
-  then exist twice. Should a copy ever exist in a second partition, the next write of that
-  record removes it.
-- Identity links, retired profiles: small indices per tenant, document id = digest / id.
-- Generations (generations.py, reshard.py): new partitions are created in the generation the
-  kind writes now. A record found in an older generation moves on its write: it is written
-  into the same partition of the current generation, and its old copy deleted (a refusal of
-  that delete by a reshard's write block counts as done: the reshard removes the whole old
-  index). Of several copies, the one in the newest generation is the record. A write refused
-  by a write block (the partition is being moved, or this process planned with generations
-  that have changed) makes the writer read the generations again and plan the whole batch
-  anew, within the retry budget; everything it sends is idempotent, so sending again is safe.
+  arrival time, see partition_moment), with `op_type=create`, so a repeated id in the same
+  partition keeps the first event (409 is the expected answer). Whether an event is stored
+  already is the ingest's question, asked by id in that same partition (stores.py,
+  `existing_ids` with the events' moments).
+- Profiles and sessions: into their *home* partition (``_place``). A record's home is chosen
+  once, at its first write, from its first-seen time (`metadata.time.insert`), and kept in the
+  record (`metadata.partition`), in the document and in the cache; a read by id tells it from
+  the index the record came from (homes.py). It is never recomputed: a merge gives the
+  survivor the earlier insert time of the two (identity/merge.py), which may lie in another
+  partition, and the profile would then exist twice.
+- Identity links, profile aliases, retired profiles: small indices per tenant, document id =
+  digest / `id:` + alias / id.
+- Generations (generations.py, reshard.py): records are written into the generation the kind
+  writes now. A copy an older generation still holds is left to the reshard, which copies it
+  only where no newer copy is and then deletes the old index whole; reads by id prefer the
+  newest generation's copy. A write refused by a write block (the partition is being moved,
+  or this process planned with generations that have changed) makes the writer read the
+  generations again and plan the whole batch anew, within the retry budget; everything it
+  sends is idempotent, so sending again is safe.
 
-Read-your-writes: every bulk request refreshes (``refresh``: "true" by default, or "wait_for"),
-so when ``commit`` returns, every search sees the records (the home and duplicate lookups
-above rely on that too). Elasticsearch has no transactions across documents: a change set that
+Visibility: bulk requests do not refresh (``refresh`` "false" by default; ELASTIC_WRITE_REFRESH).
+Reads by id are realtime and see every acknowledged write at once (homes.py); searches see
+it after the index's next refresh (`refresh_interval`, ELASTIC_*_REFRESH_INTERVAL). A refresh
+per bulk cost three shard refreshes per request and more Elasticsearch CPU than the indexing
+itself. Elasticsearch has no transactions across documents: a change set that
 fails may be partly stored. Every operation is idempotent (upserts, insert-once events,
 deletes), the operations go out in three phases (``_operations``) so that what is stored of a
 failed change set is always something its retry can complete, and the profile and session carry
@@ -78,9 +79,9 @@ from tessera.storage.elastic import codec
 from tessera.storage.elastic.bulk import Operation, PartitionMoving, Refresh, Retrier, send
 from tessera.storage.elastic.erasure import erase
 from tessera.storage.elastic.generations import KindGeneration
-from tessera.storage.elastic.inventory import recognise
-from tessera.storage.elastic.naming import Names, Partitioning, generation_of, partition
-from tessera.storage.elastic.reads import complete_search
+from tessera.storage.elastic.homes import Partitions, alias_key
+from tessera.storage.elastic.inventory import partition_range, recognise
+from tessera.storage.elastic.naming import Names, Partitioning, partition
 from tessera.storage.elastic.schema import ElasticSchema
 from tessera.storage.ports import ChangeSet
 
@@ -91,10 +92,6 @@ EVENT_PAST_BOUND = timedelta(days=2 * 366)
 EVENT_FUTURE_BOUND = timedelta(days=1)
 # Elasticsearch refuses longer document ids, and with them the whole bulk request.
 MAX_ID_BYTES = 512
-# Ids per lookup search (far below index.max_terms_count, 65536).
-LOOKUP_CHUNK = 1000
-# Copies a lookup may find per id: one per generation during a reshard, plus a stray.
-COPIES_PER_ID = 4
 
 Key = tuple[str, str]  # (tenant, record id)
 
@@ -128,11 +125,13 @@ class ElasticWriter:
         *,
         batch_size: int,
         flush_interval_s: float,
-        refresh: Refresh = "true",
+        partitions: Partitions | None = None,
+        refresh: Refresh = "false",
         retry_budget_s: float = 5.0,
         max_in_flight: int = 4,
     ) -> None:
         self._client = client
+        self._partitions = partitions
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._writing: set[asyncio.Task[None]] = set()
         self._names = names
@@ -244,6 +243,7 @@ class ElasticWriter:
         refused: set[int] = set()
         for owner, item in enumerate(batch):
             try:
+                self._place(item.changes)
                 encoded.append(_encode(owner, item.changes))
             except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
                 errors[owner] = f"a record cannot be stored: {exc}"
@@ -293,17 +293,11 @@ class ElasticWriter:
         generations = await retrier.call(
             "reading the generations", lambda: self._schema.generations.current()
         )
-        homes, stored_events = await self._lookups(encoded, retrier)
-        phases = self._operations(encoded, homes, stored_events, generations)
-        # The old-generation copies of records moved on this write go only once the new copies
-        # are searchable: in one bulk, the shard of the old copy may refresh first, and the
-        # record would be found nowhere for a moment. Meanwhile both are found; the newest
-        # generation's is the record (stores.py).
-        moved_away = [op for phase in phases for op in phase if op.blocked_ok]
+        phases = self._operations(encoded, generations)
         failures: dict[int, str] = {}
         for phase in phases:
             # An owner whose earlier phase failed sends nothing more (see _operations).
-            operations = [op for op in phase if not op.blocked_ok and op.owner not in failures]
+            operations = [op for op in phase if op.owner not in failures]
             if not operations:
                 continue
             blocked: set[int] = set()
@@ -318,14 +312,9 @@ class ElasticWriter:
                 )
             )
             self.bulk_requests += 1
+            self._note_partitions(operations)
             if blocked:
                 raise PartitionMoving(f"a partition is being moved: {failures[min(blocked)]}")
-        moved_away = [op for op in moved_away if op.owner not in failures]
-        if moved_away:
-            failures.update(
-                await send(self._client, moved_away, refresh=self._refresh, retrier=retrier)
-            )
-            self.bulk_requests += 1
         for item in encoded:
             if item.owner in failures:
                 continue
@@ -346,107 +335,89 @@ class ElasticWriter:
                     break
         return failures
 
-    async def _lookups(
-        self, encoded: list[_Encoded], retrier: Retrier
-    ) -> tuple[dict[tuple[str, Key], list[str]], set[Key]]:
-        """Where the batch's profiles and sessions live now, and which events are stored."""
-        wanted: dict[tuple[str, str], set[str]] = {}
-        for item in encoded:
-            for profile, _ in item.profiles:
-                wanted.setdefault(("profile", profile.tenant), set()).add(profile.id)
-            for retired in item.changes.retired:
-                wanted.setdefault(("profile", retired.profile.tenant), set()).add(
-                    retired.profile.id
-                )
-            for session, _ in item.sessions:
-                wanted.setdefault(("session", session.tenant), set()).add(session.id)
-            for event, _ in item.events:
-                wanted.setdefault(("event", event.tenant), set()).add(event.id)
-        found = await asyncio.gather(
-            *(self._where(kind, tenant, ids, retrier) for (kind, tenant), ids in wanted.items())
-        )
-        homes: dict[tuple[str, Key], list[str]] = {}
-        stored_events: set[Key] = set()
-        for ((kind, tenant), _), hits in zip(wanted.items(), found, strict=True):
-            for doc_id, index in hits:
-                if kind == "event":
-                    stored_events.add((tenant, doc_id))
-                else:
-                    homes.setdefault((kind, (tenant, doc_id)), []).append(index)
-        for indices in homes.values():
-            # The copy in the newest generation first: that one is the record.
-            indices.sort(key=lambda index: (-generation_of(index), index))
-        return homes, stored_events
-
-    async def _where(
-        self, kind: str, tenant: str, ids: set[str], retrier: Retrier
-    ) -> list[tuple[str, str]]:
-        """(id, index) of every stored copy of these records. Whole or StorageUnavailable
-        (reads.py): a record in a partition that cannot be read now must not look new."""
-        ordered = sorted(ids)
-        hits: list[tuple[str, str]] = []
-        for start in range(0, len(ordered), LOOKUP_CHUNK):
-            chunk = ordered[start : start + LOOKUP_CHUNK]
-            answer = await complete_search(
-                self._client,
-                f"looking up {kind}s",
-                index=self._names.alias(tenant, kind),
-                retrier=retrier,
-                query={"ids": {"values": chunk}},
-                size=COPIES_PER_ID * len(chunk),
-                source=False,
+    def _place(self, changes: ChangeSet) -> None:
+        """Give every profile and session of the change set its home partition: the one it
+        has (read from where it is stored, or given at its first write), else the partition of
+        its first-seen time. The record keeps it (metadata.partition), in the document and in
+        the cache, so no later write needs to look for it."""
+        for profile in changes.profiles:
+            profile.metadata.partition = self._home(
+                "profile", profile.metadata.partition, profile.metadata.time.insert
             )
-            hits += [(hit["_id"], hit["_index"]) for hit in answer["hits"]["hits"]]
-        return hits
+        for gone in changes.retired:
+            meta = gone.profile.metadata
+            meta.partition = self._home("profile", meta.partition, meta.time.insert)
+        for session in changes.sessions:
+            session.metadata.partition = self._home(
+                "session", session.metadata.partition, session.metadata.time.insert
+            )
+
+    def _home(self, kind: str, kept: str | None, first_seen: datetime) -> str:
+        if kept is not None:
+            try:
+                partition_range(kept)
+                return kept
+            except ValueError:
+                # Not a partition name (the record's metadata was changed by hand): place it
+                # as a new record would be; log it, since its copy elsewhere stays behind.
+                log.warning("a %s named no valid partition (%r); placed by its time", kind, kept)
+        return partition(first_seen, self._partitioning[kind])
+
+    def _note_partitions(self, operations: Iterable[Operation]) -> None:
+        """A write into a partition this process has not listed created it (or another process
+        did): read the list again, so reads by id ask it (homes.py)."""
+        if self._partitions is None:
+            return
+        for op in operations:
+            known = recognise(self._names, op.index)
+            if known is None or known.partition is None:
+                continue
+            if not self._partitions.knows(known.tenant, known.kind, op.index):
+                self._partitions.forget(known.tenant)
+                return
 
     def _operations(
-        self,
-        encoded: list[_Encoded],
-        homes: dict[tuple[str, Key], list[str]],
-        stored_events: set[Key],
-        generations: dict[str, KindGeneration],
+        self, encoded: list[_Encoded], generations: dict[str, KindGeneration]
     ) -> tuple[list[Operation], list[Operation], list[Operation]]:
         """The batch as bulk operations in three phases, each sent once the one before it is
         stored, so that a change set stored only in part (Elasticsearch has no transactions)
         is always one a retry can complete without counting anything twice:
 
         1. events (insert-once), the retired profiles' last states, the retired entries an
-           unmerge removes, released identity links, and the links of the request's new
-           identity values: an event
-           Elasticsearch refuses fails its request before the profile counts it, and a value
-           the profile is about to hold is found owned by every other request from now on (a
-           link to a profile whose write then fails is harmless: a profile that does not exist
-           owns nothing, and the next request that brings the value takes it);
-        2. profiles and sessions: they carry the request's mark (model/applied.py), so from
-           here on a retry knows the request was taken in, and counts it no more;
+           unmerge removes, released identity links, the links of the request's new identity
+           values: an event Elasticsearch refuses fails its request
+           before the profile counts it, and a value the profile is about to hold is found
+           owned by every other request from now on (a link to a profile whose write then
+           fails is harmless: a profile that does not exist owns nothing, and the next request
+           that brings the value takes it);
+        2. profiles and sessions, each into its home partition (``_place``), with the links
+           of the profile's other ids (``_alias_links``): they carry the
+           request's mark (model/applied.py), so from here on a retry knows the request was
+           taken in, and counts it no more;
         3. what moves to the profile: merged-away profiles leave their partitions, their
-           values' links are pointed at the survivor. Before the
-           survivor is stored these must not move: a retry reads them to merge again (the
-           loser still there, its values still its own) instead of finding the loser gone and
-           its values pointing elsewhere.
+           values' links are pointed at the survivor. Before the survivor is stored these must
+           not move: a retry reads them to merge again (the loser still there, its values
+           still its own) instead of finding the loser gone and its values pointing elsewhere.
 
         Within a phase: retiring before upserts that may bring a profile back, released
-        identity links before new ones (the embedded writer's order)."""
+        identity links before new ones (the embedded writer's order).
+
+        Every operation goes to an index known without asking Elasticsearch: a record's home
+        partition in the generation its kind writes now. A copy left in an older generation
+        by a reshard under way is not touched: the reshard copies it only where no newer copy
+        is (`op_type=create`) and then deletes the old index whole, and reads by id prefer the
+        newest generation's copy meanwhile (homes.pick)."""
         names = self._names
         ops: list[Operation] = []
         leaving: list[Operation] = []
         pointing: list[Operation] = []
 
-        def home(kind: str, tenant: str, record_id: str, first_seen: datetime) -> str:
-            writes_to = generations[kind].generation
-            indices = homes.setdefault((kind, (tenant, record_id)), [])
-            if not indices:
-                suffix = partition(first_seen, self._partitioning[kind])
-                indices.append(names.partition_index(tenant, kind, suffix, writes_to))
-            elif generation_of(indices[0]) < writes_to:
-                # Moves on this write: the same partition, in the generation written now.
-                known = recognise(names, indices[0])
-                if known is not None and known.partition is not None:
-                    suffix = known.partition
-                else:
-                    suffix = partition(first_seen, self._partitioning[kind])
-                indices.insert(0, names.partition_index(tenant, kind, suffix, writes_to))
-            return indices[0]
+        def homes(kind: str, tenant: str, suffix: str) -> list[str]:
+            state = generations[kind]
+            found = [names.partition_index(tenant, kind, suffix, state.generation)]
+            if state.moving_from is not None:
+                found.append(names.partition_index(tenant, kind, suffix, state.moving_from))
+            return found
 
         # A profile retired and written again by the batch is brought back: its copies stay.
         written = {(p.tenant, p.id) for item in encoded for p, _ in item.profiles}
@@ -457,10 +428,12 @@ class ElasticWriter:
                         item.owner, "index", names.single_index(tenant, "retired"), record_id, doc
                     )
                 )
-                if (tenant, record_id) in written:
+            for gone in item.changes.retired:
+                tenant, record_id = gone.profile.tenant, gone.profile.id
+                if (tenant, record_id) in written or gone.profile.metadata.partition is None:
                     continue
                 version = item.changes.versions.get(("profile", tenant, record_id))
-                for index in homes.get(("profile", (tenant, record_id)), []):
+                for index in homes("profile", tenant, gone.profile.metadata.partition):
                     leaving.append(
                         Operation(item.owner, "delete", index, record_id, version=version)
                     )
@@ -474,27 +447,31 @@ class ElasticWriter:
         retiring, ops = ops, []
         for item in encoded:
             for profile, doc in item.profiles:
-                target = home("profile", profile.tenant, profile.id, profile.metadata.time.insert)
+                assert profile.metadata.partition is not None  # _place gave every one its home
+                target = homes("profile", profile.tenant, profile.metadata.partition)[0]
                 version = item.changes.versions.get(("profile", profile.tenant, profile.id))
                 ops.append(Operation(item.owner, "index", target, profile.id, doc, version=version))
-                ops += _strays(item.owner, homes, "profile", (profile.tenant, profile.id))
+                ops += _alias_links(
+                    item.owner, names.single_index(profile.tenant, "identity"), profile
+                )
         for item in encoded:
             for session, doc in item.sessions:
-                target = home("session", session.tenant, session.id, session.metadata.time.insert)
+                assert session.metadata.partition is not None
+                target = homes("session", session.tenant, session.metadata.partition)[0]
                 version = item.changes.versions.get(("session", session.tenant, session.id))
                 ops.append(Operation(item.owner, "index", target, session.id, doc, version=version))
-                ops += _strays(item.owner, homes, "session", (session.tenant, session.id))
         seen: set[Key] = set()
         for item in encoded:
             for event, doc in item.events:
                 key = (event.tenant, event.id)
-                if key in stored_events or key in seen:
+                if key in seen:
                     continue  # insert-once: the first event with this id stays
                 seen.add(key)
                 suffix = partition(partition_moment(event), self._partitioning["event"])
                 index = names.partition_index(
                     event.tenant, "event", suffix, generations["event"].generation
                 )
+                # `create`: a repeated id in the same partition keeps the first event (409).
                 retiring.append(Operation(item.owner, "create", index, event.id, doc))
         for item in encoded:
             # Released before any link of the same change set (a value can be released and
@@ -531,24 +508,33 @@ def partition_moment(event: Event) -> datetime:
     counts as that bound, one later than EVENT_FUTURE_BOUND (clock skew) as that one. The
     event keeps its own time; only its partition is chosen from the bounded one.
     """
-    arrived = event.metadata.insert
-    return min(max(event.time, arrived - EVENT_PAST_BOUND), arrived + EVENT_FUTURE_BOUND)
+    return placing(event.time, event.metadata.insert)
 
 
-def _strays(
-    owner: int, homes: dict[tuple[str, Key], list[str]], kind: str, key: Key
-) -> list[Operation]:
-    """Deletes of copies outside the record's home; once only. A copy in an older generation
-    than the home may sit in a partition a reshard has write-blocked: the reshard deletes that
-    index as a whole, so a refused delete there is no failure."""
-    indices = homes.get((kind, key), [])
-    newest = generation_of(indices[0]) if indices else 0
-    extra = [
-        Operation(owner, "delete", index, key[1], blocked_ok=generation_of(index) < newest)
-        for index in indices[1:]
+def placing(moment: datetime, arrived: datetime) -> datetime:
+    """partition_moment of an event of this time that arrived then."""
+    return min(max(moment, arrived - EVENT_PAST_BOUND), arrived + EVENT_FUTURE_BOUND)
+
+
+def _alias_links(owner: int, index: str, profile: Profile) -> list[Operation]:
+    """A link from each other id the profile lists (merged-away profiles', the id async
+    intake promised its session) to the profile, so a read by that id finds it without a
+    search (stores.py). Written with the profile, every time: a link is a few bytes, most
+    profiles list no other id, and a link that outlived the listing (an unmerge took the id
+    back) is harmless: a read follows a link only to a profile that still lists the id."""
+    return [
+        Operation(
+            owner,
+            "index",
+            index,
+            alias_key(other),
+            codec.plain(
+                {"tenant": profile.tenant, "digest": alias_key(other), "profile_id": profile.id}
+            ),
+        )
+        for other in dict.fromkeys(profile.ids)
+        if other != profile.id
     ]
-    del indices[1:]
-    return extra
 
 
 def _encode(owner: int, changes: ChangeSet) -> _Encoded:

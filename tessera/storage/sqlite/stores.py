@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import TypeVar
 
 from tessera.model.event import Event
@@ -29,7 +30,10 @@ class SqliteEventStore:
         self._readers = readers
         self._page_size = page_size
 
-    async def get(self, tenant: str, event_id: str) -> Event | None:
+    async def get(
+        self, tenant: str, event_id: str, *, moment: datetime | None = None
+    ) -> Event | None:
+        # One table, one index by id: the moment that places an event elsewhere is not needed.
         def query(connection: sqlite3.Connection) -> str | None:
             row = connection.execute(
                 "SELECT doc FROM events WHERE tenant = ? AND id = ?", (tenant, event_id)
@@ -39,7 +43,13 @@ class SqliteEventStore:
         doc = await self._readers.run(query)
         return decode_event(doc) if doc is not None else None
 
-    async def existing_ids(self, tenant: str, event_ids: Sequence[str]) -> set[str]:
+    async def existing_ids(
+        self,
+        tenant: str,
+        event_ids: Sequence[str],
+        *,
+        moments: Mapping[str, datetime] | None = None,
+    ) -> set[str]:
         wanted = list(dict.fromkeys(event_ids))
 
         def query(connection: sqlite3.Connection) -> set[str]:
