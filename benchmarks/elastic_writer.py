@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:9200")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--callers", type=int, default=64)
-    parser.add_argument("--refresh", choices=["true", "wait_for"], action="append")
+    parser.add_argument("--refresh", choices=["true", "wait_for", "false"], action="append")
     parser.add_argument("--unversioned", action="store_true")
     options = parser.parse_args()
     for refresh in options.refresh or ["true", "wait_for"]:

@@ -148,7 +148,9 @@ class IdentityResolver:
             msgspec.to_builtins(survivor), msgspec.to_builtins(loser), self.policy.limits
         )
         merged = _to_profile(document, Profile)
-        stored_sessions = await self._sessions.for_profiles(survivor.tenant, merged.ids, limit=1)
+        stored_sessions = await self._sessions.for_profiles(
+            survivor.tenant, merged.ids, limit=1, fresh=True
+        )
         merged.stats["visits"] = stored_sessions.total + sessions_pending
         merged.metadata.time.update = now
         merged.metadata.merges.append(

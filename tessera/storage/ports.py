@@ -158,9 +158,17 @@ class SessionStore(Protocol):
     async def get(self, tenant: str, session_id: str) -> Session | None: ...
 
     async def for_profiles(
-        self, tenant: str, profile_ids: Sequence[str], *, limit: int = 100, offset: int = 0
+        self,
+        tenant: str,
+        profile_ids: Sequence[str],
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        fresh: bool = False,
     ) -> Page[Session]:
-        """Sessions owned by any of ``profile_ids``, most recently active first."""
+        """Sessions owned by any of ``profile_ids``, most recently active first. ``fresh``:
+        every session stored so far counts, also in a store whose searches lag behind its
+        writes (Elasticsearch refreshes first); for decisions, not for listings."""
         ...
 
     def pages_for_profiles(

@@ -63,6 +63,8 @@ ANSWER_PARTS = ["errors", "items.*.status", "items.*.error.type", "items.*.error
 _encode = msgspec.json.Encoder().encode
 # The error type of a write into a write-blocked index.
 BLOCKED = "cluster_block_exception"
+# Error types of an item that say the index cannot be written now, not what the record is.
+UNAVAILABLE = frozenset({"index_closed_exception"})
 # The error type of a write whose version is below the stored document's.
 VERSION_CONFLICT = "version_conflict_engine_exception"
 
@@ -225,6 +227,11 @@ def _classify(
                 "Elasticsearch kept a newer %s/%s: this writer lost its lock", op.index, op.doc_id
             )
             failures.setdefault(op.owner, f"{reason} (a later holder of its lock wrote it; retry)")
+            continue
+        if error.get("type") in UNAVAILABLE:
+            # The index is there but cannot take writes now (closed): an outage of that
+            # partition, not a record that can never be stored.
+            failures.setdefault(op.owner, reason)
             continue
         if status == 403 and error.get("type") == BLOCKED:
             if not op.blocked_ok:

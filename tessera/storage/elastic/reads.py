@@ -124,6 +124,24 @@ async def complete_search(
     return answer
 
 
+async def complete_refresh(client: AsyncElasticsearch, index: str) -> None:
+    """Make every write acknowledged so far searchable in `index` (an alias): a refresh that
+    reached every shard, or a StorageUnavailable. Nothing stored there yet needs none."""
+
+    async def once() -> Answer:
+        try:
+            answer = await client.indices.refresh(index=index)
+        except NotFoundError as exc:
+            if never_created(exc, index):
+                return {}
+            raise
+        body: Answer = answer.body
+        return body
+
+    answer = await attempt(f"refreshing {index}", None, once)
+    ensure_complete(answer, f"refreshing {index}")
+
+
 def ensure_complete(answer: Mapping[str, Any], what: str) -> None:
     """Raise IncompleteRead unless every shard the search needed answered."""
     shards = answer.get("_shards")

@@ -36,7 +36,7 @@ from tessera.storage.elastic.fields import SEARCH_FIELD
 from tessera.storage.elastic.homes import ById, Copy, alias_key, pick
 from tessera.storage.elastic.naming import Names, generation_of
 from tessera.storage.elastic.query import every_page, search_page, sort_clause, to_query
-from tessera.storage.elastic.reads import found_documents, reads_elastic
+from tessera.storage.elastic.reads import complete_refresh, found_documents, reads_elastic
 from tessera.storage.elastic.writer import placing
 from tessera.storage.ports import Page, RetiredProfile, SearchPage
 from tessera.storage.search import SearchRequest
@@ -169,11 +169,21 @@ class ElasticSessionStore:
 
     @reads_elastic
     async def for_profiles(
-        self, tenant: str, profile_ids: Sequence[str], *, limit: int = 100, offset: int = 0
+        self,
+        tenant: str,
+        profile_ids: Sequence[str],
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        fresh: bool = False,
     ) -> Page[Session]:
         ids = list(dict.fromkeys(profile_ids))
         if not ids:
             return Page(total=0, items=[])
+        if fresh:
+            # A merge recounts the person's visits from their sessions: every session stored
+            # so far must count, not only those the last scheduled refresh made searchable.
+            await complete_refresh(self._client, self._names.alias(tenant, "session"))
         page = await _search(
             self._client,
             self._names.alias(tenant, "session"),

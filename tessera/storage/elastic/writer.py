@@ -325,7 +325,9 @@ class ElasticWriter:
                         self._names,
                         erasure,
                         item.changes.versions,
-                        refresh=self._refresh,
+                        # An erasure searches what is left after each round of deletes: they
+                        # must be searchable at once, whatever the writes do (rare, admin-made).
+                        refresh="true",
                         retrier=retrier,
                     )
                 except PartitionMoving:

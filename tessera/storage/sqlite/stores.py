@@ -120,7 +120,13 @@ class SqliteSessionStore:
         self._page_size = page_size
 
     async def for_profiles(
-        self, tenant: str, profile_ids: Sequence[str], *, limit: int = 100, offset: int = 0
+        self,
+        tenant: str,
+        profile_ids: Sequence[str],
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        fresh: bool = False,  # a search here sees every commit
     ) -> Page[Session]:
         ids = encode(list(dict.fromkeys(profile_ids)))
         # Without statistics the planner reads every session of the tenant to sort them (3 ms
