@@ -64,8 +64,8 @@ What readers see during the move (stores.py):
   3a and 3d) is visible in O (its frozen old version) and in N (the new one), until the swap
   of that partition; a record written into N before its partition is copied is visible twice
   until that swap too. `get` (a multi-get, homes.py) takes the newest generation's copy; a
-  search page lists each id once, as its newest copy; but a search's `total` counts such a record twice, and a condition only the old version matches
-  finds the old version.
+  search page lists each id once, as its newest copy; but a search's `total` counts such a
+  record twice, and a condition only the old version matches finds the old version.
 
 What waits: a change set that must *delete* a record living in the partition being copied (a
 merge retiring a profile, an erasure) is refused by the write block; the writer plans it again
