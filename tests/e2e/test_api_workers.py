@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.support.cli import run_tessera
-from tests.support.distributed import distributed_installation
+from tests.support.distributed import Installation, distributed_installation
 from tests.support.server import RunningServer, start_server
 
 PROCESSES = 2
@@ -70,17 +70,31 @@ def answering_processes(base_url: str, wanted: int, timeout_s: float = START_S) 
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with distributed_installation("api-workers") as installation:
-        env = {**installation.env, "TESSERA_API_WORKERS": str(PROCESSES)}
-        data_dir = tmp_path_factory.mktemp("api-workers") / "data"
-        server = start_server(data_dir, env, start_timeout_s=START_S)
-        try:
-            # /health answers once the first process is ready; the test wants them all.
-            assert len(answering_processes(server.base_url, PROCESSES)) == PROCESSES, server.log()
-            yield server
-        finally:
-            server.stop()
+def installation() -> Iterator[Installation]:
+    with distributed_installation("api-workers") as made:
+        yield made
+
+
+def start_processes(installation: Installation, data_dir: Path) -> RunningServer:
+    """`tessera serve` with PROCESSES API processes, once every one of them answers."""
+    env = {**installation.env, "TESSERA_API_WORKERS": str(PROCESSES)}
+    server = start_server(data_dir, env, start_timeout_s=START_S)
+    # /health answers once the first process is ready; the test wants them all.
+    if len(answering_processes(server.base_url, PROCESSES)) < PROCESSES:
+        server.stop()
+        raise AssertionError(f"not all {PROCESSES} API processes answered:\n{server.log()}")
+    return server
+
+
+@pytest.fixture(scope="module")
+def served(
+    installation: Installation, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    server = start_processes(installation, tmp_path_factory.mktemp("api-workers") / "data")
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def test_requests_are_served_by_several_processes(served: RunningServer) -> None:
@@ -218,6 +232,20 @@ def test_sigterm_stops_every_process(served: RunningServer) -> None:
     assert not left, f"processes left running: {left}\n{served.log()}"
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", _port(served)), 1):
         pass
+
+
+def test_api_processes_end_with_a_killed_supervisor(
+    installation: Installation, tmp_path: Path
+) -> None:
+    server = start_processes(installation, tmp_path / "data")
+    processes = children_of(server.process.pid)
+    assert len(processes) >= PROCESSES
+    server.kill()  # SIGKILL: the supervisor can pass nothing on
+    deadline = time.monotonic() + 60
+    while any(is_running(pid) for pid in processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in processes if is_running(pid)]
+    assert not left, f"processes left running without their supervisor: {left}\n{server.log()}"
 
 
 def _port(server: RunningServer) -> int:
