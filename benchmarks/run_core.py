@@ -61,7 +61,8 @@ LOADGEN_DIR = BENCH_DIR / "loadgen"
 RESULTS_DIR = BENCH_DIR / "results"
 SOURCE_ID = "bench-source"
 ADMIN_EMAIL = "bench@example.com"
-HEALTH_TIMEOUT_S = 30.0
+# Per API process (they start one after another); a start on a busy machine can take 40 s.
+HEALTH_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 # Lets the server finish background work of one scenario (flushes, GC) before the next starts,
 # so scenarios interfere less with each other.
@@ -603,16 +604,28 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=wait_s)
 
 
-def wait_healthy(base: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + HEALTH_TIMEOUT_S
+def wait_healthy(base: str, proc: subprocess.Popen[bytes], processes: int = 1) -> None:
+    """Until ``/health`` answered 200 from ``processes`` different API processes (it names the
+    one that answered; each call is a new connection, which any of them may accept), so that
+    no scenario measures a server whose processes are still starting. They start one after
+    another: HEALTH_TIMEOUT_S each."""
+    timeout_s = HEALTH_TIMEOUT_S * processes
+    deadline = time.monotonic() + timeout_s
+    answered: set[Any] = set()
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise BenchError(f"the server exited with code {proc.returncode} before it was healthy")
         with contextlib.suppress(OSError):
-            if http_json("GET", f"{base}/health", timeout=1.0)[0] == 200:
-                return
-        time.sleep(0.2)
-    raise BenchError(f"GET /health did not answer 200 within {HEALTH_TIMEOUT_S:.0f} s")
+            status, body = http_json("GET", f"{base}/health", timeout=1.0)
+            if status == 200:
+                # A server without the field (an older --server-cmd) counts as one process.
+                answered.add(body.get("process") if isinstance(body, dict) else None)
+                if len(answered) >= processes or None in answered:
+                    return
+        time.sleep(0.1)
+    raise BenchError(
+        f"GET /health was not answered by {processes} API process(es) within {timeout_s:.0f} s"
+    )
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -1190,7 +1203,7 @@ def run_variant(
             env = {**(place.server_env() if place is not None else {})}
             env["TESSERA_API_WORKERS"] = str(api_workers)
             with running_server(cmd, workdir, password, env) as proc:
-                wait_healthy(base, proc)
+                wait_healthy(base, proc, api_workers)
                 token = get_token(base, password)
                 create_source(base, token)
                 if automation == "realistic":

@@ -9,9 +9,11 @@ import socket
 import time
 from pathlib import Path
 
-from tests.support.server import RunningServer, running_server
+from tests.support.server import RunningServer, start_server
 
 REQUEST = b"GET /health HTTP/1.1\r\nHost: tessera\r\n\r\n"
+# A start on a machine busy with other tests can take longer than the usual 30 s.
+START_S = 120.0
 
 
 def read_answer(connection: socket.socket) -> bytes:
@@ -52,7 +54,8 @@ def stopped_listening(server: RunningServer, timeout_s: float = 30.0) -> bool:
 def test_a_request_on_an_idle_connection_is_served_while_the_process_stops(
     tmp_path: Path,
 ) -> None:
-    with running_server(tmp_path / "data") as server:
+    server = start_server(tmp_path / "data", start_timeout_s=START_S)
+    try:
         port = int(server.base_url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
             connection.sendall(REQUEST)
@@ -67,3 +70,5 @@ def test_a_request_on_an_idle_connection_is_served_while_the_process_stops(
             assert connection.recv(1) == b""  # and then closed by the server
         # Stopped, by the signal it was sent (uvicorn raises it again once it has shut down).
         assert server.process.wait(timeout=60) in (0, -signal.SIGTERM), server.log()
+    finally:
+        server.stop()
