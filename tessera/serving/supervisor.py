@@ -68,20 +68,24 @@ class Supervisor(Multiprocess):
         return False
 
     def handle_hup(self) -> None:
+        before = {process.pid for process in self.processes}
         self._console.print(f"SIGHUP: replacing the API processes one at a time ({self._pids()})")
-        before = self._pids()
         self.restart_all()
-        after = self._pids()
-        if after == before or self.should_exit.is_set():
+        if self.should_exit.is_set():
             return
-        self._console.print(f"[green]API processes replaced[/]: {after}")
+        kept = before & {process.pid for process in self.processes}
+        if kept:
+            # restart_all stops at the first replacement that did not start in time.
+            self._console.print(
+                f"[yellow]Restart stopped:[/] a new API process did not start within "
+                f"{self.config.timeout_worker_healthcheck} s; {len(kept)} old one(s) keep serving"
+            )
+        else:
+            self._console.print(f"[green]API processes replaced[/]: {self._pids()}")
 
-    def handle_term(self) -> None:
-        self._console.print("SIGTERM: the API processes finish their requests and stop")
-        self.should_exit.set()
-
-    def handle_int(self) -> None:
-        self.handle_term()
+    def terminate_all(self) -> None:
+        self._console.print("Stopping: the API processes finish their requests and end")
+        super().terminate_all()
 
     def _pids(self) -> str:
         return ", ".join(str(process.pid) for process in self.processes)
