@@ -61,7 +61,8 @@ LOADGEN_DIR = BENCH_DIR / "loadgen"
 RESULTS_DIR = BENCH_DIR / "results"
 SOURCE_ID = "bench-source"
 ADMIN_EMAIL = "bench@example.com"
-HEALTH_TIMEOUT_S = 30.0
+# Per API process (they start one after another); a start on a busy machine can take 40 s.
+HEALTH_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 # Lets the server finish background work of one scenario (flushes, GC) before the next starts,
 # so scenarios interfere less with each other.
@@ -171,6 +172,8 @@ class VariantResult:
     scenarios: list[ScenarioResult]
     round: int = 1
     mode: str = "embedded"  # or "distributed"
+    # API processes of the server (`tessera serve --workers`): always 1 in the embedded mode.
+    api_workers: int = 1
 
     @property
     def name(self) -> str:
@@ -219,6 +222,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "$TESSERA_BENCH_MYSQL_PASSWORD (default: the development one of scripts/services)",
     )
     p.add_argument("--redis-host", default="127.0.0.1", help="distributed mode")
+    p.add_argument(
+        "--api-workers",
+        type=int,
+        default=1,
+        help="distributed mode: API processes of the server (`tessera serve --workers N`; the "
+        "embedded server always runs one, it refuses more); the server's CPU and memory are "
+        "summed over all of its processes",
+    )
     p.add_argument("--redis-port", type=int, default=6379, help="distributed mode")
     p.add_argument(
         "--scenarios",
@@ -259,6 +270,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--known must be within 0..1000000 and --known-ratio within 0..1")
     if args.mode == "compare" and args.automation == "compare":
         p.error("compare one thing at a time: --mode compare or --automation compare")
+    if not 1 <= args.api_workers <= 64:
+        p.error("--api-workers must be within 1..64")
+    if args.api_workers > 1 and args.mode == "embedded":
+        p.error("--api-workers above 1 needs --mode distributed (or compare)")
     if not 1 <= args.rounds <= 10:
         p.error("--rounds must be within 1..10")
     if not 1 <= args.sample <= 1000:
@@ -477,7 +492,10 @@ def seed_known(port: int, count: int, path: Path, threads: int = 4) -> None:
 
 
 def descendants(root: int) -> list[int]:
-    """The root pid and every live descendant (a server may fork worker processes)."""
+    """The root pid and every live descendant: `tessera serve --workers N` is a supervisor
+    and N API processes (plus multiprocessing's resource tracker), so the server's CPU and
+    memory are summed over all of them. Only live processes count: none is restarted during a
+    run, so none takes its CPU time away with it."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -516,13 +534,16 @@ def cpu_seconds(root: int) -> float:
     return total / ticks
 
 
-def server_command(template: str | None, port: int) -> list[str]:
+def server_command(template: str | None, port: int, api_workers: int) -> list[str]:
+    """The default command names its API processes (the distributed mode would otherwise run
+    one per CPU); a --server-cmd gets them as TESSERA_API_WORKERS (see run_variant), which
+    versions without the setting ignore."""
     if template:
         return [part.replace("{port}", str(port)) for part in shlex.split(template)]
     exe = shutil.which("tessera") or str(Path(sys.executable).with_name("tessera"))
     if not Path(exe).is_file():
         raise BenchError("`tessera` is not installed; run `pip install -e .` first")
-    return [exe, "serve", "--port", str(port)]
+    return [exe, "serve", "--port", str(port), "--workers", str(api_workers)]
 
 
 SERVICE_ADDRESS_VARIABLES = frozenset(
@@ -583,16 +604,28 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=wait_s)
 
 
-def wait_healthy(base: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + HEALTH_TIMEOUT_S
+def wait_healthy(base: str, proc: subprocess.Popen[bytes], processes: int = 1) -> None:
+    """Until ``/health`` answered 200 from ``processes`` different API processes (it names the
+    one that answered; each call is a new connection, which any of them may accept), so that
+    no scenario measures a server whose processes are still starting. They start one after
+    another: HEALTH_TIMEOUT_S each."""
+    timeout_s = HEALTH_TIMEOUT_S * processes
+    deadline = time.monotonic() + timeout_s
+    answered: set[Any] = set()
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise BenchError(f"the server exited with code {proc.returncode} before it was healthy")
         with contextlib.suppress(OSError):
-            if http_json("GET", f"{base}/health", timeout=1.0)[0] == 200:
-                return
-        time.sleep(0.2)
-    raise BenchError(f"GET /health did not answer 200 within {HEALTH_TIMEOUT_S:.0f} s")
+            status, body = http_json("GET", f"{base}/health", timeout=1.0)
+            if status == 200:
+                # A server without the field (an older --server-cmd) counts as one process.
+                answered.add(body.get("process") if isinstance(body, dict) else None)
+                if len(answered) >= processes or None in answered:
+                    return
+        time.sleep(0.1)
+    raise BenchError(
+        f"GET /health was not answered by {processes} API process(es) within {timeout_s:.0f} s"
+    )
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -799,7 +832,8 @@ def render_table(variant: VariantResult) -> Table:
     distributed = variant.mode == "distributed"
     table = Table(
         title=f"Tessera core benchmark, {variant_title(variant.automation, variant.mode)}, "
-        f"{os.cpu_count()} CPUs shared with the load generator",
+        + (f"{variant.api_workers} API processes, " if variant.api_workers > 1 else "")
+        + f"{os.cpu_count()} CPUs shared with the load generator",
         caption="latency in ms; RSS: server peak MiB over its lifetime; CPU%: of one core"
         + ("; ES%: Elasticsearch's CPU, of one core" if distributed else ""),
         box=box.SIMPLE_HEAD,
@@ -1000,6 +1034,8 @@ def markdown_rows(variants: list[VariantResult], stamp: str) -> str:
     rounds = max(v.round for v in variants)
     for variant in variants:
         cells = [getattr(variant, name) for name in extra]
+        if with_mode and variant.api_workers > 1:
+            cells[0] = f"{cells[0]}, {variant.api_workers} API processes"
         if rounds > 1 and cells:
             cells[-1] = f"{cells[-1]}, round {variant.round}"
         extra_cells = "".join(f"| {cell} " for cell in cells)
@@ -1159,13 +1195,15 @@ def run_variant(
                 console.print("[yellow]Elasticsearch's pid not found: its CPU is not reported")
             port = free_port()
             base = f"http://127.0.0.1:{port}"
-            cmd = server_command(opts.server_cmd, port)
+            api_workers = opts.api_workers if mode == "distributed" else 1
+            cmd = server_command(opts.server_cmd, port, api_workers)
             password = "".join(
                 secrets.choice(string.ascii_letters + string.digits) for _ in range(24)
             )
-            env = place.server_env() if place is not None else None
+            env = {**(place.server_env() if place is not None else {})}
+            env["TESSERA_API_WORKERS"] = str(api_workers)
             with running_server(cmd, workdir, password, env) as proc:
-                wait_healthy(base, proc)
+                wait_healthy(base, proc, api_workers)
                 token = get_token(base, password)
                 create_source(base, token)
                 if automation == "realistic":
@@ -1190,7 +1228,7 @@ def run_variant(
                 )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return VariantResult(automation, results, mode=mode), cmd
+    return VariantResult(automation, results, mode=mode, api_workers=api_workers), cmd
 
 
 def bench(opts: argparse.Namespace) -> int:

@@ -389,6 +389,9 @@ def child_env(workdir: Path, password: str, extra: dict[str, str]) -> dict[str, 
         TESSERA_ADMIN_PASSWORD=password,
         TESSERA_HOST="127.0.0.1",
         LOGGING_LEVEL="WARNING",
+        # One API process in every mode (a distributed server would run one per CPU), so runs
+        # compare with each other and with earlier ones.
+        TESSERA_API_WORKERS="1",
         # The Pulsar admin client honours proxy variables; these addresses never need one.
         NO_PROXY="127.0.0.1,localhost",
         no_proxy="127.0.0.1,localhost",

@@ -20,6 +20,8 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
+# uvicorn's exit code for a server that did not start (its lifespan failed).
+STARTUP_FAILED = 3
 
 
 def _settings() -> Settings:
@@ -34,58 +36,34 @@ def _settings() -> Settings:
 def serve(
     host: Annotated[str | None, typer.Option(help="Overrides TESSERA_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Overrides TESSERA_PORT")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="API processes; overrides TESSERA_API_WORKERS", min=1, max=256),
+    ] = None,
 ) -> None:
     """Run the CDP: collection (/track, /collect) and the management API."""
-    import uvicorn
-
     from tessera.api.app import create_app
-    from tessera.api.slow_clients import protocol_with_header_deadline
     from tessera.logs import configure_logging
-    from tessera.ops.install import TOKEN_FILE_NAME
-    from tessera.runtime import Runtime
+    from tessera.serving.announce import announcer
+    from tessera.serving.processes import api_process_count
+    from tessera.serving.server import serve_here, serve_processes
 
     settings = _settings()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     if overrides:
         settings = settings.model_copy(update=overrides)
     configure_logging(settings)
-    _check_services(settings)
-
-    def announce(runtime: Runtime) -> None:
-        base = f"http://{settings.host}:{settings.port}"
-        console.print(f"[bold green]Tessera is running[/] at {base} (data in {settings.data_dir})")
-        if runtime.default_source is not None:
-            console.print(f"  event source id: [bold]{runtime.default_source.id}[/]")
-        if settings.api_docs:
-            console.print(f"  API docs: {base}/docs")
-        if not runtime.admin_exists:
-            where = (
-                "INSTALLATION_TOKEN"
-                if settings.installation_token
-                else f"the token in {settings.data_dir / TOKEN_FILE_NAME}"
-            )
-            console.print(
-                "  [yellow]No admin yet:[/] run `tessera install --admin-email YOU@example.com`"
-                f" or POST /install with {where}"
-            )
-
-    application = create_app(settings, on_ready=announce)
     try:
-        uvicorn.run(
-            application,
-            host=settings.host,
-            port=settings.port,
-            loop="uvloop",
-            http=protocol_with_header_deadline(settings.header_timeout_seconds),
-            timeout_keep_alive=settings.keep_alive_seconds,
-            log_level=settings.logging_level.value.lower(),
-            access_log=False,
-            server_header=False,
-            # The client behind proxies is found by create_app's ForwardedClient, from
-            # TESSERA_TRUSTED_PROXIES; uvicorn's own would trust any local peer's header.
-            proxy_headers=False,
-            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-        )
+        count = api_process_count(settings, workers)
+    except ConfigurationError as error:
+        console.print(f"[bold red]Cannot start:[/] {error.message}")
+        raise typer.Exit(code=2) from None
+    _check_services(settings)
+    try:
+        if count > 1:
+            serve_processes(settings, count, console)
+        elif not serve_here(settings, create_app(settings, on_ready=announcer(settings, console))):
+            raise typer.Exit(code=STARTUP_FAILED)
     except TesseraError as error:
         console.print(f"[bold red]Cannot start:[/] {error.message}")
         raise typer.Exit(code=2) from None

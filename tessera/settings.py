@@ -138,6 +138,20 @@ class Settings(BaseSettings):
         validation_alias="TESSERA_PORT",
         description="Port `tessera serve` listens on.",
     )
+    api_workers: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        validation_alias="TESSERA_API_WORKERS",
+        description=(
+            "API processes `tessera serve` runs on one listening socket (`--workers` overrides "
+            "it). Unset: 1 in the embedded mode, the number of CPUs this process may use when "
+            "`ELASTIC_HOST`, `MYSQL_HOST` and `REDIS_HOST` are all set. More than 1 needs all "
+            "three (locks, caches and the SQLite stores of the embedded mode live in one "
+            "process). SIGHUP replaces the processes one at a time; SIGTERM drains and stops "
+            "them (docs/distributed.md)."
+        ),
+    )
     trusted_proxies: str = Field(
         "",
         validation_alias="TESSERA_TRUSTED_PROXIES",

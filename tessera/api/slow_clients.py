@@ -5,7 +5,7 @@ is read, a request) for as long as it likes: a few hundred such clients take eve
 a server has. uvicorn closes idle keep-alive connections (``TESSERA_KEEP_ALIVE_SECONDS``) but
 has no limit on how long headers or a body may take, so:
 
-- ``protocol_with_header_deadline`` is uvicorn's httptools protocol with a deadline for the
+- ``HeaderDeadlineProtocol`` is uvicorn's httptools protocol with a deadline for the
   headers: from the moment the connection opens (or its previous response was sent), the
   headers must be complete within ``TESSERA_HEADER_TIMEOUT_SECONDS``; else the server answers
   408 and closes the connection.
@@ -22,10 +22,12 @@ import time
 from asyncio import TimerHandle
 from typing import Any
 
+from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tessera.collect.http import Message, Receive, Scope, Send
 from tessera.errors import RequestTimeout
+from tessera.serving.config import ServerConfig
 
 _HEADER_TIMEOUT_BODY = b'{"detail":"the request headers did not arrive in time"}'
 _HEADER_TIMEOUT_ANSWER = (
@@ -36,47 +38,52 @@ _HEADER_TIMEOUT_ANSWER = (
 ) + _HEADER_TIMEOUT_BODY
 
 
-def protocol_with_header_deadline(header_timeout_s: float) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol, closing connections whose headers are late."""
+class HeaderDeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, closing connections whose headers are late. The deadline
+    comes with the server's configuration (``ServerConfig``): a class defined here, not made
+    per settings, so that uvicorn can hand it to the API processes it spawns."""
 
-    class HeaderDeadlineProtocol(HttpToolsProtocol):
-        _header_deadline: TimerHandle | None = None
+    _header_deadline: TimerHandle | None = None
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+    def __init__(self, config: Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        if not isinstance(config, ServerConfig):
+            raise TypeError("HeaderDeadlineProtocol needs a tessera.serving.config.ServerConfig")
+        self._header_timeout_s = config.header_timeout_s
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        # A pipelined request already sent its headers; otherwise the next one's start now.
+        waiting = not self.pipeline
+        super().on_response_complete()
+        if waiting and not self.transport.is_closing():
             self._arm()
 
-        def on_headers_complete(self) -> None:
-            self._disarm()
-            super().on_headers_complete()
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
 
-        def on_response_complete(self) -> None:
-            # A pipelined request already sent its headers; otherwise the next one's start now.
-            waiting = not self.pipeline
-            super().on_response_complete()
-            if waiting and not self.transport.is_closing():
-                self._arm()
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_deadline = self.loop.call_later(self._header_timeout_s, self._late)
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def _arm(self) -> None:
-            self._disarm()
-            self._header_deadline = self.loop.call_later(header_timeout_s, self._late)
-
-        def _disarm(self) -> None:
-            if self._header_deadline is not None:
-                self._header_deadline.cancel()
-                self._header_deadline = None
-
-        def _late(self) -> None:
+    def _disarm(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
             self._header_deadline = None
-            if not self.transport.is_closing():
-                self.transport.write(_HEADER_TIMEOUT_ANSWER)
-                self.transport.close()
 
-    return HeaderDeadlineProtocol
+    def _late(self) -> None:
+        self._header_deadline = None
+        if not self.transport.is_closing():
+            self.transport.write(_HEADER_TIMEOUT_ANSWER)
+            self.transport.close()
 
 
 class BodyDeadline:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tessera.errors import Forbidden, InvalidPayload
+from tessera.errors import Conflict, Forbidden, InvalidPayload
 from tessera.model.common import DEFAULT_TENANT, new_id, utcnow
 from tessera.model.source import EventSource
 from tessera.model.user import ADMIN_ROLE, User
@@ -88,16 +88,20 @@ async def create_admin(storage: Storage, settings: Settings, email: str, passwor
         raise InvalidPayload(f"password: production needs a hard-to-guess password; {problem}")
     if await storage.users.count(DEFAULT_TENANT) > 0:
         return False
-    await storage.users.add(
-        User(
-            id=new_id(),
-            tenant=DEFAULT_TENANT,
-            email=email,
-            password_hash=await hash_password(password),
-            created=utcnow(),
-            roles=[ADMIN_ROLE],
-        )
+    admin = User(
+        id=new_id(),
+        tenant=DEFAULT_TENANT,
+        email=email,
+        password_hash=await hash_password(password),
+        created=utcnow(),
+        roles=[ADMIN_ROLE],
     )
+    try:
+        await storage.users.add(admin)
+    except Conflict:
+        # Another process starting at the same moment (an API process of `tessera serve
+        # --workers`, a replica) created it between the count and the add.
+        return False
     return True
 
 

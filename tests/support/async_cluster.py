@@ -52,6 +52,9 @@ class AsyncCluster:
                 "TESSERA_ADMIN_PASSWORD": self.admin_password,
                 "TESSERA_INGEST_MODE": "async",
                 "TESSERA_WORKERS": "0",
+                # One API process (a distributed one would run one per CPU): killing "the API"
+                # is a crash of the one process that took the requests.
+                "TESSERA_API_WORKERS": "1",
                 "REDIS_HOST": REDIS_HOST,
                 "REDIS_PORT": str(REDIS_PORT),
                 "LOGGING_LEVEL": "WARNING",

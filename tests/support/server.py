@@ -87,7 +87,11 @@ class RunningServer:
 
 
 def start_server(
-    data_dir: Path, extra_env: dict[str, str] | None = None, *, admin_password: str | None = None
+    data_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    admin_password: str | None = None,
+    start_timeout_s: float = START_TIMEOUT_S,
 ) -> RunningServer:
     port = free_port()
     password = admin_password or secrets.token_urlsafe(18)
@@ -103,6 +107,10 @@ def start_server(
             "TESSERA_ADMIN_EMAIL": ADMIN_EMAIL,
             "TESSERA_ADMIN_PASSWORD": password,
             "LOGGING_LEVEL": "WARNING",
+            # One API process unless a test asks for more: the distributed mode's default
+            # (one per CPU) would put every distributed test behind a supervisor, and a test
+            # that kills "the server" (a crash) means one process.
+            "TESSERA_API_WORKERS": "1",
             **UNTHROTTLED,
         }
     )
@@ -117,7 +125,7 @@ def start_server(
             stderr=subprocess.STDOUT,
         )
     server = RunningServer(process, f"http://127.0.0.1:{port}", data_dir, env, password, log_path)
-    wait_until_ready(server)
+    wait_until_ready(server, start_timeout_s)
     return server
 
 
@@ -139,11 +147,11 @@ def wait_for_health(
     return False
 
 
-def wait_until_ready(server: RunningServer) -> None:
-    if wait_for_health(server.base_url, server.process, server.log, START_TIMEOUT_S):
+def wait_until_ready(server: RunningServer, timeout_s: float = START_TIMEOUT_S) -> None:
+    if wait_for_health(server.base_url, server.process, server.log, timeout_s):
         return
     server.stop()
-    raise RuntimeError(f"the server was not ready within {START_TIMEOUT_S} s:\n{server.log()}")
+    raise RuntimeError(f"the server was not ready within {timeout_s} s:\n{server.log()}")
 
 
 @contextmanager

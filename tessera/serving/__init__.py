@@ -1,0 +1,1 @@
+"""Running the ASGI application: one process, or several on one listening socket."""
