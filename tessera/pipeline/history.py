@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from tessera.errors import StorageUnavailable
 from tessera.model.common import DEFAULT_TENANT
 from tessera.model.source import EventSource
 from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult
@@ -34,6 +35,8 @@ from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult
 BATCH_EVENTS = 200
 # Visitors taken in at once: enough to keep the writer's group commit full.
 PARALLEL_VISITORS = 32
+# Attempts of one batch through a passing outage (0.1 s, 0.2 s, … apart: 3 s in all).
+PATIENCE = 5
 
 
 @dataclass(slots=True)
@@ -92,11 +95,24 @@ class HistoryImporter:
         async def one(key: str, items: list[HistoryEvent]) -> None:
             async with gate:
                 for batch in self._batches(source, key, items):
-                    result = await self._ingest(batch)
+                    result = await self._ingest_patiently(batch)
                     counts.stored += len(result.event_ids)
                     counts.duplicates += len(batch.events) - len(result.event_ids)
 
         await asyncio.gather(*(one(key, items) for key, items in by_visitor.items()))
+
+    async def _ingest_patiently(self, batch: IncomingBatch) -> IngestResult:
+        """The batch, tried again on a passing outage: an import files into partitions that
+        live traffic has not created yet, and a partition answers reads only once its shards
+        have started. Trying again is safe (the batch's apply-once mark) and keeps the
+        request's counts exact; a longer outage fails the request (503) and the CLI sends it
+        again later."""
+        for attempt in range(PATIENCE - 1):
+            try:
+                return await self._ingest(batch)
+            except StorageUnavailable:
+                await asyncio.sleep(0.1 * 2**attempt)
+        return await self._ingest(batch)
 
     def _batches(
         self, source: EventSource, key: str, items: list[HistoryEvent]
