@@ -21,12 +21,10 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC
 from pathlib import Path
 
 from tessera.collect.history_lines import decode_line
 
-SORTABLE_TIME = "%Y-%m-%dT%H:%M:%S.%f"
 # Lines per insert transaction while the plan is built.
 INSERT_BATCH = 10_000
 
@@ -107,9 +105,9 @@ class Checkpoint:
         self._db.execute("DROP TABLE IF EXISTS staging")
         self._db.execute("DROP TABLE IF EXISTS plan")
         self._db.execute(
-            "CREATE TABLE staging (visitor TEXT, moment TEXT, line INTEGER, body BLOB)"
+            "CREATE TABLE staging (visitor TEXT, moment REAL, line INTEGER, body BLOB)"
         )
-        rows: list[tuple[str, str, int, bytes]] = []
+        rows: list[tuple[str, float, int, bytes]] = []
         with source.open("rb") as lines:
             for number, raw in enumerate(lines, start=1):
                 body = raw.rstrip(b"\r\n")
@@ -117,8 +115,9 @@ class Checkpoint:
                     continue
                 event = decode_line(body, number, max_depth=max_depth)
                 moment = event.event.time
-                sortable = "" if moment is None else moment.astimezone(UTC).strftime(SORTABLE_TIME)
-                rows.append((event.visitor, sortable, number, body))
+                rows.append(
+                    (event.visitor, 0.0 if moment is None else moment.timestamp(), number, body)
+                )
                 if len(rows) == INSERT_BATCH:
                     self._db.executemany("INSERT INTO staging VALUES (?, ?, ?, ?)", rows)
                     progress(len(rows))
