@@ -153,6 +153,21 @@ def _imported(output: str) -> tuple[int, int]:
     return int(found.group(1).replace(",", "")), int(found.group(2).replace(",", ""))
 
 
+def _history(
+    tmp_path: Path, name: str, *, profiles: int, seed: int, refused: bool
+) -> tuple[str, Path, Planned]:
+    """A history file of visitors whose ids start with a tag of this test's own."""
+    tag = f"{name}{uuid.uuid4().hex[:8]}"
+    file = tmp_path / "history.jsonl"
+    return tag, file, write_history(file, tag, profiles=profiles, seed=seed, refused=refused)
+
+
+def _totals_hold(api: httpx.Client, tag: str, planned: Planned) -> None:
+    """As many profiles and events as planned, none more (no visitor split in two)."""
+    _count(api, "/profiles/search", f"profile@id starts with '{tag}-'", len(planned.profiles))
+    _count(api, "/events/search", f"event@id starts with '{tag}-'", len(planned.events))
+
+
 def _count(api: httpx.Client, path: str, where: str, expected: int) -> None:
     """Searches may lag by the refresh interval: wait for the count, within bounds."""
     deadline = time.monotonic() + 30
@@ -174,9 +189,7 @@ def test_import_files_by_own_time_counts_once_and_again_changes_nothing(
     installed: tuple[str, RunningServer, httpx.Client, ServerSource], tmp_path: Path
 ) -> None:
     mode, server, api, source = installed
-    tag = f"imp{uuid.uuid4().hex[:8]}"
-    file = tmp_path / "history.jsonl"
-    planned = write_history(file, tag, profiles=12, seed=7, refused=True)
+    tag, file, planned = _history(tmp_path, "imp", profiles=12, seed=7, refused=True)
 
     first = _import(server, source, file)
     assert first.returncode == 0, first.stderr
@@ -188,8 +201,7 @@ def test_import_files_by_own_time_counts_once_and_again_changes_nothing(
     _check_records(api, planned)
     if mode.startswith("distributed"):
         _check_partitions(server, planned)
-    _count(api, "/profiles/search", f"profile@id starts with '{tag}-'", len(planned.profiles))
-    _count(api, "/events/search", f"event@id starts with '{tag}-'", len(planned.events))
+    _totals_hold(api, tag, planned)
     before = _state(api, planned)
 
     # The same file again (the checkpoint says it is done; --restart sends it all again).
@@ -199,17 +211,14 @@ def test_import_files_by_own_time_counts_once_and_again_changes_nothing(
     assert again.returncode == 0, again.stderr
     assert f"Imported 0 events; {len(planned.events)} were stored before" in again.stderr
     assert _state(api, planned) == before
-    _count(api, "/profiles/search", f"profile@id starts with '{tag}-'", len(planned.profiles))
-    _count(api, "/events/search", f"event@id starts with '{tag}-'", len(planned.events))
+    _totals_hold(api, tag, planned)
 
 
 def test_import_killed_midway_resumes_to_the_same_result(
     installed: tuple[str, RunningServer, httpx.Client, ServerSource], tmp_path: Path
 ) -> None:
     _mode, server, api, source = installed
-    tag = f"kill{uuid.uuid4().hex[:8]}"
-    file = tmp_path / "history.jsonl"
-    planned = write_history(file, tag, profiles=80, seed=11, refused=False)
+    tag, file, planned = _history(tmp_path, "kill", profiles=80, seed=11, refused=False)
     checkpoint = tmp_path / "checkpoint.sqlite"
     command = [
         sys.executable, "-m", "tessera", "import", str(file), "--source", source.id,
@@ -234,8 +243,7 @@ def test_import_killed_midway_resumes_to_the_same_result(
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming from" in resumed.stderr
     _check_records(api, planned)
-    _count(api, "/profiles/search", f"profile@id starts with '{tag}-'", len(planned.profiles))
-    _count(api, "/events/search", f"event@id starts with '{tag}-'", total)
+    _totals_hold(api, tag, planned)
 
 
 def _clean_env() -> dict[str, str]:
