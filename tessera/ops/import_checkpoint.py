@@ -102,10 +102,11 @@ class Checkpoint:
     ) -> int:
         """Read and check every line of ``source``; the number of events planned. The chunk
         limits are kept with the plan: a resumed import cuts the same chunks."""
-        self._db.execute("DROP TABLE IF EXISTS staging")
+        self._db.execute("DROP TABLE IF EXISTS temp.staging")
         self._db.execute("DROP TABLE IF EXISTS plan")
+        # The unsorted copy is a temporary table: only the sorted plan stays in the file.
         self._db.execute(
-            "CREATE TABLE staging (visitor TEXT, moment REAL, line INTEGER, body BLOB)"
+            "CREATE TEMP TABLE staging (visitor TEXT, moment REAL, line INTEGER, body BLOB)"
         )
         rows: list[tuple[str, float, int, bytes]] = []
         with source.open("rb") as lines:
@@ -128,7 +129,7 @@ class Checkpoint:
         self._db.execute(
             "CREATE TABLE plan AS SELECT line, body FROM staging ORDER BY visitor, moment, line"
         )
-        self._db.execute("DROP TABLE staging")
+        self._db.execute("DROP TABLE temp.staging")
         total = int(self._db.execute("SELECT count(*) FROM plan").fetchone()[0])
         self._set("fingerprint", _fingerprint(source))
         self._set("done", "0")
@@ -137,6 +138,7 @@ class Checkpoint:
         self._set("chunk_bytes", str(chunk_bytes))
         self._set("total", str(total))
         self._db.commit()
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return total
 
     @property
