@@ -22,6 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -129,33 +130,37 @@ class Measured:
 
 def run_import(file: Path, base: str, source: str, key: str, limit_s: float) -> Measured:
     """The real CLI, timed: checking and sorting (until it names the events to import), then
-    sending; stopped at ``limit_s``."""
+    sending; stopped at ``limit_s`` whether or not it prints anything."""
     command = [sys.executable, "-m", "tessera", "import", str(file), "--source", source]
     command += ["--url", base]
     env = {**_env_without_tessera(), "TESSERA_IMPORT_KEY": key, "COLUMNS": "120"}
     measured = Measured()
     started = time.monotonic()
-    sending_from = started
+    sending_from: list[float] = []
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    try:
+
+    def follow() -> None:
+        assert process.stderr is not None
         for line in process.stderr:
             measured.output.append(line.rstrip())
             if "events to import" in line:
-                sending_from = time.monotonic()
-                measured.plan_s = sending_from - started
+                sending_from.append(time.monotonic())
+                measured.plan_s = sending_from[0] - started
                 console.print(
                     f"[dim]{line.strip()} (checked and sorted in {measured.plan_s:.0f} s)"
                 )
             elif line.startswith(("Imported", "Refused", "Import stopped")):
                 console.print(line.rstrip())
-            if time.monotonic() - started > limit_s:
-                break
-    finally:
-        if process.poll() is None and time.monotonic() - started > limit_s:
-            process.terminate()
-        process.wait(timeout=max(1.0, limit_s - (time.monotonic() - started)) + 60)
-    measured.send_s = time.monotonic() - sending_from
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    try:
+        process.wait(timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        process.wait(timeout=60)
+    reader.join(timeout=10)
+    measured.send_s = time.monotonic() - (sending_from[0] if sending_from else started)
     measured.finished = process.returncode == 0
     measured.imported = _checkpoint_done(file)
     return measured
