@@ -200,7 +200,8 @@ def stored_distributed(elastic_url: str, prefix: str) -> dict[str, Any]:
             if marker in index and "-" in index.split(marker, 1)[1]:
                 suffix = index.split(marker, 1)[1].split("-", 1)[1]
                 _s, answer = http_json("GET", f"{elastic_url}/{index}/_count", timeout=60)
-                counts[suffix] = counts.get(suffix, 0) + int(answer["count"])
+                if int(answer["count"]):  # partitions are created ahead, empty
+                    counts[suffix] = counts.get(suffix, 0) + int(answer["count"])
     return {
         "by_month": found["event"],
         "profiles": sum(found["profile"].values()),
