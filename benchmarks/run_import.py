@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             console.print(
                 f"verified: events in {len(expected.by_month)} month partitions, "
                 f"{len(expected.visitors):,} profiles, {expected.sessions:,} sessions, "
-                f"{SAMPLE_PROFILES} profiles' counters and first-seen times"
+                f"{min(SAMPLE_PROFILES, len(expected.visitors))} profiles' counters and "
+                "first-seen times"
             )
         if opts.record:
             stamp = datetime.now(UTC).strftime("%Y-%m-%d")

@@ -35,8 +35,8 @@ from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult
 BATCH_EVENTS = 200
 # Visitors taken in at once: enough to keep the writer's group commit full.
 PARALLEL_VISITORS = 32
-# Attempts of one batch through a passing outage (0.1 s, 0.2 s, … apart: 3 s in all).
-PATIENCE = 5
+# Attempts of one batch through a passing outage (0.1 s, 0.2 s, … apart: 6 s in all).
+PATIENCE = 7
 
 
 @dataclass(slots=True)
