@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -221,6 +222,65 @@ def show_settings(
     # Secrets print as "(hidden)" by their type, URL passwords as "***".
     for name, value in shown_settings(settings).items():
         print(f"{name} = {value}")
+
+
+@app.command("import")
+def import_history(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="JSON lines, one event each")
+    ],
+    source: Annotated[
+        str, typer.Option(envvar="TESSERA_IMPORT_SOURCE", help="Id of the server event source")
+    ],
+    key: Annotated[
+        str,
+        typer.Option(
+            envvar="TESSERA_IMPORT_KEY",
+            prompt="Key of the event source",
+            hide_input=True,
+            help="The source's key (better given by TESSERA_IMPORT_KEY than on the command line)",
+        ),
+    ],
+    url: Annotated[
+        str, typer.Option(envvar="TESSERA_IMPORT_URL", help="The server")
+    ] = "http://127.0.0.1:8686",
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint file (default: FILE.import-checkpoint)")
+    ] = None,
+    restart: Annotated[
+        bool, typer.Option(help="Forget the checkpoint and import from the start")
+    ] = False,
+    chunk_lines: Annotated[int, typer.Option(min=1, max=10_000)] = 5_000,
+    chunk_bytes: Annotated[
+        int, typer.Option(min=1024, help="At most the server's TESSERA_MAX_BODY_BYTES")
+    ] = 1_000_000,
+    max_depth: Annotated[int, typer.Option(min=4, max=512)] = 32,
+) -> None:
+    """Import history (Tracardi- or Tessera-shaped events, JSON lines) with its own times.
+    Resumable: run the same command again after an interruption. See docs/import.md."""
+    from tessera.ops.import_cli import ImportFailed, ImportOptions, run_import
+
+    options = ImportOptions(
+        file=file,
+        url=url,
+        source=source,
+        key=key,
+        checkpoint=checkpoint or file.with_name(file.name + ".import-checkpoint"),
+        restart=restart,
+        chunk_lines=chunk_lines,
+        chunk_bytes=chunk_bytes,
+        max_depth=max_depth,
+    )
+    try:
+        totals = run_import(options, console)
+    except ImportFailed as failure:
+        console.print(f"[bold red]Import stopped:[/] {failure}")
+        raise typer.Exit(code=1) from None
+    console.print(
+        f"[green]Imported[/] {totals.stored:,} events; {totals.duplicates:,} were stored before"
+    )
+    for reason, count in sorted(totals.refused.items()):
+        console.print(f"[yellow]Refused[/] {count:,} events: {reason}")
 
 
 # Backups and retention of the Elasticsearch records (distributed mode): tessera/ops/elastic_cli.py

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -32,9 +33,11 @@ from tessera.api.body_limit import BodySizeLimit
 from tessera.api.forwarded import ForwardedClient
 from tessera.api.problems import encodable, refused_request
 from tessera.api.slow_clients import BodyDeadline
+from tessera.collect.history_intake import HistoryIntake
 from tessera.collect.routes import CollectionApp
 from tessera.errors import StorageUnavailable, TesseraError, Unauthorized
 from tessera.ops.gc_tuning import tune_for_serving
+from tessera.pipeline.history import HistoryImporter
 from tessera.runtime import Runtime, build_runtime
 from tessera.settings import Settings
 from tessera.storage.outages import OUTAGE_ERROR_TYPES, is_outage
@@ -88,10 +91,19 @@ def create_app(
         queue,
     ):
         api.include_router(module.router)
+    history = HistoryIntake(
+        settings=settings,
+        sources=runtime.sources,
+        importer=HistoryImporter(
+            runtime.ingestor.ingest,
+            close_visit_after=timedelta(seconds=settings.close_visit_after),
+        ),
+    )
     collection = CollectionApp(
         settings=settings,
         sources=runtime.sources,
         intake=runtime.intake,
+        history=history,
         fallback=BodySizeLimit(api, limit=settings.max_body_bytes),
         is_outage=is_outage,
     )

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from tessera.collect.history_intake import IMPORT_PATH, HistoryIntake
 from tessera.collect.http import (
     CORS_HEADERS,
     STORED_HEADERS,
@@ -37,8 +38,9 @@ from tessera.errors import (
     StorageUnavailable,
     TesseraError,
 )
-from tessera.model.common import DEFAULT_TENANT, derived_id
+from tessera.model.common import DEFAULT_TENANT, derived_id, utcnow
 from tessera.model.event import checked_event_type
+from tessera.model.event_time import live_time_warning
 from tessera.model.source import EventSource
 from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult, Intake
 from tessera.pipeline.sources import SourceDirectory
@@ -60,8 +62,10 @@ class CollectionApp:
         intake: Intake,
         fallback: ASGIApp,
         is_outage: Callable[[BaseException], bool],
+        history: HistoryIntake | None = None,
     ) -> None:
         self._settings = settings
+        self._history = history
         self._sources = sources
         self._intake = intake
         self._fallback = fallback
@@ -73,7 +77,9 @@ class CollectionApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or not (path == "/track" or path.startswith("/collect/")):
+        if scope["type"] != "http" or not (
+            path == "/track" or path.startswith("/collect/") or path == IMPORT_PATH
+        ):
             await self._fallback(scope, receive, send)
             return
         method: str = scope["method"]
@@ -81,6 +87,13 @@ class CollectionApp:
             await send_empty(send, 204, CORS_HEADERS)
             return
         try:
+            if path == IMPORT_PATH:
+                if method != "POST" or self._history is None:
+                    await send_json(send, 405, {"detail": "use POST for /import/events"}, [])
+                    return
+                counts = await self._history(scope, receive)
+                await send_json(send, 200, counts, [])
+                return
             if path == "/track":
                 if method != "POST":
                     await send_json(send, 405, {"detail": "use POST for /track"}, CORS_HEADERS)
@@ -125,10 +138,11 @@ class CollectionApp:
         )
         source = await self._sources.require_enabled(DEFAULT_TENANT, payload.source.id)
         require_proof(scope, source, body, time.time())
+        events = [_incoming(index, event, source) for index, event in enumerate(payload.events)]
         batch = IncomingBatch(
             tenant=DEFAULT_TENANT,
             source=source,
-            events=[_incoming(index, event, source) for index, event in enumerate(payload.events)],
+            events=events,
             session_id=_given(payload.session),
             profile_id=_given(payload.profile),
             context=payload.context,
@@ -137,7 +151,9 @@ class CollectionApp:
             headers=stored_headers(scope, self._stored_headers),
             debug=self._settings.track_debug and payload.options.get("debugger") is True,
         )
-        return await self._intake(batch)
+        result = await self._intake(batch)
+        result.warnings += _time_warnings(events)
+        return result
 
     async def _collect(self, scope: Scope, receive: Receive, path: str) -> IngestResult:
         # Split the raw path, then decode each part once: an encoded "/" (%2F) stays inside
@@ -204,6 +220,19 @@ async def _send_error(send: Send, error: TesseraError) -> None:
     if isinstance(error, StorageUnavailable):
         detail = error.public_message
     await send_json(send, error.status_code, {"detail": detail}, headers)
+
+
+def _time_warnings(events: list[IncomingEvent]) -> list[str]:
+    """The events whose time is filed elsewhere than it says (model/event_time.py): taken
+    in, but the client is told, rather than finding them later in an unexpected partition."""
+    arrived = utcnow()
+    warnings: list[str] = []
+    for index, event in enumerate(events):
+        if event.time is not None:
+            warning = live_time_warning(f"events[{index}].time", event.time, arrived)
+            if warning is not None:
+                warnings.append(warning)
+    return warnings
 
 
 def _given(reference: Any) -> str | None:

@@ -34,6 +34,7 @@ from tessera.identity.resolver import IdentityResolver, snapshot_paths
 from tessera.model.applied import PROFILE_MARKS, SESSION_MARKS, remember, request_token
 from tessera.model.common import Ref, new_id, utcnow
 from tessera.model.event import Event
+from tessera.model.event_time import filed_moment
 from tessera.model.profile import Profile, add_to_stat
 from tessera.model.session import Session, Visit
 from tessera.pipeline.consents import ConsentRules
@@ -114,7 +115,7 @@ class Ingestor:
         self._processor = processor
 
     async def ingest(self, batch: IncomingBatch) -> IngestResult:
-        now = utcnow()
+        now = taken_in_at(batch)
         warnings: list[str] = []
         mark = request_mark(batch)
         if batch.profile_less:
@@ -128,7 +129,11 @@ class Ingestor:
             stored = events + outcome.internal_events
             _mark_events(outcome.internal_events, mark)
             messages: list[Any] = []
-            if self.destinations is not None and await self.destinations.active(batch.tenant):
+            if (
+                self.destinations is not None
+                and not batch.history
+                and await self.destinations.active(batch.tenant)
+            ):
                 messages = await self._plan_deliveries(
                     batch.tenant, stored, None, None, False, mark
                 )
@@ -194,8 +199,15 @@ class Ingestor:
         if isinstance(found, set):
             return found
         profile_id, profile = found
+        # A new profile or session is first seen at the batch's first event (history_start).
         visitor = self._visitors.resolve(
-            tenant, batch.source, session_id, session, profile_id, profile, now
+            tenant,
+            batch.source,
+            session_id,
+            session,
+            profile_id,
+            profile,
+            history_start(batch, now),
         )
         promise_answered = self._visitors.ids.answers_promise(batch.profile_id, public)
         if batch.new_profile_id is not None and promise_answered and not visitor.profile_is_new:
@@ -205,6 +217,9 @@ class Ingestor:
         known_warnings: list[str] = []
         incoming = await self._unstored(batch, known, mark, known_warnings, now)
         events = self._build_events(batch, incoming, visitor, now, mark)
+        if batch.history and not events:
+            # Imported before: a second import changes nothing, not even the times.
+            return IngestResult(visitor.profile.id, visitor.session.id, [], known_warnings)
         apply_visit(
             visitor,
             events,
@@ -213,7 +228,11 @@ class Ingestor:
             self._close_visit_after,
             session_counted=mark in visitor.session.metadata.applied,
         )
-        watched = self.destinations is not None and await self.destinations.active(tenant)
+        watched = (
+            self.destinations is not None
+            and not batch.history
+            and await self.destinations.active(tenant)
+        )
         warnings, document, session_document = await self._process(visitor, events, watched)
 
         # What a public request may do with identifiers (docs/security.md, "Trust model"): add
@@ -250,7 +269,7 @@ class Ingestor:
 
         outcome = StageOutcome()
         deferred: tuple[dict[str, Any], list[str]] | None = None
-        if self.automation is not None:
+        if self.automation is not None and not batch.history:
             # The pass above may have merged or indexed: the stage works on the profile as it
             # is now, and whatever it changes is converted back once.
             if merges.retired or merges.links:
@@ -479,7 +498,7 @@ class Ingestor:
     async def _automate(
         self, subject: Subject, events: list[Event], now: datetime, batch: IncomingBatch
     ) -> StageOutcome:
-        if self.automation is None:
+        if self.automation is None or batch.history:
             return StageOutcome()
         return await self.automation.run(subject, events, now, debug=batch.debug)
 
@@ -712,7 +731,7 @@ def apply_visit(
     if not session_counted:
         _visit_session(visitor, events, batch, now, close_visit_after)
     if not profile_counted:
-        _visit_profile(visitor, events, now)
+        _visit_profile(visitor, events, history_start(batch, now), now)
 
 
 def _visit_session(
@@ -723,6 +742,7 @@ def _visit_session(
     close_visit_after: timedelta,
 ) -> None:
     session, profile = visitor.session, visitor.profile
+    started = history_start(batch, now)
     if visitor.session_is_new:
         session.context = dict(batch.context)
         first_context = batch.events[0].context if batch.events else {}
@@ -731,27 +751,49 @@ def _visit_session(
         session.properties.update(batch.properties)
     visit = session.metadata.visit
     if visit is None:
-        session.metadata.visit = Visit(number=1, start=now, last=now)
-        profile.metadata.time.last_visit = now
-    elif now - visit.last > close_visit_after:
-        session.metadata.visit = Visit(number=visit.number + 1, start=now, last=now)
-        profile.metadata.time.last_visit = now
+        session.metadata.visit = Visit(number=1, start=started, last=now)
+        profile.metadata.time.last_visit = started
+    elif started - visit.last > close_visit_after:
+        session.metadata.visit = Visit(number=visit.number + 1, start=started, last=now)
+        profile.metadata.time.last_visit = started
     else:
-        visit.last = now
+        visit.last = max(visit.last, now)
     session.events += len(events)
-    session.metadata.time.update = now
+    # max: an import of older history never moves a record's last-seen time back.
+    session.metadata.time.update = max(session.metadata.time.update, now)
 
 
-def _visit_profile(visitor: Visitor, events: list[Event], now: datetime) -> None:
+def _visit_profile(visitor: Visitor, events: list[Event], started: datetime, now: datetime) -> None:
     profile = visitor.profile
     add_to_stat(profile, "events", len(events))
     # stats.visits counts distinct sessions: a session is counted once for its profile.
     if visitor.first_time_in_session:
         add_to_stat(profile, "visits", 1)
-        profile.metadata.time.last_visit = now
-    profile.metadata.time.update = now
+        profile.metadata.time.last_visit = started
+    profile.metadata.time.update = max(profile.metadata.time.update, now)
+
+
+def taken_in_at(batch: IncomingBatch) -> datetime:
+    """The moment a batch is taken in: now; for a history import, its last event's time, so
+    its records are stamped, and its events filed, as of when they happened."""
+    if batch.history:
+        times = [event.time for event in batch.events if event.time is not None]
+        if times:
+            return max(times)
+    return utcnow()
+
+
+def history_start(batch: IncomingBatch, now: datetime) -> datetime:
+    """When a batch's visit began: ``now`` on the live path; a history batch's first event's
+    time (a profile or session it creates is first seen then)."""
+    if batch.history:
+        times = [event.time for event in batch.events if event.time is not None]
+        if times:
+            return min(times)
+    return now
 
 
 def _event_moments(batch: IncomingBatch, now: datetime) -> dict[str, datetime]:
-    """The time of each of the request's events that has an id, as build_event gives it."""
-    return {e.id: e.time or now for e in batch.events if e.id is not None}
+    """The moment each of the request's events with an id is filed under, as the store files
+    it: its time (build_event's) within the bounds around ``now``, when it is taken in."""
+    return {e.id: filed_moment(e.time or now, now) for e in batch.events if e.id is not None}

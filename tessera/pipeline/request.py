@@ -39,6 +39,9 @@ class IncomingBatch:
     # Async intake: the id the answer promised for a visitor the request does not name (no
     # profile id, no known session), so the worker creates the profile under that id.
     new_profile_id: str | None = None
+    # A history import (pipeline/history.py): the batch is taken in as of its events' own
+    # times, and no live automation (rules, workflows, segments, destinations) runs for it.
+    history: bool = False
 
 
 @dataclass(slots=True)

@@ -115,8 +115,9 @@ class EventStore(Protocol):
     async def get(
         self, tenant: str, event_id: str, *, moment: datetime | None = None
     ) -> Event | None:
-        """The event of this id. ``moment``: the time that places the event in a store cut
-        in time partitions (writer.partition_moment), so it is read there alone."""
+        """The event of this id. ``moment``: the moment the event is filed under (its time
+        within the bounds around its arrival, model/event_time.filed_moment), which places it
+        in a store cut in time partitions, so it is read there alone."""
         ...
 
     async def existing_ids(

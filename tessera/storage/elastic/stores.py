@@ -27,7 +27,6 @@ from typing import Any
 
 from elasticsearch import AsyncElasticsearch, NotFoundError
 
-from tessera.model.common import utcnow
 from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
@@ -37,7 +36,6 @@ from tessera.storage.elastic.homes import ById, Copy, alias_key, pick
 from tessera.storage.elastic.naming import Names, generation_of
 from tessera.storage.elastic.query import every_page, search_page, sort_clause, to_query
 from tessera.storage.elastic.reads import complete_refresh, found_documents, reads_elastic
-from tessera.storage.elastic.writer import placing
 from tessera.storage.ports import Page, RetiredProfile, SearchPage
 from tessera.storage.search import SearchRequest
 
@@ -70,7 +68,7 @@ class ElasticEventStore:
         self, tenant: str, event_id: str, *, moment: datetime | None = None
     ) -> Event | None:
         if moment is not None:
-            placed = [(event_id, placing(moment, utcnow()))]
+            placed = [(event_id, moment)]
             found = await self._by_id.at_moments(tenant, "event", placed)
         else:
             found, _ = await self._by_id.copies(tenant, "event", [event_id])
@@ -91,8 +89,7 @@ class ElasticEventStore:
     ) -> set[str]:
         wanted = list(dict.fromkeys(event_ids))
         placed = moments or {}
-        now = utcnow()
-        at_moments = [(i, placing(placed[i], now)) for i in wanted if i in placed]
+        at_moments = [(i, placed[i]) for i in wanted if i in placed]
         anywhere = [i for i in wanted if i not in placed]
         found: set[str] = set()
         if at_moments:

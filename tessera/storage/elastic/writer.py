@@ -66,13 +66,14 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import msgspec
 from elasticsearch import AsyncElasticsearch
 
 from tessera.errors import RecordRejected, StorageRefused, StorageUnavailable
 from tessera.model.event import Event
+from tessera.model.event_time import filed_moment
 from tessera.model.profile import Profile
 from tessera.model.session import Session
 from tessera.storage.elastic import codec
@@ -87,9 +88,6 @@ from tessera.storage.ports import ChangeSet
 
 log = logging.getLogger(__name__)
 
-# How far from its arrival an event's time may place it (partition_moment).
-EVENT_PAST_BOUND = timedelta(days=2 * 366)
-EVENT_FUTURE_BOUND = timedelta(days=1)
 # Elasticsearch refuses longer document ids, and with them the whole bulk request.
 MAX_ID_BYTES = 512
 
@@ -502,20 +500,12 @@ class ElasticWriter:
 
 
 def partition_moment(event: Event) -> datetime:
-    """The event time, kept within bounds around the time the event arrived.
-
-    The event time comes from the client. Unbounded, a client sending events "from" every
-    day of the last century would make Elasticsearch create thousands of partitions (day
-    partitioning): one per distinct day. A time earlier than EVENT_PAST_BOUND before arrival
-    counts as that bound, one later than EVENT_FUTURE_BOUND (clock skew) as that one. The
-    event keeps its own time; only its partition is chosen from the bounded one.
-    """
-    return placing(event.time, event.metadata.insert)
-
-
-def placing(moment: datetime, arrived: datetime) -> datetime:
-    """partition_moment of an event of this time that arrived then."""
-    return min(max(moment, arrived - EVENT_PAST_BOUND), arrived + EVENT_FUTURE_BOUND)
+    """The event time, kept within bounds around the time the event arrived
+    (model/event_time.py): a client sending events "from" every day of the last century would
+    otherwise make Elasticsearch create a partition per day. The event keeps its own time; only
+    its partition is chosen from the bounded one. An import takes events in as of their own
+    time (pipeline/history.py), so they are filed by it."""
+    return filed_moment(event.time, event.metadata.insert)
 
 
 def _alias_links(owner: int, index: str, profile: Profile) -> list[Operation]:
