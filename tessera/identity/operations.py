@@ -102,8 +102,11 @@ class ProfileOperations:
         return {"profile": {"id": survivor.id}, "restored": [{"id": p.id} for p in restored]}
 
     async def _recount(self, profile: Profile) -> None:
-        events = await self.events.for_profiles(profile.tenant, profile.ids, limit=1)
-        sessions = await self.sessions.for_profiles(profile.tenant, profile.ids, limit=1)
+        # Counted from what is stored, all of it (a store whose searches lag refreshes first).
+        events = await self.events.for_profiles(profile.tenant, profile.ids, limit=1, fresh=True)
+        sessions = await self.sessions.for_profiles(
+            profile.tenant, profile.ids, limit=1, fresh=True
+        )
         profile.stats["events"] = events.total
         profile.stats["visits"] = sessions.total
 

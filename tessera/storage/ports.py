@@ -143,8 +143,10 @@ class EventStore(Protocol):
         event_type: str | None = None,
         limit: int = 20,
         offset: int = 0,
+        fresh: bool = False,
     ) -> Page[Event]:
-        """Events of any of ``profile_ids`` (one person's ids), newest first, with the total."""
+        """Events of any of ``profile_ids`` (one person's ids), newest first, with the total;
+        ``fresh`` as SessionStore.for_profiles' (every event stored so far counts)."""
         ...
 
     def pages_for_profiles(

@@ -117,10 +117,13 @@ class ElasticEventStore:
         event_type: str | None = None,
         limit: int = 20,
         offset: int = 0,
+        fresh: bool = False,
     ) -> Page[Event]:
         ids = list(dict.fromkeys(profile_ids))
         if not ids:
             return Page(total=0, items=[])
+        if fresh:  # a recount (unmerge): every event stored so far must count
+            await complete_refresh(self._client, self._names.alias(tenant, "event"))
         filters: list[dict[str, Any]] = [{"terms": {"profile.id": ids}}]
         if event_type is not None:
             filters.append({"term": {"type": event_type}})
@@ -310,6 +313,9 @@ async def _every_record(
     ids = list(dict.fromkeys(profile_ids))
     if not ids:
         return
+    # An export (a person's request for their data) is whole: what was stored a moment ago,
+    # not yet refreshed, is in it too.
+    await complete_refresh(client, alias)
     given: set[str] = set()
     pages = every_page(
         client,

@@ -79,6 +79,7 @@ class SqliteEventStore:
         event_type: str | None = None,
         limit: int = 20,
         offset: int = 0,
+        fresh: bool = False,  # a search here sees every commit
     ) -> Page[Event]:
         ids = list(dict.fromkeys(profile_ids))
         if not ids:
