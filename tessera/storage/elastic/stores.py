@@ -31,7 +31,7 @@ from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
 from tessera.storage.elastic.codec import R, decode
-from tessera.storage.elastic.fields import SEARCH_FIELD
+from tessera.storage.elastic.fields import SEARCH_FIELDS
 from tessera.storage.elastic.naming import Names, generation_of
 from tessera.storage.elastic.query import every_page, search_page, sort_clause, to_query
 from tessera.storage.elastic.reads import complete_search, found_documents, reads_elastic
@@ -40,7 +40,7 @@ from tessera.storage.search import SearchRequest
 
 # Ids per `ids` query when asking which events exist.
 IDS_PER_QUERY = 1000
-NO_SX = {"excludes": [SEARCH_FIELD]}
+NO_SX = {"excludes": list(SEARCH_FIELDS)}
 # Copies of one id a read may meet: one per generation while a partition moves.
 COPIES = 4
 # Records per page when reading all of a person's events or sessions (export); at most
