@@ -15,6 +15,8 @@ from typing import Any
 import msgspec
 import pytest
 
+from tessera.ops.doctor_report import Status
+from tessera.ops.doctor_stores import search_representation
 from tessera.query import parse
 from tessera.storage.elastic.backend import ElasticRecordBackend
 from tessera.storage.elastic.codec import plain
@@ -93,6 +95,8 @@ async def test_old_partitions_are_refused_until_a_reshard_re_encodes_them(
         old = await _install_old_partition(backend)
         alias = backend.names.alias(TENANT, "profile")
         assert await legacy_partitions(backend.client, alias) == [old]
+        told = await search_representation(backend)
+        assert told.status is Status.WARNING and old in told.detail and "profile" in told.detail
         condition = SearchRequest(condition=parse("profile@traits.level >= 5"), limit=50)
         with pytest.raises(SearchNeedsReshard, match="tessera reshard") as refused:
             await backend.profiles.search(TENANT, condition)
@@ -113,6 +117,7 @@ async def test_old_partitions_are_refused_until_a_reshard_re_encodes_them(
         await reshard(*args, IndexShape(1, 0), settle_s=0.3, grace_s=0.1)
 
         assert await legacy_partitions(backend.client, alias) == []
+        assert (await search_representation(backend)).status is Status.OK
         found = await backend.profiles.search(TENANT, condition)
         assert sorted(p.id for p in found.items) == ["p-5", "p-6", "p-7"]
         ranked = await backend.profiles.search(TENANT, sorted_by_level)
