@@ -142,45 +142,54 @@ _REMAINDER_OFFSET: Final = 1 << 15
 
 def search_fields(document: Mapping[str, Any]) -> dict[str, Any]:
     """The search fields of one document (a profile, event or session as plain builtins):
-    `{SEARCH_FIELD: [terms], SORT_FIELD: {path: sort key}}` (the latter only when not empty)."""
+    `{SEARCH_FIELD: [terms], SORT_FIELD: {path: sort key}}` (the latter only when not empty).
+
+    On the write path of every record: written for speed (plain dicts and lists first)."""
     terms: list[str] = []
     sort: dict[str, str] = {}
     entries = 0
+    segment = SEGMENT.fullmatch
     pending: deque[tuple[str, int, Mapping[str, Any]]] = deque([("", 0, document)])
     while pending:
         prefix, depth, node = pending.popleft()
         for key, value in node.items():
-            if not isinstance(key, str) or not SEGMENT.fullmatch(key):
+            if not isinstance(key, str) or not segment(key):
                 continue
             path = f"{prefix}.{key}" if prefix else key
             if path in UNSEARCHED_PATHS or len(path) > MAX_PATH_BYTES:
                 continue
-            values = [(value, False)]
-            if isinstance(value, list | tuple):
-                values.extend((item, True) for item in value)
-            for item, element in values:
-                found = _value_terms(item, element=element)
-                if not found:
-                    continue
-                if entries >= MAX_ENTRIES - 1:
-                    terms.append(TRUNCATED)
-                    return _fields(terms, sort)
-                entries += 1
-                head = path + SEP
-                terms.extend(head + term for term in found)
-                if not element and found[0][0] in "ns":
-                    sort[path] = _sort_key(found[0])
-            if isinstance(value, Mapping) and depth + 1 < MAX_DEPTH:
-                pending.append((path, depth + 1, value))
+            found = _value_terms(value, element=False)
+            if not found:
+                continue
+            if entries >= MAX_ENTRIES - 1:
+                terms.append(TRUNCATED)
+                return _fields(terms, sort)
+            entries += 1
+            head = path + SEP
+            first = found[0]
+            terms.append(head + first)
+            if len(found) > 1:
+                terms.extend([head + term for term in found[1:]])
+            if first[0] == "n" or first[0] == "s":
+                sort[path] = (SORT_NUMBER if first[0] == "n" else SORT_STRING) + first[1:]
+            if type(value) is dict or (type(value) is not list and isinstance(value, Mapping)):
+                if depth + 1 < MAX_DEPTH:
+                    pending.append((path, depth + 1, value))
+            elif isinstance(value, list | tuple):
+                for item in value:
+                    element = _value_terms(item, element=True)
+                    if not element:
+                        continue
+                    if entries >= MAX_ENTRIES - 1:
+                        terms.append(TRUNCATED)
+                        return _fields(terms, sort)
+                    entries += 1
+                    terms.append(head + element[0])
     return _fields(terms, sort)
 
 
 def _fields(terms: list[str], sort: dict[str, str]) -> dict[str, Any]:
     return {SEARCH_FIELD: terms, SORT_FIELD: sort} if sort else {SEARCH_FIELD: terms}
-
-
-def _sort_key(term: str) -> str:
-    return (SORT_NUMBER if term[0] == "n" else SORT_STRING) + term[1:]
 
 
 def number_key(value: int | float) -> tuple[float, int] | None:
@@ -210,8 +219,9 @@ def number_code(key: tuple[float, int]) -> str:
 
 def text_of(value: str) -> str:
     """The string as evaluate reads it: up to its first U+0000."""
-    cut = value.find("\x00")
-    return value if cut < 0 else value[:cut]
+    if "\x00" not in value:
+        return value
+    return value[: value.index("\x00")]
 
 
 def text_hash(text: str) -> str:
@@ -220,6 +230,8 @@ def text_hash(text: str) -> str:
 
 def keyword_cut(text: str) -> tuple[str, bool]:
     """The longest prefix of at most KEYWORD_BYTES UTF-8 bytes, and whether it is shorter."""
+    if len(text) * 4 <= KEYWORD_BYTES:
+        return text, False  # at most 4 bytes a character: it fits without encoding it
     data = _utf8(text)
     if len(data) <= KEYWORD_BYTES:
         return text, False
@@ -227,30 +239,41 @@ def keyword_cut(text: str) -> tuple[str, bool]:
 
 
 def _value_terms(value: Any, *, element: bool) -> list[str]:
-    """The terms (tag and value, without the path) of one value; a list element has terms
-    only when it is a scalar (others equal no literal)."""
-    if isinstance(value, bool):
+    """The terms (tag and value, without the path) of one value; a list element has one term
+    at most, and only when it is a scalar (others equal no literal)."""
+    kind = type(value)
+    if kind is str:
+        text = text_of(value)
+        return _element_terms(text) if element else _string_terms(text)
+    if kind is bool:
         return [("eb" if element else "b") + ("1" if value else "0")]
-    if isinstance(value, int | float):
+    if kind is int or kind is float:
         key = number_key(value)
         if key is None:
-            if isinstance(value, float):
+            if kind is float:
                 # NaN and infinities: JSON has no spelling for them, the document says null.
                 return [] if element else ["~null"]
             return [] if element else ["~number"]
         return [("en" if element else "n") + number_code(key)]
-    if isinstance(value, str):
-        text = text_of(value)
-        return _element_terms(text) if element else _string_terms(text)
     if element:
         return []
     if value is None:
         return ["~null"]
-    if isinstance(value, list | tuple):
+    if kind is dict:
+        return ["~object"]
+    if kind is list:
         return ["~list"]
+    # Subclasses and other containers (the caller passes msgspec.to_builtins output, which
+    # has none): the slow checks.
+    if isinstance(value, str):
+        return _value_terms(str(value), element=element)
+    if isinstance(value, int | float):  # not a bool: bool has no subclasses
+        return _value_terms(value + 0, element=element)
     if isinstance(value, Mapping):
         return ["~object"]
-    # Not a JSON value (the caller passes msgspec.to_builtins output): nothing to search.
+    if isinstance(value, list | tuple):
+        return ["~list"]
+    # Not a JSON value: nothing to search.
     return []
 
 
