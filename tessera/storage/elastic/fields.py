@@ -17,11 +17,11 @@ itself — no nested documents, so one record stays one Lucene document:
   scripts, and the minimal distribution has no scripting).
 
     search_fields({"traits": {"age": 30, "tags": ["a", 1]}}) == {
-        "sk": ["traits\\x01~object", "traits.age\\x01n" + number_code(30),
-               "traits.tags\\x01~list", "traits.tags\\x01es" + "a",
-               "traits.tags\\x01en" + number_code(1)],
-        "so": {"traits.age": "1" + number_code(30)},
-    }
+        "sk": ["traits\\x01~object", "traits.age\\x01n" + code(30),
+               "traits.tags\\x01~list", "traits.tags\\x01esa",
+               "traits.tags\\x01en" + code(1)],
+        "so": {"traits.age": "1" + code(30)},
+    }   # code(x) = number_code(number_key(x)), 20 hex digits
 
 Every present path has at least one term (so EXISTS is a prefix query on `path\\x01`); the
 tags (fixed, ASCII, each a different first letter or two):
