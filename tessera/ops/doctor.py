@@ -55,6 +55,11 @@ async def run_doctor(settings: Settings, *, seconds: float = CHECK_SECONDS) -> R
             report.checks.append(
                 await bounds.check(stores.SHAPES, where, stores.index_settings(elastic))
             )
+            report.checks.append(
+                await bounds.check(
+                    stores.REPRESENTATION, where, stores.search_representation(elastic)
+                )
+            )
         if uses_a_queue(settings):
             report.checks += await queue_checks(
                 settings, storage, bounds, configuration=configuration

@@ -14,6 +14,7 @@ from tessera.ops.doctor_report import Check, failed, ok, warning
 from tessera.settings import Settings
 from tessera.storage.elastic.backend import ElasticRecordBackend
 from tessera.storage.elastic.generations import KindGeneration
+from tessera.storage.elastic.legacy import legacy_partitions
 from tessera.storage.elastic.naming import KINDS
 from tessera.storage.elastic.schema import IndexShape
 from tessera.storage.factory import Storage
@@ -27,6 +28,7 @@ CONFIGURATION = "configuration store"
 REDIS = "redis"
 CLUSTER = "elasticsearch cluster"
 SHAPES = "elasticsearch index settings"
+REPRESENTATION = "elasticsearch search representation"
 
 _CREATED_BY_INSTALL = "`tessera install` (or the first `tessera serve`) creates it"
 
@@ -155,3 +157,20 @@ async def index_settings(backend: ElasticRecordBackend) -> Check:
             "their shard count: `tessera storage reshard`)",
         )
     return ok(SHAPES, f"new indices get the settings' shards/replicas: {', '.join(shown)}")
+
+
+async def search_representation(backend: ElasticRecordBackend) -> Check:
+    """Partitions still holding the nested search field of an earlier version (legacy.py):
+    conditions and sorts over their kind are refused until a reshard re-encodes them."""
+    legacy = await legacy_partitions(backend.client, f"{backend.names.prefix}.*")
+    if not legacy:
+        return ok(REPRESENTATION, "every index has the current search fields")
+    kinds = sorted({kind for kind in KINDS for name in legacy if f".{kind}." in name})
+    return warning(
+        REPRESENTATION,
+        f"{len(legacy)} index(es) still hold the nested search field of an earlier version "
+        f"({', '.join(legacy[:3])}{' …' if len(legacy) > 3 else ''}): searches with a condition "
+        f"or a sort over {', '.join(kinds)} answer 503 until `tessera storage reshard --kind "
+        "KIND --shards N` has re-encoded them (docs/distributed.md)",
+        indices=len(legacy),
+    )

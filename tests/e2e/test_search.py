@@ -1,12 +1,43 @@
-"""POST /profiles/search and /events/search: the condition language over HTTP."""
+"""POST /profiles/search and /events/search: the condition language over HTTP, on an embedded
+server and on a distributed one (Elasticsearch's search fields, storage/elastic/fields.py)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+
+from tests.support.modes import server_in_mode
+from tests.support.server import RunningServer
+
+
+@pytest.fixture(scope="module", params=["embedded-sync", "distributed-sync"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """This module's own server in each storage mode (instead of the shared embedded one)."""
+    with server_in_mode(request.param, tmp_path_factory.mktemp("search") / "data") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def api(server: RunningServer) -> httpx.Client:
+    return server.client(server.token())
+
+
+@pytest.fixture(scope="module")
+def anonymous(server: RunningServer) -> httpx.Client:
+    return server.client()
+
+
+@pytest.fixture(scope="module")
+def source_id(api: httpx.Client) -> str:
+    answer = api.post("/event-source", json={"id": "test-web", "name": "Test website"})
+    assert answer.status_code in (200, 201), answer.text
+    return str(answer.json()["id"])
 
 
 @pytest.fixture(scope="module")

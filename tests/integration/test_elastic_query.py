@@ -1,7 +1,7 @@
 """to_query on a real Elasticsearch answers as evaluate does; sorting and deep paging work.
 
 Runs against the Elasticsearch of `scripts/services` (http://127.0.0.1:9200, or ELASTIC_TEST_URL):
-each test module creates a throwaway index with SEARCH_MAPPING under a unique name and deletes
+each test module creates a throwaway index with SEARCH_MAPPINGS under a unique name and deletes
 it afterwards. Skips, loudly, only when that Elasticsearch cannot be reached.
 """
 
@@ -41,8 +41,8 @@ from tessera.query.ast import (
 from tessera.storage.elastic.fields import (
     KEYWORD_BYTES,
     MAX_LITERAL_BYTES,
-    SEARCH_FIELD,
-    SEARCH_MAPPING,
+    SEARCH_FIELDS,
+    SEARCH_MAPPINGS,
     search_fields,
 )
 from tessera.storage.elastic.query import RESULT_WINDOW, search_page, to_query
@@ -58,7 +58,7 @@ MAPPINGS = {
         "batch": {"type": "keyword"},
         "id": {"type": "keyword"},
         "updated": {"type": "double"},
-        SEARCH_FIELD: SEARCH_MAPPING,
+        **SEARCH_MAPPINGS,
     },
 }
 _batches = itertools.count()
@@ -98,7 +98,7 @@ def index_batch(es: Elasticsearch, index: str, docs: list[Any]) -> str:
         {
             "_index": index,
             "_id": f"{batch}-{n}",
-            "_source": {"batch": batch, "id": str(n), SEARCH_FIELD: search_fields(doc)},
+            "_source": {"batch": batch, "id": str(n), **search_fields(doc)},
         }
         for n, doc in enumerate(docs)
     ]
@@ -379,7 +379,7 @@ def ranked_index(es: Elasticsearch) -> Iterator[str]:
         {
             "_index": name,
             "_id": f"p{n:02d}",
-            "_source": {"id": f"p{n:02d}", "updated": float(n), SEARCH_FIELD: search_fields(doc)},
+            "_source": {"id": f"p{n:02d}", "updated": float(n), **search_fields(doc)},
         }
         for n, doc in enumerate(docs)
     ]
@@ -420,7 +420,7 @@ async def test_sorting_by_a_field(ranked_index: str, descending: bool) -> None:
     assert [hit["_source"]["id"] for hit in page.items] == expected_order(descending)
     assert page.total == len(RANKED) + 2
     assert page.next_cursor is None  # cursors follow the default order only
-    assert all(SEARCH_FIELD not in hit["_source"] for hit in page.items)
+    assert all(not set(SEARCH_FIELDS) & set(hit["_source"]) for hit in page.items)
 
 
 async def test_sorted_pages_with_offset_and_a_condition(ranked_index: str) -> None:
@@ -473,7 +473,7 @@ def many_index(es: Elasticsearch) -> Iterator[str]:
             "_source": {
                 "id": f"r{n:05d}",
                 "updated": float(n // 7),
-                SEARCH_FIELD: search_fields({"traits": {"n": n % 3}}),
+                **search_fields({"traits": {"n": n % 3}}),
             },
         }
         for n in range(MANY)

@@ -473,4 +473,6 @@ async def test_templates_carry_the_alias_and_version(elastic: None, tmp_path: Pa
         properties = next(iter(mapping.body.values()))["mappings"]["properties"]
         # Free-form parts are stored, not indexed: no field per trait.
         assert properties["traits"] == {"type": "object", "enabled": False}
-        assert properties["sx"]["type"] == "nested"
+        # Search goes through fixed fields on the document itself: no nested documents.
+        assert properties["sk"]["type"] == "keyword" and properties["so"]["type"] == "flattened"
+        assert "sx" not in properties

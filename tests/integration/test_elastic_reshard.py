@@ -243,7 +243,7 @@ async def test_reshard_every_kind_while_ingesting(tmp_path: Path) -> None:
             assert set(sessions) == set(wanted_sessions)
             for sid, copies in sessions.items():
                 assert len(copies) == 1 and copies[0]["_source"]["events"] == wanted_sessions[sid]
-            # Through the stores, as the API reads: the search (sx rebuilt) finds them all.
+            # Through the stores, as the API reads: the search (fields rebuilt) finds all.
             everyone = SearchRequest(condition=None, limit=1)
             assert (await backend.events.search(tenant, everyone)).total == len(wanted)
             assert (await backend.profiles.search(tenant, everyone)).total == len(wanted_profiles)

@@ -14,7 +14,7 @@ from elasticsearch.helpers import bulk
 
 from tessera.errors import SearchTimedOut
 from tessera.query import parse
-from tessera.storage.elastic.fields import SEARCH_FIELD, search_fields
+from tessera.storage.elastic.fields import search_fields
 from tessera.storage.elastic.query import search_page, to_query
 from tessera.storage.search import SearchRequest
 from tests.integration.test_elastic_query import MAPPINGS, URL, es  # noqa: F401 - fixture
@@ -37,7 +37,7 @@ def crowded(es: Elasticsearch) -> Iterator[str]:  # noqa: F811 - the fixture abo
             "_source": {
                 "id": str(n),
                 "updated": float(n),
-                SEARCH_FIELD: search_fields({"traits": {"text": f"text {n} of visitor {n * 7}"}}),
+                **search_fields({"traits": {"text": f"text {n} of visitor {n * 7}"}}),
             },
         }
         for n in range(DOCS)

@@ -16,50 +16,72 @@ from tessera.storage.elastic.fields import (
     MAX_DEPTH,
     MAX_ENTRIES,
     MAX_LITERAL_BYTES,
-    SEARCH_MAPPING,
+    MAX_PATH_BYTES,
+    SEARCH_FIELD,
+    SEARCH_MAPPINGS,
+    SEP,
+    SORT_FIELD,
     TRUNCATED,
     keyword_cut,
+    number_code,
     number_key,
     search_fields,
     text_hash,
 )
 
 
-def by_path(document: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    for entry in search_fields(document):
-        out.setdefault(entry["p"], []).append(entry)
+def terms(document: dict[str, Any]) -> list[str]:
+    found: list[str] = search_fields(document)[SEARCH_FIELD]
+    return found
+
+
+def by_path(document: dict[str, Any]) -> dict[str, list[str]]:
+    """The terms of each path, without the path."""
+    out: dict[str, list[str]] = {}
+    for term in terms(document):
+        path, _, rest = term.partition(SEP)
+        out.setdefault(path, []).append(rest)
     return out
 
 
-def test_one_entry_per_present_path_and_one_per_list_element() -> None:
-    entries = search_fields({"traits": {"age": 30, "tags": ["a", 1, True]}, "gone": None})
-    assert entries == [
-        {"p": "traits", "k": "object"},
-        {"p": "gone", "k": "null"},
-        {"p": "traits.age", "k": "number", "n": 30.0, "r": 0},
-        {"p": "traits.tags", "k": "list"},
-        {"p": "traits.tags", "k": "element", "s": "a"},
-        {"p": "traits.tags", "k": "element", "n": 1.0, "r": 0},
-        {"p": "traits.tags", "k": "element", "b": True},
+def code(value: int | float) -> str:
+    key = number_key(value)
+    assert key is not None
+    return number_code(key)
+
+
+def test_one_term_per_present_path_and_one_per_list_element() -> None:
+    fields = search_fields({"traits": {"age": 30, "tags": ["a", 1, True]}, "gone": None})
+    assert fields[SEARCH_FIELD] == [
+        "traits" + SEP + "~object",
+        "gone" + SEP + "~null",
+        "traits.age" + SEP + "n" + code(30),
+        "traits.tags" + SEP + "~list",
+        "traits.tags" + SEP + "esa",
+        "traits.tags" + SEP + "en" + code(1),
+        "traits.tags" + SEP + "eb1",
     ]
+    # One sort key per path holding a number or a string: the one thing sorting reads.
+    assert fields[SORT_FIELD] == {"traits.age": "1" + code(30)}
 
 
-def test_every_kind_has_its_own_value_field() -> None:
+def test_every_kind_has_its_own_tag() -> None:
     fields = by_path({"b": False, "i": -3, "f": 0.5, "s": "x", "l": [], "o": {}, "z": None})
-    assert fields["b"] == [{"p": "b", "k": "bool", "b": False}]
-    assert fields["i"] == [{"p": "i", "k": "number", "n": -3.0, "r": 0}]
-    assert fields["f"] == [{"p": "f", "k": "number", "n": 0.5, "r": 0}]
-    assert fields["s"] == [{"p": "s", "k": "string", "s": "x", "z": "x"}]
-    assert fields["l"] == [{"p": "l", "k": "list"}]
-    assert fields["o"] == [{"p": "o", "k": "object"}]
-    assert fields["z"] == [{"p": "z", "k": "null"}]
+    assert fields["b"] == ["b0"]
+    assert fields["i"] == ["n" + code(-3)]
+    assert fields["f"] == ["n" + code(0.5)]
+    assert fields["s"] == ["sx", "zx"]
+    assert fields["l"] == ["~list"]
+    assert fields["o"] == ["~object"]
+    assert fields["z"] == ["~null"]
+    sort = search_fields({"s": "x", "i": 1, "b": True, "z": None, "l": ["y"]})[SORT_FIELD]
+    assert sort == {"s": "2x", "i": "1" + code(1)}
 
 
 def test_lists_are_never_entered() -> None:
     fields = by_path({"a": [{"b": 1}, [2], None, "x"]})
     assert list(fields) == ["a"]  # no "a.b": a field read never goes into a list
-    assert fields["a"] == [{"p": "a", "k": "list"}, {"p": "a", "k": "element", "s": "x"}]
+    assert fields["a"] == ["~list", "esx"]
 
 
 def test_keys_no_condition_can_name_are_left_out() -> None:
@@ -67,37 +89,41 @@ def test_keys_no_condition_can_name_are_left_out() -> None:
     assert list(fields) == ["ok-_9", "ok-_9.y"]
 
 
-def test_paths_go_sixteen_segments_deep() -> None:
+def test_paths_go_sixteen_segments_deep_and_so_many_bytes_long() -> None:
     document: dict[str, Any] = {}
     node = document
     for depth in range(20):
         node[f"k{depth}"] = {"leaf": depth}
         node = node[f"k{depth}"]
-    paths = [entry["p"] for entry in search_fields(document)]
+    paths = list(by_path(document))
     assert max(path.count(".") + 1 for path in paths) == MAX_DEPTH
     assert ".".join(f"k{depth}" for depth in range(MAX_DEPTH)) in paths
     assert ".".join(f"k{depth}" for depth in range(MAX_DEPTH - 1)) + ".leaf" in paths
+    longest = "k" * MAX_PATH_BYTES
+    assert list(by_path({longest: 1, longest + "k": 2})) == [longest]
 
 
 def test_past_the_entry_limit_a_document_is_cut_and_marked() -> None:
     document = {"first": 1, "wide": {f"k{n}": n for n in range(2 * MAX_ENTRIES)}, "last": 2}
-    entries = search_fields(document)
-    assert len(entries) == MAX_ENTRIES
-    assert entries[-1] == TRUNCATED
+    found = terms(document)
+    assert len(found) == MAX_ENTRIES
+    assert found[-1] == TRUNCATED
     # Breadth first: every top-level value made it, the deep ones ran out.
-    assert [entry["p"] for entry in entries[:3]] == ["first", "wide", "last"]
+    assert [term.partition(SEP)[0] for term in found[:3]] == ["first", "wide", "last"]
     fitting = {f"k{n}": n for n in range(MAX_ENTRIES - 2)}
-    assert TRUNCATED not in search_fields({"wide": fitting})
-    assert len(search_fields({"wide": fitting})) == MAX_ENTRIES - 1
+    assert TRUNCATED not in terms({"wide": fitting})
+    assert len(terms({"wide": fitting})) == MAX_ENTRIES - 1
+    # An entry is a value with all its terms: a string counts once.
+    strings = {f"k{n}": "x" for n in range(MAX_ENTRIES - 2)}
+    assert TRUNCATED not in terms({"wide": strings})
 
 
 def test_numbers_beyond_what_json_holds() -> None:
     fields = by_path({"neg": -0.0, "nan": float("nan"), "inf": [float("inf"), 1], "huge": 10**400})
-    assert fields["neg"] == [{"p": "neg", "k": "number", "n": 0.0, "r": 0}]
-    assert str(fields["neg"][0]["n"]) == "0.0"  # not -0.0: Lucene orders the two apart
-    assert fields["nan"] == [{"p": "nan", "k": "null"}]
-    assert fields["inf"][1:] == [{"p": "inf", "k": "element", "n": 1.0, "r": 0}]
-    assert fields["huge"] == [{"p": "huge", "k": "number"}]
+    assert fields["neg"] == ["n" + code(0.0)]  # not -0.0's bits: Python calls them equal
+    assert fields["nan"] == ["~null"]
+    assert fields["inf"] == ["~list", "en" + code(1)]
+    assert fields["huge"] == ["~number"]
     assert number_key(2**63 - 1) == (2.0**63, -1)
     assert number_key(2**63) == (2.0**63, 0)  # beyond 64 bits: the nearest float
     assert number_key(2**53 + 1) == (2.0**53, 1)
@@ -126,6 +152,11 @@ def test_number_keys_order_numbers_exactly(a: int | float, b: int | float) -> No
     assert key_a is not None and key_b is not None
     assert (key_a < key_b) == (as_read(a) < as_read(b))
     assert (key_a == key_b) == (as_read(a) == as_read(b))
+    # The codes Elasticsearch compares as text order them the same way, at a fixed width.
+    code_a, code_b = number_code(key_a), number_code(key_b)
+    assert (code_a < code_b) == (key_a < key_b)
+    assert (code_a == code_b) == (key_a == key_b)
+    assert len(code_a) == len(code_b) == 20
 
 
 @settings(max_examples=500, deadline=None)
@@ -136,8 +167,12 @@ def test_utf8_byte_order_is_code_point_order(a: str, b: str) -> None:
 
 
 def test_strings_are_read_up_to_the_first_nul() -> None:
-    assert by_path({"s": "ab\x00cd"})["s"] == [{"p": "s", "k": "string", "s": "ab", "z": "ba"}]
-    assert by_path({"s": ["\x00x"]})["s"][1] == {"p": "s", "k": "element", "s": ""}
+    assert by_path({"s": "ab\x00cd"})["s"] == ["sab", "zba"]
+    assert by_path({"s": ["\x00x"]})["s"][1] == "es"
+
+
+def parts(found: list[str], tag: str) -> list[str]:
+    return [term[len(tag) :] for term in found if term.startswith(tag)]
 
 
 @settings(max_examples=10, deadline=None)
@@ -147,14 +182,15 @@ def test_long_strings_keep_a_head_a_hash_windows_and_a_tail(seed: int, length: i
     # place in the text is known.
     chooser = random.Random(seed)
     text = "".join(chooser.choices("aé€😀", weights=(4, 1, 1, 1), k=length))
-    [entry] = search_fields({"s": text})
-    head = entry["s"]
+    found = by_path({"s": text})["s"]
+    [head] = parts(found, "s")
     assert text.startswith(head) and KEYWORD_BYTES - 4 < len(head.encode()) <= KEYWORD_BYTES
     assert keyword_cut(text) == (head, True)
-    assert entry["h"] == text_hash(text)
-    tail = entry["z"][::-1]
+    assert parts(found, "h") == [text_hash(text)]
+    [reversed_tail] = parts(found, "z")
+    tail = reversed_tail[::-1]
     assert text.endswith(tail) and KEYWORD_BYTES - 4 < len(tail.encode()) <= KEYWORD_BYTES
-    windows = [head, *entry["c"]]
+    windows = [head, *parts(found, "c")]
     assert all(len(window.encode()) <= KEYWORD_BYTES for window in windows)
     begins = [text.index(window) for window in windows]
     assert begins == sorted(begins) and begins[-1] + len(windows[-1]) == len(text)
@@ -169,28 +205,21 @@ def test_long_strings_keep_a_head_a_hash_windows_and_a_tail(seed: int, length: i
 
 def test_an_element_keeps_only_what_equality_needs() -> None:
     long = "x" * (KEYWORD_BYTES + 10)
-    element = by_path({"l": [long]})["l"][1]
-    assert set(element) == {"p", "k", "s", "h"}
-    assert element["h"] == text_hash(long)
+    assert by_path({"l": [long, "y"]})["l"] == ["~list", "eh" + text_hash(long), "esy"]
 
 
-def test_entries_are_json_and_the_mapping_is_fixed() -> None:
-    document = {"a": [1, "x", None, {"b": 2}], "c": {"d": 1.5, "e": True}, "s": "x" * 40_000}
-    msgspec.json.encode(search_fields(document))
-    assert SEARCH_MAPPING["type"] == "nested"
-    properties = SEARCH_MAPPING["properties"]
-    assert {name: spec["type"] for name, spec in properties.items()} == {
-        "p": "keyword",
-        "k": "keyword",
-        "b": "boolean",
-        "n": "double",
-        "r": "long",
-        "s": "keyword",
-        "h": "keyword",
-        "c": "keyword",
-        "z": "keyword",
+def test_every_term_fits_lucene_and_the_mapping_is_fixed() -> None:
+    document = {"a": [1, "x", None, {"b": 2}], "c": {"d": 1.5, "e": True}, "s": "é" * 40_000}
+    document["k" * MAX_PATH_BYTES] = "😀" * 40_000
+    fields = search_fields(document)
+    msgspec.json.encode(fields)
+    # Lucene refuses a whole document with a term over 32766 bytes.
+    assert max(len(term.encode()) for term in fields[SEARCH_FIELD]) <= 32766
+    assert max(len(f"{k}.{v}".encode()) for k, v in fields[SORT_FIELD].items()) <= 32766
+    assert set(fields) == set(SEARCH_MAPPINGS)
+    assert SEARCH_MAPPINGS == {
+        SEARCH_FIELD: {"type": "keyword", "doc_values": False},
+        SORT_FIELD: {"type": "flattened", "index": False},
     }
     # ignore_above would make long strings silently unsearchable: never used.
-    assert all("ignore_above" not in spec for spec in properties.values())
-    every_part = {key for entry in search_fields(document) for key in entry}
-    assert every_part <= set(properties)
+    assert all("ignore_above" not in spec for spec in SEARCH_MAPPINGS.values())

@@ -1,7 +1,7 @@
 """Record ⇄ Elasticsearch document.
 
 A stored document is the record as JSON (msgspec, exactly as the embedded store keeps it) plus
-`sx`, its searchable form (fields.py). Encoding goes straight to bytes for the bulk body;
+its search fields (fields.py). Encoding goes straight to bytes for the bulk body;
 decoding converts the `_source` Elasticsearch returns (already parsed by the client's msgspec
 serializer) back into the record type, which also turns the ISO times back into datetimes.
 """
@@ -16,7 +16,7 @@ from tessera.model.decoding import from_builtins
 from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
-from tessera.storage.elastic.fields import SEARCH_FIELD, search_fields
+from tessera.storage.elastic.fields import LEGACY_FIELD, SEARCH_FIELDS, search_fields
 from tessera.storage.elastic.mappings import MOVED_FIELD
 
 R = TypeVar("R", Event, Session, Profile)
@@ -25,9 +25,9 @@ _encode = msgspec.json.Encoder().encode
 
 
 def searchable(record: Event | Session | Profile) -> bytes:
-    """The stored document of an event, session or profile: the record and its `sx`."""
+    """The stored document of an event, session or profile: the record and its search fields."""
     document = msgspec.to_builtins(record)
-    document[SEARCH_FIELD] = search_fields(document)
+    document.update(search_fields(document))
     return _encode(document)
 
 
@@ -35,11 +35,12 @@ def moved(
     source: dict[str, Any], kind: type[Event] | type[Session] | type[Profile], generation: int
 ) -> bytes:
     """A stored `_source` as the document a reshard writes into `generation`: read back into
-    the record (so `sx` is rebuilt from exactly what the writer would encode), with `sx` and
-    the `mv` mark of the copy."""
-    source.pop(SEARCH_FIELD, None)
+    the record (so the search fields are rebuilt from exactly what the writer would encode,
+    also for a document of an earlier representation), with them and the `mv` mark of the
+    copy."""
+    _drop_search_fields(source)
     document = msgspec.to_builtins(from_builtins(source, kind))
-    document[SEARCH_FIELD] = search_fields(document)
+    document.update(search_fields(document))
     document[MOVED_FIELD] = generation
     return _encode(document)
 
@@ -49,5 +50,12 @@ def plain(document: Any) -> bytes:
 
 
 def decode(source: dict[str, Any], kind: type[R]) -> R:
-    source.pop(SEARCH_FIELD, None)
+    _drop_search_fields(source)
     return from_builtins(source, kind)
+
+
+def _drop_search_fields(source: dict[str, Any]) -> None:
+    # Never in `_source` of an index of this version (mappings.py), but a partition created
+    # with an earlier mapping stores the fields it does not exclude.
+    for name in (*SEARCH_FIELDS, LEGACY_FIELD):
+        source.pop(name, None)

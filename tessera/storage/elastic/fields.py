@@ -1,135 +1,195 @@
-"""The searchable form of a document in Elasticsearch: one bounded list of typed entries.
+"""The searchable form of a document in Elasticsearch: path-prefixed terms on the document.
 
 Profiles carry free-form traits and events free-form properties. Mapping them as they come
 would give Elasticsearch one field per key ever seen (the "mapping explosion"), and one field
 would flip between types (a trait is a number in one profile and a string in another). So the
 document itself is kept only as `_source` (not indexed), and what the condition language needs
-is indexed beside it, in one `nested` field `sx` with a fixed mapping (`SEARCH_MAPPING`):
+is indexed beside it in two fields of a fixed mapping (`SEARCH_MAPPINGS`), on the document
+itself — no nested documents, so one record stays one Lucene document:
 
-    search_fields({"traits": {"age": 30, "tags": ["a", 1]}}) == [
-        {"p": "traits", "k": "object"},
-        {"p": "traits.age", "k": "number", "n": 30.0, "r": 0},
-        {"p": "traits.tags", "k": "list"},
-        {"p": "traits.tags", "k": "element", "s": "a"},
-        {"p": "traits.tags", "k": "element", "n": 1.0, "r": 0},
-    ]
+- `sk`, a multi-valued `keyword` (indexed, no doc values): one term per fact a condition can
+  ask about, each starting with the dotted path and U+0001 (which no path holds), then a tag
+  and the value. Path and value in ONE term is what lets a plain term, range, prefix or
+  wildcard query ask "this path has this value" without a nested document per path.
+- `so`, a `flattened` field (doc values only, not indexed): path → one sort key, for the
+  paths holding a number or a string. Flattened keyed doc values are what lets Elasticsearch
+  sort by one path's value (nothing else sorts by a part of a multi-valued field without
+  scripts, and the minimal distribution has no scripting).
 
-One entry per present path (so EXISTS, IS NULL and "value of another kind" are answerable),
-with the dotted path `p`, the kind `k` (null, bool, number, string, list, object) and the value
-in the field of its kind. The elements of a list get entries of kind "element" at the list's
-own path: CONTAINS looks at them, `==` (which never matches a list) does not. Lists are never
-entered further, exactly as evaluate.py reads fields, so an object inside a list has no entries.
+    search_fields({"traits": {"age": 30, "tags": ["a", 1]}}) == {
+        "sk": ["traits\\x01~object", "traits.age\\x01n" + code(30),
+               "traits.tags\\x01~list", "traits.tags\\x01esa",
+               "traits.tags\\x01en" + code(1)],
+        "so": {"traits.age": "1" + code(30)},
+    }   # code(x) = number_code(number_key(x)), 20 hex digits
+
+Every present path has at least one term (so EXISTS is a prefix query on `path\\x01`); the
+tags (fixed, ASCII, each a different first letter or two):
+
+    ~null ~list ~object   the kind, for values without a value term
+    ~number               an integer too large even for a double: no comparison matches it
+    b1 b0                 a boolean
+    n<code>               a number (number_code: order-preserving, fixed width)
+    s<text> z<reversed>   a string, and its text reversed (ENDS WITH is a prefix query on z)
+    h<sha256> c<window>   of a string longer than a keyword: hash and windows (below)
+    eb1 en<code> es<text> eh<sha256>   a list element (only CONTAINS reads them)
+
+A value of another kind never matches (`true` never meets `1`, `"5"` never meets `5`): each
+kind has its own tag. Lists are never entered further, exactly as evaluate.py reads fields, so
+an object inside a list has no terms. A path has one direct value, so every fact about the
+direct value of a path in one document is about the same value.
 
 Values are stored so that Elasticsearch compares them as evaluate.py does:
 
-- Numbers: `n` (double) is the nearest double and `r` (long) the exact integer remainder
+- Numbers: `number_key` gives (n, r), n the nearest double and r the exact integer remainder
   `value - n` (0 for floats). Rounding to the nearest double never reverses an order, so
   (n, r) compared in that order orders numbers exactly, integers beyond 2**53 and mixed
-  integers and floats included (`2**53 + 1 > 2.0**53`, `1 == 1.0`). An integer outside the
-  64-bit range is read as the nearest float (as SQLite and evaluate do), -0.0 is stored as 0.0
-  (Lucene orders -0.0 below 0.0; Python calls them equal), and a float that is not finite is
-  null (it is null once the document is JSON). An integer too large even for a double (beyond
-  ~1.8e308) is kind "number" with no value: no comparison matches it.
-- Strings are read up to their first U+0000 (evaluate's rule). Every string kind uses plain
-  `keyword`s, which compare as UTF-8 bytes, which is code point order: `<`/`>` and sorting
-  match Python's str order. A keyword term must stay under Lucene's 32766-byte limit, and
-  `ignore_above` is not used because it would leave a long string unsearchable altogether, so:
-  `s` holds the text, cut to its longest prefix of at most `KEYWORD_BYTES` UTF-8 bytes (at a
-  character boundary). A string that was cut also gets `h`, the SHA-256 of its whole text, so
-  `==` stays exact for a literal of any length (query.py), and `c`, overlapping windows of
-  `KEYWORD_BYTES` bytes every `WINDOW_STEP` bytes after the first, so that every substring of
-  at most `MAX_LITERAL_BYTES` bytes lies whole in `s` or in one window (CONTAINS). `z` holds
-  the text reversed (code point by code point), of its last `KEYWORD_BYTES` bytes: ENDS WITH
-  is a prefix query on it. Ordering, STARTS WITH and ENDS WITH are exact for literals of at
-  most `MAX_LITERAL_BYTES` bytes (a cut value then differs from the literal within the kept
-  part or has it as a proper prefix); query.py refuses longer literals there rather than
-  answer approximately. List elements get only `s` (and `h`): on a list, CONTAINS means "some
-  element equals". The Elasticsearch `wildcard` field type would serve substrings better, but
-  it is not part of every distribution (not of the minimal one the tests run on), so CONTAINS
-  is a `wildcard` query on keywords, which scans the terms of `sx.s`/`sx.c`: fine for
-  thousands of distinct strings per shard, slow for many millions.
-- Booleans: `b` (boolean), never confused with numbers.
+  integers and floats included (`2**53 + 1 > 2.0**53`, `1 == 1.0`). `number_code` writes
+  (n, r) as 20 hex digits whose byte order is that order: the double's bits made sortable
+  (sign bit flipped for positives, every bit for negatives), then r + 2**15 (|r| <= 2**10:
+  half the spacing of doubles near 2**63). So a numeric range is a term range between two
+  codes under the path's `n` prefix. An integer outside the 64-bit range is read as the
+  nearest float (as SQLite and evaluate do), -0.0 as 0.0 (Python calls them equal), and a
+  float that is not finite is null (it is null once the document is JSON).
+- Strings are read up to their first U+0000 (evaluate's rule). Keywords compare as UTF-8
+  bytes, which is code point order: `<`/`>` and sorting match Python's str order. A keyword
+  term must stay under Lucene's 32766-byte limit, and `ignore_above` is not used because it
+  would leave a long string unsearchable altogether, so `s` holds the text cut to its longest
+  prefix of at most `KEYWORD_BYTES` UTF-8 bytes (at a character boundary). A string that was
+  cut also gets `h`, the SHA-256 of its whole text, so `==` stays exact for a literal of any
+  length (query.py), and `c`, overlapping windows of `KEYWORD_BYTES` bytes every
+  `WINDOW_STEP` bytes after the first, so that every substring of at most
+  `MAX_LITERAL_BYTES` bytes lies whole in `s` or in one window (CONTAINS). `z` holds the text
+  reversed (code point by code point), of its last `KEYWORD_BYTES` bytes. Ordering, STARTS
+  WITH and ENDS WITH are exact for literals of at most `MAX_LITERAL_BYTES` bytes (a cut value
+  then differs from the literal within the kept part or has it as a proper prefix); query.py
+  refuses longer literals there rather than answer approximately. A list element keeps only
+  what equality needs: `es` with its whole text when it fits a keyword, else `eh` alone (the
+  hash decides equality with a literal of that length). CONTAINS on a string is a `wildcard`
+  query `path\\x01s*...*`: its fixed prefix confines it to the terms of that path.
+- Booleans: `b1`/`b0`, never confused with numbers.
 
 Bounds, and what lies beyond them:
 
-- Only keys a condition can name (`[A-Za-z0-9_-]+`, see ast.SEGMENT) and paths of at most
-  `MAX_DEPTH` (= ast.MAX_PATH_SEGMENTS) segments get entries: no condition can reach others.
-- At most `MAX_ENTRIES` entries per document, taken breadth first (shallow paths first, list
-  elements after the entry of their list). A document with more is marked by one last entry
-  `{"p": "", "k": "truncated"}` (no condition reads the empty path) and the values past the
-  limit are NOT searchable in Elasticsearch: a condition on them answers as if the field
-  were missing, unlike the embedded SQLite store, which searches every value. 1000 entries
-  fit any reasonable profile or event and keep every document well under Elasticsearch's
-  nested-object limit (`index.mapping.nested_objects.limit`, 10000).
+- Only keys a condition can name (`[A-Za-z0-9_-]+`, see ast.SEGMENT), paths of at most
+  `MAX_DEPTH` (= ast.MAX_PATH_SEGMENTS) segments and `MAX_PATH_BYTES` bytes get terms (a
+  term is path + value, and must stay under Lucene's limit): no condition can reach others
+  (query.py refuses longer paths).
+- At most `MAX_ENTRIES` values per document (a direct value or a list element, with all its
+  terms), taken breadth first (shallow paths first, list elements after their list). A
+  document with more is marked by the term `TRUNCATED` (of the empty path, which no
+  condition reads) and the values past the limit are NOT searchable in Elasticsearch: a
+  condition on them answers as if the field were missing, unlike the embedded SQLite store,
+  which searches every value.
+
+Installations created before this representation indexed a `nested` field `sx` instead (one
+Lucene document per path); legacy.py keeps searches off such partitions until a reshard has
+re-encoded them (docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import struct
 from collections import deque
 from collections.abc import Mapping
 from typing import Any, Final
 
 from tessera.query.ast import MAX_PATH_SEGMENTS, SEGMENT
 
-SEARCH_FIELD: Final = "sx"
+# The terms of every fact a condition can ask about (keyword, indexed only).
+SEARCH_FIELD: Final = "sk"
+# Path → sort key (flattened, doc values only).
+SORT_FIELD: Final = "so"
+SEARCH_FIELDS: Final = (SEARCH_FIELD, SORT_FIELD)
+# The nested field of the earlier representation (legacy.py, codec.moved).
+LEGACY_FIELD: Final = "sx"
+
+SEP: Final = "\x01"
 MAX_DEPTH: Final = MAX_PATH_SEGMENTS
+MAX_PATH_BYTES: Final = 512
 MAX_ENTRIES: Final = 1000
-# Under Lucene's 32766-byte term limit, with room to spare.
+# Under Lucene's 32766-byte term limit with the path, separator and tag in front.
 KEYWORD_BYTES: Final = 32000
 WINDOW_STEP: Final = 16000
 # The longest literal ordering, prefixes, suffixes and substrings are exact for: a substring
 # that long starts before some window's start + WINDOW_STEP and so ends inside that window
 # (a window may begin up to 3 bytes early and end up to 3 bytes short, at character bounds).
 MAX_LITERAL_BYTES: Final = KEYWORD_BYTES - WINDOW_STEP - 8
-TRUNCATED: Final = {"p": "", "k": "truncated"}
+TRUNCATED: Final = SEP + "~truncated"
+
+# Sort keys: numbers before strings (query.sort_clause).
+SORT_NUMBER: Final = "1"
+SORT_STRING: Final = "2"
 
 # Bookkeeping no condition is about (the apply-once marks, model/applied.py): never indexed.
 UNSEARCHED_PATHS: Final = frozenset({"metadata.applied", "metadata.request"})
 
-_INT64_MIN: Final = -(2**63)
-_INT64_MAX: Final = 2**63 - 1
-
-SEARCH_MAPPING: Final[dict[str, Any]] = {
-    "type": "nested",
-    "properties": {
-        "p": {"type": "keyword"},
-        "k": {"type": "keyword"},
-        "b": {"type": "boolean"},
-        "n": {"type": "double"},
-        "r": {"type": "long"},
-        "s": {"type": "keyword"},
-        # Only ever matched, never sorted on: no doc values.
-        "h": {"type": "keyword", "doc_values": False},
-        "c": {"type": "keyword", "doc_values": False},
-        "z": {"type": "keyword", "doc_values": False},
-    },
+SEARCH_MAPPINGS: Final[dict[str, dict[str, Any]]] = {
+    # Only ever matched, never sorted on or aggregated: no doc values.
+    SEARCH_FIELD: {"type": "keyword", "doc_values": False},
+    # Only ever sorted on: no inverted index.
+    SORT_FIELD: {"type": "flattened", "index": False},
 }
 
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+_SIGN: Final = 1 << 63
+_ALL_BITS: Final = (1 << 64) - 1
+_REMAINDER_OFFSET: Final = 1 << 15
 
-def search_fields(document: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The `sx` entries of one document (a profile, event or session as plain builtins)."""
-    entries: list[dict[str, Any]] = []
+
+def search_fields(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The search fields of one document (a profile, event or session as plain builtins):
+    `{SEARCH_FIELD: [terms], SORT_FIELD: {path: sort key}}` (the latter only when not empty).
+
+    On the write path of every record: written for speed (plain dicts and lists first)."""
+    terms: list[str] = []
+    sort: dict[str, str] = {}
+    entries = 0
+    segment = SEGMENT.fullmatch
     pending: deque[tuple[str, int, Mapping[str, Any]]] = deque([("", 0, document)])
     while pending:
         prefix, depth, node = pending.popleft()
         for key, value in node.items():
-            if not isinstance(key, str) or not SEGMENT.fullmatch(key):
+            if not isinstance(key, str) or not segment(key):
                 continue
             path = f"{prefix}.{key}" if prefix else key
-            if path in UNSEARCHED_PATHS:
+            if path in UNSEARCHED_PATHS or len(path) > MAX_PATH_BYTES:
                 continue
-            if not _add(entries, _entry(path, value, element=False)):
-                return entries
-            if isinstance(value, list | tuple):
+            found = _value_terms(value, element=False)
+            if not found:
+                continue
+            if entries >= MAX_ENTRIES - 1:
+                terms.append(TRUNCATED)
+                return _fields(terms, sort)
+            entries += 1
+            head = path + SEP
+            first = found[0]
+            terms.append(head + first)
+            if len(found) > 1:
+                terms.extend([head + term for term in found[1:]])
+            if first[0] == "n" or first[0] == "s":
+                sort[path] = (SORT_NUMBER if first[0] == "n" else SORT_STRING) + first[1:]
+            if type(value) is dict or (type(value) is not list and isinstance(value, Mapping)):
+                if depth + 1 < MAX_DEPTH:
+                    pending.append((path, depth + 1, value))
+            elif isinstance(value, list | tuple):
                 for item in value:
-                    element = _entry(path, item, element=True)
-                    if element is not None and not _add(entries, element):
-                        return entries
-            elif isinstance(value, Mapping) and depth + 1 < MAX_DEPTH:
-                pending.append((path, depth + 1, value))
-    return entries
+                    element = _value_terms(item, element=True)
+                    if not element:
+                        continue
+                    if entries >= MAX_ENTRIES - 1:
+                        terms.append(TRUNCATED)
+                        return _fields(terms, sort)
+                    entries += 1
+                    terms.append(head + element[0])
+    return _fields(terms, sort)
+
+
+def _fields(terms: list[str], sort: dict[str, str]) -> dict[str, Any]:
+    return {SEARCH_FIELD: terms, SORT_FIELD: sort} if sort else {SEARCH_FIELD: terms}
 
 
 def number_key(value: int | float) -> tuple[float, int] | None:
@@ -149,10 +209,19 @@ def number_key(value: int | float) -> tuple[float, int] | None:
     return nearest + 0.0, 0
 
 
+def number_code(key: tuple[float, int]) -> str:
+    """(n, r) as 20 hex digits whose order as text is the order of (n, r)."""
+    nearest, remainder = key
+    (bits,) = struct.unpack(">Q", struct.pack(">d", nearest + 0.0))
+    bits = bits ^ _ALL_BITS if bits & _SIGN else bits | _SIGN
+    return f"{bits:016x}{remainder + _REMAINDER_OFFSET:04x}"
+
+
 def text_of(value: str) -> str:
     """The string as evaluate reads it: up to its first U+0000."""
-    cut = value.find("\x00")
-    return value if cut < 0 else value[:cut]
+    if "\x00" not in value:
+        return value
+    return value[: value.index("\x00")]
 
 
 def text_hash(text: str) -> str:
@@ -161,35 +230,74 @@ def text_hash(text: str) -> str:
 
 def keyword_cut(text: str) -> tuple[str, bool]:
     """The longest prefix of at most KEYWORD_BYTES UTF-8 bytes, and whether it is shorter."""
+    if len(text) * 4 <= KEYWORD_BYTES:
+        return text, False  # at most 4 bytes a character: it fits without encoding it
     data = _utf8(text)
     if len(data) <= KEYWORD_BYTES:
         return text, False
     return data[: _boundary(data, KEYWORD_BYTES)].decode(), True
 
 
-def _string_entry(path: str, text: str, *, element: bool) -> dict[str, Any]:
-    data = _utf8(text)
-    head, cut = keyword_cut(text)
-    entry: dict[str, Any] = {"p": path, "k": "element" if element else "string", "s": head}
-    if cut:
-        entry["h"] = text_hash(text)
+def _value_terms(value: Any, *, element: bool) -> list[str]:
+    """The terms (tag and value, without the path) of one value; a list element has one term
+    at most, and only when it is a scalar (others equal no literal)."""
+    kind = type(value)
+    if kind is str:
+        text = text_of(value)
+        return _element_terms(text) if element else _string_terms(text)
+    if kind is bool:
+        return [("eb" if element else "b") + ("1" if value else "0")]
+    if kind is int or kind is float:
+        key = number_key(value)
+        if key is None:
+            if kind is float:
+                # NaN and infinities: JSON has no spelling for them, the document says null.
+                return [] if element else ["~null"]
+            return [] if element else ["~number"]
+        return [("en" if element else "n") + number_code(key)]
     if element:
-        return entry
-    if cut:
-        windows = []
-        start = _boundary(data, WINDOW_STEP)
-        while True:
-            end = _boundary(data, start + KEYWORD_BYTES)
-            windows.append(data[start:end].decode())
-            if end >= len(data):
-                break
-            start = _boundary(data, start + WINDOW_STEP)
-        entry["c"] = windows
-        tail = _boundary(data, len(data) - KEYWORD_BYTES, forward=True)
-        entry["z"] = data[tail:].decode()[::-1]
-    else:
-        entry["z"] = text[::-1]
-    return entry
+        return []
+    if value is None:
+        return ["~null"]
+    if kind is dict:
+        return ["~object"]
+    if kind is list:
+        return ["~list"]
+    # Subclasses and other containers (the caller passes msgspec.to_builtins output, which
+    # has none): the slow checks.
+    if isinstance(value, str):
+        return _value_terms(str(value), element=element)
+    if isinstance(value, int | float):  # not a bool: bool has no subclasses
+        return _value_terms(value + 0, element=element)
+    if isinstance(value, Mapping):
+        return ["~object"]
+    if isinstance(value, list | tuple):
+        return ["~list"]
+    # Not a JSON value: nothing to search.
+    return []
+
+
+def _element_terms(text: str) -> list[str]:
+    head, cut = keyword_cut(text)
+    return ["eh" + text_hash(text)] if cut else ["es" + head]
+
+
+def _string_terms(text: str) -> list[str]:
+    head, cut = keyword_cut(text)
+    if not cut:
+        return ["s" + head, "z" + text[::-1]]
+    data = _utf8(text)
+    terms = ["s" + head, "h" + text_hash(text)]
+    start = _boundary(data, WINDOW_STEP)
+    while True:
+        end = _boundary(data, start + KEYWORD_BYTES)
+        terms.append("c" + data[start:end].decode())
+        if end >= len(data):
+            break
+        start = _boundary(data, start + WINDOW_STEP)
+    tail = _boundary(data, len(data) - KEYWORD_BYTES, forward=True)
+    terms.append("z" + data[tail:].decode()[::-1])
+    return terms
 
 
 def _utf8(text: str) -> bytes:
@@ -204,41 +312,3 @@ def _boundary(data: bytes, offset: int, *, forward: bool = False) -> int:
     while 0 < offset < len(data) and data[offset] & 0xC0 == 0x80:
         offset += step
     return offset
-
-
-def _add(entries: list[dict[str, Any]], entry: dict[str, Any] | None) -> bool:
-    """Append, keeping room for the truncation mark; False once the document is cut off."""
-    if entry is None:
-        return True
-    if len(entries) >= MAX_ENTRIES - 1:
-        entries.append(dict(TRUNCATED))
-        return False
-    entries.append(entry)
-    return True
-
-
-def _entry(path: str, value: Any, *, element: bool) -> dict[str, Any] | None:
-    """The entry of one value; for a list element only scalars (others equal no literal)."""
-    if isinstance(value, bool):
-        return {"p": path, "k": "element" if element else "bool", "b": value}
-    if isinstance(value, int | float):
-        key = number_key(value)
-        if key is None and isinstance(value, float):
-            # NaN and infinities: JSON has no spelling for them, the stored document says null.
-            return None if element else {"p": path, "k": "null"}
-        entry: dict[str, Any] = {"p": path, "k": "element" if element else "number"}
-        if key is not None:
-            entry["n"], entry["r"] = key
-        return entry
-    if isinstance(value, str):
-        return _string_entry(path, text_of(value), element=element)
-    if element:
-        return None
-    if value is None:
-        return {"p": path, "k": "null"}
-    if isinstance(value, list | tuple):
-        return {"p": path, "k": "list"}
-    if isinstance(value, Mapping):
-        return {"p": path, "k": "object"}
-    # Not a JSON value (the caller passes msgspec.to_builtins output): nothing to search.
-    return None

@@ -3,14 +3,16 @@
 Only the record's own fields are mapped, with their types; the document stays whole in
 `_source`. The free-form parts (traits, data, properties, context …) are `enabled: false`:
 kept in `_source`, never indexed, so a new key in one event never adds a field to the index
-(no "mapping explosion", no field flipping between types). Searching them goes through `sx`
-(fields.py), one nested field with a fixed mapping. `dynamic: false` at the top keeps a field
+(no "mapping explosion", no field flipping between types). Searching them goes through the search
+fields (fields.py): a keyword of path-prefixed terms and a flattened field of sort keys, with
+a fixed mapping. `dynamic: false` at the top keeps a field
 added to a record type later from being guessed into the mapping: it is stored, not indexed,
 until the mapping names it.
 
-`sx` is left out of `_source`: it is derived from the document (fields.search_fields), so
-storing it twice would only double the disk used. Whatever copies documents from one index to
-another (a reindex) must therefore rebuild it with search_fields, not copy `_source` alone.
+The search fields are left out of `_source`: they are derived from the document
+(fields.search_fields), so storing them twice would only double the disk used. Whatever copies
+documents from one index to another (a reindex) must therefore rebuild them with
+search_fields, not copy `_source` alone (reshard.py does, through codec.moved).
 
 `mv` (indexed only, not in `_source` either) marks a document a reshard copied into a new
 generation; the read alias hides such copies until the partition they came from is swapped
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from tessera.storage.elastic.fields import SEARCH_FIELD, SEARCH_MAPPING
+from tessera.storage.elastic.fields import SEARCH_FIELDS, SEARCH_MAPPINGS
 
 # The generation a reshard copied the document into (reshard.py).
 MOVED_FIELD: Final = "mv"
@@ -42,9 +44,9 @@ REF: Final[Mapping] = {"properties": {"id": KEYWORD}}
 def _document(properties: Mapping, *, searchable: bool = True) -> Mapping:
     mapping: Mapping = {"dynamic": False, "properties": dict(properties)}
     if searchable:
-        mapping["properties"][SEARCH_FIELD] = SEARCH_MAPPING
+        mapping["properties"].update(SEARCH_MAPPINGS)
         mapping["properties"][MOVED_FIELD] = {"type": "integer"}
-        mapping["_source"] = {"excludes": [SEARCH_FIELD, MOVED_FIELD]}
+        mapping["_source"] = {"excludes": [*SEARCH_FIELDS, MOVED_FIELD]}
     return mapping
 
 

@@ -1,4 +1,4 @@
-"""Translate a condition into the Elasticsearch query DSL, over the `sx` entries of fields.py.
+"""Translate a condition into the Elasticsearch query DSL, over the search terms of fields.py.
 
     query = to_query(parse("profile@traits.plan == 'pro'"), entity="profile")
     page = await search_page(client, "tessera-profiles-*", request, query=query, ...)
@@ -7,26 +7,32 @@ The query answers exactly as `evaluate` does (see evaluate.py), document by docu
 value within the bounds of fields.py (tests/integration/test_elastic_query.py checks this
 against a real Elasticsearch on random documents and conditions). How:
 
-- Each predicate is one `nested` query over `sx` that looks for the single entry of the field's
-  path with the right kind and value: `p` the dotted path, `k` the kind (a value of another
-  kind never matches, so `true` never meets `1` and `"5"` never meets `5`), then the value.
-  Reading a field never enters a list, and list elements are entries of their own kind
-  ("element"), so only CONTAINS sees them.
-- Numbers compare as the pair (n, r) of fields.number_key, exactly: `v < x` is
-  `n < xn OR (n == xn AND r < xr)`, `v == x` is `n == xn AND r == xr`.
+- Each predicate is a term, terms, range, prefix or wildcard query on `sk`, whose terms are
+  `path U+0001 tag value` (fields.py): the path and the tag fix the field and the kind of
+  value (a value of another kind never matches, so `true` never meets `1` and `"5"` never
+  meets `5`), the rest is the value. A path has one direct value per document, so clauses
+  about it combine with AND; list elements have tags of their own (`e…`), so only CONTAINS
+  sees them, and reading a field never enters a list.
+- Numbers compare as the pair (n, r) of fields.number_key, exactly, through number_code,
+  whose text order is the order of (n, r): `v < x` is a term range from `path\x01n` up to
+  (not including) `path\x01n<code of x>`.
 - Strings compare as keywords, which is UTF-8 byte order, which is code point order.
-  Equality of a literal longer than a keyword also checks the SHA-256 `h` of the whole text.
+  Equality with a literal longer than a keyword is the SHA-256 `h` of the whole text.
   STARTS WITH is a prefix query on `s`, ENDS WITH one on the reversed text `z`, CONTAINS a
-  wildcard query `*...*` (with `*`, `?` and `\\` escaped) on `s` and the windows `c`.
-- `!=` is "a non-null value is present" AND NOT `==`; IS NULL is NOT "a non-null value is
-  present"; NOT is `must_not`, AND `filter`, OR `should`. Every clause is a filter on whole
-  documents (a document matches it or not), so NOT, AND and OR are two-valued, as in Python.
+  wildcard query `path\x01s*...*` (with `*`, `?` and `\\` escaped) or the same on the
+  windows `c`.
+- EXISTS is a prefix query on `path\x01` (every present value has a term); "a non-null value
+  is present" is that AND NOT `path\x01~null`. `!=` is "a non-null value is present" AND NOT
+  `==`; IS NULL is NOT "a non-null value is present"; NOT is `must_not`, AND `filter`, OR
+  `should`. Every clause is a filter on whole documents (a document matches it or not), so
+  NOT, AND and OR are two-valued, as in Python.
 
-Refused (QuerySyntaxError, as to_sqlite does): fields of another entity, bad paths, integers
-beyond 64 bits, floats that are not finite, strings with an unpaired surrogate, and string
-literals longer than fields.MAX_LITERAL_BYTES in ordering, CONTAINS, STARTS WITH or ENDS WITH
-(the index keeps long strings in pieces of bounded size; beyond that length an answer would
-only be approximate).
+Refused (QuerySyntaxError, as to_sqlite does): fields of another entity, bad paths (also paths
+longer than fields.MAX_PATH_BYTES, which the index does not hold), integers beyond 64 bits,
+floats that are not finite, strings with an unpaired surrogate, and string literals longer
+than fields.MAX_LITERAL_BYTES in ordering, CONTAINS, STARTS WITH or ENDS WITH (the index keeps
+long strings in pieces of bounded size; beyond that length an answer would only be
+approximate).
 
 Order and paging (`sort_clause`, `search_page`):
 
@@ -37,7 +43,8 @@ Order and paging (`sort_clause`, `search_page`):
 - A sort on a field orders, ascending: documents without a number or string there (missing,
   null, boolean, list or object) first, then numbers (exactly, as above), then strings (by code
   point, on their first KEYWORD_BYTES bytes), each group by record id; descending is the exact
-  reverse. For missing fields, nulls, numbers and strings this is SQLite's order too (the
+  reverse (one sort on the path's key in `so`, fields.py: "1" and the number's code, or "2"
+  and the string). For missing fields, nulls, numbers and strings this is SQLite's order too (the
   embedded store sorts by json_extract, NULLs first); booleans and lists/objects differ (SQLite
   sorts booleans as 0/1 and lists/objects as their JSON text).
 - An offset beyond the window is reached by walking `search_after` in steps of the window size
@@ -81,11 +88,17 @@ from tessera.query.errors import QuerySyntaxError
 from tessera.storage.elastic.fields import (
     KEYWORD_BYTES,
     MAX_LITERAL_BYTES,
+    MAX_PATH_BYTES,
     SEARCH_FIELD,
+    SEARCH_FIELDS,
+    SEP,
+    SORT_FIELD,
     keyword_cut,
+    number_code,
     number_key,
     text_hash,
 )
+from tessera.storage.elastic.legacy import ensure_current
 from tessera.storage.elastic.reads import complete_search, point_in_time
 from tessera.storage.ports import SearchPage
 from tessera.storage.search import Cursor, SearchRequest, SortKey, timed_out
@@ -99,10 +112,8 @@ RESULT_WINDOW: Final = 10_000
 # The client waits this much longer than a search's own timeout before it gives up.
 CLIENT_TIMEOUT_SLACK_S: Final = 1.0
 
-_VALUE_KINDS: Final = ["bool", "number", "string", "list", "object"]
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _RANGE = {">": "gt", ">=": "gte", "<": "lt", "<=": "lte"}
-_STRICT = {">=": ">", "<=": "<", ">": ">", "<": "<"}
 _WILDCARD_SPECIAL = frozenset("*?\\")
 
 
@@ -130,150 +141,129 @@ def _condition(node: Condition) -> Query:
         items = [_condition(item) for item in node.items]
         return {"bool": {"filter": items}} if items else MATCH_ALL
     if isinstance(node, Or):
-        items = [_condition(item) for item in node.items]
-        return {"bool": {"should": items, "minimum_should_match": 1}} if items else MATCH_NONE
+        return _any([_condition(item) for item in node.items])
     if isinstance(node, Not):
         return _not(_condition(node.item))
-    path = _path(node.field)
+    at = _path(node.field) + SEP
     if isinstance(node, Exists):
-        present = _entry(path, [])
+        present = _prefix(at)
         return _not(present) if node.negated else present
     if isinstance(node, IsNull):
-        valued = _valued(path)
+        valued = _valued(at)
         return valued if node.negated else _not(valued)
     if isinstance(node, Compare):
         if node.op == "==":
-            return _entry(path, _equals(node.value, "direct"))
+            return _equals(at, node.value, element=False)
         if node.op == "!=":
-            equal = _entry(path, _equals(node.value, "direct"))
-            return {"bool": {"filter": [_valued(path)], "must_not": [equal]}}
-        return _entry(path, _ordered(node.op, node.value))
+            equal = _equals(at, node.value, element=False)
+            return {"bool": {"filter": [_valued(at)], "must_not": [equal]}}
+        return _ordered(at, node.op, node.value)
     if isinstance(node, Between):
-        low, high = _ordered(">=", node.low), _ordered("<=", node.high)
-        return _entry(path, None if low is None or high is None else low + high)
+        return _all([_ordered(at, ">=", node.low), _ordered(at, "<=", node.high)])
     if isinstance(node, In):
-        options = [_equals(literal, "direct") for literal in node.values]
-        return _entry(path, _any(options))
+        return _any([_equals(at, literal, element=False) for literal in node.values])
     if isinstance(node, Contains):
-        return _entry(path, _contains(node.value))
+        return _contains(at, node.value)
     if isinstance(node, StartsWith | EndsWith):
-        return _entry(path, _affix(node.value, suffix=isinstance(node, EndsWith)))
+        return _affix(at, node.value, suffix=isinstance(node, EndsWith))
     raise TypeError(f"not a condition: {node!r}")
 
 
-# --- one entry ------------------------------------------------------------------------------
-
-Clauses = list[Query]
-
-
-def _entry(path: str, clauses: Clauses | None) -> Query:
-    """Documents with an entry at `path` meeting every clause; None means "never"."""
-    if clauses is None:
-        return MATCH_NONE
-    return {
-        "nested": {
-            "path": SEARCH_FIELD,
-            "query": {"bool": {"filter": [_term("p", path), *clauses]}},
-            "score_mode": "none",
-        }
-    }
+# --- one path -------------------------------------------------------------------------------
+# `at` is the path and the separator: the start of every term of that path.
 
 
-def _valued(path: str) -> Query:
+def _valued(at: str) -> Query:
     """The field is present and not null."""
-    return _entry(path, [{"terms": {f"{SEARCH_FIELD}.k": _VALUE_KINDS}}])
+    return {"bool": {"filter": [_prefix(at)], "must_not": [_term(at + "~null")]}}
 
 
-def _equals(literal: Literal, where: str) -> Clauses | None:
-    """Clauses for "the value equals the literal", on a direct value or a list element."""
+def _equals(at: str, literal: Literal, *, element: bool) -> Query:
+    """The value (or, with `element`, some list element) equals the literal."""
     value = _checked(literal)
-
-    def kind(name: str) -> Query:
-        return _term("k", "element" if where == "element" else name)
-
+    tag = "e" if element else ""
     if value is None:
-        return None
+        return MATCH_NONE
     if isinstance(value, bool):
-        return [kind("bool"), _term("b", value)]
+        return _term(at + tag + ("b1" if value else "b0"))
     if isinstance(value, str):
         if "\x00" in value:
-            return None  # a stored text ends before its first U+0000
+            return MATCH_NONE  # a stored text ends before its first U+0000
         head, cut = keyword_cut(value)
-        clauses = [kind("string"), _term("s", head)]
         if cut:
-            clauses.append(_term("h", text_hash(value)))
-        elif len(value.encode()) > KEYWORD_BYTES - 4:
-            # As long as a cut-down stored text may be: it must not be one.
-            clauses.append({"bool": {"must_not": [{"exists": {"field": _name("h")}}]}})
-        return clauses
-    n, r = _number(value)
-    return [kind("number"), _term("n", n), _term("r", r)]
+            return _term(at + tag + "h" + text_hash(value))
+        equal = _term(at + tag + "s" + head)
+        if element or len(value.encode()) <= KEYWORD_BYTES - 4:
+            return equal
+        # As long as a cut-down stored text may be: it must not be one.
+        return {"bool": {"filter": [equal], "must_not": [_prefix(at + "h")]}}
+    return _term(at + tag + "n" + number_code(_number(value)))
 
 
-def _ordered(op: str, literal: Literal) -> Clauses | None:
+def _ordered(at: str, op: str, literal: Literal) -> Query:
     value = _checked(literal)
     if value is None or isinstance(value, bool):
-        return None
+        return MATCH_NONE
     if isinstance(value, str):
         _short(value, "compared")
-        return [_term("k", "string"), {"range": {_name("s"): {_RANGE[op]: value}}}]
-    n, r = _number(value)
-    # (n, r) in lexicographic order: strictly beyond on n, or level on n and beyond on r.
-    beyond = {"range": {_name("n"): {_RANGE[_STRICT[op]]: n}}}
-    level = {"bool": {"filter": [_term("n", n), {"range": {_name("r"): {_RANGE[op]: r}}}]}}
-    return [_term("k", "number"), {"bool": {"should": [beyond, level], "minimum_should_match": 1}}]
+        tag, bound = "s", value
+    else:
+        tag, bound = "n", number_code(_number(value))
+    # Every value of the kind lies in [at + tag, at + the next tag).
+    edge = {"gte": at + tag} if op in ("<", "<=") else {"lt": at + chr(ord(tag) + 1)}
+    return {"range": {SEARCH_FIELD: {_RANGE[op]: at + tag + bound, **edge}}}
 
 
-def _contains(literal: Literal) -> Clauses | None:
+def _contains(at: str, literal: Literal) -> Query:
     value = _checked(literal)
     if value is None:
-        return None
-    member = _equals(literal, "element")
-    options = [member] if member is not None else []
+        return MATCH_NONE
+    options = [_equals(at, literal, element=True)]
     if isinstance(value, str) and "\x00" not in value:
         _short(value, "searched for")
-        inside: Clauses = [_term("k", "string")]
         if value:
-            pattern = "*" + _escaped(value) + "*"
-            windows = [{"wildcard": {_name(part): {"value": pattern}}} for part in ("s", "c")]
-            inside.append({"bool": {"should": windows, "minimum_should_match": 1}})
-        options.append(inside)
+            options.extend(
+                {"wildcard": {SEARCH_FIELD: {"value": at + tag + "*" + _escaped(value) + "*"}}}
+                for tag in ("s", "c")
+            )
+        else:
+            options.append(_prefix(at + "s"))
     return _any(options)
 
 
-def _affix(literal: Literal, *, suffix: bool) -> Clauses | None:
+def _affix(at: str, literal: Literal, *, suffix: bool) -> Query:
     value = _checked(literal)
     if not isinstance(value, str) or "\x00" in value:
-        return None
+        return MATCH_NONE
     _short(value, "matched")
-    clauses = [_term("k", "string")]
-    if value:
-        field, wanted = ("z", value[::-1]) if suffix else ("s", value)
-        clauses.append({"prefix": {_name(field): {"value": wanted}}})
-    return clauses
+    return _prefix(at + "z" + value[::-1]) if suffix else _prefix(at + "s" + value)
 
 
-def _any(options: Sequence[Clauses | None]) -> Clauses | None:
-    """Clauses for "one of these sets of clauses holds" on the same entry."""
-    alive = [option for option in options if option is not None]
+def _any(options: Sequence[Query]) -> Query:
+    alive = [option for option in options if option is not MATCH_NONE]
     if not alive:
-        return None
+        return MATCH_NONE
     if len(alive) == 1:
         return alive[0]
-    should = [{"bool": {"filter": option}} for option in alive]
-    return [{"bool": {"should": should, "minimum_should_match": 1}}]
+    return {"bool": {"should": alive, "minimum_should_match": 1}}
+
+
+def _all(items: Sequence[Query]) -> Query:
+    if any(item is MATCH_NONE for item in items):
+        return MATCH_NONE
+    return {"bool": {"filter": list(items)}}
 
 
 def _not(query: Query) -> Query:
     return {"bool": {"must_not": [query]}}
 
 
-def _term(part: str, value: Any) -> Query:
-    return {"term": {_name(part): value}}
+def _term(term: str) -> Query:
+    return {"term": {SEARCH_FIELD: term}}
 
 
-def _name(part: str) -> str:
-    return f"{SEARCH_FIELD}.{part}"
+def _prefix(start: str) -> Query:
+    return {"prefix": {SEARCH_FIELD: {"value": start}}}
 
 
 def _escaped(text: str) -> str:
@@ -286,7 +276,12 @@ def _path(field: Field) -> str:
     for segment in field.path:
         if not SEGMENT.fullmatch(segment):
             raise QuerySyntaxError(f"condition: bad path segment {segment!r} in {field}")
-    return ".".join(field.path)
+    path = ".".join(field.path)
+    if len(path) > MAX_PATH_BYTES:
+        raise QuerySyntaxError(
+            f"condition: field {field} is longer than {MAX_PATH_BYTES} characters"
+        )
+    return path
 
 
 def _number(value: int | float) -> tuple[float, int]:
@@ -326,18 +321,12 @@ def sort_clause(sort: SortKey | None, *, moment_field: str, id_field: str) -> li
     """The sort of a search: the default order, or a field's (see the module)."""
     if sort is None:
         return [{moment_field: {"order": "desc"}}, {id_field: {"order": "desc"}}]
-    path = ".".join(sort.path)
     order = "desc" if sort.descending else "asc"
-
-    def by(part: str, kinds: list[str], **extra: str) -> Query:
-        at = {"bool": {"filter": [_term("p", path), {"terms": {_name("k"): kinds}}]}}
-        nested = {"path": SEARCH_FIELD, "filter": at}
-        return {_name(part): {"order": order, "nested": nested, **extra}}
-
-    # "number" < "string" as keywords: the kind itself orders the two groups.
-    group = by("k", ["number", "string"], missing="_last" if sort.descending else "_first")
-    numbers, exact, strings = by("n", ["number"]), by("r", ["number"]), by("s", ["string"])
-    return [group, numbers, exact, strings, {id_field: {"order": order}}]
+    key = f"{SORT_FIELD}.{'.'.join(sort.path)}"
+    # Numbers ("1…") before strings ("2…"); no key (missing, null, boolean, list, object)
+    # before both.
+    missing = "_last" if sort.descending else "_first"
+    return [{key: {"order": order, "missing": missing}}, {id_field: {"order": order}}]
 
 
 def search_after(cursor: Cursor) -> list[Any]:
@@ -365,13 +354,19 @@ async def search_page(
 
     `query` is to_query's answer, combined by the caller with its own filters (the tenant).
     The moment field should be numeric (the cursor carries its sort value as a float).
-    `source` is Elasticsearch's `_source` filter; by default the whole document but `sx`.
+    `source` is Elasticsearch's `_source` filter; by default the whole document but the
+    search fields.
     Every shard must answer (reads.py): a page is never made of the shards that could.
+
+    A condition or a sort is refused (legacy.SearchNeedsReshard, 503) while a partition under
+    `index` has the search mapping of an earlier version, which it cannot read.
 
     With the request's ``timeout_s`` (TESSERA_SEARCH_TIMEOUT_SECONDS), Elasticsearch is asked
     to stop the search then (its ``timeout``; with partial results refused it answers 504),
     the client gives up a second later, and either way the caller gets SearchTimedOut.
     """
+    if request.condition is not None or request.sort is not None:
+        await ensure_current(client, index)
     if request.timeout_s is None:
         return await _search_page(client, index, request, query, moment_field, id_field, source)
     timed = client.options(request_timeout=request.timeout_s + CLIENT_TIMEOUT_SLACK_S)
@@ -399,7 +394,7 @@ async def _search_page(
     source: bool | Mapping[str, Any] | None,
 ) -> SearchPage[Query]:
     if source is None:
-        source = {"excludes": [SEARCH_FIELD]}
+        source = {"excludes": list(SEARCH_FIELDS)}
     timing: Query = {}
     if request.timeout_s is not None:
         timing["timeout"] = f"{max(1, round(request.timeout_s * 1000))}ms"

@@ -5,8 +5,9 @@ every partition of the kind (`….event.v1-2024-03`, all tenants) into a partiti
 generation (`….event.v2-2024-03`) created with the new shape, and swaps them behind the read
 alias. Nothing is stopped: writers go on committing (writer.py) and readers go on reading
 through the alias. Elasticsearch's `_reindex` is not used (it is an optional module, and it
-could not rebuild `sx`, which is not kept in `_source`): documents are read in pages and
-written again with codec.moved, which decodes each record and encodes it as the writer does.
+could not rebuild the search fields, which are not kept in `_source`): documents are read in
+pages and written again with codec.moved, which decodes each record and encodes it as the
+writer does (which also converts documents of an earlier search representation, legacy.py).
 
 The algorithm, for kind K moving from generation g to g+1:
 

@@ -31,7 +31,7 @@ from tessera.model.event import Event
 from tessera.model.profile import Profile
 from tessera.model.session import Session
 from tessera.storage.elastic.codec import R, decode
-from tessera.storage.elastic.fields import SEARCH_FIELD
+from tessera.storage.elastic.fields import SEARCH_FIELDS
 from tessera.storage.elastic.homes import ById, Copy, alias_key, pick
 from tessera.storage.elastic.naming import Names, generation_of
 from tessera.storage.elastic.query import every_page, search_page, sort_clause, to_query
@@ -41,7 +41,7 @@ from tessera.storage.search import SearchRequest
 
 # Ids per `ids` query when asking which events exist.
 IDS_PER_QUERY = 1000
-NO_SX = {"excludes": [SEARCH_FIELD]}
+NO_SX = {"excludes": list(SEARCH_FIELDS)}
 # Ids followed from a merged-away id to the profile that has it now (merges of merges).
 MAX_HOPS = 8
 # Records per page when reading all of a person's events or sessions (export); at most
