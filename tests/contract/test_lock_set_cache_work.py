@@ -9,6 +9,7 @@ in-process cache stands for both: it can only serve one process).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -134,6 +135,30 @@ async def test_a_key_added_without_waiting_reads_its_record_ahead(world: World) 
             assert found.record.traits == {"visits": 3}
         else:
             assert found is None
+
+
+async def test_a_waiter_reads_ahead_what_the_holder_before_it_put_back(world: World) -> None:
+    first = world.locks.hold_all([LOCK])
+    await first.__aenter__()
+    try:
+        waiter = asyncio.create_task(_read_after_waiting(world))
+        await asyncio.sleep(0.05)
+        assert not waiter.done(), "the second holder waits"
+        assert await first.still_held(guarded(world))
+        first.put_on_release([CachePut(world.cache, KEY, profile(visits=5))])
+    finally:
+        await first.__aexit__(None, None, None)
+    found = await asyncio.wait_for(waiter, timeout=20)
+    if world.reads_ahead:
+        assert found == {"visits": 5}
+    else:
+        assert found is None
+
+
+async def _read_after_waiting(world: World) -> dict[str, object] | None:
+    async with world.locks.hold_all(["s-1", LOCK], guarded(world)) as held:
+        found = held.found(world.cache, KEY)
+        return found.record.traits if found is not None and found.record is not None else None
 
 
 async def test_checking_before_a_commit_makes_the_entries_misses_for_everyone(

@@ -276,10 +276,12 @@ class RedisLockSet:
         )
         try:
             # Uncontended, every key is free: one round trip takes them all and reads ahead.
-            # Contended, nothing is read ahead: the caller reads the cache as it goes.
+            # Contended, they are waited for one by one, and the last one's round trip reads
+            # ahead (every guarding lock is held by then).
             if not await self._take_now(self._wanted, self._read_ahead):
-                for key in self._wanted:
-                    await self._take_waiting(key)
+                for place, key in enumerate(self._wanted, start=1):
+                    last = place == len(self._wanted)
+                    await self._take_waiting(key, self._read_ahead if last else [])
         except BaseException as error:
             await self._let_go(cut_off=isinstance(error, RedisUnavailable))
             raise
@@ -372,13 +374,13 @@ class RedisLockSet:
                 reads += [(shared.redis_key(key), shared.ttl_ms) for key in entries.keys]
         return reads
 
-    async def _take_waiting(self, key: str) -> None:
+    async def _take_waiting(self, key: str, read_ahead: list[CacheKeys]) -> None:
         if key in self._held:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._owner.max_wait_s
         pause = FIRST_PAUSE_S
-        while not await self._take_now([key], []):
+        while not await self._take_now([key], read_ahead):
             if loop.time() >= deadline:
                 raise Busy("a profile stayed locked too long; retry")
             await asyncio.sleep(pause * random.uniform(0.5, 1.0))
