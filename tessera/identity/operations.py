@@ -15,7 +15,7 @@ from tessera.identity.keys import read_path
 from tessera.identity.locking import profile_lock_key
 from tessera.model.common import utcnow
 from tessera.model.profile import Profile
-from tessera.pipeline.locks import Locks, LockSetLike, ensure_held
+from tessera.pipeline.locks import Locks, LockSetLike
 from tessera.pipeline.visitor import MAX_MERGE_HOPS, VisitorDirectory
 from tessera.storage.ports import (
     ChangeSet,
@@ -88,7 +88,6 @@ class ProfileOperations:
                 ]
             for profile in (survivor, *restored):
                 await self._recount(profile)
-            await ensure_held(held)
             await self.visitors.commit(
                 self.writer,
                 ChangeSet(
@@ -125,7 +124,6 @@ class ProfileOperations:
                     released_identities=_digests(tenant, profile),
                     erasures=[Erasure(tenant, ids, keep_records=True)],
                 )
-            await ensure_held(held)
             await self.visitors.commit(self.writer, erasure, held=held)
         return {"deleted": list(ids), "with_data": with_data}
 
@@ -141,7 +139,6 @@ class ProfileOperations:
                 for entry in profile.metadata.merges
             ]
             profile.metadata.time.update = utcnow()
-            await ensure_held(held)
             await self.visitors.commit(
                 self.writer,
                 ChangeSet(profiles=[profile], released_identities=released),

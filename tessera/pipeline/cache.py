@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -40,6 +41,31 @@ class RecordCachePort(Protocol[R]):
     async def fill(self, key: str, record: R) -> None: ...
 
     async def discard(self, *keys: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CacheKeys:
+    """Entries of one cache that a lock set reads or turns into misses in its own round trips
+    (``LockSetLike``): the records its locks guard."""
+
+    cache: RecordCachePort[Any]
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CachePut(Generic[R]):
+    """A committed record for a lock set to put back in its cache before letting go."""
+
+    cache: RecordCachePort[R]
+    key: str
+    record: R
+
+
+@dataclass(frozen=True, slots=True)
+class Found(Generic[R]):
+    """What a lock set read ahead for a key: the cached record, or None for a miss."""
+
+    record: R | None
 
 
 def _no_size(_value: object) -> int:

@@ -28,7 +28,7 @@ import msgspec
 from tessera.destinations.planner import DestinationPlanner
 from tessera.errors import StorageUnavailable
 from tessera.identity.keys import KeyValue
-from tessera.identity.locking import identity_lock_key, profile_lock_key, session_lock_key
+from tessera.identity.locking import identity_lock_key, profile_lock_key
 from tessera.identity.merge import MergeRefused
 from tessera.identity.resolver import IdentityResolver, snapshot_paths
 from tessera.model.applied import PROFILE_MARKS, SESSION_MARKS, remember, request_token
@@ -41,7 +41,7 @@ from tessera.pipeline.consents import ConsentRules
 from tessera.pipeline.enrich import enrich_new_session
 from tessera.pipeline.events import build_event
 from tessera.pipeline.held_work import HeldWork
-from tessera.pipeline.locks import Locks, LockSetLike, ensure_held
+from tessera.pipeline.locks import Locks, LockSetLike
 from tessera.pipeline.processing import event_document
 from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult
 from tessera.pipeline.visitor import Visitor, VisitorDirectory
@@ -150,9 +150,10 @@ class Ingestor:
 
         tenant = batch.tenant
         session_id = batch.session_id or new_id()
-        wanted: set[str] = {session_lock_key(tenant, session_id)}
+        wanted = self._visitors.lock_keys(tenant, session_id, batch.profile_id)
+        read_ahead = self._visitors.read_ahead(tenant, session_id, batch.profile_id)
         for _round in range(MAX_ROUNDS):
-            async with self._locks.hold_all(wanted) as held:
+            async with self._locks.hold_all(wanted, read_ahead) as held:
                 result = await self._ingest_locked(batch, session_id, now, held, mark)
             if isinstance(result, IngestResult):
                 break
@@ -188,10 +189,10 @@ class Ingestor:
         # while the first was being processed meets its stored events here, so neither the
         # events nor the profile's counters are taken twice.
         known = await self._known_events(batch, now)
-        session = await self._visitors.session(tenant, session_id)
+        session = await self._visitors.session(tenant, session_id, held)
         public = not batch.source.trusted
         profile_id, may_exist = await self._visitors.candidate_profile(
-            tenant, session, batch.profile_id, batch.new_profile_id, public=public
+            tenant, session, batch.profile_id, batch.new_profile_id, public=public, held=held
         )
         found = await self._visitors.survivor_under_lock(
             tenant, profile_id, may_exist, held, public=public, promised=batch.new_profile_id
@@ -330,7 +331,7 @@ class Ingestor:
             )
         remember(visitor.profile.metadata.applied, mark, PROFILE_MARKS)
         remember(visitor.session.metadata.applied, mark, SESSION_MARKS)
-        await ensure_held(held)
+        # The commit checks the locks first (VisitorDirectory.commit).
         changes = ChangeSet(
             events=events,
             sessions=[visitor.session],
@@ -391,7 +392,6 @@ class Ingestor:
                 warnings += merges.warnings
                 if merges.retired or merges.links:
                     merged.metadata.time.update = now
-                    await ensure_held(held)
                     await self._visitors.commit(
                         self._writer,
                         ChangeSet(
@@ -628,7 +628,6 @@ class Ingestor:
         ]
         changes = ChangeSet(events=events, sessions=sessions, identities=links, retired=retired)
         if len(changes):
-            await ensure_held(held)
             await self._visitors.commit(self._writer, changes, held=held)
         if self.held_work is not None:
             # The first attempt kept its steps and messages held; it may not have lived to

@@ -3,6 +3,13 @@
 ``Locks`` / ``LockSetLike`` are what callers (ingest, profile operations, re-segmentation,
 delayed steps) need from a lock service; ``KeyedLocks`` is the in-process one, and
 ``tessera/storage/redis/locks.py`` the one shared by several API processes.
+
+A lock set also carries the cache work on the records its locks guard, so that a shared lock
+service can do it in the same round trips as its own (Redis: one script each): reading the
+records when their locks are taken (``read_ahead``), turning them into misses when checking the
+locks before a commit (``still_held``), and putting the committed versions back when letting
+go (``put_on_release``). The in-process set needs no round trips: it reads nothing ahead and
+does the rest as it goes.
 """
 
 from __future__ import annotations
@@ -12,9 +19,14 @@ import time
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
+
+import msgspec
 
 from tessera.errors import Busy
+from tessera.pipeline.cache import CacheKeys, CachePut, Found, RecordCachePort
+
+R = TypeVar("R", bound=msgspec.Struct)
 
 
 class LockSetLike(Protocol):
@@ -33,13 +45,28 @@ class LockSetLike(Protocol):
         _traceback: TracebackType | None,
     ) -> None: ...
 
-    async def try_add(self, keys: Iterable[str]) -> bool:
-        """Take every key that is free right now, or none of them; never waits."""
+    async def try_add(self, keys: Iterable[str], read_ahead: Iterable[CacheKeys] = ()) -> bool:
+        """Take every key that is free right now, or none of them; never waits. The entries
+        of ``read_ahead`` (records the new keys guard) may be read at the same time: see
+        ``found``."""
         ...
 
-    async def still_held(self) -> bool:
+    def found(self, cache: RecordCachePort[R], key: str) -> Found[R] | None:
+        """What was read ahead of ``key`` in ``cache`` when its lock was taken (a private
+        copy each time), or None when it was not: then read the cache. A miss is answered
+        once (the caller reads storage and fills the cache); a hit until the next
+        ``still_held``, which comes before a commit changes the record."""
+        ...
+
+    async def still_held(self, discard: Iterable[CacheKeys] = ()) -> bool:
         """Whether every key is still this holder's: checked right before committing, since
-        a distributed lock can expire under a holder that stalled."""
+        a distributed lock can expire under a holder that stalled. When they are, the entries
+        of ``discard`` are made misses (``RecordCachePort.discard``) before answering."""
+        ...
+
+    def put_on_release(self, puts: Iterable[CachePut[Any]]) -> None:
+        """Committed records to put back in their caches (``RecordCachePort.put``) while the
+        locks are still held, when letting go: best effort, a failure leaves misses."""
         ...
 
     def fence(self, key: str) -> int | None:
@@ -64,8 +91,9 @@ def fence_floor() -> int:
 class Locks(Protocol):
     def hold(self, key: str) -> AbstractAsyncContextManager[None]: ...
 
-    def hold_all(self, keys: Iterable[str]) -> LockSetLike:
-        """Hold several keys, taken in sorted order so two holders cannot deadlock."""
+    def hold_all(self, keys: Iterable[str], read_ahead: Iterable[CacheKeys] = ()) -> LockSetLike:
+        """Hold several keys, taken in sorted order so two holders cannot deadlock; the
+        entries of ``read_ahead`` (records those keys guard) may be read as they are taken."""
         ...
 
 
@@ -83,8 +111,9 @@ class KeyedLocks:
     def hold(self, key: str) -> _Holding:
         return _Holding(self, key)
 
-    def hold_all(self, keys: Iterable[str]) -> LockSet:
-        """Hold several keys: taken in sorted order, so two holders cannot deadlock."""
+    def hold_all(self, keys: Iterable[str], read_ahead: Iterable[CacheKeys] = ()) -> LockSet:
+        """Hold several keys: taken in sorted order, so two holders cannot deadlock. Nothing
+        is read ahead: an in-process cache costs no round trip."""
         return LockSet(self, keys)
 
     def __len__(self) -> int:
@@ -154,6 +183,7 @@ class LockSet:
         self._owner = owner
         self._wanted = sorted(set(keys))
         self._held: list[_Holding] = []
+        self._puts: list[CachePut[Any]] = []
 
     @property
     def keys(self) -> frozenset[str]:
@@ -178,7 +208,7 @@ class LockSet:
     ) -> None:
         await self._release()
 
-    async def try_add(self, keys: Iterable[str]) -> bool:
+    async def try_add(self, keys: Iterable[str], read_ahead: Iterable[CacheKeys] = ()) -> bool:
         """Take every key that is free right now, or none of them; never waits.
 
         A key nobody holds or waits for has no entry; its fresh lock is acquired without the
@@ -193,21 +223,33 @@ class LockSet:
             self._held.append(holding)
         return True
 
-    async def still_held(self) -> bool:
+    def found(self, cache: RecordCachePort[R], key: str) -> Found[R] | None:
+        return None
+
+    async def still_held(self, discard: Iterable[CacheKeys] = ()) -> bool:
         """Always: an in-process lock cannot be taken away from a live holder."""
+        for entries in discard:
+            await entries.cache.discard(*entries.keys)
         return True
+
+    def put_on_release(self, puts: Iterable[CachePut[Any]]) -> None:
+        self._puts += puts
 
     def fence(self, key: str) -> int | None:
         return next((h.fence for h in self._held if h._key == key), None)
 
     async def _release(self) -> None:
+        puts, self._puts = self._puts, []
+        for put in puts:
+            await put.cache.put(put.key, put.record)
         while self._held:
             await self._held.pop().__aexit__(None, None, None)
 
 
-async def ensure_held(held: LockSetLike) -> None:
+async def ensure_held(held: LockSetLike, discard: Iterable[CacheKeys] = ()) -> None:
     """Right before a commit: a lock that expired (its holder stalled past the lock's time to
     live, and another process may have taken it) must not let a stale write through. The
-    caller answers 503 and the client retries."""
-    if not await held.still_held():
+    caller answers 503 and the client retries. The entries of ``discard`` are made misses
+    when the locks are held (see ``LockSetLike.still_held``)."""
+    if not await held.still_held(discard):
         raise Busy("a lock of this request expired before it could commit; retry")

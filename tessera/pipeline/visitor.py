@@ -2,7 +2,9 @@
 
 Callers hold the session's and the profile's locks while they use what this returns, and store
 what they changed through ``commit``, which keeps the cache from ever answering a version older
-than storage.
+than storage. The cache work rides with the locks (``LockSetLike``): a request that names its
+session and profile reads both when it takes their locks (``read_ahead``), and with a shared
+cache makes three round trips in all (take and read, check and discard, put back and let go).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from tessera.model.common import Ref, new_id
 from tessera.model.profile import Profile, new_profile
 from tessera.model.session import Session, new_session
 from tessera.model.source import EventSource
-from tessera.pipeline.cache import RecordCachePort
-from tessera.pipeline.locks import LockSetLike
+from tessera.pipeline.cache import CacheKeys, CachePut, RecordCachePort
+from tessera.pipeline.locks import LockSetLike, ensure_held
 from tessera.pipeline.profile_ids import ProfileIds
 from tessera.storage.ports import (
     ChangeSet,
@@ -67,18 +69,44 @@ class VisitorDirectory:
         self.profile_cache = profile_cache
         self.session_cache = session_cache
 
-    async def session(self, tenant: str, session_id: str) -> Session | None:
+    def lock_keys(self, tenant: str, session_id: str, profile_id: str | None) -> set[str]:
+        """The locks of a request of this session that names ``profile_id``: that profile's
+        too, as a first guess (it is the session's for a returning visitor), so that one
+        round trip takes both and reads them (``read_ahead``). A wrong guess costs a lock
+        held for nothing; ``survivor_under_lock`` takes the right one."""
+        keys = {session_lock_key(tenant, session_id)}
+        if profile_id is not None:
+            keys.add(profile_lock_key(tenant, profile_id))
+        return keys
+
+    def read_ahead(self, tenant: str, session_id: str, profile_id: str | None) -> list[CacheKeys]:
+        """The cache entries the locks of ``lock_keys`` guard."""
+        reads = [CacheKeys(self.session_cache, (_key(tenant, session_id),))]
+        if profile_id is not None:
+            reads.append(CacheKeys(self.profile_cache, (_key(tenant, profile_id),)))
+        return reads
+
+    async def session(
+        self, tenant: str, session_id: str, held: LockSetLike | None = None
+    ) -> Session | None:
+        """The session (``held``: the caller's locks, which may have read it ahead)."""
         key = _key(tenant, session_id)
-        session = await self.session_cache.get(key)
+        ahead = held.found(self.session_cache, key) if held is not None else None
+        session = ahead.record if ahead is not None else await self.session_cache.get(key)
         if session is None:
             session = await self._sessions.get(tenant, session_id)
             if session is not None:
                 await self.session_cache.fill(key, session)
         return session
 
-    async def profile(self, tenant: str, profile_id: str) -> Profile | None:
+    async def profile(
+        self, tenant: str, profile_id: str, held: LockSetLike | None = None
+    ) -> Profile | None:
+        """The profile ``profile_id`` names, by any of its ids (``held``: the caller's locks,
+        which may have read it ahead)."""
         key = _key(tenant, profile_id)
-        profile = await self.profile_cache.get(key)
+        ahead = held.found(self.profile_cache, key) if held is not None else None
+        profile = ahead.record if ahead is not None else await self.profile_cache.get(key)
         if profile is None:
             profile = await self._profiles.get(tenant, profile_id)
             # Cached under its own id only: an alias would hold a copy that goes stale when
@@ -105,12 +133,17 @@ class VisitorDirectory:
         None only for a caller that writes no profile or session (a delayed step of an event
         without a profile); a record whose lock is not in it is written unversioned.
 
+        With ``held``, its locks are checked first (``ensure_held``): one that expired under a
+        holder that stalled answers 503 (Busy) before anything is written.
+
         Every profile and session the change set writes, retires, restores or erases
-        turns into a miss *before* the commit: the cache is shared and outlives this process,
+        turns into a miss *before* the commit (with ``held``: in the same round trip as the
+        check): the cache is shared and outlives this process,
         so one killed between its commit and putting the new versions back must leave a miss
         (read again from storage), not the version before, which the next request would build
         on and so lose this one's changes. With ``put_back`` the committed profiles and
-        sessions are put back afterwards, saving the next request a storage read; that is best
+        sessions are put back afterwards (with ``held``: when it lets go, while still
+        holding the locks), saving the next request a storage read; that is best
         effort: once the records are committed, a cache that cannot be reached must not turn
         the request into an error the client would retry (storing its events twice), and a
         missing entry is a miss, read again from storage."""
@@ -123,22 +156,33 @@ class VisitorDirectory:
             for profile_id in erasure.profile_ids
         ]
         session_keys = [_key(s.tenant, s.id) for s in changes.sessions]
-        if profile_keys:
-            await self.profile_cache.discard(*profile_keys)
-        if session_keys:
-            await self.session_cache.discard(*session_keys)
+        discard = [
+            CacheKeys(self.profile_cache, tuple(profile_keys)),
+            CacheKeys(self.session_cache, tuple(session_keys)),
+        ]
+        discard = [entries for entries in discard if entries.keys]
         if held is not None:
+            await ensure_held(held, discard)
             changes.versions.update(_versions(changes, held))
+        else:
+            for entries in discard:
+                await entries.cache.discard(*entries.keys)
         await writer.commit(changes)
-        if put_back:
-            try:
-                for profile in changes.profiles:
-                    await self.profile_cache.put(_key(profile.tenant, profile.id), profile)
-                for session in changes.sessions:
-                    await self.session_cache.put(_key(session.tenant, session.id), session)
-            except StorageUnavailable as exc:
-                # The rest is not tried: it would most likely wait as long for nothing.
-                log.warning("committed records not put back in the cache: %s", exc)
+        if not put_back:
+            return
+        puts: list[CachePut[Any]] = [
+            CachePut(self.profile_cache, _key(p.tenant, p.id), p) for p in changes.profiles
+        ]
+        puts += [CachePut(self.session_cache, _key(s.tenant, s.id), s) for s in changes.sessions]
+        if held is not None:
+            held.put_on_release(puts)
+            return
+        try:
+            for put in puts:
+                await put.cache.put(put.key, put.record)
+        except StorageUnavailable as exc:
+            # The rest is not tried: it would most likely wait as long for nothing.
+            log.warning("committed records not put back in the cache: %s", exc)
 
     async def candidate_profile(
         self,
@@ -148,6 +192,7 @@ class VisitorDirectory:
         promised: str | None = None,
         *,
         public: bool = False,
+        held: LockSetLike | None = None,
     ) -> tuple[str, bool]:
         """Which profile the request will use, and whether it may already exist: the requested
         one (by any of its ids), else the session's, else a fresh id that cannot exist yet.
@@ -157,7 +202,7 @@ class VisitorDirectory:
         if public and session is not None and session.profile is not None:
             return session.profile.id, True
         if requested is not None:
-            existing = await self.profile(tenant, requested)
+            existing = await self.profile(tenant, requested, held)
             if existing is not None:
                 return existing.id, True
             if not public or self.ids.minted(requested):
@@ -198,11 +243,12 @@ class VisitorDirectory:
         (profile_ids.py). Otherwise the new profile gets a fresh id."""
         for _step in range(MAX_MERGE_HOPS):
             key = profile_lock_key(tenant, profile_id)
-            if not await held.try_add([key]):
+            reads = [CacheKeys(self.profile_cache, (_key(tenant, profile_id),))]
+            if not await held.try_add([key], read_ahead=reads if may_exist else ()):
                 return {key}
             if not may_exist:
                 return profile_id, None
-            profile = await self.profile(tenant, profile_id)
+            profile = await self.profile(tenant, profile_id, held)
             if profile is None:
                 if await self._may_take(tenant, profile_id, public):
                     return profile_id, None

@@ -36,7 +36,7 @@ from tessera.identity.locking import profile_lock_key
 from tessera.model.common import new_id, utcnow
 from tessera.model.event import Event
 from tessera.model.profile import Profile
-from tessera.pipeline.locks import Locks, ensure_held
+from tessera.pipeline.locks import Locks
 from tessera.pipeline.visitor import VisitorDirectory
 from tessera.segments.events import membership_events
 from tessera.segments.live import LiveSegments, TenantSegments
@@ -205,7 +205,6 @@ class ResegmentationJobs:
                 job.entered += len(change.entered)
                 job.left += len(change.left)
             if changed:
-                await ensure_held(held)
                 await self._visitors.commit(
                     self._writer, ChangeSet(events=events, profiles=changed), held=held
                 )

@@ -35,7 +35,7 @@ from tessera.model.profile import Profile
 from tessera.model.session import Session
 from tessera.ops.background import BackgroundLoop
 from tessera.pipeline.held_work import HeldWork
-from tessera.pipeline.locks import Locks, LockSetLike, ensure_held
+from tessera.pipeline.locks import Locks, LockSetLike
 from tessera.pipeline.processing import event_document
 from tessera.pipeline.visitor import VisitorDirectory
 from tessera.storage.automation_ports import ScheduledStep, ScheduleStore
@@ -242,8 +242,6 @@ class DelayedSteps:
         async def store() -> None:
             if not len(changes):
                 return
-            if held is not None:
-                await ensure_held(held)
             await self._visitors.commit(self._writer, changes, held=held)
 
         await self._held_work.commit(step.tenant, mark, store, outcome.schedules, messages)

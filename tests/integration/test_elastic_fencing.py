@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,14 +28,14 @@ from tessera.errors import RecordRejected, StorageUnavailable
 from tessera.identity.locking import profile_lock_key, session_lock_key
 from tessera.model.profile import Profile
 from tessera.model.session import Session
-from tessera.pipeline.cache import RecordCache
+from tessera.pipeline.cache import CacheKeys, RecordCache
 from tessera.pipeline.locks import KeyedLocks, Locks
 from tessera.pipeline.visitor import VisitorDirectory
 from tessera.storage.elastic import codec
 from tessera.storage.elastic.backend import ElasticRecordBackend
 from tessera.storage.elastic.bulk import Operation, Retrier, send
 from tessera.storage.ports import ChangeSet, Erasure, RetiredProfile
-from tessera.storage.redis.locks import RedisLocks
+from tessera.storage.redis.locks import RedisLocks, RedisLockSet
 from tessera.storage.sql.stores import SqlErasedProfiles
 from tests.contract.test_record_stores import TENANT, make_profile, make_session
 from tests.support.elastic import URL, drop_created_prefixes, elastic_backend
@@ -306,10 +306,18 @@ async def test_a_holder_that_lost_its_lock_cannot_overwrite_through_the_director
     backend: ElasticRecordBackend, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """The versions come from the locks the caller holds: a holder that stalled past its
-    lock's time to live (its lock taken and used by another process meanwhile) commits
-    without asking ``still_held`` first, as a bulk already sent would, and is refused."""
+    lock's time to live (its lock taken and used by another process meanwhile) after its
+    check passed commits all the same, as a bulk already sent would, and is refused."""
     async with erased_profiles(tmp_path / "erased") as erased:
         await _lost_lock_cannot_overwrite(backend, request, erased)
+
+
+class CheckedBeforeTheStall(RedisLockSet):
+    """Locks whose holder's check passed right before its process stalled: its commit (which
+    checks them first, VisitorDirectory.commit) goes on, as a bulk already sent would."""
+
+    async def still_held(self, discard: Iterable[CacheKeys] = ()) -> bool:
+        return True
 
 
 async def _lost_lock_cannot_overwrite(
@@ -335,7 +343,7 @@ async def _lost_lock_cannot_overwrite(
     async with redis_space(request.node.name) as (client, space):
         stalling = RedisLocks(client, space, ttl_s=0.2)
         taker = RedisLocks(client, space, ttl_s=10.0)
-        async with stalling.hold_all(keys) as stalled:
+        async with CheckedBeforeTheStall(stalling, keys) as stalled:
             time.sleep(0.5)  # the whole process stalls: no renewal runs, the locks expire
             async with taker.hold_all(keys) as held:
                 await visitors.commit(backend.writer, visit("taker", 2), held=held)

@@ -13,6 +13,11 @@ Staleness is what a shared cache must not allow, and three rules keep it out:
   record back either, and a committer killed before its ``put`` leaves a miss rather than the
   version before its commit. A tombstone reads as a miss; the next ``put`` replaces it.
 
+The locks (``storage/redis/locks.py``) do this cache's work on the records they guard in
+their own scripts, so that a request makes one round trip for each of taking its locks and
+reading its records, checking its locks and discarding, and putting back and letting go: the
+methods below the port's give them this cache's key names, lifetimes and encoding.
+
 Size is bounded by Redis (``maxmemory`` with an LRU policy), not here; one entry is bounded
 here (``TESSERA_CACHE_MAX_ENTRY_BYTES``): a larger record is not cached (``put`` leaves a
 tombstone), so it is read from storage each time.
@@ -71,26 +76,48 @@ class RedisRecordCache(Generic[R]):
     def enabled(self) -> bool:
         return self._ttl_ms > 0
 
-    def _key(self, key: str) -> str:
+    @property
+    def client(self) -> Redis:
+        return self._client
+
+    @property
+    def ttl_ms(self) -> int:
+        """How long an entry lives after it was written or last read."""
+        return self._ttl_ms
+
+    @property
+    def tombstone_ms(self) -> int:
+        return self._tombstone_ms
+
+    def redis_key(self, key: str) -> str:
         return self._space.key(self._kind, key)
+
+    def decode(self, raw: bytes) -> R:
+        """A private copy of a stored entry (not a tombstone)."""
+        return self._decode(raw)
+
+    def stored_form(self, record: R) -> tuple[bytes, int]:
+        """What ``put`` writes for ``record``, and for how many milliseconds: a tombstone
+        when the record is too large to keep."""
+        encoded = self._encode(record)
+        if self._fits(encoded):
+            return encoded, self._ttl_ms
+        return TOMBSTONE, self._tombstone_ms
 
     async def get(self, key: str) -> R | None:
         if not self.enabled:
             return None
         with self.health.watch():
-            raw = await self._get(keys=[self._key(key)], args=[self._ttl_ms])
+            raw = await self._get(keys=[self.redis_key(key)], args=[self._ttl_ms])
         return self._decode(raw) if raw else None
 
     async def put(self, key: str, record: R) -> None:
         # Only ever after a commit whose records were made misses first (discard): while
         # Redis fails, leaving the miss costs nothing, and waiting for Redis would.
         if self.enabled and not self.health.failing:
-            encoded = self._encode(record)
+            value, life_ms = self.stored_form(record)
             with self.health.watch():
-                if self._fits(encoded):
-                    await self._client.set(self._key(key), encoded, px=self._ttl_ms)
-                else:
-                    await self._client.set(self._key(key), TOMBSTONE, px=self._tombstone_ms)
+                await self._client.set(self.redis_key(key), value, px=life_ms)
 
     async def fill(self, key: str, record: R) -> None:
         if self.enabled:
@@ -98,7 +125,7 @@ class RedisRecordCache(Generic[R]):
             if not self._fits(encoded):
                 return
             with self.health.watch():
-                await self._client.set(self._key(key), encoded, px=self._ttl_ms, nx=True)
+                await self._client.set(self.redis_key(key), encoded, px=self._ttl_ms, nx=True)
 
     def _fits(self, encoded: bytes) -> bool:
         return self._max_entry_bytes is None or len(encoded) <= self._max_entry_bytes
@@ -108,9 +135,9 @@ class RedisRecordCache(Generic[R]):
             return
         with self.health.watch():
             if len(keys) == 1:
-                await self._client.set(self._key(keys[0]), TOMBSTONE, px=self._tombstone_ms)
+                await self._client.set(self.redis_key(keys[0]), TOMBSTONE, px=self._tombstone_ms)
                 return
             async with self._client.pipeline(transaction=False) as pipe:
                 for key in keys:
-                    pipe.set(self._key(key), TOMBSTONE, px=self._tombstone_ms)
+                    pipe.set(self.redis_key(key), TOMBSTONE, px=self._tombstone_ms)
                 await pipe.execute()
