@@ -25,9 +25,13 @@ _encode = msgspec.json.Encoder().encode
 
 
 def searchable(record: Event | Session | Profile) -> bytes:
-    """The stored document of an event, session or profile: the record and its search fields."""
+    """The stored document of an event, session or profile: the record and its search fields.
+    Sessions get none: no condition searches sessions (they are read by id, or listed by
+    their profile's id, a mapped field), and their search terms cost as much to build and to
+    index as a profile's, on every request."""
     document = msgspec.to_builtins(record)
-    document.update(search_fields(document))
+    if not isinstance(record, Session):
+        document.update(search_fields(document))
     return _encode(document)
 
 
@@ -40,7 +44,8 @@ def moved(
     copy."""
     _drop_search_fields(source)
     document = msgspec.to_builtins(from_builtins(source, kind))
-    document.update(search_fields(document))
+    if kind is not Session:  # as `searchable`
+        document.update(search_fields(document))
     document[MOVED_FIELD] = generation
     return _encode(document)
 
