@@ -8,15 +8,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.server import RunningServer, running_server
+from tests.support.modes import SHARED_MODES, server_in_mode
+from tests.support.server import RunningServer
 from tests.support.sources import ServerSource, keyed, make_server_source
 
-
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """One server for the tests that do not need a fresh one."""
-    data_dir: Path = tmp_path_factory.mktemp("shared") / "data"
-    with running_server(data_dir) as running:
+@pytest.fixture(scope="session", params=SHARED_MODES)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """One server per mode (SHARED_MODES) for the tests that do not need a fresh one: every
+    black-box suite built on it runs against both ways Tessera runs."""
+    data_dir: Path = tmp_path_factory.mktemp(f"shared-{request.param}") / "data"
+    with server_in_mode(request.param, data_dir) as running:
         yield running
 
 

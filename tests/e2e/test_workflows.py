@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.modes import SHARED_MODES, server_in_mode
 from tests.support.outside import RecordingServer, Reply, recording_http_server
 from tests.support.server import RunningServer, running_server, start_server
 
@@ -30,10 +31,12 @@ FAST = {
 }
 
 
-@pytest.fixture(scope="module")
-def automation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    data_dir = tmp_path_factory.mktemp("automation") / "data"
-    with running_server(data_dir, FAST) as server:
+@pytest.fixture(scope="module", params=SHARED_MODES)
+def automation(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    data_dir = tmp_path_factory.mktemp(f"automation-{request.param}") / "data"
+    with server_in_mode(request.param, data_dir, FAST) as server:
         yield server
 
 

@@ -28,6 +28,9 @@ from tests.support.redis_service import reachable_client
 from tests.support.server import RunningServer, running_server
 
 MODES = ("embedded-sync", "embedded-async", "distributed-sync", "distributed-async")
+# The modes every black-box suite runs in (the async ones run in the suites about the queue):
+# the embedded installation and the distributed one (Elasticsearch, MariaDB, Redis).
+SHARED_MODES = ("embedded-sync", "distributed-sync")
 ASYNC_ENV = {"TESSERA_INGEST_MODE": "async", "TESSERA_WORKERS": "1"}
 
 
