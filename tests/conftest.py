@@ -12,6 +12,7 @@ from tests.support.modes import SHARED_MODES, server_in_mode
 from tests.support.server import RunningServer
 from tests.support.sources import ServerSource, keyed, make_server_source
 
+
 @pytest.fixture(scope="session", params=SHARED_MODES)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
