@@ -1,12 +1,12 @@
 """Errors classified, effects applied once, against the real Elasticsearch (distributed mode).
 
-- A record Elasticsearch refuses for what it is (here: an event with more nested search
-  entries than its index allows, a 400) is a permanent error: the async worker gives the
-  message to the dead letters after its attempts, with Elasticsearch's reason, while every
-  other visitor's messages are stored meanwhile; nothing of the refused request is counted
-  (its profile is never written with an event it does not have); replayed once the cause is
-  gone, it is stored and counted once. Before the fix the refusal was "storage unavailable",
-  retried every 30 s forever, and each retry counted the request again.
+- A record Elasticsearch refuses for what it is (here: an event whose month partition was
+  made, by hand, with a mapping its search terms do not fit, a 400) is a permanent error: the
+  async worker gives the message to the dead letters after its attempts, with Elasticsearch's
+  reason, while every other visitor's messages are stored meanwhile; nothing of the refused
+  request is counted (its profile is never written with an event it does not have); replayed
+  once the cause is gone, it is stored and counted once. Before the fix the refusal was
+  "storage unavailable", retried every 30 s forever, and each retry counted the request again.
 - A commit cut short in the middle (the profile's partition write-blocked after the event was
   stored) is retried until it passes; the event stored by the first attempt is counted once,
   neither lost nor counted twice, in sync (the client retries the same body) and async mode.
@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ from tests.support.server import RunningServer
 OTHERS = 60
 # Nested search entries an event index takes while the test narrows it: a page view has
 # about 35, the refused event (100 properties) about 135.
-NARROW_NESTED_LIMIT = 70
+# How far back the refused event is dated: a month partition nothing else writes into.
+POISON_AGE = timedelta(days=150)
 FAST_RETRIES = {
     "TESSERA_WORKER_MAX_ATTEMPTS": "3",
     "TESSERA_WORKER_RETRY_BACKOFF_MS": "100",
@@ -100,16 +102,21 @@ def test_a_refused_record_is_dead_lettered_while_other_visitors_flow(
     assert _track(visitor, {"events": [{"type": "page-view"}]}).status_code == 200
     wait_until_drained(api)  # the event partition exists now
     elastic = Elasticsearch(ELASTIC_URL, request_timeout=30)
-    events = f"{_prefix(server)}.default.event*"
-    limit = {"index.mapping.nested_objects.limit": NARROW_NESTED_LIMIT}
-    elastic.indices.put_settings(index=events, settings=limit)
+    # The partition of a month five months back, made before any event goes there, with the
+    # search terms mapped as numbers: an event filed there is refused (400, a parsing error)
+    # for what it is, and every other event (this month's) is not.
+    when = datetime.now(UTC) - POISON_AGE
+    poisoned = f"{_prefix(server)}.default.event.v1-{when:%Y-%m}"
+    elastic.indices.create(index=poisoned, mappings={"properties": {"sk": {"type": "long"}}})
     try:
         poison_session = f"poison-{uuid.uuid4().hex[:8]}"
         poison = _track(
             visitor,
             {
                 "session": {"id": poison_session},
-                "events": [{"type": "bulky", "properties": {f"k{n}": n for n in range(100)}}],
+                "events": [
+                    {"type": "bulky", "time": when.isoformat(), "properties": {"k": "text"}}
+                ],
             },
         )
         assert poison.status_code == 200, poison.text
@@ -142,7 +149,7 @@ def test_a_refused_record_is_dead_lettered_while_other_visitors_flow(
 
         letters = _eventually(buried, 60)
         assert letters, "the refused message did not become a dead letter"
-        assert "nested" in letters[0]["error"].lower(), letters[0]["error"]
+        assert "pars" in letters[0]["error"].lower(), letters[0]["error"]
         # Nothing of the refused request was counted: no profile was written for it.
         assert _counted(api, poison_profile) == (None, None)
         print(
@@ -150,9 +157,8 @@ def test_a_refused_record_is_dead_lettered_while_other_visitors_flow(
             f"dead letter after {letters[0]['attempts']} attempts: {letters[0]['error'][:120]}"
         )
     finally:
-        elastic.indices.put_settings(
-            index=events, settings={"index.mapping.nested_objects.limit": None}
-        )
+        # The cause goes: the hand-made partition (the refused event never got into it).
+        elastic.indices.delete(index=poisoned)
         elastic.close()
 
     # The cause is gone: replayed, the request is stored and counted once.

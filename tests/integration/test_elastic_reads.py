@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from elasticsearch import AsyncElasticsearch
 
-from tessera.errors import StorageRefused, StorageUnavailable
+from tessera.errors import RecordRejected, StorageRefused, StorageUnavailable
 from tessera.model.common import DEFAULT_TENANT
 from tessera.model.profile import Profile, ProfileMetadata, ProfileTime
 from tessera.storage.elastic.backend import ElasticRecordBackend
@@ -108,7 +108,9 @@ async def test_a_closed_partition_fails_every_read_that_needs_it(
             assert await backend.events.existing_ids(TENANT, ["e-1"]) == {"e-1"}
         finally:
             await _open(client, profiles)
-        assert await backend.profiles.get(TENANT, "p-1") == _stored_profile(name="Ada")
+        expected = _stored_profile(name="Ada")
+        expected.metadata.partition = "2025"  # where it is kept, as a read by id tells
+        assert await backend.profiles.get(TENANT, "p-1") == expected
 
         events = names.partition_index(TENANT, "event", "2024-05")  # make_event's time
         await _close(client, events)
@@ -138,17 +140,17 @@ async def test_a_write_over_a_closed_partition_fails_and_the_profile_stays_as_it
 
         await _close(client, home)
         try:
-            # What the ingest path would write had its read of p-1 come back empty: a fresh
-            # profile with the same id, first seen now (this year's partition).
-            now = datetime.now(UTC)
-            fresh = Profile(
-                id="p-1",
-                tenant=TENANT,
-                metadata=ProfileMetadata(time=ProfileTime(insert=now, update=now)),
-                ids=["p-1"],
-            )
-            with pytest.raises(StorageUnavailable):
-                await backend.writer.commit(ChangeSet(profiles=[fresh]))
+            # The ingest path reads p-1 first: that read fails (503), it never sees "no such
+            # profile", so it never writes a fresh one with the same id elsewhere.
+            with pytest.raises(StorageUnavailable, match="index_closed_exception"):
+                await backend.profiles.get(TENANT, "p-1")
+            # A write of the profile into its closed home fails as an outage, not as a record
+            # that can never be stored.
+            stored.stats["events"] = 99
+            with pytest.raises(StorageUnavailable) as failed:
+                await backend.writer.commit(ChangeSet(profiles=[stored]))
+            assert not isinstance(failed.value, RecordRejected)
+            stored.stats["events"] = 5
         finally:
             await _open(client, home)
 
@@ -232,8 +234,13 @@ async def test_a_red_shard_fails_the_reads_and_the_writes_that_need_it(
         assert time.monotonic() - started < READ_RETRY_BUDGET_S + 5
         with pytest.raises(StorageUnavailable):
             await backend.profiles.search(TENANT, SearchRequest(condition=None, limit=10))
+        # A write into the red partition fails; one that does not need it goes on (no
+        # search over every partition comes before a write any more).
+        red = _stored_profile(name="Eve")
+        red.metadata.partition = "2019"
         with pytest.raises(StorageUnavailable):
-            await backend.writer.commit(ChangeSet(profiles=[_stored_profile(name="Eve")]))
+            await backend.writer.commit(ChangeSet(profiles=[red]))
+        await backend.writer.commit(ChangeSet(profiles=[_stored_profile(name="Ada")]))
 
 
 async def test_a_partial_answer_is_refused(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from tessera.errors import ConfigurationError, Conflict, NotFound, StorageUnavai
 from tessera.model.common import DEFAULT_TENANT
 from tessera.query import parse
 from tessera.storage.elastic import codec
+from tessera.storage.elastic.homes import ById, Partitions
 from tessera.storage.elastic.inventory import list_index_names
 from tessera.storage.elastic.naming import Names
 from tessera.storage.elastic.schema import SCHEMA_VERSION, ElasticSchema
@@ -319,9 +320,10 @@ async def test_restore_into_a_second_empty_cluster(
         ]
 
         # Found on cluster 2 through the aliases, with the real stores.
-        events = ElasticEventStore(second, names)
-        sessions = ElasticSessionStore(second, names)
-        profiles = ElasticProfileStore(second, names)
+        by_id = ById(second, Partitions(second, names))
+        events = ElasticEventStore(second, names, by_id)
+        sessions = ElasticSessionStore(second, names, by_id)
+        profiles = ElasticProfileStore(second, names, by_id)
         e2, u1 = wrote.events[1], wrote.events[3]
         assert await events.get("acme", "e-2") == e2
         assert await events.get("Ünï", "u-1") == u1
@@ -356,7 +358,8 @@ async def test_restore_into_a_second_empty_cluster(
         mapping = await second.indices.get_mapping(index=new)
         assert mapping[new]["mappings"]["dynamic"] in (False, "false")
         # Cluster 1 never saw that write: the clusters are apart after the restore.
-        assert await ElasticEventStore(client, names).get("acme", "e-4") is None
+        first_by_id = ById(client, Partitions(client, names))
+        assert await ElasticEventStore(client, names, first_by_id).get("acme", "e-4") is None
     finally:
         await first.close()
         drop_created_prefixes()
