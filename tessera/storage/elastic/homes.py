@@ -66,8 +66,9 @@ class Copy:
 
 
 def alias_key(profile_id: str) -> str:
-    """The id, in the tenant's identity index, of the link from a profile alias
-    (storage/ports.ProfileAlias) to its profile. Merge-key links are hex digests: no clash."""
+    """The id, in the tenant's identity index, of the link from another id a profile lists
+    (a merged-away profile's, the id async intake promised) to the profile (writer.py,
+    _alias_links). Merge-key links are hex digests: no clash."""
     return "id:" + profile_id
 
 
