@@ -334,11 +334,11 @@ async def test_the_background_step_prepares_every_tenant_this_process_wrote_for(
         await backend.writer.commit(ChangeSet(events=[make_event("e-1")]))
         now = datetime.now(UTC)
         current = names.partition_index(TENANT, "event", partition(now, "month"))
-        # … and the next check creates that tenant's partitions of now, ahead of any write.
+        # … and the next check creates that tenant's partitions of now, ahead of any write
+        # (one after the other: each is waited for until the check has made them all).
+        wanted = [current, names.partition_index(TENANT, "profile", partition(now, "year"))]
         deadline = time.monotonic() + 10
-        while not await backend.client.indices.exists(index=current):
-            assert time.monotonic() < deadline, f"{current} was not created"
-            await asyncio.sleep(0.1)
-        assert await backend.client.indices.exists(
-            index=names.partition_index(TENANT, "profile", partition(now, "year"))
-        )
+        for index in wanted:
+            while not await backend.client.indices.exists(index=index):
+                assert time.monotonic() < deadline, f"{index} was not created"
+                await asyncio.sleep(0.1)
