@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -178,14 +178,11 @@ class ById:
         ``also`` (pairs of a single index and a document id, read in the same request) found,
         by pair."""
         wanted = list(dict.fromkeys(ids))
-        for last_try in (False, True):
-            indices = await self.partitions.of(tenant, kind)
-            pairs = [(index.name, doc_id) for doc_id in wanted for index in indices]
-            try:
-                return await self._mget(pairs, also, strict=not last_try)
-            except _Gone:
-                self.partitions.forget(tenant)
-        raise AssertionError("unreachable: the last try does not raise _Gone")
+
+        def pairs(indices: Sequence[KnownIndex]) -> list[tuple[str, str]]:
+            return [(index.name, doc_id) for doc_id in wanted for index in indices]
+
+        return await self._listed(tenant, kind, pairs, also)
 
     async def get(self, tenant: str, kind: str, record_id: str) -> Copy | None:
         found, _ = await self.copies(tenant, kind, [record_id])
@@ -197,17 +194,31 @@ class ById:
     ) -> dict[str, list[Copy]]:
         """The copies of records whose partition follows from a moment: (id, moment) pairs,
         each asked in the listed partitions whose time range holds its moment."""
-        for last_try in (False, True):
-            indices = await self.partitions.of(tenant, kind)
-            pairs = [
+
+        def pairs(indices: Sequence[KnownIndex]) -> list[tuple[str, str]]:
+            return [
                 (index.name, doc_id)
                 for doc_id, moment in wanted
                 for index in indices
                 if index.range is not None and index.range.start <= moment < index.range.end
             ]
+
+        found, _ = await self._listed(tenant, kind, pairs, ())
+        return found
+
+    async def _listed(
+        self,
+        tenant: str,
+        kind: str,
+        pairs: Callable[[Sequence[KnownIndex]], list[tuple[str, str]]],
+        also: Sequence[tuple[str, str]],
+    ) -> tuple[dict[str, list[Copy]], dict[tuple[str, str], Answer]]:
+        """A multi-get of the (index, id) pairs ``pairs`` makes of the listed partitions; once
+        more with a fresh listing when a listed partition is gone (see the module)."""
+        for last_try in (False, True):
+            indices = await self.partitions.of(tenant, kind)
             try:
-                found, _ = await self._mget(pairs, (), strict=not last_try)
-                return found
+                return await self._mget(pairs(indices), also, strict=not last_try)
             except _Gone:
                 self.partitions.forget(tenant)
         raise AssertionError("unreachable: the last try does not raise _Gone")

@@ -39,8 +39,6 @@ from tessera.storage.elastic.reads import complete_refresh, found_documents, rea
 from tessera.storage.ports import Page, RetiredProfile, SearchPage
 from tessera.storage.search import SearchRequest
 
-# Ids per `ids` query when asking which events exist.
-IDS_PER_QUERY = 1000
 NO_SX = {"excludes": list(SEARCH_FIELDS)}
 # Ids followed from a merged-away id to the profile that has it now (merges of merges).
 MAX_HOPS = 8
@@ -94,10 +92,8 @@ class ElasticEventStore:
         found: set[str] = set()
         if at_moments:
             found |= set(await self._by_id.at_moments(tenant, "event", at_moments))
-        for start in range(0, len(anywhere), IDS_PER_QUERY):
-            copies, _ = await self._by_id.copies(
-                tenant, "event", anywhere[start : start + IDS_PER_QUERY]
-            )
+        if anywhere:  # in chunks of multi-gets (homes.MGET_CHUNK)
+            copies, _ = await self._by_id.copies(tenant, "event", anywhere)
             found |= set(copies)
         return found
 
