@@ -368,11 +368,11 @@ class ElasticWriter:
         did): read the list again, so reads by id ask it (homes.py)."""
         if self._partitions is None:
             return
-        for op in operations:
-            known = recognise(self._names, op.index)
+        for index in {op.index for op in operations}:  # a bulk names few indices, many times
+            known = recognise(self._names, index)
             if known is None or known.partition is None:
                 continue
-            if not self._partitions.knows(known.tenant, known.kind, op.index):
+            if not self._partitions.knows(known.tenant, known.kind, index):
                 self._partitions.forget(known.tenant)
                 return
 
