@@ -26,6 +26,7 @@ from tessera.storage.elastic.stores import (
     ElasticProfileStore,
     ElasticSessionStore,
 )
+from tessera.storage.elastic.wire import ElasticWire
 from tessera.storage.elastic.writer import ElasticWriter
 
 T = TypeVar("T")
@@ -52,6 +53,8 @@ class ElasticRecordBackend:
         self.connection = connection
         self.names = Names(prefix)
         self.client = open_client(connection)
+        # The writer's bulks and the reads by id: every request's path (wire.py).
+        self.wire = ElasticWire(connection)
         self.schema = ElasticSchema(
             self.client,
             self.names,
@@ -61,7 +64,7 @@ class ElasticRecordBackend:
         )
         # Which partitions each tenant has, for reads by id (homes.py).
         self.partitions = Partitions(self.client, self.names)
-        by_id = ById(self.client, self.partitions)
+        by_id = ById(self.client, self.partitions, self.wire)
         self.writer = ElasticWriter(
             self.client,
             self.names,
@@ -73,6 +76,7 @@ class ElasticRecordBackend:
             refresh=refresh,
             retry_budget_s=retry_budget_s,
             max_in_flight=max_in_flight,
+            wire=self.wire,
         )
         self.events = ElasticEventStore(self.client, self.names, by_id, page_size=export_page_size)
         self.sessions = ElasticSessionStore(
@@ -105,6 +109,7 @@ class ElasticRecordBackend:
     async def close(self) -> None:
         await self.partitions_ahead.stop()
         await self.writer.stop()
+        await self.wire.close()
         await self.client.close()
 
     async def drop_everything(self) -> None:

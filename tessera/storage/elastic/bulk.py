@@ -35,7 +35,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -45,6 +45,7 @@ from elastic_transport import ConnectionTimeout, TransportError
 from elasticsearch import ApiError, AsyncElasticsearch
 
 from tessera.errors import StorageUnavailable
+from tessera.storage.elastic.wire import ElasticWire
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +145,10 @@ async def send(
     retrier: Retrier,
     blocked: set[int] | None = None,
     refused: set[int] | None = None,
+    wire: ElasticWire | None = None,
 ) -> dict[int, str]:
     """Store the operations; the owners whose operations were refused, with the reason.
+    Sent over ``wire`` when given (the writer's lean connections, wire.py), else the client.
 
     Owners refused by a write block are also added to `blocked`, when given; owners refused
     for what their documents are (a 4xx other than a block or 429: sending them again cannot
@@ -163,12 +166,7 @@ async def send(
             chunk = chunks.popleft()
             body = b"".join(op.lines() for op in chunk)
             try:
-                answer = await client.bulk(
-                    # Already NDJSON: the client's serializer passes bytes through as they are.
-                    operations=body,  # type: ignore[arg-type]
-                    refresh=refresh,
-                    filter_path=ANSWER_PARTS,
-                )
+                answer = await _bulk(client, wire, body, refresh)
             except (TransportError, ApiError) as exc:
                 if is_retryable(exc):
                     retry.extend(chunk)
@@ -198,6 +196,21 @@ async def send(
         await retrier.pause()
         todo = again
     return failures
+
+
+async def _bulk(
+    client: AsyncElasticsearch, wire: ElasticWire | None, body: bytes, refresh: Refresh
+) -> Mapping[str, Any]:
+    if wire is not None:
+        return await wire.bulk(body, refresh=refresh, filter_path=ANSWER_PARTS)
+    answer = await client.bulk(
+        # Already NDJSON: the client's serializer passes bytes through as they are.
+        operations=body,  # type: ignore[arg-type]
+        refresh=refresh,
+        filter_path=ANSWER_PARTS,
+    )
+    found: Mapping[str, Any] = answer.body
+    return found
 
 
 def _classify(

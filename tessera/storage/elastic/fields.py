@@ -144,23 +144,27 @@ def search_fields(document: Mapping[str, Any]) -> dict[str, Any]:
     """The search fields of one document (a profile, event or session as plain builtins):
     `{SEARCH_FIELD: [terms], SORT_FIELD: {path: sort key}}` (the latter only when not empty).
 
-    On the write path of every record: written for speed (plain dicts and lists first)."""
+    On the write path of every record, so written for speed: plain dicts and lists are told
+    by their exact type, keys and paths already checked are remembered (``_path_of``), and
+    a string's terms are made inline."""
     terms: list[str] = []
     sort: dict[str, str] = {}
     entries = 0
-    segment = SEGMENT.fullmatch
     pending: deque[tuple[str, int, Mapping[str, Any]]] = deque([("", 0, document)])
     while pending:
         prefix, depth, node = pending.popleft()
         for key, value in node.items():
-            if not isinstance(key, str) or not segment(key):
+            path = _path_of(prefix, key)
+            if path is None:
                 continue
-            path = f"{prefix}.{key}" if prefix else key
-            if path in UNSEARCHED_PATHS or len(path) > MAX_PATH_BYTES:
-                continue
-            found = _value_terms(value, element=False)
-            if not found:
-                continue
+            kind = type(value)
+            if kind is str and len(value) * 4 <= KEYWORD_BYTES and "\x00" not in value:
+                # The common case of _string_terms, without its calls.
+                found = ["s" + value, "z" + value[::-1]]
+            else:
+                found = _value_terms(value, element=False)
+                if not found:
+                    continue
             if entries >= MAX_ENTRIES - 1:
                 terms.append(TRUNCATED)
                 return _fields(terms, sort)
@@ -170,12 +174,13 @@ def search_fields(document: Mapping[str, Any]) -> dict[str, Any]:
             terms.append(head + first)
             if len(found) > 1:
                 terms.extend([head + term for term in found[1:]])
-            if first[0] == "n" or first[0] == "s":
-                sort[path] = (SORT_NUMBER if first[0] == "n" else SORT_STRING) + first[1:]
-            if type(value) is dict or (type(value) is not list and isinstance(value, Mapping)):
+            tag = first[0]
+            if tag == "n" or tag == "s":
+                sort[path] = (SORT_NUMBER if tag == "n" else SORT_STRING) + first[1:]
+            if kind is dict or (kind is not list and isinstance(value, Mapping)):
                 if depth + 1 < MAX_DEPTH:
                     pending.append((path, depth + 1, value))
-            elif isinstance(value, list | tuple):
+            elif kind is list or isinstance(value, list | tuple):
                 for item in value:
                     element = _value_terms(item, element=True)
                     if not element:
@@ -186,6 +191,31 @@ def search_fields(document: Mapping[str, Any]) -> dict[str, Any]:
                     entries += 1
                     terms.append(head + element[0])
     return _fields(terms, sort)
+
+
+# (prefix, key) → the dotted path, or None when no condition can name it. Documents of one
+# kind repeat the same few hundred paths; bounded, so free-form keys cannot grow it forever.
+_PATHS: dict[tuple[str, object], str | None] = {}
+_MAX_REMEMBERED_PATHS: Final = 20_000
+
+
+def _path_of(prefix: str, key: object) -> str | None:
+    cache_key = (prefix, key)
+    try:
+        return _PATHS[cache_key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable key: not a string, never searchable
+        return None
+    path: str | None = None
+    if isinstance(key, str) and SEGMENT.fullmatch(key):
+        path = f"{prefix}.{key}" if prefix else key
+        if path in UNSEARCHED_PATHS or len(path) > MAX_PATH_BYTES:
+            path = None
+    if len(_PATHS) >= _MAX_REMEMBERED_PATHS:
+        _PATHS.clear()
+    _PATHS[cache_key] = path
+    return path
 
 
 def _fields(terms: list[str], sort: dict[str, str]) -> dict[str, Any]:

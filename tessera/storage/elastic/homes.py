@@ -44,6 +44,7 @@ from elasticsearch import AsyncElasticsearch, NotFoundError
 from tessera.storage.elastic.inventory import KnownIndex, recognise
 from tessera.storage.elastic.naming import Names, generation_of
 from tessera.storage.elastic.reads import Answer, attempt, found_documents, never_created
+from tessera.storage.elastic.wire import ElasticWire
 
 # How long a listing of a tenant's partitions is used before it is read again (see above).
 LIST_TTL_S: Final = 5.0
@@ -167,9 +168,13 @@ class _Gone(Exception):
 class ById:
     """Realtime multi-gets of records by id over the partitions that can hold them."""
 
-    def __init__(self, client: AsyncElasticsearch, partitions: Partitions) -> None:
+    def __init__(
+        self, client: AsyncElasticsearch, partitions: Partitions, wire: ElasticWire | None = None
+    ) -> None:
         self._client = client
         self.partitions = partitions
+        # The multi-gets go out over the lean connections when given (wire.py).
+        self._wire = wire
 
     async def copies(
         self, tenant: str, kind: str, ids: Iterable[str], *, also: Sequence[tuple[str, str]] = ()
@@ -235,6 +240,8 @@ class ById:
             docs: list[dict[str, Any]] = [{"_index": i, "_id": d} for i, d in chunk]
 
             async def once(docs: list[dict[str, Any]] = docs) -> Answer:
+                if self._wire is not None:
+                    return await self._wire.mget(docs, realtime=True)
                 answer = await self._client.mget(docs=docs, realtime=True)
                 body: Answer = answer.body
                 return body

@@ -84,6 +84,7 @@ from tessera.storage.elastic.homes import Partitions, alias_key
 from tessera.storage.elastic.inventory import partition_range, recognise
 from tessera.storage.elastic.naming import Names, Partitioning, partition
 from tessera.storage.elastic.schema import ElasticSchema
+from tessera.storage.elastic.wire import ElasticWire
 from tessera.storage.ports import ChangeSet
 
 log = logging.getLogger(__name__)
@@ -127,8 +128,11 @@ class ElasticWriter:
         refresh: Refresh = "false",
         retry_budget_s: float = 5.0,
         max_in_flight: int = 4,
+        wire: ElasticWire | None = None,
     ) -> None:
         self._client = client
+        # The bulks go out over the lean connections when given (wire.py).
+        self._wire = wire
         self._partitions = partitions
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._writing: set[asyncio.Task[None]] = set()
@@ -307,6 +311,7 @@ class ElasticWriter:
                     retrier=retrier,
                     blocked=blocked,
                     refused=refused,
+                    wire=self._wire,
                 )
             )
             self.bulk_requests += 1
