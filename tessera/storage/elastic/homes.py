@@ -128,9 +128,15 @@ class Partitions:
             for key in [key for key in self._known if key[0] == tenant]:
                 del self._known[key]
 
-    def knows(self, tenant: str, kind: str, index: str) -> bool:
+    def missing(self, tenant: str, kind: str, index: str) -> bool:
+        """Whether the kept listing of the tenant's partitions of ``kind`` lacks ``index``
+        (a write just created it). No kept listing lacks anything: the next read lists."""
         known = self._known.get((tenant, kind))
-        return known is not None and any(i.name == index for i in known.indices)
+        return known is not None and all(i.name != index for i in known.indices)
+
+    def forget_kind(self, tenant: str, kind: str) -> None:
+        """List the tenant's partitions of ``kind`` again at the next read."""
+        self._known.pop((tenant, kind), None)
 
     async def _list(self, tenant: str, kind: str) -> tuple[KnownIndex, ...]:
         alias = self._names.alias(tenant, kind)

@@ -377,9 +377,11 @@ class ElasticWriter:
             known = recognise(self._names, index)
             if known is None or known.partition is None:
                 continue
-            if not self._partitions.knows(known.tenant, known.kind, index):
-                self._partitions.forget(known.tenant)
-                return
+            # Only a kept listing that lacks it is forgotten: forgetting every listing of the
+            # tenant whenever a kind nobody reads by id (events) was written made every
+            # bulk cost a listing of the sessions' and profiles' partitions.
+            if self._partitions.missing(known.tenant, known.kind, index):
+                self._partitions.forget_kind(known.tenant, known.kind)
 
     def _operations(
         self, encoded: list[_Encoded], generations: dict[str, KindGeneration]
