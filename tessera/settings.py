@@ -316,7 +316,10 @@ class Settings(BaseSettings):
         ge=1,
         le=10_000,
         validation_alias="TESSERA_REDIS_POOL_SIZE",
-        description="Connections to Redis per process at most; more requests wait for one.",
+        description=(
+            "Pooled connections to Redis per process at most; more requests wait for one. "
+            "The lock scripts of `/track` run on two connections of their own (pipelined)."
+        ),
     )
     redis_pool_timeout_seconds: float = Field(
         2.0,

@@ -23,7 +23,7 @@ from tessera.pipeline.cache import CacheKeys, CachePut, RecordCache, RecordCache
 from tessera.pipeline.locks import KeyedLocks, Locks
 from tessera.storage.redis.cache import RedisRecordCache
 from tessera.storage.redis.locks import RedisLocks
-from tests.support.redis_service import new_client, redis_space
+from tests.support.redis_service import new_client, new_wire, redis_space
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 LOCK = "p-1"
@@ -51,22 +51,26 @@ async def in_process(_name: str) -> AsyncIterator[World]:
 
 @asynccontextmanager
 async def on_redis(name: str) -> AsyncIterator[World]:
+    # The scripts run on lean connections, as a server runs them; the other process's too.
     async with redis_space(name) as (client, keys):
         other = new_client()
+        wire, other_wire = new_wire(), new_wire()
 
         def short_lived(ttl_s: float) -> Locks:
-            return RedisLocks(client, keys, ttl_s=ttl_s)
+            return RedisLocks(client, keys, ttl_s=ttl_s, wire=wire)
 
         try:
             yield World(
-                RedisLocks(client, keys, ttl_s=10.0),
-                RedisRecordCache(client, keys, "profile", Profile, ttl_s=600),
-                RedisRecordCache(other, keys, "profile", Profile, ttl_s=600),
+                RedisLocks(client, keys, ttl_s=10.0, wire=wire),
+                RedisRecordCache(client, keys, "profile", Profile, ttl_s=600, wire=wire),
+                RedisRecordCache(other, keys, "profile", Profile, ttl_s=600, wire=other_wire),
                 reads_ahead=True,
                 short_lived=short_lived,
             )
         finally:
             await other.aclose()
+            await wire.aclose()
+            await other_wire.aclose()
 
 
 WORLDS: dict[str, Callable[[str], AbstractAsyncContextManager[World]]] = {

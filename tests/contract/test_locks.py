@@ -27,7 +27,13 @@ from tessera.errors import StorageUnavailable
 from tessera.pipeline.locks import KeyedLocks, Locks
 from tessera.storage.redis.client import KeySpace
 from tessera.storage.redis.locks import RedisLocks
-from tests.support.redis_service import REDIS_HOST, REDIS_PORT, new_client, redis_space
+from tests.support.redis_service import (
+    REDIS_HOST,
+    REDIS_PORT,
+    new_client,
+    new_wire,
+    redis_space,
+)
 
 # Generous guards against a hang (a deadlock would otherwise stall the run); never a measure.
 GUARD_S = 20.0
@@ -61,21 +67,24 @@ async def in_process_locks(_name: str) -> AsyncIterator[LockWorld]:
 
 @asynccontextmanager
 async def redis_locks(name: str) -> AsyncIterator[LockWorld]:
+    # Each "process" runs its scripts on a lean connection of its own, as a server does.
     async with redis_space(name) as (client, keys):
         other = new_client()
+        wire, other_wire = new_wire(), new_wire()
 
         def make(ttl_s: float = 10.0, max_wait_s: float = 30.0) -> RedisLocks:
-            return RedisLocks(other, keys, ttl_s=ttl_s, max_wait_s=max_wait_s)
+            return RedisLocks(other, keys, ttl_s=ttl_s, max_wait_s=max_wait_s, wire=other_wire)
 
         async def leftover() -> int:
             return len([k async for k in client.scan_iter(match=f"{keys.prefix}:lock:*")])
 
         try:
-            yield LockWorld(
-                RedisLocks(client, keys, ttl_s=10.0), make(), leftover, make, make=make, keys=keys
-            )
+            first = RedisLocks(client, keys, ttl_s=10.0, wire=wire)
+            yield LockWorld(first, make(), leftover, make, make=make, keys=keys)
         finally:
             await other.aclose()
+            await wire.aclose()
+            await other_wire.aclose()
 
 
 LOCK_SERVICES: dict[str, LocksOpener] = {"in-process": in_process_locks, "redis": redis_locks}

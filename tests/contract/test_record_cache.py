@@ -18,7 +18,7 @@ import pytest
 from tessera.model.profile import Profile, new_profile
 from tessera.pipeline.cache import RecordCache, RecordCachePort
 from tessera.storage.redis.cache import RedisRecordCache
-from tests.support.redis_service import new_client, redis_space
+from tests.support.redis_service import new_client, new_wire, redis_space
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 # TESSERA_CACHE_MAX_ENTRY_BYTES of the caches under test.
@@ -42,12 +42,21 @@ async def in_process_cache(_name: str, ttl_s: float) -> AsyncIterator[CachePair]
 
 @asynccontextmanager
 async def redis_cache(name: str, ttl_s: float) -> AsyncIterator[CachePair]:
+    # The first reads through a lean connection (as a server does), the second through
+    # redis-py alone: both ways of reading meet the same entries.
     async with redis_space(name) as (client, keys):
         other = new_client()
+        wire = new_wire()
         try:
             yield CachePair(
                 RedisRecordCache(
-                    client, keys, "profile", Profile, ttl_s=ttl_s, max_entry_bytes=ENTRY_BYTES
+                    client,
+                    keys,
+                    "profile",
+                    Profile,
+                    ttl_s=ttl_s,
+                    max_entry_bytes=ENTRY_BYTES,
+                    wire=wire,
                 ),
                 RedisRecordCache(
                     other, keys, "profile", Profile, ttl_s=ttl_s, max_entry_bytes=ENTRY_BYTES
@@ -55,6 +64,7 @@ async def redis_cache(name: str, ttl_s: float) -> AsyncIterator[CachePair]:
             )
         finally:
             await other.aclose()
+            await wire.aclose()
 
 
 CACHES: dict[str, CacheOpener] = {"in-process": in_process_cache, "redis": redis_cache}

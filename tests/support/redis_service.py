@@ -11,11 +11,13 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tessera.storage.redis.client import KeySpace
+from tessera.storage.redis.wire import RedisWire
 from tests.support.services import service_missing
 
 REDIS_HOST = os.environ.get("TESSERA_TEST_REDIS_HOST", "127.0.0.1")
@@ -24,6 +26,13 @@ REDIS_PORT = int(os.environ.get("TESSERA_TEST_REDIS_PORT", "6379"))
 
 def new_client() -> Redis:
     return Redis(host=REDIS_HOST, port=REDIS_PORT, decode_responses=False)
+
+
+def new_wire(port: int = REDIS_PORT, **options: Any) -> RedisWire:
+    """A lean connection for scripts (storage/redis/wire.py) to the test Redis, or to another
+    port (a relay in front of it); ``options`` as ``RedisWire`` takes them."""
+    options = {"connect_timeout_s": 2.0, "timeout_s": 5.0, **options}
+    return RedisWire(REDIS_HOST, port, **options)
 
 
 async def reachable_client() -> Redis:

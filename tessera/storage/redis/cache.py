@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from tessera.model.decoding import json_decoder
 from tessera.storage.redis.client import KeySpace
 from tessera.storage.redis.outage import RedisHealth
+from tessera.storage.redis.wire import RedisWire
 
 R = TypeVar("R", bound=msgspec.Struct)
 
@@ -60,7 +61,10 @@ class RedisRecordCache(Generic[R]):
         ttl_s: float,
         health: RedisHealth | None = None,
         max_entry_bytes: int | None = None,
+        wire: RedisWire | None = None,
     ) -> None:
+        """``wire``: the lean connection on ``client``'s server that runs the reading script;
+        without one it runs through ``client``, as every other command does."""
         self._max_entry_bytes = max_entry_bytes
         self._client = client
         self.health = health or RedisHealth()
@@ -70,7 +74,7 @@ class RedisRecordCache(Generic[R]):
         self._tombstone_ms = max(1, round(min(ttl_s, TOMBSTONE_S) * 1000))
         self._encode = msgspec.json.Encoder().encode
         self._decode = json_decoder(record_type)
-        self._get = client.register_script(_GET)
+        self._get = (wire if wire is not None else client).register_script(_GET)
 
     @property
     def enabled(self) -> bool:

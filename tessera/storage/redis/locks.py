@@ -46,6 +46,7 @@ from tessera.pipeline.locks import fence_floor
 from tessera.storage.redis.cache import RedisRecordCache
 from tessera.storage.redis.client import KeySpace
 from tessera.storage.redis.outage import RedisHealth, RedisUnavailable, redis_port
+from tessera.storage.redis.wire import RedisWire
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,10 @@ class RedisLocks:
         ttl_s: float,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
         health: RedisHealth | None = None,
+        wire: RedisWire | None = None,
     ) -> None:
+        """``wire``: the lean connection on ``client``'s server the scripts run through (the
+        hot path's three round trips); without one they run through ``client``."""
         if ttl_s <= 0:
             raise ValueError("the lock TTL must be positive")
         self._client = client
@@ -169,9 +173,10 @@ class RedisLocks:
         self.ttl_ms = max(1, round(ttl_s * 1000))
         self.renew_every_s = ttl_s / 3
         self.max_wait_s = max_wait_s
-        self._take = client.register_script(_TAKE)
-        self._check = client.register_script(_CHECK)
-        self._let_go = client.register_script(_LET_GO)
+        scripts = wire if wire is not None else client
+        self._take = scripts.register_script(_TAKE)
+        self._check = scripts.register_script(_CHECK)
+        self._let_go = scripts.register_script(_LET_GO)
         # Releases left to finish on their own, so the tasks are not collected meanwhile.
         self._releasing: set[asyncio.Task[None]] = set()
 
