@@ -264,6 +264,10 @@ class RedisLockSet:
         # Cache entries read with the locks, by Redis key: encoded records, None for a miss.
         self._found: dict[str, bytes | None] = {}
         self._puts: list[CachePut[Any]] = []
+        # Renewal: a timer while held, a task only while a renewal is under way. A task per
+        # holder from the start cost every request a task created and cancelled, for a
+        # renewal that almost never comes (most holds end long before a third of the TTL).
+        self._renewal_timer: asyncio.TimerHandle | None = None
         self._renewal: asyncio.Task[None] | None = None
         self._done = False
 
@@ -276,9 +280,7 @@ class RedisLockSet:
         return held[1] if held is not None else None
 
     async def __aenter__(self) -> RedisLockSet:
-        self._renewal = asyncio.get_running_loop().create_task(
-            self._renew_while_held(), name="tessera-lock-renewal"
-        )
+        self._schedule_renewal()
         try:
             # Uncontended, every key is free: one round trip takes them all and reads ahead.
             # Contended, they are waited for one by one, and the last one's round trip reads
@@ -391,22 +393,38 @@ class RedisLockSet:
             await asyncio.sleep(pause * random.uniform(0.5, 1.0))
             pause = min(pause * 2, LONGEST_PAUSE_S)
 
-    async def _renew_while_held(self) -> None:
-        while not self._done:
-            await asyncio.sleep(self._owner.renew_every_s)
+    def _schedule_renewal(self) -> None:
+        if not self._done:
+            self._renewal_timer = asyncio.get_running_loop().call_later(
+                self._owner.renew_every_s, self._start_renewal
+            )
+
+    def _start_renewal(self) -> None:
+        self._renewal_timer = None
+        if not self._done:
+            self._renewal = asyncio.get_running_loop().create_task(
+                self._renew_once(), name="tessera-lock-renewal"
+            )
+
+    async def _renew_once(self) -> None:
+        """One tick of renewal, then the next one is scheduled."""
+        try:
             if not self._held:
-                continue
+                return
             keys = list(self._held)
             try:
                 renewed = await self._owner.renew(keys, [self._held[key][0] for key in keys])
             except RedisUnavailable as exc:
                 # Retried at the next tick; ``still_held`` reports the loss if it comes to that.
                 log.warning("could not renew %d lock(s): %s", len(keys), exc)
-                continue
+                return
             if renewed < len(keys):
                 log.warning(
                     "%d of %d lock(s) expired under their holder", len(keys) - renewed, len(keys)
                 )
+        finally:
+            self._renewal = None
+            self._schedule_renewal()
 
     async def _let_go(self, *, cut_off: bool = False) -> None:
         """Stop renewing, put the committed records back and release, in one script.
@@ -419,6 +437,9 @@ class RedisLockSet:
         # can be lost (it has been seen to be), and a late renewal is harmless anyway — it only
         # extends keys still holding this holder's value, and release deletes those.
         self._done = True
+        timer, self._renewal_timer = self._renewal_timer, None
+        if timer is not None:
+            timer.cancel()
         renewal, self._renewal = self._renewal, None
         if renewal is not None:
             renewal.cancel()
