@@ -159,12 +159,19 @@ def search_fields(document: Mapping[str, Any]) -> dict[str, Any]:
                 continue
             kind = type(value)
             if kind is str and len(value) * 4 <= KEYWORD_BYTES and "\x00" not in value:
-                # The common case of _string_terms, without its calls.
-                found = ["s" + value, "z" + value[::-1]]
-            else:
-                found = _value_terms(value, element=False)
-                if not found:
-                    continue
+                # The common case, a short string, inline: what _string_terms would give.
+                if entries >= MAX_ENTRIES - 1:
+                    terms.append(TRUNCATED)
+                    return _fields(terms, sort)
+                entries += 1
+                head = path + SEP
+                terms.append(head + "s" + value)
+                terms.append(head + "z" + value[::-1])
+                sort[path] = SORT_STRING + value
+                continue
+            found = _value_terms(value, element=False)
+            if not found:
+                continue
             if entries >= MAX_ENTRIES - 1:
                 terms.append(TRUNCATED)
                 return _fields(terms, sort)
