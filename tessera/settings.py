@@ -236,8 +236,9 @@ class Settings(BaseSettings):
         le=10_000,
         validation_alias="TESSERA_WRITER_FLUSH_INTERVAL_MS",
         description=(
-            "Longest time, in milliseconds, the storage writer waits for a batch to fill before "
-            "it commits what it has. 0 commits as soon as the queue is empty."
+            "Longest time, in milliseconds, the embedded store's writer waits for a batch to "
+            "fill before it commits what it has; 0 commits as soon as the queue is empty. The "
+            "Elasticsearch writer never waits: its next bulk fills while one is on its way."
         ),
     )
     sqlite_synchronous: str = Field(
@@ -709,8 +710,9 @@ class Settings(BaseSettings):
         le=64,
         validation_alias="TESSERA_ELASTIC_BULKS_IN_FLIGHT",
         description=(
-            "Bulk requests the Elasticsearch writer sends at once; several in flight keep the "
-            "cluster busy while each round trip is under way."
+            "Most bulk requests the Elasticsearch writer has on their way at once. A bulk goes "
+            "out beside one on its way only when 64 records or more are queued (many small "
+            "bulks cost Elasticsearch more per record than a few full ones)."
         ),
     )
     elastic_write_refresh: Literal["false", "wait_for", "true"] = Field(

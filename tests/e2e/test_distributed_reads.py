@@ -143,7 +143,6 @@ def _store_last_years_profile(prefix: str) -> Profile:
             shapes=dict.fromkeys(KINDS, IndexShape(1, 0)),
             partitioning={"event": "month", "session": "quarter", "profile": "year"},
             batch_size=10,
-            flush_interval_s=0.001,
         )
         await backend.start()
         try:

@@ -177,9 +177,7 @@ async def _stored(client: AsyncElasticsearch, alias: str) -> dict[str, list[dict
 
 async def test_reshard_every_kind_while_ingesting(tmp_path: Path) -> None:
     require_elastic()
-    backend = make_backend(
-        tmp_path, generation_ttl_s=0.3, flush_interval_s=0.002, retry_budget_s=20.0
-    )
+    backend = make_backend(tmp_path, generation_ttl_s=0.3, retry_budget_s=20.0)
     await backend.start()
     truth = Committed()
     try:

@@ -91,9 +91,6 @@ def make_backend(
             "profile": _default("profile_partitioning"),
         },
         batch_size=options.pop("batch_size", _default("writer_batch_size")),
-        flush_interval_s=options.pop(
-            "flush_interval_s", _default("writer_flush_interval_ms") / 1000
-        ),
         **options,
     )
 
