@@ -232,12 +232,24 @@ def test_contains_on_strings_and_on_lists(es: Elasticsearch, index: str) -> None
 
 
 def test_prefixes_and_suffixes_of_strings_only(es: Elasticsearch, index: str) -> None:
-    docs: list[Any] = [{"a": "éa😀x"}, {"a": ["éa"]}, {"a": "x😀"}, {"a": 5}, {"a": ""}]
+    docs: list[Any] = [
+        {"a": "éa😀x"},
+        {"a": ["éa"]},
+        {"a": "x😀"},
+        {"a": 5},
+        {"a": ""},
+        {"a": "a*b?c\\d"},
+    ]
     assert ids(es, index, "profile@a STARTS WITH 'éa'", docs) == {0}
     assert ids(es, index, "profile@a ENDS WITH '😀x'", docs) == {0}
     assert ids(es, index, "profile@a ENDS WITH 'x'", docs) == {0}
-    assert ids(es, index, "profile@a STARTS WITH ''", docs) == {0, 2, 4}
+    assert ids(es, index, "profile@a STARTS WITH ''", docs) == {0, 2, 4, 5}
+    assert ids(es, index, "profile@a ENDS WITH ''", docs) == {0, 2, 4, 5}
     assert ids(es, index, "profile@a ENDS WITH '😀'", docs) == {2}
+    # ENDS WITH is a wildcard on the stored text: the literal's own * ? \\ are plain text.
+    assert ids(es, index, "profile@a ENDS WITH '?c\\\\d'", docs) == {5}
+    assert ids(es, index, "profile@a ENDS WITH '*'", docs) == set()
+    assert ids(es, index, "profile@a ENDS WITH '?'", docs) == set()
 
 
 def test_order_is_number_number_or_string_string(es: Elasticsearch, index: str) -> None:
@@ -302,6 +314,9 @@ def test_long_strings_stay_exact(es: Elasticsearch, index: str) -> None:
         Compare("!=", field, Literal(body + "x")),
         In(field, (Literal(body + "x"), Literal(body))),
         Compare(">", field, Literal("é" * 100)),
+        # The kept head of `body + "x"` ends with é; the text does not.
+        EndsWith(field, Literal("é")),
+        EndsWith(field, Literal("x")),
     ]
     for condition in conditions:
         assert_agree(es, index, condition, docs)

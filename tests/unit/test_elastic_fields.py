@@ -70,7 +70,7 @@ def test_every_kind_has_its_own_tag() -> None:
     assert fields["b"] == ["b0"]
     assert fields["i"] == ["n" + code(-3)]
     assert fields["f"] == ["n" + code(0.5)]
-    assert fields["s"] == ["sx", "zx"]
+    assert fields["s"] == ["sx"]
     assert fields["l"] == ["~list"]
     assert fields["o"] == ["~object"]
     assert fields["z"] == ["~null"]
@@ -167,7 +167,7 @@ def test_utf8_byte_order_is_code_point_order(a: str, b: str) -> None:
 
 
 def test_strings_are_read_up_to_the_first_nul() -> None:
-    assert by_path({"s": "ab\x00cd"})["s"] == ["sab", "zba"]
+    assert by_path({"s": "ab\x00cd"})["s"] == ["sab"]
     assert by_path({"s": ["\x00x"]})["s"][1] == "es"
 
 

@@ -30,7 +30,7 @@ tags (fixed, ASCII, each a different first letter or two):
     ~number               an integer too large even for a double: no comparison matches it
     b1 b0                 a boolean
     n<code>               a number (number_code: order-preserving, fixed width)
-    s<text> z<reversed>   a string, and its text reversed (ENDS WITH is a prefix query on z)
+    s<text>               a string (ENDS WITH is a wildcard `s*<literal>` on it)
     h<sha256> c<window>   of a string longer than a keyword: hash and windows (below)
     eb1 en<code> es<text> eh<sha256>   a list element (only CONTAINS reads them)
 
@@ -59,8 +59,13 @@ Values are stored so that Elasticsearch compares them as evaluate.py does:
   cut also gets `h`, the SHA-256 of its whole text, so `==` stays exact for a literal of any
   length (query.py), and `c`, overlapping windows of `KEYWORD_BYTES` bytes every
   `WINDOW_STEP` bytes after the first, so that every substring of at most
-  `MAX_LITERAL_BYTES` bytes lies whole in `s` or in one window (CONTAINS). `z` holds the text
-  reversed (code point by code point), of its last `KEYWORD_BYTES` bytes. Ordering, STARTS
+  `MAX_LITERAL_BYTES` bytes lies whole in `s` or in one window (CONTAINS), and `z`, its last
+  `KEYWORD_BYTES` bytes reversed (code point by code point), so that ENDS WITH is a prefix
+  query on `z` for it. A string that fits a keyword has no `z`: `s` holds it whole, so ENDS
+  WITH is a wildcard `s*<literal>` confined to the path (as CONTAINS is). A reversed copy of
+  every string doubled the terms of string values, and indexing the search terms is most of
+  Elasticsearch's CPU per stored event (benchmarks/RESULTS.md: 212 → 159 µs per event of
+  20-event requests without it). Ordering, STARTS
   WITH and ENDS WITH are exact for literals of at most `MAX_LITERAL_BYTES` bytes (a cut value
   then differs from the literal within the kept part or has it as a proper prefix); query.py
   refuses longer literals there rather than answer approximately. A list element keeps only
@@ -166,7 +171,6 @@ def search_fields(document: Mapping[str, Any]) -> dict[str, Any]:
                 entries += 1
                 head = path + SEP
                 terms.append(head + "s" + value)
-                terms.append(head + "z" + value[::-1])
                 sort[path] = SORT_STRING + value
                 continue
             found = _value_terms(value, element=False)
@@ -322,7 +326,7 @@ def _element_terms(text: str) -> list[str]:
 def _string_terms(text: str) -> list[str]:
     head, cut = keyword_cut(text)
     if not cut:
-        return ["s" + head, "z" + text[::-1]]
+        return ["s" + head]
     data = _utf8(text)
     terms = ["s" + head, "h" + text_hash(text)]
     start = _boundary(data, WINDOW_STEP)

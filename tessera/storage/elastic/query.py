@@ -18,7 +18,9 @@ against a real Elasticsearch on random documents and conditions). How:
   (not including) `path\x01n<code of x>`.
 - Strings compare as keywords, which is UTF-8 byte order, which is code point order.
   Equality with a literal longer than a keyword is the SHA-256 `h` of the whole text.
-  STARTS WITH is a prefix query on `s`, ENDS WITH one on the reversed text `z`, CONTAINS a
+  STARTS WITH is a prefix query on `s`; ENDS WITH a wildcard query `path\x01s*<literal>` on
+  a text that fits a keyword (it has no `h`), or a prefix query on the reversed tail `z` of a
+  longer one (and of any text stored before `z` was kept for long texts only); CONTAINS a
   wildcard query `path\x01s*...*` (with `*`, `?` and `\\` escaped) or the same on the
   windows `c`.
 - EXISTS is a prefix query on `path\x01` (every present value has a term); "a non-null value
@@ -236,7 +238,17 @@ def _affix(at: str, literal: Literal, *, suffix: bool) -> Query:
     if not isinstance(value, str) or "\x00" in value:
         return MATCH_NONE
     _short(value, "matched")
-    return _prefix(at + "z" + value[::-1]) if suffix else _prefix(at + "s" + value)
+    if not suffix:
+        return _prefix(at + "s" + value)
+    # A text that fits a keyword is whole in `s` (a cut one has an `h`, and its `s` is only
+    # its beginning); a cut one keeps its tail reversed in `z` (fields.py).
+    whole = {
+        "bool": {
+            "filter": [{"wildcard": {SEARCH_FIELD: {"value": at + "s*" + _escaped(value)}}}],
+            "must_not": [_prefix(at + "h")],
+        }
+    }
+    return _any([whole, _prefix(at + "z" + value[::-1])])
 
 
 def _any(options: Sequence[Query]) -> Query:
