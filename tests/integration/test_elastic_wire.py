@@ -21,6 +21,8 @@ from tessera.storage.elastic.wire import ElasticWire
 from tests.support.elastic import URL, require_elastic
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+# A request's head and body → the whole answer to send.
+Respond = Callable[[bytes, bytes], Awaitable[bytes]]
 
 
 @pytest.fixture
@@ -45,6 +47,21 @@ async def local_server(handler: Handler) -> tuple[asyncio.Server, str]:
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     return server, f"http://127.0.0.1:{port}"
+
+
+async def answering_server(respond: Respond) -> tuple[asyncio.Server, str]:
+    """A local server answering the requests of each connection in order, with ``respond``."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head, body = await read_request(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            writer.write(await respond(head, body))
+            await writer.drain()
+
+    return await local_server(handler)
 
 
 async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
@@ -137,24 +154,17 @@ async def test_a_silent_server_times_out_and_its_connection_is_not_reused() -> N
     answered = asyncio.Event()
     requests = 0
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def respond(_head: bytes, _body: bytes) -> bytes:
         nonlocal requests
-        while True:
-            try:
-                await read_request(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
-            requests += 1
-            if requests == 1:
-                # The first request is answered late: after its caller gave up.
-                await asyncio.sleep(0.5)
-                writer.write(answer(200, {"docs": [{"late": True}]}))
-                answered.set()
-            else:
-                writer.write(answer(200, {"docs": [{"fresh": True}]}))
-            await writer.drain()
+        requests += 1
+        if requests > 1:
+            return answer(200, {"docs": [{"fresh": True}]})
+        # The first request is answered late: after its caller gave up.
+        await asyncio.sleep(0.5)
+        answered.set()  # the answer is written before the test runs again
+        return answer(200, {"docs": [{"late": True}]})
 
-    server, url = await local_server(handler)
+    server, url = await answering_server(respond)
     wire = wire_to(url, request_timeout_s=0.2)
     try:
         started = asyncio.get_running_loop().time()
@@ -172,18 +182,12 @@ async def test_a_silent_server_times_out_and_its_connection_is_not_reused() -> N
 
 
 async def test_a_cancelled_call_leaves_no_answer_behind_for_the_next() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                _head, body = await read_request(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
-            asked = msgspec.json.decode(body)["docs"][0]["_id"]
-            await asyncio.sleep(0.2 if asked == "slow" else 0)
-            writer.write(answer(200, {"docs": [{"_id": asked}]}))
-            await writer.drain()
+    async def respond(_head: bytes, body: bytes) -> bytes:
+        asked = msgspec.json.decode(body)["docs"][0]["_id"]
+        await asyncio.sleep(0.2 if asked == "slow" else 0)
+        return answer(200, {"docs": [{"_id": asked}]})
 
-    server, url = await local_server(handler)
+    server, url = await answering_server(respond)
     wire = wire_to(url, connections_per_host=1)
     try:
         slow = asyncio.create_task(wire.mget([{"_index": "i", "_id": "slow"}]))
@@ -202,18 +206,12 @@ async def test_overload_is_sent_again_and_then_reported_as_an_outage() -> None:
     statuses = [503, 200]
     seen: list[bytes] = []
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                head, _body = await read_request(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
-            seen.append(head)
-            status = statuses.pop(0) if statuses else 503
-            writer.write(answer(status, {"docs": []} if status == 200 else {"error": "busy"}))
-            await writer.drain()
+    async def respond(head: bytes, _body: bytes) -> bytes:
+        seen.append(head)
+        status = statuses.pop(0) if statuses else 503
+        return answer(status, {"docs": []} if status == 200 else {"error": "busy"})
 
-    server, url = await local_server(handler)
+    server, url = await answering_server(respond)
     wire = wire_to(url, retries=1, username="writer", password="s3cret")
     try:
         # 503 then 200: answered by the second attempt.

@@ -224,10 +224,7 @@ def _contains(at: str, literal: Literal) -> Query:
     if isinstance(value, str) and "\x00" not in value:
         _short(value, "searched for")
         if value:
-            options.extend(
-                {"wildcard": {SEARCH_FIELD: {"value": at + tag + "*" + _escaped(value) + "*"}}}
-                for tag in ("s", "c")
-            )
+            options.extend(_wildcard(at + tag + "*" + _escaped(value) + "*") for tag in ("s", "c"))
         else:
             options.append(_prefix(at + "s"))
     return _any(options)
@@ -244,7 +241,7 @@ def _affix(at: str, literal: Literal, *, suffix: bool) -> Query:
     # its beginning); a cut one keeps its tail reversed in `z` (fields.py).
     whole = {
         "bool": {
-            "filter": [{"wildcard": {SEARCH_FIELD: {"value": at + "s*" + _escaped(value)}}}],
+            "filter": [_wildcard(at + "s*" + _escaped(value))],
             "must_not": [_prefix(at + "h")],
         }
     }
@@ -276,6 +273,10 @@ def _term(term: str) -> Query:
 
 def _prefix(start: str) -> Query:
     return {"prefix": {SEARCH_FIELD: {"value": start}}}
+
+
+def _wildcard(pattern: str) -> Query:
+    return {"wildcard": {SEARCH_FIELD: {"value": pattern}}}
 
 
 def _escaped(text: str) -> str:
