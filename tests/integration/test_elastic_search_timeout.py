@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from elasticsearch import AsyncElasticsearch, Elasticsearch
@@ -53,6 +54,21 @@ async def client() -> AsyncIterator[AsyncElasticsearch]:
         yield async_client
 
 
+def count_sent(client: AsyncElasticsearch) -> list[str]:
+    """Records every request the client's nodes send, retries included (the transport retries
+    inside its own perform_request, so the count is taken one level below, at each node)."""
+    sent: list[str] = []
+    for node in client.transport.node_pool.all():
+        send = node.perform_request
+
+        async def counted(method: str, target: str, *args: Any, send: Any = send, **kw: Any) -> Any:
+            sent.append(f"{method} {target}")
+            return await send(method, target, *args, **kw)
+
+        node.perform_request = counted  # type: ignore[method-assign]
+    return sent
+
+
 async def test_a_search_past_its_time_is_stopped(client: AsyncElasticsearch, crowded: str) -> None:
     query = to_query(parse(SLOW), "profile")
     whole = await search_page(
@@ -64,6 +80,7 @@ async def test_a_search_past_its_time_is_stopped(client: AsyncElasticsearch, cro
         id_field="id",
     )
     assert whole.total == 0  # it runs to the end without a limit
+    sent = count_sent(client)
     started = time.perf_counter()
     with pytest.raises(SearchTimedOut, match="TESSERA_SEARCH_TIMEOUT_SECONDS"):
         await search_page(
@@ -74,5 +91,8 @@ async def test_a_search_past_its_time_is_stopped(client: AsyncElasticsearch, cro
             moment_field="updated",
             id_field="id",
         )
-    # Elasticsearch looks at the clock between segments, and the client gives up 1 s after.
-    assert time.perf_counter() - started < 2.5
+    elapsed = time.perf_counter() - started
+    assert len(sent) == 1, sent  # sent once, never retried
+    # Elasticsearch looks at the clock between segments, and the client gives up 1 s after; the
+    # bound is loose because a busy machine (the full suite beside three JVMs) stretches both.
+    assert elapsed < 5.0

@@ -113,6 +113,10 @@ MATCH_NONE: Final[Query] = {"match_none": {}}
 RESULT_WINDOW: Final = 10_000
 # The client waits this much longer than a search's own timeout before it gives up.
 CLIENT_TIMEOUT_SLACK_S: Final = 1.0
+# A timed search is retried as the client retries everything (busy or restarting nodes), but
+# never on 504: that is the search's own time running out, and sending it again would run the
+# whole search again, up to the client's max_retries times.
+TIMED_SEARCH_RETRY_STATUSES: Final = (429, 502, 503)
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _RANGE = {">": "gt", ">=": "gte", "<": "lt", "<=": "lte"}
@@ -375,14 +379,18 @@ async def search_page(
     `index` has the search mapping of an earlier version, which it cannot read.
 
     With the request's ``timeout_s`` (TESSERA_SEARCH_TIMEOUT_SECONDS), Elasticsearch is asked
-    to stop the search then (its ``timeout``; with partial results refused it answers 504),
-    the client gives up a second later, and either way the caller gets SearchTimedOut.
+    to stop the search then (its ``timeout``; with partial results refused it answers 504,
+    which is not retried), the client gives up a second later, and either way the caller gets
+    SearchTimedOut.
     """
     if request.condition is not None or request.sort is not None:
         await ensure_current(client, index)
     if request.timeout_s is None:
         return await _search_page(client, index, request, query, moment_field, id_field, source)
-    timed = client.options(request_timeout=request.timeout_s + CLIENT_TIMEOUT_SLACK_S)
+    timed = client.options(
+        request_timeout=request.timeout_s + CLIENT_TIMEOUT_SLACK_S,
+        retry_on_status=TIMED_SEARCH_RETRY_STATUSES,
+    )
     try:
         return await _search_page(timed, index, request, query, moment_field, id_field, source)
     except StorageUnavailable as exc:
