@@ -24,11 +24,11 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
+from tessera.core.locks import KeyedLocks
 from tessera.model.common import Ref
 from tessera.model.event import Event, EventMetadata
 from tessera.model.profile import Profile, ProfileMetadata, ProfileTime
 from tessera.model.session import Session, SessionMetadata, SessionTime
-from tessera.pipeline.locks import KeyedLocks
 from tessera.storage.elastic.backend import ElasticRecordBackend
 from tessera.storage.elastic.client import ElasticConnection
 from tessera.storage.elastic.naming import KINDS

@@ -54,7 +54,7 @@ class PayloadTooLarge(TesseraError):
 
 
 class TooManyRequests(TesseraError):
-    """A throttle's bucket is empty (security/throttle.py): 429 with Retry-After."""
+    """A throttle's bucket is empty (core/throttle.py): 429 with Retry-After."""
 
     status_code = 429
 

@@ -9,10 +9,16 @@ from datetime import timedelta
 
 import httpx
 
+from tessera.core.locks import Locks
+from tessera.core.patterns import PatternLimits
+from tessera.core.patterns import configure as configure_patterns
+from tessera.core.throttle import BucketStore, Throttle, Throttles
 from tessera.destinations.dispatch import DestinationDispatcher
 from tessera.destinations.worker import DeliveryWorker
 from tessera.identity.operations import ProfileOperations
+from tessera.identity.profile_ids import ProfileIds
 from tessera.identity.resolver import IdentityPolicy, IdentityResolver
+from tessera.identity.visitor import VisitorDirectory
 from tessera.model.bounds import ProfileLimits
 from tessera.model.common import DEFAULT_TENANT
 from tessera.model.source import EventSource
@@ -20,20 +26,12 @@ from tessera.ops.housekeeping import Housekeeping
 from tessera.ops.install import bootstrap, identity_salt
 from tessera.outbound.network import outbound_client
 from tessera.outbound.policy import OutboundPolicy
-from tessera.pipeline.consents import ConsentCheck, ConsentRules
 from tessera.pipeline.enrich.device import warm_up as warm_up_device_rules
-from tessera.pipeline.held_work import HeldWork
 from tessera.pipeline.ingest import Ingestor
-from tessera.pipeline.locks import Locks
 from tessera.pipeline.new_profiles import NewProfileThrottle
-from tessera.pipeline.patterns import PatternLimits
-from tessera.pipeline.patterns import configure as configure_patterns
 from tessera.pipeline.processing import ProcessingRules
-from tessera.pipeline.profile_ids import ProfileIds
 from tessera.pipeline.request import Intake
 from tessera.pipeline.sources import SourceDirectory
-from tessera.pipeline.visitor import VisitorDirectory
-from tessera.security.throttle import BucketStore, Throttle, Throttles
 from tessera.security.tokens import TokenService
 from tessera.segments.job import ResegmentationJobs
 from tessera.segments.live import LiveSegments
@@ -46,7 +44,9 @@ from tessera.workers.queue_factory import build_queue
 from tessera.workers.retention import QueueTrimmer
 from tessera.workers.worker import QueueWorker, WorkerOptions
 from tessera.workflow.action import ActionServices
+from tessera.workflow.consents import ConsentCheck, ConsentRules
 from tessera.workflow.directory import RuleBook, WorkflowDirectory
+from tessera.workflow.held_work import HeldWork
 from tessera.workflow.registry import ActionRegistry, default_registry
 from tessera.workflow.scheduler import DelayedSteps
 from tessera.workflow.stage import AutomationStage
@@ -124,7 +124,7 @@ class Runtime:
     # Delayed steps and destination messages held until their records are committed.
     held_work: HeldWork
     segment_jobs: ResegmentationJobs
-    # Login, install and new-profile throttles (security/throttle.py).
+    # Login, install and new-profile throttles (core/throttle.py).
     throttles: Throttles
     # Async mode: the ingest queue, what /track hands requests to, and the workers this
     # process runs (serve: TESSERA_WORKERS of them; `tessera worker`: one).

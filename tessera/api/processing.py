@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from tessera.api.deps import RuntimeDep, current_user, json_response
 from tessera.api.ids import url_safe_id
+from tessera.core.patterns import off_the_loop
 from tessera.errors import InvalidPayload, NotFound
 from tessera.model.common import DEFAULT_TENANT, new_id, utcnow
 from tessera.model.event import checked_event_type
@@ -33,7 +34,6 @@ from tessera.model.processing import (
     ValidationRule,
 )
 from tessera.pipeline.builtin_events import BUILTIN_EVENT_TYPES
-from tessera.pipeline.patterns import off_the_loop
 from tessera.pipeline.processing import check_rule
 from tessera.runtime import Runtime
 from tessera.storage.processing_ports import R

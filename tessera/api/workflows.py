@@ -24,12 +24,12 @@ from pydantic import BaseModel, Field, field_validator
 
 from tessera.api.deps import RuntimeDep, current_user, json_response
 from tessera.api.ids import url_safe_id
+from tessera.core.patterns import off_the_loop
 from tessera.errors import InvalidPayload, NotFound
 from tessera.model.common import DEFAULT_TENANT, Ref, new_id, utcnow
 from tessera.model.event import Event, EventMetadata, checked_event_type
 from tessera.model.profile import new_profile
 from tessera.model.workflow import Workflow, WorkflowGraph
-from tessera.pipeline.patterns import off_the_loop
 from tessera.runtime import Runtime
 from tessera.workflow.action import ActionContext
 from tessera.workflow.directory import DeployedWorkflow
@@ -112,7 +112,7 @@ async def _graph(
 
 async def _compiled(graph: WorkflowGraph, registry: ActionRegistry) -> CompiledGraph:
     """Compiled off the event loop, within a time limit: nodes compile user patterns
-    (``regex_match``), bounded in size but still not free (pipeline/patterns.py)."""
+    (``regex_match``), bounded in size but still not free (core/patterns.py)."""
     compiled: CompiledGraph = await off_the_loop(compile_graph, graph, registry)
     return compiled
 

@@ -11,10 +11,10 @@ import re
 
 import httpx
 
+from tessera.core.reshaping import MAPPING_ROOTS, check_templates
 from tessera.errors import InvalidPayload
 from tessera.model.destination import Destination
 from tessera.outbound.urls import RESERVED_HEADERS
-from tessera.pipeline.reshaping import MAPPING_ROOTS, check_templates
 from tessera.query import parse
 
 # RFC 9110 token characters.

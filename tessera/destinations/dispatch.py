@@ -4,7 +4,7 @@
 tenant's enabled destinations that apply and renders each message's body, from a cached list of
 destinations (the store is asked once per tenant per ``ttl_s``; ``forget`` drops the cache when
 this process changes one). It does no other I/O and never sends anything: the messages are kept
-held with the request's records and released by their commit (pipeline/held_work.py), so a
+held with the request's records and released by their commit (workflow/held_work.py), so a
 message is only sent for data that was stored.
 
 Which destinations apply:
@@ -25,11 +25,11 @@ from typing import Any
 
 import msgspec
 
+from tessera.core.loading_cache import LoadingCache
+from tessera.core.reshaping import MAPPING_ROOTS, render
 from tessera.errors import InvalidPayload
 from tessera.model.common import derived_id, utcnow
 from tessera.model.destination import Destination, OutboxMessage
-from tessera.pipeline.loading_cache import LoadingCache
-from tessera.pipeline.reshaping import MAPPING_ROOTS, render
 from tessera.query import Condition, evaluate, parse
 from tessera.storage.automation_ports import DocumentStore
 

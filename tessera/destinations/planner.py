@@ -1,5 +1,5 @@
 """Destinations as the ingest path and delayed workflow steps see them: plan the messages a
-request's documents make (before its commit; pipeline/held_work.py keeps them). ``dispatch.py``
+request's documents make (before its commit; workflow/held_work.py keeps them). ``dispatch.py``
 is the implementation; this Protocol keeps the pipeline from importing it."""
 
 from __future__ import annotations

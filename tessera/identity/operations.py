@@ -10,13 +10,13 @@ from typing import Any
 
 import msgspec
 
+from tessera.core.locks import Locks, LockSetLike
 from tessera.errors import Busy, InvalidPayload, NotFound
 from tessera.identity.keys import read_path
 from tessera.identity.locking import profile_lock_key
+from tessera.identity.visitor import MAX_MERGE_HOPS, VisitorDirectory
 from tessera.model.common import utcnow
 from tessera.model.profile import Profile
-from tessera.pipeline.locks import Locks, LockSetLike
-from tessera.pipeline.visitor import MAX_MERGE_HOPS, VisitorDirectory
 from tessera.storage.ports import (
     ChangeSet,
     ErasedProfiles,

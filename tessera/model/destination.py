@@ -18,7 +18,7 @@ import msgspec
 DestinationOn = Literal["profile", "event"]
 HttpMethod = Literal["POST", "PUT", "PATCH"]
 # "pending" covers both "not tried yet" and "waiting for its next try"; "held": kept before
-# the records of its request were committed, not sent until they are (pipeline/held_work.py).
+# the records of its request were committed, not sent until they are (workflow/held_work.py).
 MessageState = Literal["held", "pending", "delivered", "dead"]
 MESSAGE_STATES: tuple[MessageState, ...] = ("held", "pending", "delivered", "dead")
 

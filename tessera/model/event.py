@@ -106,3 +106,9 @@ def checked_event_type(raw: str, where: str) -> str:
     if problem is not None:
         raise InvalidPayload(f"{where}: {problem}")
     return event_type
+
+
+def event_document(event: Event) -> dict[str, Any]:
+    """The event as the rules see it: plain JSON values (times as ISO 8601 strings)."""
+    document: dict[str, Any] = msgspec.to_builtins(event)
+    return document

@@ -15,8 +15,8 @@ from tessera.ops import doctor_stores as stores
 from tessera.ops.doctor_queue import queue_checks
 from tessera.ops.doctor_report import CHECK_SECONDS, Bounds, Check, Report, Status, failed, ok
 from tessera.settings import Settings
+from tessera.storage.config_database import describe_config_database
 from tessera.storage.factory import build_storage
-from tessera.storage.sql.config_database import describe_config_database
 from tessera.workers.retention import uses_a_queue
 
 SETTINGS = "settings"

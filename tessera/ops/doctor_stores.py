@@ -12,6 +12,7 @@ from elasticsearch import NotFoundError
 
 from tessera.ops.doctor_report import Check, failed, ok, warning
 from tessera.settings import Settings
+from tessera.storage.config_database import describe_config_database
 from tessera.storage.elastic.backend import ElasticRecordBackend
 from tessera.storage.elastic.generations import KindGeneration
 from tessera.storage.elastic.legacy import legacy_partitions
@@ -19,7 +20,6 @@ from tessera.storage.elastic.naming import KINDS
 from tessera.storage.elastic.schema import IndexShape
 from tessera.storage.factory import Storage
 from tessera.storage.mysql.schema import MigratedSchemaStore
-from tessera.storage.sql.config_database import describe_config_database
 from tessera.storage.sql.engine import CONFIG_FILE_NAME
 from tessera.storage.sqlite.backend import SqliteRecordBackend
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from tessera.core.background import BackgroundLoop
 from tessera.model.common import utcnow
-from tessera.ops.background import BackgroundLoop
 from tessera.storage.automation_ports import KeyValueStore
 from tessera.storage.ports import TokenStore
 

@@ -5,9 +5,9 @@ inside the server's start, and not later, in the first visitor's request."""
 from __future__ import annotations
 
 from tessera.settings import Settings
+from tessera.storage.config_database import check_config_database
 from tessera.storage.elastic.backend import build_elastic_records
 from tessera.storage.redis.services import build_redis
-from tessera.storage.sql.config_database import check_config_database
 
 
 async def check_services(settings: Settings) -> None:

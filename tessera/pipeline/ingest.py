@@ -25,26 +25,23 @@ from typing import Any
 
 import msgspec
 
+from tessera.core.locks import Locks, LockSetLike
 from tessera.destinations.planner import DestinationPlanner
 from tessera.errors import StorageUnavailable
 from tessera.identity.keys import KeyValue
 from tessera.identity.locking import identity_lock_key, profile_lock_key
 from tessera.identity.merge import MergeRefused
 from tessera.identity.resolver import IdentityResolver, snapshot_paths
+from tessera.identity.visitor import Visitor, VisitorDirectory
 from tessera.model.applied import PROFILE_MARKS, SESSION_MARKS, remember, request_token
 from tessera.model.common import Ref, new_id, utcnow
-from tessera.model.event import Event
+from tessera.model.event import Event, event_document
 from tessera.model.event_time import filed_moment
 from tessera.model.profile import Profile, add_to_stat
 from tessera.model.session import Session, Visit
-from tessera.pipeline.consents import ConsentRules
 from tessera.pipeline.enrich import enrich_new_session
 from tessera.pipeline.events import build_event
-from tessera.pipeline.held_work import HeldWork
-from tessera.pipeline.locks import Locks, LockSetLike
-from tessera.pipeline.processing import event_document
 from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult
-from tessera.pipeline.visitor import Visitor, VisitorDirectory
 from tessera.query.ast import Compare, Field, Literal
 from tessera.storage.automation_ports import ScheduledStep
 from tessera.storage.ports import (
@@ -57,6 +54,8 @@ from tessera.storage.ports import (
 )
 from tessera.storage.search import SearchRequest
 from tessera.workflow.action import dig
+from tessera.workflow.consents import ConsentRules
+from tessera.workflow.held_work import HeldWork
 from tessera.workflow.stage import AutomationStage, StageOutcome, Subject
 
 log = logging.getLogger(__name__)
@@ -531,7 +530,7 @@ class Ingestor:
         messages: list[Any],
     ) -> list[str]:
         """The records' commit, with the delayed steps and destination messages it makes
-        held before it and released after it (pipeline/held_work.py)."""
+        held before it and released after it (workflow/held_work.py)."""
         if self.held_work is None:
             await store()
             return []

@@ -35,6 +35,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tessera.core.reshaping import (
+    MAPPING_ROOTS,
+    check_templates,
+    copy_json,
+    is_template,
+    render,
+    resolve_path,
+)
 from tessera.errors import InvalidPayload
 from tessera.model.bounds import (
     DEFAULT_LIMITS,
@@ -45,14 +53,6 @@ from tessera.model.bounds import (
     within,
 )
 from tessera.model.processing import MAPPING_OPS, FieldMapping, MappingRule
-from tessera.pipeline.reshaping import (
-    MAPPING_ROOTS,
-    check_templates,
-    copy_json,
-    is_template,
-    render,
-    resolve_path,
-)
 from tessera.query import evaluate, parse
 
 WRITABLE_ROOTS = ("traits", "data", "consents", "interests", "stats")

@@ -8,7 +8,7 @@ is empty the request is answered 429 with ``Retry-After`` before anything is sto
 
 Whether a request starts a profile is told without reading anything (async intake needs nothing
 but the queue): a returning visitor's tracker sends the id Tessera issued it, which proves itself
-(pipeline/profile_ids.py); a request without one is charged. Server sources are never charged
+(identity/profile_ids.py); a request without one is charged. Server sources are never charged
 (they prove who they are), and neither are private addresses while no trusted proxy is set:
 behind a reverse proxy every visitor would share its address and be refused together (set
 TESSERA_TRUSTED_PROXIES to throttle the clients behind it; a warning says so once).
@@ -19,9 +19,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from tessera.pipeline.profile_ids import ProfileIds
+from tessera.core.throttle import Throttle
+from tessera.identity.profile_ids import ProfileIds
 from tessera.pipeline.request import IncomingBatch, IngestResult, Intake
-from tessera.security.throttle import Throttle
 
 log = logging.getLogger(__name__)
 

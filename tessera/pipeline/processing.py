@@ -25,21 +25,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
+from tessera.core.loading_cache import LoadingCache
+from tessera.core.patterns import request_budget
+from tessera.core.reshaping import check_reshape_rule, reshape
 from tessera.model.bounds import DEFAULT_LIMITS, ProfileBudget, ProfileLimits
-from tessera.model.event import Event
+from tessera.model.event import Event, event_document
 from tessera.model.processing import MappingRule, ProcessingRule, ReshapeRule, ValidationRule
 from tessera.pipeline.builtin_events import builtin_mapping_rule
-from tessera.pipeline.loading_cache import LoadingCache
 from tessera.pipeline.mapping import (
     ConditionHolds,
     apply_mappings,
     check_mapping_rule,
     query_condition,
 )
-from tessera.pipeline.patterns import request_budget
-from tessera.pipeline.reshaping import check_reshape_rule, reshape
 from tessera.pipeline.validation import check_validation_rule, validate_event
 from tessera.storage.processing_ports import ProcessingRuleStore
 
@@ -92,12 +90,6 @@ def check_rule(rule: ProcessingRule) -> None:
         check_reshape_rule(rule)
     else:
         check_mapping_rule(rule)
-
-
-def event_document(event: Event) -> dict[str, Any]:
-    """The event as the rules see it: plain JSON values (times as ISO 8601 strings)."""
-    document: dict[str, Any] = msgspec.to_builtins(event)
-    return document
 
 
 class ProcessingRules:

@@ -9,7 +9,7 @@ old compiled schema is never used for a changed rule. fastjsonschema stops at a 
 error, so each failing rule contributes one message.
 
 Patterns (``pattern``, ``patternProperties``) are bounded like every user's regular expression
-(pipeline/patterns.py): their size when a rule is saved, their time when events are checked.
+(core/patterns.py): their size when a rule is saved, their time when events are checked.
 fastjsonschema compiles them with ``re``, which has no time limit, so each compiled validator's
 patterns are swapped for the ``regex`` package's with the request's budget, and a validator
 that has any runs in a thread: a pattern that backtracks for ever neither stalls the event
@@ -28,9 +28,9 @@ from typing import Any
 import fastjsonschema
 import regex
 
+from tessera.core.patterns import RegexTimeout, TimedPattern, check_pattern
 from tessera.errors import InvalidPayload
 from tessera.model.processing import ValidationRule
-from tessera.pipeline.patterns import RegexTimeout, TimedPattern, check_pattern
 
 log = logging.getLogger(__name__)
 

@@ -32,12 +32,12 @@ from typing import Literal
 
 import msgspec
 
+from tessera.core.locks import Locks
 from tessera.identity.locking import profile_lock_key
+from tessera.identity.visitor import VisitorDirectory
 from tessera.model.common import new_id, utcnow
 from tessera.model.event import Event
 from tessera.model.profile import Profile
-from tessera.pipeline.locks import Locks
-from tessera.pipeline.visitor import VisitorDirectory
 from tessera.segments.events import membership_events
 from tessera.segments.live import LiveSegments, TenantSegments
 from tessera.segments.membership import LiveSegment, update_membership

@@ -20,9 +20,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from tessera.core.loading_cache import LoadingCache
 from tessera.errors import InvalidPayload
 from tessera.model.segment import Segment
-from tessera.pipeline.loading_cache import LoadingCache
 from tessera.query import Condition, parse
 from tessera.segments.membership import LiveSegment, SegmentChange, update_membership
 from tessera.storage.automation_ports import DocumentStore

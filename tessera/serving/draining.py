@@ -13,7 +13,7 @@ close``. The process itself waits for all of this up to ``TESSERA_SHUTDOWN_GRACE
 
 from __future__ import annotations
 
-from tessera.api.slow_clients import HeaderDeadlineProtocol
+from tessera.serving.header_deadline import HeaderDeadlineProtocol
 
 # Long enough for a client that keeps its connections busy to send its next request (and get
 # its close), short enough that a restart does not wait on connections nobody uses.

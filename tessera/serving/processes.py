@@ -3,7 +3,7 @@
 Several processes are safe only when everything one request shares with another lives outside
 the process: the records (Elasticsearch), the configuration (MySQL/MariaDB) and the per-profile
 locks, record caches, de-duplication keys and throttle buckets (Redis). The embedded mode keeps
-its locks and caches in the process (pipeline/locks.py ``KeyedLocks``, pipeline/cache.py) and
+its locks and caches in the process (core/locks.py ``KeyedLocks``, core/cache.py) and
 its records behind one SQLite writer thread: two processes there would change one profile at
 the same time, each unaware of the other's lock, and read stale copies from their own caches.
 So more than one process is refused unless all three servers are configured.

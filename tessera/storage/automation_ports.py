@@ -75,7 +75,7 @@ class ScheduleStore(Protocol):
     """The schedule of delayed steps. A step is added *held* before the records of the
     request that scheduled it are committed, and released by that commit: it never runs for a
     request that was not stored, and is not lost by a crash between the commit and the
-    release (pipeline/held_work.py finishes the job)."""
+    release (workflow/held_work.py finishes the job)."""
 
     async def add(self, steps: builtins.list[ScheduledStep], *, held: bool = False) -> None:
         """Keep the steps; one with an id already kept is left as it is (a retry of the

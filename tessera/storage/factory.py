@@ -8,14 +8,14 @@ from typing import Protocol
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tessera.core.cache import RecordCache, RecordCachePort
+from tessera.core.locks import KeyedLocks, Locks
+from tessera.core.throttle import BucketStore, InProcessBuckets
 from tessera.model.destination import Destination
 from tessera.model.profile import Profile
 from tessera.model.segment import Segment
 from tessera.model.session import Session
 from tessera.model.workflow import Rule, Workflow
-from tessera.pipeline.cache import RecordCache, RecordCachePort
-from tessera.pipeline.locks import KeyedLocks, Locks
-from tessera.security.throttle import BucketStore, InProcessBuckets
 from tessera.settings import Settings
 from tessera.storage.automation_ports import (
     DocumentStore,
@@ -23,6 +23,7 @@ from tessera.storage.automation_ports import (
     OutboxStore,
     ScheduleStore,
 )
+from tessera.storage.config_database import config_engine, config_schema_store
 from tessera.storage.dedup import DedupKeys, InProcessDedupKeys
 from tessera.storage.elastic.backend import build_elastic_records
 from tessera.storage.ports import (
@@ -40,7 +41,6 @@ from tessera.storage.ports import (
 )
 from tessera.storage.processing_ports import ProcessingRuleStore
 from tessera.storage.redis.services import RedisServices, build_redis
-from tessera.storage.sql.config_database import config_engine, config_schema_store
 from tessera.storage.sql.consents import SqlConsentTypeStore
 from tessera.storage.sql.destinations import SqlOutboxStore, sql_destination_store
 from tessera.storage.sql.memory import SqlKeyValueStore
@@ -122,7 +122,7 @@ class Storage:
     profile_cache: RecordCachePort[Profile]
     session_cache: RecordCachePort[Session]
     dedup: DedupKeys
-    # Throttles' token buckets (security/throttle.py): shared in Redis when REDIS_HOST is set.
+    # Throttles' token buckets (core/throttle.py): shared in Redis when REDIS_HOST is set.
     buckets: BucketStore
     # Queue workers' dead letters and heartbeats (configuration database).
     dead_letters: DeadLetterStore

@@ -10,7 +10,7 @@ never a 200 for an event the queue did not keep.
 The intake needs nothing but the queue: it reads no session, no profile, no cache, so an outage
 of the record store or of Redis does not stop collection while the queue is healthy.
 
-Which profile id the answer names (pipeline/profile_ids.py for the ids Tessera issues):
+Which profile id the answer names (identity/profile_ids.py for the ids Tessera issues):
 
 - the request names one a worker will use: that id. A server source's id is always used (the
   worker creates the profile when it is new); a public source's only when Tessera issued it
@@ -28,8 +28,8 @@ Which profile id the answer names (pipeline/profile_ids.py for the ids Tessera i
 
 from __future__ import annotations
 
+from tessera.identity.profile_ids import ProfileIds
 from tessera.model.common import new_id, utcnow
-from tessera.pipeline.profile_ids import ProfileIds
 from tessera.pipeline.request import IncomingBatch, IngestResult
 from tessera.storage.queue_ports import IngestQueue, QueueMessage
 from tessera.workers.codec import encode_batch

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from tessera.ops.background import BackgroundLoop
+from tessera.core.background import BackgroundLoop
 from tessera.settings import Settings
 from tessera.workers.connection import ConnectedQueue
 from tessera.workers.queue_factory import build_queue, retention_of

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from tessera.core.reshaping import copy_json
 from tessera.errors import InvalidPayload
 from tessera.model.bounds import (
     DEFAULT_LIMITS,
@@ -40,7 +41,6 @@ from tessera.model.bounds import (
     out_of_bounds,
     within,
 )
-from tessera.pipeline.reshaping import copy_json
 
 # REDACTED is part of the action contract (plugins compare with it): re-exported here.
 from tessera.security.kept_secrets import REDACTED as REDACTED
@@ -64,7 +64,7 @@ class ActionError(Exception):
 
 
 class BoundExceeded(ActionError):
-    """The run stopped at a bound (model/bounds.py, pipeline/patterns.py): unlike other
+    """The run stopped at a bound (model/bounds.py, core/patterns.py): unlike other
     failed runs, the request's answer says so in a warning."""
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tessera.core.loading_cache import LoadingCache
 from tessera.errors import InvalidPayload
 from tessera.model.workflow import Rule, Workflow
-from tessera.pipeline.loading_cache import LoadingCache
 from tessera.storage.automation_ports import DocumentStore
 from tessera.workflow.graph import CompiledGraph, compile_graph
 from tessera.workflow.registry import ActionRegistry

@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tessera.pipeline.reshaping import copy_json
+from tessera.core.reshaping import copy_json
 from tessera.workflow.action import ActionContext, ActionError, BoundExceeded, Output, Suspend
 from tessera.workflow.graph import CompiledGraph
 

@@ -9,7 +9,7 @@ a lease that runs out; the step runs again (at least once: an action that reache
 world may repeat then). Its effects on the profile are applied once: the profile is written
 with the step's mark, and a second run of a step whose commit went through only releases what
 the first run kept (its new delays and destination messages, held until the commit:
-pipeline/held_work.py, the same steps as an ingest request).
+workflow/held_work.py, the same steps as an ingest request).
 
 A step whose workflow was deleted, disabled or redeployed without the node it paused at is
 dropped with a log line: there is nothing sensible to continue.
@@ -24,24 +24,23 @@ from typing import Any
 
 import msgspec
 
+from tessera.core.background import BackgroundLoop
+from tessera.core.locks import Locks, LockSetLike
 from tessera.destinations.planner import DestinationPlanner
 from tessera.errors import StorageUnavailable
 from tessera.identity.locking import profile_lock_key, session_lock_key
 from tessera.identity.resolver import snapshot_paths
+from tessera.identity.visitor import VisitorDirectory
 from tessera.model.applied import PROFILE_MARKS, remember, request_token
 from tessera.model.common import utcnow
-from tessera.model.event import Event
+from tessera.model.event import Event, event_document
 from tessera.model.profile import Profile
 from tessera.model.session import Session
-from tessera.ops.background import BackgroundLoop
-from tessera.pipeline.held_work import HeldWork
-from tessera.pipeline.locks import Locks, LockSetLike
-from tessera.pipeline.processing import event_document
-from tessera.pipeline.visitor import VisitorDirectory
 from tessera.storage.automation_ports import ScheduledStep, ScheduleStore
 from tessera.storage.ports import ChangeSet, EventStore, RecordWriter
 from tessera.workflow.directory import DeployedWorkflow
 from tessera.workflow.engine import run_graph
+from tessera.workflow.held_work import HeldWork
 from tessera.workflow.stage import AutomationStage, StageOutcome, Subject
 
 log = logging.getLogger(__name__)

@@ -24,17 +24,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from tessera.core.patterns import request_budget
 from tessera.errors import InvalidPayload
 from tessera.model.common import Ref, derived_id
-from tessera.model.event import Automation, Event, EventMetadata
+from tessera.model.event import Automation, Event, EventMetadata, event_document
 from tessera.model.segment import SEGMENT_ENTERED, SEGMENT_LEFT, SEGMENTATION_SOURCE
 from tessera.model.workflow import Rule
-from tessera.pipeline.consents import ConsentCheck
-from tessera.pipeline.patterns import request_budget
-from tessera.pipeline.processing import event_document
 from tessera.query import evaluate, parse
 from tessera.storage.automation_ports import ScheduledStep
 from tessera.workflow.action import ActionContext, ActionServices
+from tessera.workflow.consents import ConsentCheck
 from tessera.workflow.directory import DeployedWorkflow, RuleBook, WorkflowDirectory
 from tessera.workflow.engine import RunResult, run_graph
 

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tessera.settings import Settings
+from tessera.storage.config_database import config_schema_store
 from tessera.storage.ports import (
     EventStore,
     ProfileStore,
@@ -32,7 +33,6 @@ from tessera.storage.ports import (
     TokenStore,
     UserStore,
 )
-from tessera.storage.sql.config_database import config_schema_store
 from tessera.storage.sql.engine import sqlite_engine
 from tessera.storage.sql.stores import SqlSchemaStore, SqlSourceStore, SqlTokenStore, SqlUserStore
 from tessera.storage.sqlite.backend import SqliteRecordBackend

@@ -1,4 +1,4 @@
-"""Held work (tessera/pipeline/held_work.py) over every record backend: delayed steps and
+"""Held work (tessera/workflow/held_work.py) over every record backend: delayed steps and
 destination messages kept before their request's commit are not due until released; when the
 process died between the commit and the release, the sweeper releases those whose request was
 stored and drops, after the abandon time, those whose request never was.
@@ -19,13 +19,13 @@ import pytest
 from tessera.model.applied import PROFILE_MARKS, remember, request_token
 from tessera.model.common import utcnow
 from tessera.model.destination import OutboxMessage
-from tessera.pipeline.held_work import HeldWork
 from tessera.storage.automation_ports import ScheduledStep
 from tessera.storage.ports import ChangeSet
 from tessera.storage.sql.destinations import SqlOutboxStore
 from tessera.storage.sql.engine import sqlite_engine
 from tessera.storage.sql.stores import SqlSchemaStore
 from tessera.storage.sql.workflows import SqlScheduleStore
+from tessera.workflow.held_work import HeldWork
 from tests.contract.conftest import RecordBackend
 from tests.contract.test_record_stores import TENANT, commit, make_event, make_profile
 

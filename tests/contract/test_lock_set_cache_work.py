@@ -1,4 +1,4 @@
-"""The cache work a lock set carries (``pipeline/locks.LockSetLike``): reading ahead the
+"""The cache work a lock set carries (``core/locks.LockSetLike``): reading ahead the
 records its locks guard, making them misses before a commit, putting the committed versions
 back when letting go. Run on the in-process locks and cache and on Redis, where each of the
 three rides in one script with the locks' own work (storage/redis/locks.py).
@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tessera.core.cache import CacheKeys, CachePut, RecordCache, RecordCachePort
+from tessera.core.locks import KeyedLocks, Locks
 from tessera.model.profile import Profile, new_profile
-from tessera.pipeline.cache import CacheKeys, CachePut, RecordCache, RecordCachePort
-from tessera.pipeline.locks import KeyedLocks, Locks
 from tessera.storage.redis.cache import RedisRecordCache
 from tessera.storage.redis.locks import RedisLocks
 from tests.support.redis_service import new_client, new_wire, redis_space

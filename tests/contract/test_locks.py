@@ -1,4 +1,4 @@
-"""The lock service contract (``pipeline/locks.Locks``), run on the in-process ``KeyedLocks``
+"""The lock service contract (``core/locks.Locks``), run on the in-process ``KeyedLocks``
 and on ``RedisLocks``.
 
 "Two processes" are two ``RedisLocks`` on two separate Redis connections (for the in-process
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tessera.core.locks import KeyedLocks, Locks
 from tessera.errors import StorageUnavailable
-from tessera.pipeline.locks import KeyedLocks, Locks
 from tessera.storage.redis.client import KeySpace
 from tessera.storage.redis.locks import RedisLocks
 from tests.support.redis_service import (

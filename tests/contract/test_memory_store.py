@@ -17,9 +17,9 @@ import pytest
 
 import tessera.storage.sql.memory  # noqa: F401  (defines the kv_memory table)
 from tessera.storage.automation_ports import KeyValueStore
+from tessera.storage.config_database import config_schema_store
 from tessera.storage.redis.client import KeySpace
 from tessera.storage.redis.memory import RedisKeyValueStore
-from tessera.storage.sql.config_database import config_schema_store
 from tessera.storage.sql.engine import sqlite_engine
 from tessera.storage.sql.memory import SqlKeyValueStore
 from tessera.storage.sql.stores import SqlSchemaStore

@@ -21,8 +21,8 @@ import pytest
 
 from tessera.model.destination import DeliveryAttempt, DeliveryOutcome, OutboxMessage
 from tessera.storage.automation_ports import OutboxStore
+from tessera.storage.config_database import config_schema_store
 from tessera.storage.ports import SchemaStore
-from tessera.storage.sql.config_database import config_schema_store
 from tessera.storage.sql.destinations import SqlOutboxStore
 from tessera.storage.sql.engine import sqlite_engine
 from tessera.storage.sql.stores import SqlSchemaStore

@@ -24,9 +24,9 @@ from tessera.model.processing import (
     ReshapeRule,
     ValidationRule,
 )
+from tessera.storage.config_database import config_schema_store
 from tessera.storage.ports import SchemaStore
 from tessera.storage.processing_ports import ProcessingRuleStore
-from tessera.storage.sql.config_database import config_schema_store
 from tessera.storage.sql.engine import sqlite_engine
 from tessera.storage.sql.processing import SqlProcessingRuleStore
 from tessera.storage.sql.stores import SqlSchemaStore

@@ -1,4 +1,4 @@
-"""The record cache contract (``pipeline/cache.RecordCachePort``), run on the in-process
+"""The record cache contract (``core/cache.RecordCachePort``), run on the in-process
 ``RecordCache`` and on ``RedisRecordCache``.
 
 "Two processes" are two caches on two Redis connections over the same keys; the in-process
@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tessera.core.cache import RecordCache, RecordCachePort
 from tessera.model.profile import Profile, new_profile
-from tessera.pipeline.cache import RecordCache, RecordCachePort
 from tessera.storage.redis.cache import RedisRecordCache
 from tests.support.redis_service import new_client, new_wire, redis_space
 

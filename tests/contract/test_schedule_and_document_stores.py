@@ -20,8 +20,8 @@ import pytest
 from tessera.model.consent import ConsentType
 from tessera.model.segment import Segment
 from tessera.storage.automation_ports import DocumentStore, ScheduledStep, ScheduleStore
+from tessera.storage.config_database import config_schema_store
 from tessera.storage.ports import ConsentTypeStore, SchemaStore
-from tessera.storage.sql.config_database import config_schema_store
 from tessera.storage.sql.consents import SqlConsentTypeStore
 from tessera.storage.sql.engine import sqlite_engine
 from tessera.storage.sql.segments import SqlSegmentStore

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from tessera.core.cache import RecordCache, RecordCachePort
+from tessera.core.locks import KeyedLocks, Locks
 from tessera.identity.operations import ProfileOperations
+from tessera.identity.visitor import VisitorDirectory
 from tessera.model.common import DEFAULT_TENANT
 from tessera.model.profile import Profile
 from tessera.model.session import Session
-from tessera.pipeline.cache import RecordCache, RecordCachePort
 from tessera.pipeline.ingest import Ingestor
-from tessera.pipeline.locks import KeyedLocks, Locks
 from tessera.pipeline.request import IncomingBatch, IncomingEvent
-from tessera.pipeline.visitor import VisitorDirectory
 from tessera.runtime import Runtime
 from tessera.storage.ports import ChangeSet, RecordWriter
 from tessera.storage.redis.services import redis_services

@@ -1,4 +1,4 @@
-"""The token bucket contract (``security/throttle.BucketStore``), run on the in-process buckets
+"""The token bucket contract (``core/throttle.BucketStore``), run on the in-process buckets
 and on the Redis ones every API process shares."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tessera.security.throttle import BucketStore, InProcessBuckets
+from tessera.core.throttle import BucketStore, InProcessBuckets
 from tessera.storage.redis.outage import RedisHealth
 from tessera.storage.redis.throttle import RedisBuckets
 from tests.support.redis_service import new_client, redis_space

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tessera.storage.config_database import config_schema_store
 from tessera.storage.ports import SchemaStore
-from tessera.storage.sql.config_database import config_schema_store
 from tessera.storage.sql.engine import sqlite_engine
 from tessera.storage.sql.stores import SqlSchemaStore
 from tessera.storage.sql.worker_records import SqlDeadLetterStore, SqlWorkerBeats

@@ -24,13 +24,13 @@ from pathlib import Path
 import pytest
 from elasticsearch import AsyncElasticsearch
 
+from tessera.core.cache import CacheKeys, RecordCache
+from tessera.core.locks import KeyedLocks, Locks
 from tessera.errors import RecordRejected, StorageUnavailable
 from tessera.identity.locking import profile_lock_key, session_lock_key
+from tessera.identity.visitor import VisitorDirectory
 from tessera.model.profile import Profile
 from tessera.model.session import Session
-from tessera.pipeline.cache import CacheKeys, RecordCache
-from tessera.pipeline.locks import KeyedLocks, Locks
-from tessera.pipeline.visitor import VisitorDirectory
 from tessera.storage.elastic import codec
 from tessera.storage.elastic.backend import ElasticRecordBackend
 from tessera.storage.elastic.bulk import Operation, Retrier, send

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from tessera.pipeline.profile_ids import ProfileIds
+from tessera.identity.profile_ids import ProfileIds
 from tessera.storage.sql.engine import sqlite_engine
 from tessera.storage.sql.stores import SqlErasedProfiles, SqlSchemaStore
 

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from tessera.core.cache import RecordCache
 from tessera.identity.merge import MergeRefused, merge_documents
 from tessera.model.bounds import (
     SAFE_INTEGER,
@@ -20,7 +21,6 @@ from tessera.model.bounds import (
 )
 from tessera.model.processing import FieldMapping, MappingRule
 from tessera.model.profile import Profile, add_to_stat, new_profile, profile_from_json
-from tessera.pipeline.cache import RecordCache
 from tessera.pipeline.mapping import apply_mappings
 from tessera.workflow.action import ActionContext, ActionError, ActionServices, write_path
 from tessera.workflow.actions.calculator import Calculator

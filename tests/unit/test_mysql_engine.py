@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tessera.errors import ConfigurationError
 from tessera.settings import load_settings, secret_value
+from tessera.storage.config_database import config_engine
 from tessera.storage.mysql.engine import mysql_engine
-from tessera.storage.sql.config_database import config_engine
 from tests.support.mariadb import drop_created_databases, mariadb_database, mariadb_settings
 
 

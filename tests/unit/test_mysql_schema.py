@@ -27,16 +27,16 @@ from tessera.cli import app
 from tessera.errors import ConfigurationError, StorageUnavailable
 from tessera.ops.install import bootstrap
 from tessera.settings import load_settings
-from tessera.storage.factory import build_storage
-from tessera.storage.mysql.engine import describe_server, mysql_engine
-from tessera.storage.mysql.schema import MigratedSchemaStore
-from tessera.storage.sql.all_tables import metadata
-from tessera.storage.sql.config_database import (
+from tessera.storage.config_database import (
     config_schema_store,
     migrate_config_database,
 )
+from tessera.storage.factory import build_storage
+from tessera.storage.mysql.engine import describe_server, mysql_engine
+from tessera.storage.mysql.migrate import MIGRATIONS_DIR, SchemaState, head_revision, upgrade
+from tessera.storage.mysql.schema import MigratedSchemaStore
+from tessera.storage.sql.all_tables import metadata
 from tessera.storage.sql.engine import sqlite_engine
-from tessera.storage.sql.migrate import MIGRATIONS_DIR, SchemaState, head_revision, upgrade
 from tests.support.mariadb import (
     PASSWORD,
     drop_created_databases,

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from tessera.core.throttle import InProcessBuckets, Throttle
 from tessera.errors import TooManyRequests
+from tessera.identity.profile_ids import ProfileIds
 from tessera.model.common import DEFAULT_TENANT, utcnow
 from tessera.model.source import EventSource
 from tessera.pipeline.new_profiles import NewProfileThrottle
-from tessera.pipeline.profile_ids import ProfileIds
 from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult
-from tessera.security.throttle import InProcessBuckets, Throttle
 
 IDS = ProfileIds(lambda: "unit-test secret")
 

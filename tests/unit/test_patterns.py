@@ -1,5 +1,5 @@
 """User regular expressions bounded in size before compiling and in time when matching
-(pipeline/patterns.py), in validation rules and in `regex_match`."""
+(core/patterns.py), in validation rules and in `regex_match`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tessera.errors import InvalidPayload
-from tessera.model.processing import ValidationRule
-from tessera.pipeline.patterns import (
+from tessera.core.patterns import (
     RegexBudget,
     RegexTimeout,
     check_pattern,
@@ -18,6 +16,8 @@ from tessera.pipeline.patterns import (
     request_budget,
     search,
 )
+from tessera.errors import InvalidPayload
+from tessera.model.processing import ValidationRule
 from tessera.pipeline.validation import check_validation_rule, validate_event
 
 EVIL = "^(a|a)+$"

@@ -8,11 +8,11 @@ import uuid
 import pytest
 
 from tessera.collect.payload import check_depth
+from tessera.core.cache import TtlCache
+from tessera.core.locks import KeyedLocks
 from tessera.errors import InvalidPayload
 from tessera.model.common import new_id
 from tessera.model.event import normalise_event_type
-from tessera.pipeline.cache import TtlCache
-from tessera.pipeline.locks import KeyedLocks
 
 
 def test_new_ids_are_distinct_time_ordered_uuids() -> None:
@@ -72,7 +72,7 @@ def test_cache_evicts_least_recently_used() -> None:
 
 def test_cache_entries_expire(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [100.0]
-    monkeypatch.setattr("tessera.pipeline.cache.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("tessera.core.cache.time.monotonic", lambda: clock[0])
     cache = TtlCache[str](max_entries=10, ttl_s=5)
     cache.put("k", "v")
     clock[0] += 4

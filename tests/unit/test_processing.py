@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from tessera.core.reshaping import check_reshape_rule, compile_template, render, reshape
 from tessera.errors import InvalidPayload
 from tessera.model.common import Ref, new_id
 from tessera.model.event import Event, EventMetadata
@@ -27,7 +28,6 @@ from tessera.model.profile import Profile, new_profile
 from tessera.pipeline.builtin_events import BUILTIN_EVENT_TYPES, builtin_mapping_rule
 from tessera.pipeline.mapping import MAX_LIST_ITEMS, apply_mappings, check_mapping_rule
 from tessera.pipeline.processing import ProcessingRules, RuleSet, check_rule, select_rules
-from tessera.pipeline.reshaping import check_reshape_rule, compile_template, render, reshape
 from tessera.pipeline.validation import check_validation_rule, validate_event
 from tessera.storage.processing_ports import R
 

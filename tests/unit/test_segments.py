@@ -12,12 +12,12 @@ from typing import Any
 import msgspec
 import pytest
 
+from tessera.core.cache import RecordCache
+from tessera.core.locks import KeyedLocks
+from tessera.identity.visitor import VisitorDirectory
 from tessera.model.profile import Profile, new_profile
 from tessera.model.segment import SEGMENT_ENTERED, SEGMENT_LEFT, SEGMENTATION_SOURCE, Segment
 from tessera.model.session import Session
-from tessera.pipeline.cache import RecordCache
-from tessera.pipeline.locks import KeyedLocks
-from tessera.pipeline.visitor import VisitorDirectory
 from tessera.segments.job import ResegmentationJobs
 from tessera.segments.live import LiveSegments
 from tessera.storage.ports import ChangeSet

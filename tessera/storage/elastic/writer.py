@@ -13,7 +13,7 @@ handled 976 requests/s where four bulks in flight, each waiting 2 ms, handled 80
 Elasticsearch's CPU per event; with 20-event requests the queue is long enough for bulks in
 parallel, which is what keeps Elasticsearch busy there. That is safe because every caller that
 changes a profile, a session or an identity link holds that record's lock until its commit is
-answered (pipeline/locks.py): two versions of one record are never in flight together, so
+answered (core/locks.py): two versions of one record are never in flight together, so
 batches written side by side never race on a record.
 
 A holder can let go of its lock while its bulk request is still on its way, though: the

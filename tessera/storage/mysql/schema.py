@@ -19,7 +19,7 @@ import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tessera.errors import ConfigurationError, StorageUnavailable
-from tessera.storage.sql.migrate import (
+from tessera.storage.mysql.migrate import (
     MIGRATIONS_DIR,
     OnStep,
     SchemaState,

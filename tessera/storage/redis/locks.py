@@ -1,6 +1,6 @@
 """Per-key locks shared by every API process, on Redis, with expiry, renewal and fencing.
 
-The same interface as ``pipeline/locks.KeyedLocks`` (the ``Locks`` protocol), so ingest, the
+The same interface as ``core/locks.KeyedLocks`` (the ``Locks`` protocol), so ingest, the
 profile operations, re-segmentation and delayed steps run unchanged on either.
 
 - A key is taken with one script: only when free, with a random value and an expiry
@@ -40,9 +40,9 @@ from typing import Any, TypeVar
 import msgspec
 from redis.asyncio import Redis
 
+from tessera.core.cache import CacheKeys, CachePut, Found, RecordCachePort
+from tessera.core.locks import fence_floor
 from tessera.errors import Busy, StorageUnavailable
-from tessera.pipeline.cache import CacheKeys, CachePut, Found, RecordCachePort
-from tessera.pipeline.locks import fence_floor
 from tessera.storage.redis.cache import RedisRecordCache
 from tessera.storage.redis.client import KeySpace
 from tessera.storage.redis.outage import RedisHealth, RedisUnavailable, redis_port
@@ -54,7 +54,7 @@ R = TypeVar("R", bound=msgspec.Struct)
 
 # KEYS: the lock keys, the fence counter, then cache entries to read. ARGV: the number of lock
 # keys, the TTL in ms, the caller's time in microseconds since the epoch
-# (pipeline/locks.fence_floor), one value per lock key, then each cache entry's life in ms.
+# (core/locks.fence_floor), one value per lock key, then each cache entry's life in ms.
 # All lock keys are free or none is taken; answers false when one is busy, else the fencing
 # tokens and the cache entries (false for a miss or a tombstone; a hit's life starts again,
 # as storage/redis/cache.py's reads do). Read after the locks are taken, in the same script,
@@ -250,7 +250,7 @@ class RedisLocks:
 
 
 class RedisLockSet:
-    """Keys held together by one holder (see ``pipeline/locks.LockSet`` for the rules), and
+    """Keys held together by one holder (see ``core/locks.LockSet`` for the rules), and
     the cache work on the records they guard, each step one script (``LockSetLike``)."""
 
     def __init__(

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from tessera.core.cache import RecordCachePort
+from tessera.core.locks import Locks
+from tessera.core.throttle import BucketStore
 from tessera.errors import StorageUnavailable
 from tessera.model.profile import Profile
 from tessera.model.session import Session
-from tessera.pipeline.cache import RecordCachePort
-from tessera.pipeline.locks import Locks
-from tessera.security.throttle import BucketStore
 from tessera.settings import Settings
 from tessera.storage.automation_ports import KeyValueStore
 from tessera.storage.dedup import DedupKeys

@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from tessera.core.reshaping import check_templates, render
 from tessera.model.event import event_type_problem, normalise_event_type
-from tessera.pipeline.reshaping import check_templates, render
 from tessera.workflow.action import (
     Action,
     ActionConfig,

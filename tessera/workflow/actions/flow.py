@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from tessera.core.reshaping import copy_json
 from tessera.errors import InvalidPayload
-from tessera.pipeline.reshaping import copy_json
 from tessera.query import Condition, evaluate, parse
 from tessera.workflow.action import (
     MISSING,

@@ -1,7 +1,7 @@
 """``http_call``: call a web service from a workflow, with templates, timeouts and retries.
 
 The URL, header values and the JSON body may be templates over ``event``, ``profile``,
-``session`` and ``payload`` (see tessera.pipeline.reshaping). Only http and https URLs are
+``session`` and ``payload`` (see tessera.core.reshaping). Only http and https URLs are
 allowed, and their scheme and host must be written out: templates may only fill the path, the
 query and the fragment, so event data can never choose where the call goes (checked when the
 workflow is saved, and again on the rendered URL at each call). The connection itself obeys the
@@ -36,10 +36,10 @@ import httpx
 import orjson
 from pydantic import Field
 
+from tessera.core.reshaping import is_template
 from tessera.errors import InvalidPayload
 from tessera.outbound.policy import OutboundRefused
 from tessera.outbound.urls import RESERVED_HEADERS, Origin, origin_of
-from tessera.pipeline.reshaping import is_template
 from tessera.security.kept_secrets import restore_kept_secrets
 from tessera.workflow.action import (
     REDACTED,

@@ -4,7 +4,7 @@ Patterns are run by the ``regex`` package rather than ``re`` for one reason: a t
 pattern with nested repetition can take exponential time on a crafted text, and a workflow
 runs inside the server's event loop, so a match runs within the request's regular expression
 budget (``TESSERA_REGEX_BUDGET_SECONDS``, shared by every ``regex_match`` of one request's
-workflows), and on the event loop only for its first milliseconds (pipeline/patterns.py); a
+workflows), and on the event loop only for its first milliseconds (core/patterns.py); a
 match that does not finish within ``MATCH_TIMEOUT_S`` or the budget fails the action instead
 of stalling every request. A pattern's size is bounded before it is compiled
 (``TESSERA_REGEX_MAX_LENGTH``, ``TESSERA_REGEX_MAX_REPEAT``). The syntax is that of ``re``
@@ -20,7 +20,7 @@ from typing import Any
 import regex
 from pydantic import Field
 
-from tessera.pipeline.patterns import (
+from tessera.core.patterns import (
     RegexBudget,
     RegexTimeout,
     compile_pattern,

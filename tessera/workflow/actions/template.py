@@ -1,6 +1,6 @@
 """The ``template`` action, and the template scope the other built-in actions share.
 
-Workflow templates are the sandboxed Jinja2 templates of tessera.pipeline.reshaping, reading one
+Workflow templates are the sandboxed Jinja2 templates of tessera.core.reshaping, reading one
 more root than mapping rules do: ``payload``, the value that flowed into the node. A template
 that compiled when the workflow was saved may still fail on a given event (a filter given the
 wrong kind of value); actions here turn that into an ActionError, so the trace names the node
@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
-from tessera.pipeline.reshaping import MAPPING_ROOTS, check_templates, render
+from tessera.core.reshaping import MAPPING_ROOTS, check_templates, render
 from tessera.workflow.action import (
     Action,
     ActionConfig,

@@ -14,9 +14,9 @@ from typing import Annotated, Any
 import msgspec
 from pydantic import Field, StrictFloat, StrictInt
 
+from tessera.core.reshaping import copy_json
 from tessera.errors import InvalidPayload
 from tessera.model.bounds import bounded_sum, out_of_bounds
-from tessera.pipeline.reshaping import copy_json
 from tessera.workflow.action import (
     MISSING,
     Action,

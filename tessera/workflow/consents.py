@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tessera.core.loading_cache import LoadingCache
 from tessera.model.consent import ConsentType
-from tessera.pipeline.loading_cache import LoadingCache
 from tessera.storage.ports import ConsentTypeStore
 
 

@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tessera.settings import Settings, secret_value
 from tessera.storage.mysql.engine import describe_server, mysql_engine
+from tessera.storage.mysql.migrate import OnStep
 from tessera.storage.mysql.schema import MigratedSchemaStore
 from tessera.storage.sql import all_tables  # noqa: F401  (every table on the metadata)
 from tessera.storage.sql.engine import CONFIG_FILE_NAME, sqlite_engine
-from tessera.storage.sql.migrate import OnStep
 from tessera.storage.sql.stores import SqlSchemaStore
 
 

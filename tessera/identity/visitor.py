@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tessera.core.cache import CacheKeys, CachePut, RecordCachePort
+from tessera.core.locks import LockSetLike, ensure_held
 from tessera.errors import StorageUnavailable
 from tessera.identity.locking import profile_lock_key, session_lock_key
+from tessera.identity.profile_ids import ProfileIds
 from tessera.model.common import Ref, new_id
 from tessera.model.profile import Profile, new_profile
 from tessera.model.session import Session, new_session
 from tessera.model.source import EventSource
-from tessera.pipeline.cache import CacheKeys, CachePut, RecordCachePort
-from tessera.pipeline.locks import LockSetLike, ensure_held
-from tessera.pipeline.profile_ids import ProfileIds
 from tessera.storage.ports import (
     ChangeSet,
     ErasedProfiles,

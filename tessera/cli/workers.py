@@ -22,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tessera.cli.loading import command_settings
 from tessera.errors import TesseraError
 from tessera.settings import Settings
 
@@ -152,12 +153,6 @@ def _with_runtime(settings: Settings, use: Callable[[Any], Awaitable[T]]) -> T:
         raise typer.Exit(code=1) from None
 
 
-def _settings() -> Settings:
-    from tessera.cli import _settings as load
-
-    return load()
-
-
 @queue_app.command("status")
 def status_command(
     as_json: Annotated[
@@ -177,7 +172,7 @@ def status_command(
             tenant=DEFAULT_TENANT,
         )
 
-    status = _with_runtime(_settings(), use)
+    status = _with_runtime(command_settings(), use)
     if as_json:
         typer.echo(json.dumps(status, indent=2))
         return
@@ -218,7 +213,7 @@ def list_letters(limit: int = 50, offset: int = 0) -> None:
         )
         return result
 
-    letters, total = _with_runtime(_settings(), use)
+    letters, total = _with_runtime(command_settings(), use)
     table = Table(title=f"{total} dead letter(s)")
     for column in ("id", "created", "attempts", "events", "error"):
         table.add_column(column)
@@ -252,7 +247,7 @@ def replay_letters(
         result: list[dict[str, Any]] = await runtime.dead_letters.replay_all(DEFAULT_TENANT)
         return result
 
-    for outcome in _with_runtime(_settings(), use):
+    for outcome in _with_runtime(command_settings(), use):
         console.print(f"{outcome['id']}: {outcome['replayed']}")
 
 
@@ -264,5 +259,5 @@ def drop_letter(letter_id: str) -> None:
     async def use(runtime: Any) -> None:
         await runtime.dead_letters.drop(DEFAULT_TENANT, letter_id)
 
-    _with_runtime(_settings(), use)
+    _with_runtime(command_settings(), use)
     console.print(f"dead letter {letter_id} dropped")

@@ -27,10 +27,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
+from tessera.core.background import BackgroundLoop
 from tessera.errors import StorageUnavailable
 from tessera.model.common import utcnow
 from tessera.model.destination import OutboxMessage
-from tessera.ops.background import BackgroundLoop
 from tessera.storage.automation_ports import OutboxStore, ScheduledStep, ScheduleStore
 from tessera.storage.ports import EventStore, ProfileStore
 

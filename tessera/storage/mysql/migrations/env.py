@@ -1,6 +1,6 @@
 """Alembic's environment for the configuration schema.
 
-Tessera runs migrations itself (tessera/storage/sql/migrate.py) and hands over an open
+Tessera runs migrations itself (tessera/storage/mysql/migrate.py) and hands over an open
 connection in ``config.attributes["connection"]``, with an optional per-step callback in
 ``config.attributes["on_version_apply"]``. Run by the ``alembic`` command instead (writing a
 new revision), it connects to the database the ``MYSQL_*`` settings name.
@@ -30,10 +30,11 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_from_settings() -> None:
+    # Run by hand (alembic's own command line): the server database of the settings.
     from tessera.settings import load_settings
-    from tessera.storage.sql.config_database import config_engine
+    from tessera.storage.mysql.engine import mysql_engine
 
-    engine = config_engine(load_settings(), migrating=True)
+    engine = mysql_engine(load_settings(), migrating=True)
     try:
         async with engine.begin() as connection:
             await connection.run_sync(_run)

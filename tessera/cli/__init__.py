@@ -10,10 +10,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from tessera.cli.elastic import backup_app, storage_app
+from tessera.cli.loading import command_settings
+from tessera.cli.workers import queue_app
 from tessera.errors import ConfigurationError, TesseraError
-from tessera.ops.elastic_cli import backup_app, storage_app
-from tessera.settings import Settings, load_settings, shown_settings
-from tessera.workers.cli import queue_app
+from tessera.settings import Settings, shown_settings
 
 app = typer.Typer(
     help="Tessera, an open-source Customer Data Platform.",
@@ -23,14 +24,6 @@ app = typer.Typer(
 console = Console(stderr=True)
 # uvicorn's exit code for a server that did not start (its lifespan failed).
 STARTUP_FAILED = 3
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigurationError as error:
-        console.print(f"[bold red]Cannot start:[/] {error.message}")
-        raise typer.Exit(code=2) from None
 
 
 @app.command()
@@ -49,7 +42,7 @@ def serve(
     from tessera.serving.processes import api_process_count
     from tessera.serving.server import serve_here, serve_processes
 
-    settings = _settings()
+    settings = command_settings()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     if overrides:
         settings = settings.model_copy(update=overrides)
@@ -83,9 +76,9 @@ def worker(
     ] = False,
 ) -> None:
     """Drain the ingest queue: run the pipeline on queued requests (async mode)."""
-    from tessera.workers.cli import worker_command
+    from tessera.cli.workers import worker_command
 
-    settings = _settings()
+    settings = command_settings()
     _check_services(settings)
     try:
         worker_command(settings, processes=processes, concurrency=concurrency, burst=burst)
@@ -111,7 +104,7 @@ def install(
     from tessera.storage.factory import build_storage
     from tessera.workers.retention import apply_queue_retention
 
-    settings = _settings()
+    settings = command_settings()
     if admin_email and not admin_password:
         admin_password = getpass.getpass("Admin password: ")
 
@@ -161,13 +154,13 @@ def migrate() -> None:
     pending migrations). Safe to run again; run it after upgrading Tessera."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    from tessera.storage.sql.config_database import (
+    from tessera.storage.config_database import (
         MigrationReport,
         describe_config_database,
         migrate_config_database,
     )
 
-    settings = _settings()
+    settings = command_settings()
     console.print(f"Configuration database: {describe_config_database(settings)}")
 
     async def work() -> MigrationReport:
@@ -218,7 +211,7 @@ def show_settings(
     if markdown:
         print(settings_markdown(), end="")
         return
-    settings = _settings()
+    settings = command_settings()
     # Secrets print as "(hidden)" by their type, URL passwords as "***".
     for name, value in shown_settings(settings).items():
         print(f"{name} = {value}")
@@ -258,7 +251,7 @@ def import_history(
 ) -> None:
     """Import history (Tracardi- or Tessera-shaped events, JSON lines) with its own times.
     Resumable: run the same command again after an interruption. See docs/import.md."""
-    from tessera.ops.import_cli import ImportFailed, ImportOptions, run_import
+    from tessera.cli.history_import import ImportFailed, ImportOptions, run_import
 
     options = ImportOptions(
         file=file,
@@ -283,7 +276,7 @@ def import_history(
         console.print(f"[yellow]Refused[/] {count:,} events: {reason}")
 
 
-# Backups and retention of the Elasticsearch records (distributed mode): tessera/ops/elastic_cli.py
+# Backups and retention of the Elasticsearch records (distributed mode): tessera/cli/elastic.py
 app.add_typer(backup_app, name="backup")
 app.add_typer(storage_app, name="storage")
 app.add_typer(queue_app, name="queue")

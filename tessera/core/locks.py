@@ -23,8 +23,8 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
+from tessera.core.cache import CacheKeys, CachePut, Found, RecordCachePort
 from tessera.errors import Busy
-from tessera.pipeline.cache import CacheKeys, CachePut, Found, RecordCachePort
 
 R = TypeVar("R", bound=msgspec.Struct)
 

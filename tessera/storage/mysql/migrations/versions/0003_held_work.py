@@ -1,6 +1,6 @@
 """Issue 11, apply once: the outbox and the schedule of delayed steps remember the request that
 made each row, so the row can be kept *held* before that request's records are committed and
-released by the commit (tessera/pipeline/held_work.py).
+released by the commit (tessera/workflow/held_work.py).
 
 Revision ID: 0003
 Revises: 0002

@@ -1,0 +1,19 @@
+"""What every command does first: load the settings, or say why not and exit with code 2."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from tessera.errors import ConfigurationError
+from tessera.settings import Settings, load_settings
+
+console = Console(stderr=True)
+
+
+def command_settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigurationError as error:
+        console.print(f"[bold red]Cannot start:[/] {error.message}")
+        raise typer.Exit(code=2) from None
