@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
@@ -138,13 +139,27 @@ class Runtime:
     admin_exists: bool = False
 
     async def start(self) -> None:
+        """Starts every part; if one fails, the parts already started are stopped again (in
+        reverse order) before the error propagates, so a failed start leaves no task running
+        and no connection open."""
+        async with AsyncExitStack() as started:
+            await self._start_parts(started)
+            started.pop_all()  # all up: from now on, stop() ends them
+        self.ready = True
+
+    async def _start_parts(self, started: AsyncExitStack) -> None:
+        started.push_async_callback(self.http.aclose)
         await self.storage.start()
+        started.push_async_callback(self.storage.close)
         self.default_source = await bootstrap(self.storage, self.settings)
         await self.delivery.start()  # the outbox table exists once bootstrap installed it
+        started.push_async_callback(self.delivery.stop)
         self.held_work.start()
+        started.push_async_callback(self.held_work.stop)
         # Expired tokens and memory keys are refused anyway; dropping them keeps tables small.
         await self.housekeeping.run_once()
         self.housekeeping.start()
+        started.push_async_callback(self.housekeeping.stop)
         self.identity.policy = replace(
             self.identity.policy, salt=await identity_salt(self.storage, self.settings)
         )
@@ -153,14 +168,16 @@ class Runtime:
         await asyncio.to_thread(warm_up_device_rules)
         if self.settings.enable_workflow:  # off: delayed steps wait until it is on again
             self.delayed_steps.start()
+            started.push_async_callback(self.delayed_steps.stop)
         if self.queue is not None:
+            started.push_async_callback(self.queue.close)
             await self.queue.start()
         for worker in self.queue_workers:
             worker.start()
+            started.push_async_callback(worker.stop)
         if self.queue is not None and self.queue_workers:
             self.queue_trimmer = QueueTrimmer(self.queue)
             self.queue_trimmer.loop.start()
-        self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
