@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -66,6 +66,16 @@ class ConfigBackend:
 
 
 RecordOpener = Callable[[Path], AbstractAsyncContextManager[RecordBackend]]
+
+
+class OptionsRecordOpener(Protocol):
+    """A record opener that also takes further arguments of its backend (e.g. export_page_size)."""
+
+    def __call__(
+        self, place: Path, **options: Any
+    ) -> AbstractAsyncContextManager[RecordBackend]: ...
+
+
 ConfigOpener = Callable[[Path], AbstractAsyncContextManager[ConfigBackend]]
 
 
@@ -171,7 +181,7 @@ def _drop_elastic_prefixes() -> Iterator[None]:
 
 # --- Registries: one entry per backend; the fixtures are parametrised over them --------------
 
-RECORD_BACKENDS: dict[str, RecordOpener] = {
+RECORD_BACKENDS: dict[str, OptionsRecordOpener] = {
     "sqlite": sqlite_records,
     "elasticsearch": elastic_records,
 }

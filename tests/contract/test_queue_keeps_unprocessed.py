@@ -129,7 +129,7 @@ async def test_a_full_backlog_refuses_publishing_until_a_worker_drains_it(
     try:
         await producer.apply_retention(QueueRetention(hours=720, megabytes=1024))
         acknowledged, refused = await _fill_until_refused(producer)
-        assert refused.retry_after >= 1
+        assert refused.retry_after is not None and refused.retry_after >= 1
         # Refused before the limit (1 MiB), and not long before it.
         assert 0.5 * 2**20 <= len(acknowledged) * len(BODY) <= 2**20
         # Refused again at once, without a round trip (nothing drains the backlog).

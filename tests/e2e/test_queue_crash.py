@@ -206,7 +206,7 @@ class ElasticEvents:
             page = self.client.search(
                 index=self.alias,
                 size=1000,
-                source=["id"],
+                source={"includes": ["id"]},
                 # A repeated id can only be in another index (partition): ties sort by index.
                 sort=[{"id": "asc"}, {"_index": "asc"}],
                 search_after=after,

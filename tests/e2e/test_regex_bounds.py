@@ -151,7 +151,9 @@ def test_patterns_too_large_to_compile_are_refused_quickly(
 ) -> None:
     with HealthProbe(server.base_url) as probe:
         started = time.perf_counter()
-        schema = {"properties": {"properties": {"patternProperties": {pattern: {}}}}}
+        schema: dict[str, Any] = {
+            "properties": {"properties": {"patternProperties": {pattern: {}}}}
+        }
         validation = admin.post(
             "/event-validation",
             json={"name": "big", "event_type": "big", "json_schema": schema},

@@ -81,7 +81,9 @@ async def _install_old_partition(backend: ElasticRecordBackend) -> str:
         ]
         lines.append(plain({"index": {"_index": index, "_id": profile.id}}))
         lines.append(plain(document))
-    await client.bulk(operations=b"\n".join(lines) + b"\n", refresh=True)
+    # elasticsearch-py types operations as mappings, yet sends NDJSON bytes as they are.
+    body = b"\n".join(lines) + b"\n"
+    await client.bulk(operations=body, refresh=True)  # type: ignore[arg-type]
     return index
 
 

@@ -109,7 +109,7 @@ def index_batch(es: Elasticsearch, index: str, docs: list[Any]) -> str:
 def found(es: Elasticsearch, index: str, batch: str, condition: Condition) -> set[int]:
     """The positions of the batch's documents Elasticsearch finds for the condition."""
     query = {"bool": {"filter": [{"term": {"batch": batch}}, to_query(condition, "profile")]}}
-    answer = es.search(index=index, query=query, size=1000, source=["id"])
+    answer = es.search(index=index, query=query, size=1000, source={"includes": ["id"]})
     return {int(hit["_source"]["id"]) for hit in answer["hits"]["hits"]}
 
 
@@ -327,7 +327,7 @@ def test_long_strings_stay_exact(es: Elasticsearch, index: str) -> None:
 def test_what_cannot_be_answered_exactly_is_refused() -> None:
     field = Field("profile", ("s",))
     long = "x" * (MAX_LITERAL_BYTES + 1)
-    for condition in [
+    refused: list[Condition] = [
         Compare("<", field, Literal(long)),
         StartsWith(field, Literal(long)),
         EndsWith(field, Literal(long)),
@@ -337,7 +337,8 @@ def test_what_cannot_be_answered_exactly_is_refused() -> None:
         Compare("==", field, Literal("\ud800")),
         Exists(Field("profile", ("a.b",))),
         Exists(Field("profile", ())),
-    ]:
+    ]
+    for condition in refused:
         with pytest.raises(QuerySyntaxError):
             to_query(condition, "profile")
     to_query(Compare("==", field, Literal(long)), "profile")  # equality is exact at any length

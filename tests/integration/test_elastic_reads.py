@@ -24,7 +24,7 @@ from tessera.errors import RecordRejected, StorageRefused, StorageUnavailable
 from tessera.model.common import DEFAULT_TENANT
 from tessera.model.profile import Profile, ProfileMetadata, ProfileTime
 from tessera.storage.elastic.backend import ElasticRecordBackend
-from tessera.storage.elastic.naming import partition
+from tessera.storage.elastic.naming import Partitioning, partition
 from tessera.storage.elastic.partitions_ahead import LEAD
 from tessera.storage.elastic.reads import (
     READ_RETRY_BUDGET_S,
@@ -301,9 +301,14 @@ async def test_start_creates_the_partitions_of_now_and_of_the_near_future(
     async with elastic_backend(tmp_path) as backend:
         names, client = backend.names, backend.client
         now = datetime.now(UTC)
+        partitioned: list[tuple[str, Partitioning]] = [
+            ("event", "month"),
+            ("session", "quarter"),
+            ("profile", "year"),
+        ]
         expected = {
             names.partition_index(DEFAULT_TENANT, kind, partition(moment, every))
-            for kind, every in (("event", "month"), ("session", "quarter"), ("profile", "year"))
+            for kind, every in partitioned
             for moment in (now, now + LEAD)
         } | {names.single_index(DEFAULT_TENANT, kind) for kind in ("identity", "retired")}
         indices = await client.indices.get(index=names.tenant_indices(DEFAULT_TENANT))

@@ -163,9 +163,8 @@ async def _stored(client: AsyncElasticsearch, alias: str) -> dict[str, list[dict
     found: dict[str, list[dict[str, Any]]] = {}
     after: list[Any] | None = None
     while True:
-        extra = {"search_after": after} if after is not None else {}
         answer = await client.search(
-            index=alias, sort=[{"id": "asc"}, {"_index": "asc"}], size=1000, **extra
+            index=alias, sort=[{"id": "asc"}, {"_index": "asc"}], size=1000, search_after=after
         )
         hits = answer["hits"]["hits"]
         if not hits:

@@ -13,6 +13,7 @@ monitor reports between the two markers was run between them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import re
 import secrets
 import threading
@@ -44,7 +45,7 @@ class RedisCommandCounter:
         self._seen: list[str] = []
         self._marks: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
-        self._task: asyncio.Future[None] | None = None
+        self._task: concurrent.futures.Future[None] | None = None
         self._client: Redis | None = None
 
     def start(self) -> None:
@@ -91,12 +92,15 @@ class RedisCommandCounter:
         seen = threading.Event()
         with self._lock:
             self._marks[name] = seen
-        assert self._client is not None
-        asyncio.run_coroutine_threadsafe(self._client.echo(name), self._loop).result(WAIT_S)
+        asyncio.run_coroutine_threadsafe(self._echo(name), self._loop).result(WAIT_S)
         if not seen.wait(wait_s):
             return None
         with self._lock:
             return self._seen.index(f"ECHO {name}")
+
+    async def _echo(self, name: str) -> None:
+        assert self._client is not None
+        await self._client.echo(name)
 
     async def _monitor(self) -> None:
         # The lines are read raw: redis-py's own parsing of them fails on some values.

@@ -58,7 +58,7 @@ async def test_an_installed_plugin_action_is_registered_and_runs(installed_plugi
     action = action_class.build({"word": "hello"})
     answer = await action.run({}, None)  # type: ignore[arg-type]  # this action reads no context
     assert answer is not None and not isinstance(answer, list)
-    assert answer.payload == {"shout": "HELLO"}  # type: ignore[union-attr]
+    assert answer.payload == {"shout": "HELLO"}
     described = {item["name"]: item for item in registry.describe()}
     assert described["shout"]["config_schema"]["required"] == ["word"]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tessera.storage.elastic.bulk import Operation, _classify, _with_later_operations
 
 
@@ -13,7 +15,7 @@ def test_expected_conflicts_pass_overload_is_retried_and_refusals_fail_their_own
         Operation(3, "index", "i", "p-1", b"{}"),
         Operation(4, "index", "i", "p-2", b"{}"),
     ]
-    items = [
+    items: list[dict[str, Any]] = [
         {"create": {"status": 201}},
         {"create": {"status": 409, "error": {"type": "version_conflict_engine_exception"}}},
         {"delete": {"status": 404}},

@@ -7,12 +7,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tessera.storage.elastic.inventory import partition_range, recognise, tenant_from_part
-from tessera.storage.elastic.naming import PARTITIONINGS, Names, partition, tenant_part
+from tessera.storage.elastic.naming import (
+    PARTITIONINGS,
+    Names,
+    Partitioning,
+    partition,
+    tenant_part,
+)
 from tessera.storage.elastic.retention import expired_partitions, lifecycle_policy
 
 
-def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -42,9 +48,9 @@ def test_partition_range(suffix: str, every: str, start: datetime, end: datetime
 )
 @pytest.mark.parametrize("every", PARTITIONINGS)
 def test_range_of_a_partition_holds_the_moment_it_was_made_from(
-    moment: datetime, every: str
+    moment: datetime, every: Partitioning
 ) -> None:
-    found = partition_range(partition(moment, every))  # type: ignore[arg-type]
+    found = partition_range(partition(moment, every))
     assert found.start <= moment < found.end
     assert found.every == every
 

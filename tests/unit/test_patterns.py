@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -69,7 +70,7 @@ async def test_a_backtracking_match_stops_at_the_budget_off_the_loop() -> None:
         await search(pattern, "aaa", budget)
 
 
-def _rule(schema: dict[str, object], name: str) -> ValidationRule:
+def _rule(schema: dict[str, Any], name: str) -> ValidationRule:
     return ValidationRule(
         tenant="t",
         id=name,
@@ -93,13 +94,14 @@ async def test_validation_patterns_run_within_one_budget_per_request() -> None:
         "took longer than 0.5 s (TESSERA_REGEX_BUDGET_SECONDS)"
     ]
     assert took < 1.0
+    starts_with_o = _rule({"properties": {"name": {"pattern": "^o"}}}, "p")
     with request_budget():  # a fresh request, a fresh budget: ordinary patterns match
-        assert await validate_event("no", [_rule({"pattern": "^o"}, "p")]) != []
-        assert await validate_event("ok", [_rule({"pattern": "^o"}, "p")]) == []
+        assert await validate_event({"name": "no"}, [starts_with_o]) != []
+        assert await validate_event({"name": "ok"}, [starts_with_o]) == []
 
 
 def test_schemas_with_patterns_too_large_are_refused() -> None:
-    schema = {"patternProperties": {"a{8000000}": {}}}
+    schema: dict[str, Any] = {"patternProperties": {"a{8000000}": {}}}
     with pytest.raises(InvalidPayload, match="TESSERA_REGEX_MAX_REPEAT"):
         check_validation_rule(_rule(schema, "big"))
     with pytest.raises(InvalidPayload, match="TESSERA_REGEX_MAX_LENGTH"):
