@@ -14,7 +14,7 @@ import re
 import secrets
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AliasChoices,
@@ -117,8 +117,9 @@ class Settings(BaseSettings):
         Environment.DEVELOPMENT,
         validation_alias="TESSERA_ENV",
         description=(
-            "`development` (embedded, local) or `production`. Production refuses weak or missing "
-            "secrets (installation token, admin password)."
+            "`development` (embedded, local) or `production`. Production refuses a missing "
+            "installation token, a guessable one or admin password, and a well-known or short "
+            "value in any other secret setting."
         ),
     )
     data_dir: Path = Field(
@@ -998,7 +999,10 @@ class Settings(BaseSettings):
     pulsar_auth_token: SecretStr | None = Field(
         None,
         validation_alias="PULSAR_AUTH_TOKEN",
-        description="Pulsar token (JWT) for the client and the admin API. Never logged.",
+        description=(
+            "Pulsar token (JWT) for the client and the admin API. Never logged. Production "
+            "refuses a well-known or short one."
+        ),
     )
     pulsar_namespace: str = Field(
         "public/tessera",
@@ -1513,42 +1517,40 @@ def weak_secret_problem(secret: str | SecretStr) -> str | None:
     return None
 
 
+# The secrets Tessera asks the operator to choose: judged by how guessable they are (and the
+# installation token is required). Every other secret setting, found by its type, needs at
+# least MIN_PRODUCTION_SECRET_LENGTH characters and must not be a well-known default.
+CHOSEN_SECRETS: Final = ("installation_token", "admin_password")
+REQUIRED_SECRETS: Final = frozenset({"installation_token"})
+
+
 def check_production_secrets(settings: Settings) -> None:
     """No insecure default reaches production: refuse missing or well-known secrets there,
-    and for the two Tessera asks the operator to choose, guessable ones too."""
+    and for the ones Tessera asks the operator to choose, guessable ones too. A secret setting
+    added later is covered by its type (SecretStr), not by a list to keep up to date."""
     if not settings.is_production:
         return
-    token = settings.installation_token
-    problem = "it is not set" if token is None else weak_secret_problem(token)
-    if problem is not None:
-        raise ConfigurationError(
-            f"INSTALLATION_TOKEN: production needs a hard-to-guess secret of at least "
-            f"{MIN_PRODUCTION_SECRET_LENGTH} characters; {problem}"
-        )
-    if settings.mysql_password is not None and is_weak_secret(settings.mysql_password):
-        raise ConfigurationError(
-            "MYSQL_PASSWORD: production needs a password of at least "
-            f"{MIN_PRODUCTION_SECRET_LENGTH} characters that is not a well-known default"
-        )
-    password = settings.admin_password
-    problem = None if password is None else weak_secret_problem(password)
-    if problem is not None:
-        raise ConfigurationError(
-            "TESSERA_ADMIN_PASSWORD: production needs a hard-to-guess password of at least "
-            f"{MIN_PRODUCTION_SECRET_LENGTH} characters; {problem}"
-        )
-    elastic_password = settings.elastic_password
-    if elastic_password is not None and is_weak_secret(elastic_password):
-        raise ConfigurationError(
-            "ELASTIC_PASSWORD: production needs a password of at least "
-            f"{MIN_PRODUCTION_SECRET_LENGTH} characters that is not a well-known default"
-        )
-    redis_password = settings.redis_password
-    if redis_password is not None and is_weak_secret(redis_password):
-        raise ConfigurationError(
-            "REDIS_PASSWORD: production needs a password of at least "
-            f"{MIN_PRODUCTION_SECRET_LENGTH} characters that is not a well-known default"
-        )
+    for name in Settings.model_fields:
+        if not is_secret_field(name):
+            continue
+        secret: SecretStr | None = getattr(settings, name)
+        variable = env_name(name)
+        if name in CHOSEN_SECRETS:
+            if secret is None and name not in REQUIRED_SECRETS:
+                continue
+            problem = "it is not set" if secret is None else weak_secret_problem(secret)
+            if problem is not None:
+                what = "password" if "password" in name else "secret"
+                raise ConfigurationError(
+                    f"{variable}: production needs a hard-to-guess {what} of at least "
+                    f"{MIN_PRODUCTION_SECRET_LENGTH} characters; {problem}"
+                )
+        elif secret is not None and is_weak_secret(secret):
+            what = "password" if "password" in name else "secret"
+            raise ConfigurationError(
+                f"{variable}: production needs a {what} of at least "
+                f"{MIN_PRODUCTION_SECRET_LENGTH} characters that is not a well-known default"
+            )
 
 
 def generate_secret() -> str:

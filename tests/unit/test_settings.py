@@ -13,6 +13,7 @@ from tessera.settings import (
     Settings,
     env_name,
     estimated_secret_bits,
+    is_secret_field,
     load_settings,
     weak_secret_problem,
 )
@@ -127,3 +128,26 @@ def test_trusted_proxies_are_addresses_or_networks(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("TESSERA_TRUSTED_PROXIES", "10.0.0.5, proxy.internal")
     with pytest.raises(ConfigurationError, match=r"TESSERA_TRUSTED_PROXIES.*proxy\.internal"):
         load_settings()
+
+
+SECRET_VARIABLES = [env_name(name) for name in Settings.model_fields if is_secret_field(name)]
+
+
+@pytest.mark.parametrize("variable", SECRET_VARIABLES)
+def test_production_refuses_a_well_known_default_in_every_secret_setting(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    # Every secret setting, found by its type: one added later is covered without a list.
+    monkeypatch.setenv("TESSERA_ENV", "production")
+    monkeypatch.setenv("INSTALLATION_TOKEN", secrets.token_urlsafe(32))
+    monkeypatch.setenv(variable, "changeme")
+    with pytest.raises(ConfigurationError, match=variable) as caught:
+        load_settings()
+    assert "changeme" not in caught.value.message
+    monkeypatch.setenv(variable, secrets.token_urlsafe(32))
+    assert load_settings().is_production
+
+
+def test_every_secret_setting_is_checked() -> None:
+    assert len(SECRET_VARIABLES) >= 7  # guards the parametrisation above against an empty list
+    assert {"MYSQL_PASSWORD", "PULSAR_AUTH_TOKEN", "AUTO_PROFILE_MERGING"} <= set(SECRET_VARIABLES)
