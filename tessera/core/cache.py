@@ -8,7 +8,6 @@ profiles would otherwise fill memory with a few thousand entries. A record large
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
+from tessera.core.clock import SYSTEM_CLOCK, Clock
 from tessera.model.decoding import json_decoder
 
 V = TypeVar("V")
@@ -86,7 +86,9 @@ class TtlCache(Generic[V]):
         ttl_s: float,
         max_bytes: int | None = None,
         size_of: Callable[[V], int] = _no_size,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self._clock = clock
         self._max_entries = max_entries
         self._ttl_s = ttl_s
         self._max_bytes = max_bytes
@@ -103,7 +105,7 @@ class TtlCache(Generic[V]):
         if entry is None:
             return None
         expires, value = entry
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if expires < now:
             self._drop(key)
             return None
@@ -115,7 +117,7 @@ class TtlCache(Generic[V]):
         if not self.enabled:
             return
         self._drop(key)
-        self._entries[key] = (time.monotonic() + self._ttl_s, value)
+        self._entries[key] = (self._clock.monotonic() + self._ttl_s, value)
         self.bytes += self._size_of(value)
         while len(self._entries) > self._max_entries or (
             self._max_bytes is not None and self.bytes > self._max_bytes
@@ -155,9 +157,10 @@ class RecordCache(Generic[R]):
         ttl_s: float,
         max_bytes: int | None = None,
         max_entry_bytes: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._entries = TtlCache[bytes](
-            max_entries=max_entries, ttl_s=ttl_s, max_bytes=max_bytes, size_of=len
+            max_entries=max_entries, ttl_s=ttl_s, max_bytes=max_bytes, size_of=len, clock=clock
         )
         self._max_entry_bytes = max_entry_bytes
         self._encode = msgspec.json.Encoder().encode

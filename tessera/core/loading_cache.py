@@ -10,9 +10,10 @@ whoever waits for it but not kept, so the next request reads the change.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
+
+from tessera.core.clock import SYSTEM_CLOCK, Clock
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -20,8 +21,14 @@ V = TypeVar("V")
 
 class LoadingCache(Generic[K, V]):
     def __init__(
-        self, load: Callable[[K], Awaitable[V]], *, ttl_s: float, max_entries: int = 10_000
+        self,
+        load: Callable[[K], Awaitable[V]],
+        *,
+        ttl_s: float,
+        max_entries: int = 10_000,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self._clock = clock
         self._load = load
         self._ttl_s = ttl_s
         self._max_entries = max_entries
@@ -36,7 +43,7 @@ class LoadingCache(Generic[K, V]):
         """The value with the monotonic time it expires at, so that what is derived from it
         can be kept no longer than it."""
         cached = self._values.get(key)
-        if cached is not None and cached[0] > time.monotonic():
+        if cached is not None and cached[0] > self._clock.monotonic():
             return cached
         task = self._loading.get(key)
         if task is None:
@@ -48,14 +55,14 @@ class LoadingCache(Generic[K, V]):
         value = await asyncio.shield(task)
         kept = self._values.get(key)
         # Not kept (a forget() came during the load): fresh for one time to live all the same.
-        return kept if kept is not None else (time.monotonic() + self._ttl_s, value)
+        return kept if kept is not None else (self._clock.monotonic() + self._ttl_s, value)
 
     async def _fill(self, key: K, generation: int) -> V:
         value = await self._load(key)
         if generation == self._generation:
             if len(self._values) >= self._max_entries:
                 self._values.clear()  # keys may come from clients: never grow without bound
-            self._values[key] = (time.monotonic() + self._ttl_s, value)
+            self._values[key] = (self._clock.monotonic() + self._ttl_s, value)
         return value
 
     def _finished(self, key: K, task: asyncio.Task[V]) -> None:

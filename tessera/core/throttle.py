@@ -13,11 +13,11 @@ counts against the same buckets. ``storage/factory.py`` picks.
 from __future__ import annotations
 
 import math
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
+from tessera.core.clock import SYSTEM_CLOCK, Clock
 from tessera.errors import TooManyRequests
 
 
@@ -32,12 +32,13 @@ class InProcessBuckets:
     """Buckets of one process. At most ``max_keys`` are kept (the least recently used go
     first: a forgotten bucket starts full again), so a flood of addresses cannot fill memory."""
 
-    def __init__(self, max_keys: int = 100_000) -> None:
+    def __init__(self, max_keys: int = 100_000, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
         self._max_keys = max_keys
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     async def take(self, key: str, capacity: int, per_second: float) -> float:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         tokens, at = self._buckets.pop(key, (float(capacity), now))
         tokens = min(float(capacity), tokens + (now - at) * per_second)
         wait = 0.0

@@ -8,7 +8,7 @@ cache stands for both with one instance (it can only serve one process).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tessera.core.cache import RecordCache, RecordCachePort
+from tessera.core.clock import ManualClock
 from tessera.model.profile import Profile, new_profile
 from tessera.storage.redis.cache import RedisRecordCache
 from tests.support.redis_service import new_client, new_wire, redis_space
@@ -29,6 +30,9 @@ ENTRY_BYTES = 8192
 class CachePair:
     first: RecordCachePort[Profile]
     second: RecordCachePort[Profile]
+    # Lets time pass for the entries' time to live: the in-process cache's clock is moved on
+    # (no sleep, no margin); Redis keeps the TTLs on its own clock, so there time really passes.
+    pass_time: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 
 CacheOpener = Callable[[str, float], AbstractAsyncContextManager[CachePair]]
@@ -36,8 +40,15 @@ CacheOpener = Callable[[str, float], AbstractAsyncContextManager[CachePair]]
 
 @asynccontextmanager
 async def in_process_cache(_name: str, ttl_s: float) -> AsyncIterator[CachePair]:
-    cache = RecordCache(Profile, max_entries=1000, ttl_s=ttl_s, max_entry_bytes=ENTRY_BYTES)
-    yield CachePair(cache, cache)
+    clock = ManualClock()
+    cache = RecordCache(
+        Profile, max_entries=1000, ttl_s=ttl_s, max_entry_bytes=ENTRY_BYTES, clock=clock
+    )
+
+    async def pass_time(seconds: float) -> None:
+        clock.advance(seconds)
+
+    yield CachePair(cache, cache, pass_time)
 
 
 @asynccontextmanager
@@ -160,12 +171,12 @@ async def test_entries_expire_unless_used(
     async with open_cache(0.5) as short:
         await short.first.put("used", profile("p1"))
         await short.first.put("unused", profile("p2"))
-        await asyncio.sleep(0.3)
+        await short.pass_time(0.3)
         assert await short.second.get("used") is not None  # a hit extends its life
-        await asyncio.sleep(0.3)
+        await short.pass_time(0.3)
         assert await short.second.get("used") is not None
         assert await short.second.get("unused") is None
-        await asyncio.sleep(0.7)
+        await short.pass_time(0.7)
         assert await short.first.get("used") is None
 
 
