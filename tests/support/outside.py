@@ -30,7 +30,7 @@ from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import orjson
+import msgspec
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -57,7 +57,7 @@ class Reply:
             headers.setdefault("Content-Type", "text/plain; charset=utf-8")
             return self.body.encode(), headers
         headers.setdefault("Content-Type", "application/json")
-        return orjson.dumps(self.body), headers
+        return msgspec.json.encode(self.body), headers
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class RecordedRequest:
     body: bytes
 
     def json(self) -> Any:
-        return orjson.loads(self.body)
+        return msgspec.json.decode(self.body)
 
 
 class RecordingServer:

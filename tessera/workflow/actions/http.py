@@ -33,7 +33,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
-import orjson
+import msgspec
 from pydantic import Field
 
 from tessera.core.reshaping import is_template
@@ -155,8 +155,8 @@ def _decode_body(content: bytes, content_type: str, truncated: bool) -> Any:
     text = content.decode("utf-8", errors="replace")
     if not truncated and "json" in content_type.lower():
         try:
-            return orjson.loads(content)
-        except orjson.JSONDecodeError:
+            return msgspec.json.decode(content)
+        except msgspec.DecodeError:
             return text
     return text
 
@@ -178,7 +178,7 @@ async def send_with_retries(
     """Send the request up to ``1 + retries`` times; never raises for network trouble.
     ``json_body`` None sends no body. Messages name the URL without its query string."""
     where = f"{method} {shown_url(url)}"
-    content = None if json_body is None else orjson.dumps(json_body)
+    content = None if json_body is None else msgspec.json.encode(json_body)
     send_headers = dict(headers)
     if content is not None and not any(name.lower() == "content-type" for name in send_headers):
         send_headers["Content-Type"] = "application/json"
