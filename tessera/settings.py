@@ -1065,7 +1065,8 @@ class Settings(BaseSettings):
         validation_alias="TESSERA_WORKER_RETRY_BACKOFF_MS",
         description=(
             "First wait before a failed message is tried again; it doubles per attempt up to "
-            "30 s (storage outages are retried for as long as they last)."
+            "30 s, each wait a random point in its upper half (storage outages are retried for "
+            "as long as they last)."
         ),
     )
 

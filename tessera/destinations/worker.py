@@ -24,15 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
-from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
 import msgspec
 
 from tessera import __version__
+from tessera.core.backoff import backoff_delay
 from tessera.errors import StorageUnavailable
 from tessera.model.common import utcnow
 from tessera.model.destination import DeliveryAttempt, DeliveryOutcome, Destination, OutboxMessage
@@ -50,16 +49,6 @@ DEFAULT_STOP_GRACE_S = 5.0
 ERROR_BODY_BYTES = 300
 
 _encode = msgspec.json.Encoder().encode
-
-
-def backoff_delay(
-    attempts: int, base_s: float, max_s: float, rand: Callable[[], float] = random.random
-) -> float:
-    """Seconds to wait after the ``attempts``-th failed attempt: ``base_s`` doubling each time,
-    capped at ``max_s``, then a random point in its upper half (so messages that failed
-    together do not all come back together, and none comes back much sooner than planned)."""
-    ceiling = min(max_s, base_s * 2.0 ** min(max(attempts - 1, 0), 62))
-    return ceiling / 2 + rand() * ceiling / 2
 
 
 class DeliveryWorker:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from tessera.core.backoff import backoff_delay
 from tessera.errors import StorageUnavailable
 from tessera.model.common import DEFAULT_TENANT, new_id, utcnow
 from tessera.pipeline.request import IncomingBatch, IngestResult
@@ -300,7 +301,7 @@ class QueueWorker:
         self.counters.dead_letters += 1
 
     def _backoff(self, attempt: int) -> float:
-        return float(min(MAX_BACKOFF_S, self._options.backoff_s * 2 ** max(0, attempt - 1)))
+        return backoff_delay(attempt, self._options.backoff_s, MAX_BACKOFF_S)
 
     async def _nap(self, seconds: float) -> None:
         """Sleep, waking early when the worker is told to stop."""

@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tessera.core.backoff import backoff_delay
 from tessera.destinations.checks import check_destination
 from tessera.destinations.dispatch import DestinationDispatcher
-from tessera.destinations.worker import DeliveryWorker, backoff_delay
+from tessera.destinations.worker import DeliveryWorker
 from tessera.errors import InvalidPayload
 from tessera.model.common import new_id
 from tessera.model.destination import Destination, OutboxMessage

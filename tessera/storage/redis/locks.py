@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import secrets
 from collections.abc import Coroutine, Iterable, Sequence
 from types import TracebackType
@@ -40,6 +39,7 @@ from typing import Any, TypeVar
 import msgspec
 from redis.asyncio import Redis
 
+from tessera.core.backoff import backoff_delay
 from tessera.core.cache import CacheKeys, CachePut, Found, RecordCachePort
 from tessera.core.locks import fence_floor
 from tessera.errors import Busy, StorageUnavailable
@@ -386,12 +386,12 @@ class RedisLockSet:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._owner.max_wait_s
-        pause = FIRST_PAUSE_S
+        tries = 0
         while not await self._take_now([key], read_ahead):
             if loop.time() >= deadline:
                 raise Busy("a profile stayed locked too long; retry")
-            await asyncio.sleep(pause * random.uniform(0.5, 1.0))
-            pause = min(pause * 2, LONGEST_PAUSE_S)
+            tries += 1
+            await asyncio.sleep(backoff_delay(tries, FIRST_PAUSE_S, LONGEST_PAUSE_S))
 
     def _schedule_renewal(self) -> None:
         if not self._done:

@@ -36,6 +36,7 @@ import httpx
 import msgspec
 from pydantic import Field
 
+from tessera.core.backoff import backoff_delay
 from tessera.core.reshaping import is_template
 from tessera.errors import InvalidPayload
 from tessera.outbound.policy import OutboundRefused
@@ -53,6 +54,7 @@ from tessera.workflow.action import (
 from tessera.workflow.actions.template import as_text, check_workflow_templates, render_value
 
 RETRY_BASE_DELAY_S = 0.1
+RETRY_MAX_DELAY_S = 2.0
 # A larger answer is cut here: payloads go into traces and along the workflow.
 MAX_RESPONSE_BYTES = 1024 * 1024
 RETRYABLE_STATUSES = frozenset({429})  # and every 5xx
@@ -185,7 +187,7 @@ async def send_with_retries(
     result = CallResult(None, {}, None, f"{where}: not sent", 0)
     for attempt in range(retries + 1):
         if attempt:
-            await asyncio.sleep(RETRY_BASE_DELAY_S * 2 ** (attempt - 1))
+            await asyncio.sleep(backoff_delay(attempt, RETRY_BASE_DELAY_S, RETRY_MAX_DELAY_S))
         try:
             async with client.stream(
                 method, url, content=content, headers=send_headers, timeout=timeout_s
