@@ -93,12 +93,12 @@ class Ingestor:
         locks: Locks,
         identity: IdentityResolver,
         processor: EventProcessor,
+        consents: ConsentRules,
+        automation: AutomationStage,
+        profiles: ProfileStore,
+        held_work: HeldWork,
+        destinations: DestinationPlanner,
         close_visit_after: timedelta = timedelta(minutes=30),
-        consents: ConsentRules | None = None,
-        automation: AutomationStage | None = None,
-        profiles: ProfileStore | None = None,
-        held_work: HeldWork | None = None,
-        destinations: DestinationPlanner | None = None,
     ) -> None:
         self.automation = automation
         self._profiles = profiles
@@ -128,11 +128,7 @@ class Ingestor:
             stored = events + outcome.internal_events
             _mark_events(outcome.internal_events, mark)
             messages: list[Any] = []
-            if (
-                self.destinations is not None
-                and not batch.history
-                and await self.destinations.active(batch.tenant)
-            ):
+            if not batch.history and await self.destinations.active(batch.tenant):
                 messages = await self._plan_deliveries(
                     batch.tenant, stored, None, None, False, mark
                 )
@@ -228,11 +224,7 @@ class Ingestor:
             self._close_visit_after,
             session_counted=mark in visitor.session.metadata.applied,
         )
-        watched = (
-            self.destinations is not None
-            and not batch.history
-            and await self.destinations.active(tenant)
-        )
+        watched = not batch.history and await self.destinations.active(tenant)
         warnings, document, session_document = await self._process(visitor, events, watched)
 
         # What a public request may do with identifiers (docs/security.md, "Trust model"): add
@@ -269,7 +261,7 @@ class Ingestor:
 
         outcome = StageOutcome()
         deferred: tuple[dict[str, Any], list[str]] | None = None
-        if self.automation is not None and not batch.history:
+        if not batch.history:
             # The pass above may have merged or indexed: the stage works on the profile as it
             # is now, and whatever it changes is converted back once.
             if merges.retired or merges.links:
@@ -481,7 +473,7 @@ class Ingestor:
         self, profile: Profile, document: dict[str, Any], paths: list[str]
     ) -> set[str]:
         """Profiles other than this one holding the same value at each of ``paths``."""
-        if not paths or self._profiles is None:
+        if not paths:
             return set()
         found: set[str] = set()
         for path in dict.fromkeys(paths):
@@ -497,7 +489,7 @@ class Ingestor:
     async def _automate(
         self, subject: Subject, events: list[Event], now: datetime, batch: IncomingBatch
     ) -> StageOutcome:
-        if self.automation is None or batch.history:
+        if batch.history:
             return StageOutcome()
         return await self.automation.run(subject, events, now, debug=batch.debug)
 
@@ -510,8 +502,6 @@ class Ingestor:
         profile_changed: bool,
         mark: str,
     ) -> list[Any]:
-        if self.destinations is None:
-            return []
         return await self.destinations.plan(
             tenant,
             events=[event_document(event) for event in events],
@@ -531,9 +521,6 @@ class Ingestor:
     ) -> list[str]:
         """The records' commit, with the delayed steps and destination messages it makes
         held before it and released after it (workflow/held_work.py)."""
-        if self.held_work is None:
-            await store()
-            return []
         return await self.held_work.commit(tenant, mark, store, steps, messages)
 
     async def _process(
@@ -546,10 +533,7 @@ class Ingestor:
             visitor.person_before = _person_parts(document)
         session_document = msgspec.to_builtins(visitor.session)
         warnings = await self._processor(events, document, session_document)
-        if self._consents is not None:
-            warnings += await self._consents.enforce(
-                visitor.profile.tenant, consents_before, document
-            )
+        warnings += await self._consents.enforce(visitor.profile.tenant, consents_before, document)
         return warnings, document, session_document
 
     async def _known_events(self, batch: IncomingBatch, now: datetime) -> set[str]:
@@ -628,10 +612,9 @@ class Ingestor:
         changes = ChangeSet(events=events, sessions=sessions, identities=links, retired=retired)
         if len(changes):
             await self._visitors.commit(self._writer, changes, held=held)
-        if self.held_work is not None:
-            # The first attempt kept its steps and messages held; it may not have lived to
-            # release them.
-            await self.held_work.release(tenant, mark)
+        # The first attempt kept its steps and messages held; it may not have lived to
+        # release them.
+        await self.held_work.release(tenant, mark)
         # Answered as any request whose events were stored already: those are named in
         # warnings, the answer lists the events stored now.
         warnings: list[str] = []
@@ -640,8 +623,6 @@ class Ingestor:
         return IngestResult(profile.id, session.id, stored_now, warnings)
 
     async def _profiles_store_retired(self, tenant: str, profile_id: str) -> RetiredProfile | None:
-        if self._profiles is None:
-            return None
         return await self._profiles.retired(tenant, profile_id)
 
     @staticmethod

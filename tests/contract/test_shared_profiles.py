@@ -84,9 +84,11 @@ def process(
         locks=locks,
         identity=runtime.identity,
         processor=runtime.processing.process,
+        consents=runtime.consent_rules,
         automation=runtime.automation,
         profiles=storage.profiles,
         held_work=runtime.held_work,
+        destinations=runtime.ingestor.destinations,
     )
     operations = ProfileOperations(
         profiles=storage.profiles,
