@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tessera.collect.http import Message, Receive, Scope, Send, read_body, send_json
+from starlette.types import Message, Receive, Scope, Send
+
+from tessera.collect.http import read_body, send_json
 from tessera.errors import TesseraError
 
 

@@ -16,7 +16,8 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
-from tessera.collect.http import Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
+
 from tessera.settings import IPNetwork
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

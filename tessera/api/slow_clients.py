@@ -14,7 +14,8 @@ import asyncio
 import time
 from typing import Any
 
-from tessera.collect.http import Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
 from tessera.errors import RequestTimeout
 
 

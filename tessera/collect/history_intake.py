@@ -20,8 +20,10 @@ from collections import Counter
 from typing import Any
 from urllib.parse import parse_qs
 
+from starlette.types import Receive, Scope
+
 from tessera.collect.history_lines import decode_line
-from tessera.collect.http import Receive, Scope, read_body
+from tessera.collect.http import read_body
 from tessera.collect.payload import UTF8_BOM, check_id
 from tessera.collect.source_keys import require_proof
 from tessera.errors import BadRequest, Forbidden, InvalidPayload

@@ -3,17 +3,12 @@ and JSON answers. Kept free of any framework so the hot path stays short."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import msgspec
+from starlette.types import Receive, Scope, Send
 
 from tessera.errors import BadRequest, PayloadTooLarge
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 # The request headers events keep (``request.headers``), for analytics and debugging. An
 # allow-list, not a deny-list: a header a client or a proxy invents (X-Auth-Token, Api-Key,

@@ -9,13 +9,12 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from starlette.types import Receive, Scope, Send
+
 from tessera.collect.history_intake import IMPORT_PATH, HistoryIntake
 from tessera.collect.http import (
     CORS_HEADERS,
     STORED_HEADERS,
-    Receive,
-    Scope,
-    Send,
     client_ip,
     header,
     read_body,

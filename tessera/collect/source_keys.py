@@ -21,7 +21,9 @@ import hashlib
 import hmac
 import secrets
 
-from tessera.collect.http import Scope, header
+from starlette.types import Scope
+
+from tessera.collect.http import header
 from tessera.errors import Unauthorized
 from tessera.model.source import EventSource
 
