@@ -60,8 +60,7 @@ async def save_consent_type(body: ConsentTypeIn, runtime: RuntimeDep) -> Respons
         created=previous.created if previous else utcnow(),
         **body.model_dump(),
     )
-    await runtime.storage.consent_types.save(consent)
-    runtime.consent_rules.forget(DEFAULT_TENANT)
+    await runtime.consent_rules.save(consent)
     return json_response(consent, status_code=200 if previous else 201)
 
 
@@ -69,7 +68,6 @@ async def save_consent_type(body: ConsentTypeIn, runtime: RuntimeDep) -> Respons
 async def delete_consent_type(
     consent_id: Annotated[str, Path(max_length=64)], runtime: RuntimeDep
 ) -> Response:
-    if not await runtime.storage.consent_types.delete(DEFAULT_TENANT, consent_id):
+    if not await runtime.consent_rules.delete(DEFAULT_TENANT, consent_id):
         raise NotFound(f"consent type {consent_id!r} does not exist")
-    runtime.consent_rules.forget(DEFAULT_TENANT)
     return Response(status_code=204)

@@ -10,7 +10,8 @@
 
 A destination is checked before it is stored (URL scheme, condition, templates, headers: 422
 naming the problem) and every change applies to collection at once through
-``runtime.destinations.forget``. Secret headers are accepted and sent but never answered: a
+``runtime.destinations`` (it stores it and forgets its cache:
+storage/write_through.py). Secret headers are accepted and sent but never answered: a
 destination is shown with ``secret_header_names`` instead, and no error repeats their values;
 a password in the URL (``user:password@``) is answered as ``********``.
 ``POST`` replaces the whole destination, secret headers included; ``PATCH`` keeps them unless
@@ -194,8 +195,7 @@ def _check_address(runtime: Runtime, destination: Destination) -> None:
 
 
 async def _store(runtime: Runtime, destination: Destination, status_code: int = 200) -> Response:
-    await runtime.storage.destinations.save(destination)
-    runtime.destinations.forget(DEFAULT_TENANT)
+    await runtime.destinations.save(destination)
     return json_response(destination_view(destination), status_code=status_code)
 
 
@@ -289,9 +289,8 @@ async def update_destination(
 @router.delete("/destination/{destination_id}", status_code=204)
 async def delete_destination(destination_id: DestinationId, runtime: RuntimeDep) -> Response:
     """Its messages still waiting become dead letters when their turn comes."""
-    if not await runtime.storage.destinations.delete(DEFAULT_TENANT, destination_id):
+    if not await runtime.destinations.delete(DEFAULT_TENANT, destination_id):
         raise NotFound(f"destination {destination_id!r} does not exist")
-    runtime.destinations.forget(DEFAULT_TENANT)
     return Response(status_code=204)
 
 

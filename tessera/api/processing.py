@@ -9,7 +9,8 @@ Each kind has the same endpoints (shown for mapping):
 
 Every rule is checked before it is stored (a schema that does not compile, a template that is
 refused, a profile path that may not be written: 422 naming the problem), and every change is
-applied to collection at once through ``runtime.processing.forget``.
+applied to collection at once: rules are saved through ``runtime.processing``, which forgets
+its cache.
 """
 
 from __future__ import annotations
@@ -131,8 +132,7 @@ async def _stored(runtime: Runtime, kind: type[R], rule_id: str) -> R:
 
 
 async def _store(runtime: Runtime, rule: ProcessingRule, status_code: int = 200) -> Response:
-    await runtime.processing.store.save(rule)
-    runtime.processing.forget(DEFAULT_TENANT)
+    await runtime.processing.save(rule)
     return json_response(rule, status_code=status_code)
 
 
@@ -183,9 +183,8 @@ async def _list(runtime: Runtime, kind: type[R], event_type: str | None) -> Resp
 
 
 async def _delete(runtime: Runtime, kind: type[R], rule_id: str) -> Response:
-    if not await runtime.processing.store.delete(DEFAULT_TENANT, kind, rule_id):
+    if not await runtime.processing.delete(DEFAULT_TENANT, kind, rule_id):
         raise NotFound(f"{_NAMES[kind]} {rule_id!r} does not exist")
-    runtime.processing.forget(DEFAULT_TENANT)
     return Response(status_code=204)
 
 

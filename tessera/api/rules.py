@@ -89,8 +89,7 @@ async def _stored(runtime: Runtime, rule_id: str) -> Rule:
 
 
 async def _save(runtime: Runtime, rule: Rule, status_code: int = 200) -> Response:
-    await runtime.storage.rules.save(rule)
-    runtime.automation.rules.forget(DEFAULT_TENANT)
+    await runtime.automation.rules.save(rule)
     return json_response(rule, status_code=status_code)
 
 
@@ -139,9 +138,8 @@ async def update_rule(rule_id: RuleId, body: RulePatch, runtime: RuntimeDep) -> 
 
 @router.delete("/rule/{rule_id}", status_code=204)
 async def delete_rule(rule_id: RuleId, runtime: RuntimeDep) -> Response:
-    if not await runtime.storage.rules.delete(DEFAULT_TENANT, rule_id):
+    if not await runtime.automation.rules.delete(DEFAULT_TENANT, rule_id):
         raise NotFound(f"rule {rule_id!r} does not exist")
-    runtime.automation.rules.forget(DEFAULT_TENANT)
     return Response(status_code=204)
 
 

@@ -9,8 +9,9 @@
 
 Every change that can alter membership (create, edit, enable, disable, delete) starts a
 re-segmentation job over all profiles and answers it as ``job``; live segmentation sees the
-change at once through ``runtime.segments.forget``. A condition is checked before it is stored:
-it must parse (422 naming the line and column) and read ``profile@`` fields only (422).
+change at once (segments are saved through ``runtime.segments``, which forgets its cache). A
+condition is checked before it is stored: it must parse (422 naming the line and column) and
+read ``profile@`` fields only (422).
 """
 
 from __future__ import annotations
@@ -103,8 +104,7 @@ async def _stored(runtime: Runtime, segment_id: str) -> Segment:
 
 async def _store(runtime: Runtime, segment: Segment, status_code: int = 200) -> Response:
     """Save, apply to live segmentation at once, and re-segment every profile."""
-    await runtime.segments.store.save(segment)
-    runtime.segments.forget(segment.tenant)
+    await runtime.segments.save(segment)
     job = runtime.segment_jobs.start(segment.tenant, segment.id, name=segment.name)
     return _with_job(segment, job, status_code)
 
@@ -158,9 +158,8 @@ async def update_segment(
 async def delete_segment(segment_id: SegmentId, runtime: RuntimeDep) -> Response:
     """Delete the segment; a job takes its id off every profile (answered as ``job``)."""
     segment = await _stored(runtime, segment_id)
-    if not await runtime.segments.store.delete(DEFAULT_TENANT, segment_id):
+    if not await runtime.segments.delete(DEFAULT_TENANT, segment_id):
         raise NotFound(f"segment {segment_id!r} does not exist")
-    runtime.segments.forget(DEFAULT_TENANT)
     job = runtime.segment_jobs.start(DEFAULT_TENANT, segment_id, name=segment.name)
     return json_response({"id": segment_id, "deleted": True, "job": job})
 

@@ -128,8 +128,7 @@ async def rotate_key(source_id: SourceId, runtime: RuntimeDep) -> Response:
             "to server first)"
         )
     source.key = new_key()
-    await runtime.storage.sources.save(source)
-    runtime.sources.forget(DEFAULT_TENANT, source_id)
+    await runtime.sources.save(source)
     return _answer(source, new_key=source.key)
 
 
@@ -152,8 +151,7 @@ async def save_source(body: SourceIn, runtime: RuntimeDep) -> Response:
         public_merge=body.public_merge,
     )
     made = _keyed(source)
-    await runtime.storage.sources.save(source)
-    runtime.sources.forget(DEFAULT_TENANT, source_id)
+    await runtime.sources.save(source)
     return _answer(source, new_key=made, status_code=200 if previous else 201)
 
 
@@ -164,14 +162,12 @@ async def update_source(source_id: SourceId, body: SourcePatch, runtime: Runtime
     for name, value in body.model_dump(exclude_unset=True, exclude_none=True).items():
         setattr(source, name, value)
     made = _keyed(source)
-    await runtime.storage.sources.save(source)
-    runtime.sources.forget(DEFAULT_TENANT, source_id)
+    await runtime.sources.save(source)
     return _answer(source, new_key=made)
 
 
 @router.delete("/event-source/{source_id}", status_code=204)
 async def delete_source(source_id: SourceId, runtime: RuntimeDep) -> Response:
-    if not await runtime.storage.sources.delete(DEFAULT_TENANT, source_id):
+    if not await runtime.sources.delete(DEFAULT_TENANT, source_id):
         raise NotFound(f"event source {source_id!r} does not exist")
-    runtime.sources.forget(DEFAULT_TENANT, source_id)
     return Response(status_code=204)

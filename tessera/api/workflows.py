@@ -157,8 +157,7 @@ async def _stored(runtime: Runtime, workflow_id: str) -> Workflow:
 
 
 async def _save(runtime: Runtime, workflow: Workflow, status_code: int = 200) -> Response:
-    await runtime.storage.workflows.save(workflow)
-    runtime.automation.workflows.forget(DEFAULT_TENANT)
+    await runtime.automation.workflows.save(workflow)
     return json_response(_redacted(workflow, runtime.actions), status_code=status_code)
 
 
@@ -231,9 +230,8 @@ async def update_workflow(
 
 @router.delete("/workflow/{workflow_id}", status_code=204)
 async def delete_workflow(workflow_id: WorkflowId, runtime: RuntimeDep) -> Response:
-    if not await runtime.storage.workflows.delete(DEFAULT_TENANT, workflow_id):
+    if not await runtime.automation.workflows.delete(DEFAULT_TENANT, workflow_id):
         raise NotFound(f"workflow {workflow_id!r} does not exist")
-    runtime.automation.workflows.forget(DEFAULT_TENANT)
     return Response(status_code=204)
 
 

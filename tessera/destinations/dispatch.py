@@ -32,6 +32,7 @@ from tessera.model.common import derived_id, utcnow
 from tessera.model.destination import Destination, OutboxMessage
 from tessera.query import Condition, evaluate, parse
 from tessera.storage.automation_ports import DocumentStore
+from tessera.storage.write_through import WriteThrough
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def _target(destination: Destination) -> ActiveDestination | None:
     return ActiveDestination(destination, frozenset(destination.event_types), condition)
 
 
-class DestinationDispatcher:
+class DestinationDispatcher(WriteThrough[Destination]):
     def __init__(self, store: DocumentStore[Destination], ttl_s: float) -> None:
         self.store = store
         self._targets: LoadingCache[str, list[ActiveDestination]] = LoadingCache(

@@ -149,6 +149,16 @@ class ProcessingRules:
         for set_key in [key for key in self._sets if key[0] == tenant]:
             del self._sets[set_key]
 
+    async def save(self, rule: ProcessingRule) -> None:
+        """Stores the rule; this process applies it from its next event on."""
+        await self.store.save(rule)
+        self.forget(rule.tenant)
+
+    async def delete(self, tenant: str, kind: type[ProcessingRule], rule_id: str) -> bool:
+        deleted = await self.store.delete(tenant, kind, rule_id)
+        self.forget(tenant)
+        return deleted
+
     async def process(
         self, events: list[Event], profile: dict[str, Any], session: dict[str, Any]
     ) -> list[str]:

@@ -41,3 +41,13 @@ class SourceDirectory:
     def forget(self, tenant: str, source_id: str) -> None:
         """Called when this process changes a source, so the change applies at once."""
         self._cached.pop((tenant, source_id), None)
+
+    async def save(self, source: EventSource) -> None:
+        """Stores the source; this process uses the change from its next request on."""
+        await self._store.save(source)
+        self.forget(source.tenant, source.id)
+
+    async def delete(self, tenant: str, source_id: str) -> bool:
+        deleted = await self._store.delete(tenant, source_id)
+        self.forget(tenant, source_id)
+        return deleted

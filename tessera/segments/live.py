@@ -26,6 +26,7 @@ from tessera.model.segment import Segment
 from tessera.query import Condition, parse
 from tessera.segments.membership import LiveSegment, SegmentChange, update_membership
 from tessera.storage.automation_ports import DocumentStore
+from tessera.storage.write_through import WriteThrough
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class TenantSegments:
         return next((s for s in self.live if s.id == segment_id), None)
 
 
-class LiveSegments:
+class LiveSegments(WriteThrough[Segment]):
     def __init__(self, store: DocumentStore[Segment], ttl_s: float) -> None:
         self.store = store
         self._tenants: LoadingCache[str, TenantSegments] = LoadingCache(self._load, ttl_s=ttl_s)

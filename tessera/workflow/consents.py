@@ -7,17 +7,18 @@ from typing import Any
 from tessera.core.loading_cache import LoadingCache
 from tessera.model.consent import ConsentType
 from tessera.storage.ports import ConsentTypeStore
+from tessera.storage.write_through import WriteThrough
 
 
-class ConsentRules:
+class ConsentRules(WriteThrough[ConsentType]):
     def __init__(self, store: ConsentTypeStore, *, ttl_s: float) -> None:
-        self._store = store
+        self.store = store
         self._types: LoadingCache[str, dict[str, ConsentType]] = LoadingCache(
             self._load, ttl_s=ttl_s
         )
 
     async def _load(self, tenant: str) -> dict[str, ConsentType]:
-        return {consent.id: consent for consent in await self._store.list(tenant)}
+        return {consent.id: consent for consent in await self.store.list(tenant)}
 
     async def types(self, tenant: str) -> dict[str, ConsentType]:
         return await self._types.get(tenant)

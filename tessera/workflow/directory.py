@@ -14,6 +14,7 @@ from tessera.core.loading_cache import LoadingCache
 from tessera.errors import InvalidPayload
 from tessera.model.workflow import Rule, Workflow
 from tessera.storage.automation_ports import DocumentStore
+from tessera.storage.write_through import WriteThrough
 from tessera.workflow.graph import CompiledGraph, compile_graph
 from tessera.workflow.registry import ActionRegistry
 
@@ -24,7 +25,7 @@ class DeployedWorkflow:
     graph: CompiledGraph
 
 
-class RuleBook:
+class RuleBook(WriteThrough[Rule]):
     def __init__(self, store: DocumentStore[Rule], *, ttl_s: float) -> None:
         self.store = store
         self._by_type: LoadingCache[str, dict[str, list[Rule]]] = LoadingCache(
@@ -46,7 +47,7 @@ class RuleBook:
         self._by_type.forget(lambda key: key == tenant)
 
 
-class WorkflowDirectory:
+class WorkflowDirectory(WriteThrough[Workflow]):
     def __init__(
         self, store: DocumentStore[Workflow], registry: ActionRegistry, *, ttl_s: float
     ) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from tessera.collect.payload import check_depth
 from tessera.core.cache import TtlCache
+from tessera.core.clock import ManualClock
 from tessera.core.locks import KeyedLocks
 from tessera.errors import InvalidPayload
 from tessera.model.common import new_id
@@ -70,16 +71,15 @@ def test_cache_evicts_least_recently_used() -> None:
     assert len(cache) == 2
 
 
-def test_cache_entries_expire(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = [100.0]
-    monkeypatch.setattr("tessera.core.cache.time.monotonic", lambda: clock[0])
-    cache = TtlCache[str](max_entries=10, ttl_s=5)
+def test_cache_entries_expire() -> None:
+    clock = ManualClock()
+    cache = TtlCache[str](max_entries=10, ttl_s=5, clock=clock)
     cache.put("k", "v")
-    clock[0] += 4
+    clock.advance(4)
     assert cache.get("k") == "v"  # a hit extends the entry's life
-    clock[0] += 4
+    clock.advance(4)
     assert cache.get("k") == "v"
-    clock[0] += 6
+    clock.advance(6)
     assert cache.get("k") is None
 
 
