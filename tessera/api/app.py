@@ -40,7 +40,7 @@ from tessera.ops.gc_tuning import tune_for_serving
 from tessera.pipeline.history import HistoryImporter
 from tessera.runtime import Runtime, build_runtime
 from tessera.settings import Settings
-from tessera.storage.outages import OUTAGE_ERROR_TYPES, is_outage
+from tessera.storage.outages import is_outage, outage_error_types
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,11 @@ def create_app(
 
 def add_error_handlers(api: FastAPI) -> None:
     """Tessera's errors answer with their status; a storage client's outage that got past its
-    store still answers 503 with Retry-After (see ``_outage_or_bug``)."""
+    store still answers 503 with Retry-After (see ``_outage_or_bug``). Called once the
+    runtime's storage is built, so that the error types of its clients are loaded."""
     api.add_exception_handler(TesseraError, _tessera_error)
     api.add_exception_handler(RequestValidationError, refused_request)
-    for error_type in OUTAGE_ERROR_TYPES:
+    for error_type in outage_error_types():
         api.add_exception_handler(error_type, _outage_or_bug)
 
 

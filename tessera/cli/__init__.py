@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tessera.cli.elastic import backup_app, storage_app
 from tessera.cli.loading import command_settings
@@ -50,7 +51,7 @@ def serve(
     try:
         count = api_process_count(settings, workers)
     except ConfigurationError as error:
-        console.print(f"[bold red]Cannot start:[/] {error.message}")
+        console.print(f"[bold red]Cannot start:[/] {escape(error.message)}")
         raise typer.Exit(code=2) from None
     _check_services(settings)
     try:
@@ -59,7 +60,7 @@ def serve(
         elif not serve_here(settings, create_app(settings, on_ready=announcer(settings, console))):
             raise typer.Exit(code=STARTUP_FAILED)
     except TesseraError as error:
-        console.print(f"[bold red]Cannot start:[/] {error.message}")
+        console.print(f"[bold red]Cannot start:[/] {escape(error.message)}")
         raise typer.Exit(code=2) from None
 
 
@@ -83,7 +84,7 @@ def worker(
     try:
         worker_command(settings, processes=processes, concurrency=concurrency, burst=burst)
     except TesseraError as error:
-        console.print(f"[bold red]Worker stopped:[/] {error.message}")
+        console.print(f"[bold red]Worker stopped:[/] {escape(error.message)}")
         raise typer.Exit(code=2) from None
 
 
@@ -131,7 +132,7 @@ def install(
     try:
         asyncio.run(work())
     except TesseraError as error:
-        console.print(f"[bold red]Install failed:[/] {error.message}")
+        console.print(f"[bold red]Install failed:[/] {escape(error.message)}")
         raise typer.Exit(code=1) from None
 
 
@@ -144,7 +145,7 @@ def _check_services(settings: Settings) -> None:
     try:
         asyncio.run(check_services(settings))
     except TesseraError as error:
-        console.print(f"[bold red]Cannot start:[/] {error.message}")
+        console.print(f"[bold red]Cannot start:[/] {escape(error.message)}")
         raise typer.Exit(code=2) from None
 
 
@@ -177,7 +178,7 @@ def migrate() -> None:
     try:
         report = asyncio.run(work())
     except TesseraError as error:
-        console.print(f"[bold red]Migration failed:[/] {error.message}")
+        console.print(f"[bold red]Migration failed:[/] {escape(error.message)}")
         raise typer.Exit(code=1) from None
     if not report.migrated:
         console.print("[green]Schema ready[/] (the embedded SQLite file needs no migrations)")

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,11 +31,14 @@ from rich.table import Table
 from tessera.errors import ConfigurationError, TesseraError
 from tessera.model.common import utcnow
 from tessera.settings import Settings, load_settings
+from tessera.storage.elastic.mode import NotDistributed, elastic_hosts
+from tessera.storage.extras import ELASTIC, require
 
 if TYPE_CHECKING:
     from elasticsearch import AsyncElasticsearch
 
-# The Elasticsearch client is imported by the commands that use it, not by every `tessera` run.
+# The Elasticsearch client is imported by the commands that use it, not by every `tessera` run,
+# and only once `_distributed()` found ELASTIC_HOST set and the client installed.
 
 backup_app = typer.Typer(
     help="Snapshots of the Elasticsearch indices (distributed mode).", no_args_is_help=True
@@ -56,23 +60,37 @@ def _tables() -> Console:
     return Console()
 
 
+def _distributed() -> Settings:
+    """The settings, once they name ELASTIC_HOST and its client library is installed; else one
+    line and exit code 2. Each command calls it before importing the Elasticsearch modules."""
+    console = _messages()
+    try:
+        settings = load_settings()
+        elastic_hosts(settings)
+        require(ELASTIC)
+    except NotDistributed as error:
+        _stop(console, "[bold yellow]Not available:[/]", error, code=2)
+    except ConfigurationError as error:
+        _stop(console, "[bold red]Cannot start:[/]", error, code=2)
+    return settings
+
+
+def _stop(console: Console, label: str, error: TesseraError, *, code: int) -> NoReturn:
+    """One line (the message as it is, never read as markup) and the exit code."""
+    console.print(f"{label} {escape(error.message)}")
+    raise typer.Exit(code=code) from None
+
+
 def _run(work: Callable[[Settings, AsyncElasticsearch, Console], Awaitable[T]]) -> T:
     """Settings, a client of ELASTIC_HOST, the work, and one clear line for each failure."""
+    settings = _distributed()
     from elasticsearch import ApiError, TransportError
 
     from tessera.storage.elastic import maintenance
     from tessera.storage.elastic.client import open_client
 
     console = _messages()
-    try:
-        settings = load_settings()
-        connection = maintenance.connection(settings)
-    except maintenance.NotDistributed as error:
-        console.print(f"[bold yellow]Not available:[/] {error.message}")
-        raise typer.Exit(code=2) from None
-    except ConfigurationError as error:
-        console.print(f"[bold red]Cannot start:[/] {error.message}")
-        raise typer.Exit(code=2) from None
+    connection = maintenance.connection(settings)
 
     async def session() -> T:
         client = open_client(connection)
@@ -84,11 +102,9 @@ def _run(work: Callable[[Settings, AsyncElasticsearch, Console], Awaitable[T]]) 
     try:
         return asyncio.run(session())
     except ConfigurationError as error:
-        console.print(f"[bold red]Configuration:[/] {error.message}")
-        raise typer.Exit(code=2) from None
+        _stop(console, "[bold red]Configuration:[/]", error, code=2)
     except TesseraError as error:
-        console.print(f"[bold red]Failed:[/] {error.message}")
-        raise typer.Exit(code=1) from None
+        _stop(console, "[bold red]Failed:[/]", error, code=1)
     except ApiError as error:
         console.print(
             f"[bold red]Elasticsearch at {connection.where()} refused:[/] "
@@ -117,6 +133,7 @@ def backup_repository(
     ] = False,
 ) -> None:
     """Register (or update) the snapshot repository of TESSERA_SNAPSHOT_*, and show it."""
+    _distributed()
     from tessera.storage.elastic import maintenance
     from tessera.storage.elastic.snapshots import register_repository, registered_repository
 
@@ -147,6 +164,7 @@ def backup_create(
     ] = None,
 ) -> None:
     """Snapshot every index of this installation's prefix (registers the repository first)."""
+    _distributed()
     from tessera.storage.elastic import maintenance
     from tessera.storage.elastic.snapshots import (
         register_repository,
@@ -186,6 +204,7 @@ def backup_create(
 @backup_app.command("list")
 def backup_list() -> None:
     """The snapshots in the repository, oldest first."""
+    _distributed()
     from tessera.storage.elastic.snapshots import list_snapshots
 
     async def work(settings: Settings, client: AsyncElasticsearch, console: Console) -> None:
@@ -219,6 +238,7 @@ def backup_restore(
     """Restore a snapshot into an empty prefix (or --replace its indices), then the templates.
 
     Indices keep their names; the templates are written again from the schema."""
+    _distributed()
     from tessera.storage.elastic import maintenance
     from tessera.storage.elastic.schema import ElasticSchema
     from tessera.storage.elastic.snapshots import restore_snapshot
@@ -258,6 +278,7 @@ def storage_retention(
     """Delete the partitions whose range ended more than TESSERA_RETENTION_*_DAYS ago.
 
     Where the cluster has ILM, also install lifecycle policies that delete on the same rule."""
+    _distributed()
     from tessera.storage.elastic import maintenance
     from tessera.storage.elastic.retention import apply_retention, ilm_state, install_lifecycle
 
@@ -320,6 +341,7 @@ def storage_reshard(
 
     The servers keep writing and reading meanwhile; see tessera/storage/elastic/reshard.py for
     what is guaranteed. Interrupted, run the same command again: it continues."""
+    _distributed()
     from tessera.storage.elastic import maintenance
     from tessera.storage.elastic.generations import read_generations
     from tessera.storage.elastic.naming import PARTITIONED_KINDS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tessera.errors import ConfigurationError
 from tessera.settings import Settings, load_settings
@@ -15,5 +16,5 @@ def command_settings() -> Settings:
     try:
         return load_settings()
     except ConfigurationError as error:
-        console.print(f"[bold red]Cannot start:[/] {error.message}")
+        console.print(f"[bold red]Cannot start:[/] {escape(error.message)}")
         raise typer.Exit(code=2) from None

@@ -20,6 +20,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tessera.cli.loading import command_settings
@@ -149,7 +150,7 @@ def _with_runtime(settings: Settings, use: Callable[[Any], Awaitable[T]]) -> T:
     try:
         return asyncio.run(work())
     except TesseraError as error:
-        console.print(f"[bold red]Failed:[/] {error.message}")
+        console.print(f"[bold red]Failed:[/] {escape(error.message)}")
         raise typer.Exit(code=1) from None
 
 

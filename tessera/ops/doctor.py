@@ -48,16 +48,18 @@ async def run_doctor(settings: Settings, *, seconds: float = CHECK_SECONDS) -> R
         elastic = stores.elastic_of(storage)
         # A cluster that did not answer the record store's check is reported there once.
         if elastic is not None and records.status is not Status.FAILED:
+            from tessera.ops import doctor_elastic as cluster
+
             where = f"ELASTIC_HOST={elastic.connection.where()}"
             report.checks.append(
-                await bounds.check(stores.CLUSTER, where, stores.cluster_health(elastic))
+                await bounds.check(cluster.CLUSTER, where, cluster.cluster_health(elastic))
             )
             report.checks.append(
-                await bounds.check(stores.SHAPES, where, stores.index_settings(elastic))
+                await bounds.check(cluster.SHAPES, where, cluster.index_settings(elastic))
             )
             report.checks.append(
                 await bounds.check(
-                    stores.REPRESENTATION, where, stores.search_representation(elastic)
+                    cluster.REPRESENTATION, where, cluster.search_representation(elastic)
                 )
             )
         if uses_a_queue(settings):

@@ -13,20 +13,24 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-from elastic_transport import TransportError
-from elasticsearch import ApiError
-from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from tessera.errors import TesseraError
 from tessera.settings import Settings, secret_values, without_url_passwords
+from tessera.storage.outages import outage_error_types
 
 # Long enough for a slow but healthy server, short enough that a report on a broken
 # installation comes back while the operator is still looking at the terminal.
 CHECK_SECONDS = 5.0
-# What a check can meet from a service that is down, refuses or misbehaves. Anything else is
-# a bug in Tessera, and shows as one.
-SERVICE_ERRORS = (TesseraError, OSError, SQLAlchemyError, RedisError, ApiError, TransportError)
+
+
+def service_errors() -> tuple[type[Exception], ...]:
+    """What a check can meet from a service that is down, refuses or misbehaves: Tessera's
+    errors and the base errors of the storage clients loaded (a client's refusal, not only its
+    outages). Anything else is a bug in Tessera, and shows as one."""
+    return (TesseraError, *outage_error_types())
+
+
 _LONGEST_REASON = 300
 
 
@@ -101,7 +105,7 @@ class Bounds:
                 found = await work
         except TimeoutError:
             return failed(name, self.scrub(f"{where}: no answer within {limit:g} s"))
-        except SERVICE_ERRORS as exc:
+        except service_errors() as exc:
             reason = _reason(exc)
             return failed(name, self.scrub(reason if where in reason else f"{where}: {reason}"))
         return Check(found.name, found.status, self.scrub(found.detail), found.facts)
@@ -111,7 +115,9 @@ class Bounds:
         try:
             async with asyncio.timeout(self.seconds):
                 await work
-        except (TimeoutError, *SERVICE_ERRORS):
+        except TimeoutError:
+            pass
+        except service_errors():
             pass
 
     def scrub(self, text: str) -> str:

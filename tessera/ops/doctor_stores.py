@@ -1,5 +1,6 @@
 """`tessera doctor`'s checks of the stores: the record store (SQLite file or Elasticsearch), the
-configuration store (SQLite file or MySQL/MariaDB), Redis, and the Elasticsearch cluster.
+configuration store (SQLite file or MySQL/MariaDB) and Redis; those of the Elasticsearch
+cluster are in doctor_elastic.py, imported only with ELASTIC_HOST.
 
 They read only. The stores are built as `tessera serve` builds them but never started (starting
 creates schemas and templates), and an embedded file that does not exist is not opened (opening
@@ -8,42 +9,40 @@ would create it).
 
 from __future__ import annotations
 
-from elasticsearch import NotFoundError
+from typing import TYPE_CHECKING
 
 from tessera.ops.doctor_report import Check, failed, ok, warning
 from tessera.settings import Settings
-from tessera.storage.config_database import describe_config_database
-from tessera.storage.elastic.backend import ElasticRecordBackend
-from tessera.storage.elastic.generations import KindGeneration
-from tessera.storage.elastic.legacy import legacy_partitions
-from tessera.storage.elastic.naming import KINDS
-from tessera.storage.elastic.schema import IndexShape
+from tessera.storage.config_database import describe_config_database, uses_mysql
 from tessera.storage.factory import Storage
-from tessera.storage.mysql.schema import MigratedSchemaStore
 from tessera.storage.sql.engine import CONFIG_FILE_NAME
 from tessera.storage.sqlite.backend import SqliteRecordBackend
+
+if TYPE_CHECKING:
+    from tessera.storage.elastic.backend import ElasticRecordBackend
 
 RECORDS = "record store"
 CONFIGURATION = "configuration store"
 REDIS = "redis"
-CLUSTER = "elasticsearch cluster"
-SHAPES = "elasticsearch index settings"
-REPRESENTATION = "elasticsearch search representation"
 
-_CREATED_BY_INSTALL = "`tessera install` (or the first `tessera serve`) creates it"
+CREATED_BY_INSTALL = "`tessera install` (or the first `tessera serve`) creates it"
 
 
 def elastic_of(storage: Storage) -> ElasticRecordBackend | None:
     backend = storage.record_schema
+    if isinstance(backend, SqliteRecordBackend):
+        return None  # the embedded mode, which never loads the Elasticsearch backend
+    from tessera.storage.elastic.backend import ElasticRecordBackend
+
     return backend if isinstance(backend, ElasticRecordBackend) else None
 
 
 def records_where(storage: Storage) -> str:
     backend = storage.record_schema
-    if isinstance(backend, ElasticRecordBackend):
-        return f"Elasticsearch at ELASTIC_HOST={backend.connection.where()}"
     if isinstance(backend, SqliteRecordBackend):
         return f"embedded SQLite file {backend.path}"
+    if (elastic := elastic_of(storage)) is not None:
+        return f"Elasticsearch at ELASTIC_HOST={elastic.connection.where()}"
     return "the record store"
 
 
@@ -55,25 +54,28 @@ async def record_store(storage: Storage) -> Check:
     where = records_where(storage)
     version = await storage.record_schema.installed_version()
     if version is None:
-        return warning(RECORDS, f"{where}: no schema yet; {_CREATED_BY_INSTALL}")
+        return warning(RECORDS, f"{where}: no schema yet; {CREATED_BY_INSTALL}")
     return ok(RECORDS, f"{where}: schema version {version}", schema_version=version)
 
 
 async def config_store(storage: Storage, settings: Settings) -> Check:
     where = describe_config_database(settings)
     schema = storage.config_schema
-    if isinstance(schema, MigratedSchemaStore):
+    if uses_mysql(settings):
+        from tessera.storage.mysql.schema import MigratedSchemaStore
+
+        assert isinstance(schema, MigratedSchemaStore)
         # Raises, with what to do, for a schema older or newer than this code.
         state = await schema.check()
         if state.empty:
-            return warning(CONFIGURATION, f"{where}: an empty database; {_CREATED_BY_INSTALL}")
+            return warning(CONFIGURATION, f"{where}: an empty database; {CREATED_BY_INSTALL}")
         revision = state.current
         return ok(CONFIGURATION, f"{where}: schema at revision {revision}", revision=revision)
     if not (settings.data_dir / CONFIG_FILE_NAME).exists():
-        return warning(CONFIGURATION, f"{where}: not there yet; {_CREATED_BY_INSTALL}")
+        return warning(CONFIGURATION, f"{where}: not there yet; {CREATED_BY_INSTALL}")
     version = await schema.installed_version()
     if version is None:
-        return warning(CONFIGURATION, f"{where}: no schema yet; {_CREATED_BY_INSTALL}")
+        return warning(CONFIGURATION, f"{where}: no schema yet; {CREATED_BY_INSTALL}")
     return ok(CONFIGURATION, f"{where}: schema version {version}", schema_version=version)
 
 
@@ -84,93 +86,3 @@ async def redis(storage: Storage, settings: Settings) -> Check:
     info = await client.info("server")
     version = str(info.get("redis_version", "?"))
     return ok(REDIS, f"{redis_where(settings)} answers (Redis {version})", version=version)
-
-
-async def cluster_health(backend: ElasticRecordBackend) -> Check:
-    health = await backend.client.cluster.health()
-    status = str(health["status"])
-    nodes = int(health["number_of_data_nodes"])
-    unassigned = int(health["unassigned_shards"])
-    facts = {"health": status, "data_nodes": nodes, "unassigned_shards": unassigned}
-    where = f"cluster {health['cluster_name']} at ELASTIC_HOST={backend.connection.where()}"
-    if status == "green":
-        return ok(CLUSTER, f"{where}: green, {nodes} data node(s)", **facts)
-    if status == "yellow":
-        # The settings' replicas, whatever generation a kind writes.
-        replicas = max(backend.schema.shape_of(KindGeneration(kind)).replicas for kind in KINDS)
-        why = (
-            f"{nodes} data node(s) cannot hold {replicas} replica(s) beside each primary "
-            "(ELASTIC_INDEX_REPLICAS, TESSERA_ELASTIC_*_REPLICAS): add nodes or lower them"
-            if nodes <= replicas
-            else "replicas are still being copied, or a node left"
-        )
-        return warning(
-            CLUSTER,
-            f"{where}: yellow, {unassigned} replica shard(s) unassigned; {why}. Reads and writes "
-            "work, but losing a node may lose records",
-            **facts,
-        )
-    return failed(
-        CLUSTER,
-        f"{where}: {status}, {unassigned} shard(s) unassigned, primaries among them: some "
-        "records can be neither read nor written",
-        **facts,
-    )
-
-
-async def index_settings(backend: ElasticRecordBackend) -> Check:
-    """The shards and replicas the templates give new indices, against the settings (or, after
-    a reshard, the shape chosen for the generation a kind writes)."""
-    generations = await backend.schema.generations.current(fresh=True)
-    try:
-        answer = await backend.client.cluster.get_component_template(
-            name=f"{backend.names.prefix}.*"
-        )
-    except NotFoundError:
-        return warning(SHAPES, f"no index templates yet; {_CREATED_BY_INSTALL}")
-    templates = {
-        item["name"]: item["component_template"]["template"].get("settings", {}).get("index", {})
-        for item in answer.get("component_templates") or []
-    }
-    shown, different, missing = [], [], []
-    for kind in KINDS:
-        state = generations.get(kind, KindGeneration(kind))
-        wanted = backend.schema.shape_of(state)
-        index = templates.get(backend.names.component_template(kind, state.generation))
-        if index is None:
-            missing.append(kind)
-            continue
-        found = IndexShape(int(index["number_of_shards"]), int(index["number_of_replicas"]))
-        shown.append(f"{kind} {found.shards}/{found.replicas}")
-        if found != wanted:
-            different.append(
-                f"{kind} {found.shards}/{found.replicas} where the settings say "
-                f"{wanted.shards}/{wanted.replicas}"
-            )
-    if missing:
-        return warning(SHAPES, f"no template for {', '.join(missing)}; {_CREATED_BY_INSTALL}")
-    if different:
-        return warning(
-            SHAPES,
-            f"templates give new indices shards/replicas {'; '.join(different)}: the next "
-            "`tessera install` or `tessera serve` puts the settings' ones (existing indices keep "
-            "their shard count: `tessera storage reshard`)",
-        )
-    return ok(SHAPES, f"new indices get the settings' shards/replicas: {', '.join(shown)}")
-
-
-async def search_representation(backend: ElasticRecordBackend) -> Check:
-    """Partitions still holding the nested search field of an earlier version (legacy.py):
-    conditions and sorts over their kind are refused until a reshard re-encodes them."""
-    legacy = await legacy_partitions(backend.client, f"{backend.names.prefix}.*")
-    if not legacy:
-        return ok(REPRESENTATION, "every index has the current search fields")
-    kinds = sorted({kind for kind in KINDS for name in legacy if f".{kind}." in name})
-    return warning(
-        REPRESENTATION,
-        f"{len(legacy)} index(es) still hold the nested search field of an earlier version "
-        f"({', '.join(legacy[:3])}{' …' if len(legacy) > 3 else ''}): searches with a condition "
-        f"or a sort over {', '.join(kinds)} answer 503 until `tessera storage reshard --kind "
-        "KIND --shards N` has re-encoded them (docs/distributed.md)",
-        indices=len(legacy),
-    )

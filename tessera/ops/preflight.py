@@ -6,15 +6,14 @@ from __future__ import annotations
 
 from tessera.settings import Settings
 from tessera.storage.config_database import check_config_database
-from tessera.storage.elastic.backend import build_elastic_records
-from tessera.storage.redis.services import build_redis
+from tessera.storage.factory import build_elastic, build_shared_services
 
 
 async def check_services(settings: Settings) -> None:
     """Raises StorageUnavailable or ConfigurationError saying which service and why."""
     await check_config_database(settings)
     if settings.elastic_host is not None:
-        records = build_elastic_records(settings)
+        records = build_elastic(settings)
         try:
             # Idempotent: the templates every index is created from (ELASTIC_HOST named in
             # the error when the cluster does not answer).
@@ -22,7 +21,7 @@ async def check_services(settings: Settings) -> None:
         finally:
             await records.client.close()
     if settings.redis_host is not None:
-        redis = build_redis(settings)
+        redis = build_shared_services(settings)
         try:
             await redis.start()
         finally:

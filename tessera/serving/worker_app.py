@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from uvicorn.config import STARTUP_FAILURE
 
 from tessera.errors import TesseraError
@@ -32,6 +33,6 @@ def served_app() -> Any:
         configure_logging(settings)
         return create_app(settings, on_ready=announcer(settings, console, process=os.getpid()))
     except TesseraError as error:
-        console.print(f"[bold red]API process cannot start:[/] {error.message}")
+        console.print(f"[bold red]API process cannot start:[/] {escape(error.message)}")
         # uvicorn's supervisor stops instead of starting the process again and again.
         sys.exit(STARTUP_FAILURE)

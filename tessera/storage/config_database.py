@@ -10,16 +10,20 @@ database is shared and outlives deployments, so Alembic owns its schema (``tesse
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tessera.settings import Settings, secret_value
-from tessera.storage.mysql.engine import describe_server, mysql_engine
-from tessera.storage.mysql.migrate import OnStep
-from tessera.storage.mysql.schema import MigratedSchemaStore
+from tessera.storage.extras import MYSQL, require
 from tessera.storage.sql import all_tables  # noqa: F401  (every table on the metadata)
 from tessera.storage.sql.engine import CONFIG_FILE_NAME, sqlite_engine
 from tessera.storage.sql.stores import SqlSchemaStore
+
+if TYPE_CHECKING:
+    from tessera.storage.mysql.migrate import OnStep
+
+# storage/mysql (asyncmy, Alembic) is imported only when MYSQL_HOST chooses it (extras.py).
 
 
 def uses_mysql(settings: Settings) -> bool:
@@ -30,6 +34,9 @@ def config_engine(settings: Settings, *, migrating: bool = False) -> AsyncEngine
     """The configuration store's engine: pooled MySQL/MariaDB, or the embedded SQLite file.
     ``migrating``: for Alembic, without the read timeout a request gets."""
     if uses_mysql(settings):
+        require(MYSQL)
+        from tessera.storage.mysql.engine import mysql_engine
+
         return mysql_engine(settings, migrating=migrating)
     return sqlite_engine(settings.data_dir)
 
@@ -37,6 +44,10 @@ def config_engine(settings: Settings, *, migrating: bool = False) -> AsyncEngine
 def config_schema_store(engine: AsyncEngine, settings: Settings) -> SqlSchemaStore:
     """The SchemaStore (and SharedValues) for ``engine``, made by ``config_engine(settings)``."""
     if uses_mysql(settings):
+        require(MYSQL)
+        from tessera.storage.mysql.engine import describe_server, mysql_engine
+        from tessera.storage.mysql.schema import MigratedSchemaStore
+
         return MigratedSchemaStore(
             engine,
             where=describe_server(settings),
@@ -48,6 +59,8 @@ def config_schema_store(engine: AsyncEngine, settings: Settings) -> SqlSchemaSto
 
 def describe_config_database(settings: Settings) -> str:
     if uses_mysql(settings):
+        from tessera.storage.mysql.engine import describe_server
+
         return describe_server(settings)
     return f"embedded SQLite file {settings.data_dir / CONFIG_FILE_NAME}"
 
@@ -69,9 +82,12 @@ async def migrate_config_database(
     engine = config_engine(settings)
     try:
         store = config_schema_store(engine, settings)
-        if not isinstance(store, MigratedSchemaStore):
+        if not uses_mysql(settings):
             await store.create_schema()
             return MigrationReport(where, migrated=False, before=None, head=None, applied=())
+        from tessera.storage.mysql.schema import MigratedSchemaStore
+
+        assert isinstance(store, MigratedSchemaStore)
         before = await store.migrate(on_step)
         return MigrationReport(
             where, migrated=True, before=before.current, head=before.head, applied=before.pending
@@ -88,6 +104,8 @@ async def check_config_database(settings: Settings) -> None:
         return
     engine = config_engine(settings)
     try:
+        from tessera.storage.mysql.schema import MigratedSchemaStore
+
         store = config_schema_store(engine, settings)
         assert isinstance(store, MigratedSchemaStore)
         await store.check()

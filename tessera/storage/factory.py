@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tessera.core.cache import RecordCache, RecordCachePort
@@ -25,7 +24,7 @@ from tessera.storage.automation_ports import (
 )
 from tessera.storage.config_database import config_engine, config_schema_store
 from tessera.storage.dedup import DedupKeys, InProcessDedupKeys
-from tessera.storage.elastic.backend import build_elastic_records
+from tessera.storage.extras import ELASTIC, REDIS, require
 from tessera.storage.ports import (
     ConsentTypeStore,
     ErasedProfiles,
@@ -40,7 +39,6 @@ from tessera.storage.ports import (
     UserStore,
 )
 from tessera.storage.processing_ports import ProcessingRuleStore
-from tessera.storage.redis.services import RedisServices, build_redis
 from tessera.storage.sql.consents import SqlConsentTypeStore
 from tessera.storage.sql.destinations import SqlOutboxStore, sql_destination_store
 from tessera.storage.sql.memory import SqlKeyValueStore
@@ -56,6 +54,15 @@ from tessera.storage.sql.worker_records import SqlDeadLetterStore, SqlWorkerBeat
 from tessera.storage.sql.workflows import SqlScheduleStore, rule_store, workflow_store
 from tessera.storage.sqlite.backend import SqliteRecordBackend
 from tessera.storage.worker_ports import DeadLetterStore, WorkerBeats
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from tessera.storage.elastic.backend import ElasticRecordBackend
+    from tessera.storage.redis.services import RedisServices
+
+# A distributed backend's modules (and its client library) are imported only where the
+# settings choose it (storage/extras.py): the embedded mode loads none of them.
 
 
 class RecordBackend(Protocol):
@@ -82,7 +89,7 @@ class RecordBackend(Protocol):
 def build_records(settings: Settings) -> RecordBackend:
     """Elasticsearch when ELASTIC_HOST is set, else the embedded SQLite store."""
     if settings.elastic_host is not None:
-        return build_elastic_records(settings)
+        return build_elastic(settings)
     return SqliteRecordBackend(
         settings.data_dir,
         batch_size=settings.writer_batch_size,
@@ -152,13 +159,29 @@ class Storage:
             await self._redis.close()
 
 
+def build_elastic(settings: Settings) -> ElasticRecordBackend:
+    """The records on the Elasticsearch cluster of ELASTIC_HOST."""
+    require(ELASTIC)
+    from tessera.storage.elastic.backend import build_elastic_records
+
+    return build_elastic_records(settings)
+
+
+def build_shared_services(settings: Settings) -> RedisServices:
+    """The Redis-backed locks, caches, tokens and memory of REDIS_HOST."""
+    require(REDIS)
+    from tessera.storage.redis.services import build_redis
+
+    return build_redis(settings)
+
+
 def build_storage(settings: Settings) -> Storage:
     records = build_records(settings)
     # MYSQL_HOST set: the pooled MySQL/MariaDB engine and its migrated schema; else SQLite.
     engine = config_engine(settings)
     config_schema = config_schema_store(engine, settings)
     # REDIS_HOST set: locks, caches, tokens, workflow memory and dedup keys shared in Redis.
-    redis = build_redis(settings) if settings.redis_host is not None else None
+    redis = build_shared_services(settings) if settings.redis_host is not None else None
     return Storage(
         writer=records.writer,
         events=records.events,

@@ -4,15 +4,17 @@ for them at start-up."""
 
 from __future__ import annotations
 
-import importlib.util
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-from redis.asyncio import Redis
 
 from tessera.errors import ConfigurationError
 from tessera.settings import Settings, secret_value
+from tessera.storage.extras import KAFKA, PULSAR, REDIS, require
 from tessera.storage.private_files import private_data_dir
 from tessera.storage.queue_ports import IngestQueue, QueueRetention
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 
 def retention_of(settings: Settings) -> QueueRetention:
@@ -39,6 +41,7 @@ def build_queue(settings: Settings, redis: Redis | None = None) -> IngestQueue:
             max_backlog_mb=settings.queue_max_backlog_mb,
         )
     if kind == "redis":
+        require(REDIS)
         from tessera.storage.redis.client import KeySpace, redis_client
         from tessera.storage.redis.queue import RedisIngestQueue
 
@@ -55,7 +58,7 @@ def build_queue(settings: Settings, redis: Redis | None = None) -> IngestQueue:
             max_backlog_mb=settings.queue_max_backlog_mb,
         )
     if kind == "kafka":
-        _needs_client("aiokafka", "kafka")
+        require(KAFKA)
         from tessera.storage.kafka.queue import KafkaIngestQueue
 
         if not settings.kafka_bootstrap_servers:
@@ -69,7 +72,7 @@ def build_queue(settings: Settings, redis: Redis | None = None) -> IngestQueue:
             max_backlog_mb=settings.queue_max_backlog_mb,
         )
     if kind == "pulsar":
-        _needs_client("pulsar", "pulsar")
+        require(PULSAR)
         from tessera.storage.pulsar.queue import PulsarIngestQueue
 
         if not settings.pulsar_host:
@@ -85,14 +88,6 @@ def build_queue(settings: Settings, redis: Redis | None = None) -> IngestQueue:
             max_backlog_mb=settings.queue_max_backlog_mb,
         )
     raise ConfigurationError(f"TESSERA_QUEUE: unknown queue {kind!r}")
-
-
-def _needs_client(module: str, extra: str) -> None:
-    """A clear start-up error instead of an import trace when the broker client is missing."""
-    if importlib.util.find_spec(module) is None:
-        raise ConfigurationError(
-            f"TESSERA_QUEUE={extra} needs the {module!r} client: pip install 'tessera-cdp[{extra}]'"
-        )
 
 
 def _admin_url(service_url: str) -> str:

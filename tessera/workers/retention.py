@@ -11,6 +11,7 @@ import logging
 
 from tessera.core.background import BackgroundLoop
 from tessera.settings import Settings
+from tessera.storage.extras import PULSAR, require
 from tessera.workers.connection import ConnectedQueue
 from tessera.workers.queue_factory import build_queue, retention_of
 
@@ -31,6 +32,7 @@ async def apply_queue_retention(settings: Settings) -> list[str]:
     if not uses_a_queue(settings):
         return []
     if settings.queue_kind == "pulsar":
+        require(PULSAR)
         from tessera.storage.pulsar.queue import refuse_shared_namespace
 
         # Before start(), which would create the topic there.

@@ -9,26 +9,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tessera.errors import ConfigurationError
 from tessera.settings import Settings, secret_value
 from tessera.storage.elastic.client import ElasticConnection
+from tessera.storage.elastic.mode import NotDistributed as NotDistributed
+from tessera.storage.elastic.mode import elastic_hosts
 from tessera.storage.elastic.naming import Names
 from tessera.storage.elastic.schema import IndexShape
 from tessera.storage.elastic.snapshots import Repository, fs_repository, s3_repository
 
 
-class NotDistributed(ConfigurationError):
-    """ELASTIC_HOST is not set: the command has nothing to work on."""
-
-
 def connection(settings: Settings) -> ElasticConnection:
-    if settings.elastic_host is None:
-        raise NotDistributed(
-            "this applies to the distributed mode only (records in Elasticsearch): "
-            "ELASTIC_HOST is not set, so records are in the embedded SQLite file"
-        )
     return ElasticConnection.from_hosts(
-        settings.elastic_host,
+        elastic_hosts(settings),
         username=settings.elastic_username,
         password=secret_value(settings.elastic_password),
         verify_certs=settings.elastic_verify_certs,
