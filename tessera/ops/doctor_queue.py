@@ -17,10 +17,10 @@ from typing import Any
 from tessera.errors import ConfigurationError
 from tessera.model.common import DEFAULT_TENANT
 from tessera.ops.doctor_report import Bounds, Check, Status, failed, ok, warning
+from tessera.queue.embedded.queue import SqliteIngestQueue
+from tessera.queue.ports import IngestQueue, QueueRetention
 from tessera.settings import Settings
 from tessera.storage.factory import Storage
-from tessera.storage.queue_ports import IngestQueue, QueueRetention
-from tessera.storage.sqlite.queue import SqliteIngestQueue
 from tessera.workers.queue_factory import build_queue, retention_of
 from tessera.workers.status import queue_status
 

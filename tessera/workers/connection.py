@@ -8,7 +8,7 @@ import asyncio
 import builtins
 import logging
 
-from tessera.storage.queue_ports import (
+from tessera.queue.ports import (
     Delivery,
     IngestQueue,
     QueueConsumer,

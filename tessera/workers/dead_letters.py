@@ -14,7 +14,7 @@ from typing import Any
 
 from tessera.errors import NotFound
 from tessera.pipeline.ingest import Ingestor
-from tessera.storage.queue_ports import IngestQueue, QueueMessage
+from tessera.queue.ports import IngestQueue, QueueMessage
 from tessera.storage.worker_ports import DeadLetter, DeadLetterStore
 from tessera.workers.codec import UnreadableMessage, decode_batch
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 from tessera.identity.profile_ids import ProfileIds
 from tessera.model.common import new_id, utcnow
 from tessera.pipeline.request import IncomingBatch, IngestResult
-from tessera.storage.queue_ports import IngestQueue, QueueMessage
+from tessera.queue.ports import IngestQueue, QueueMessage
 from tessera.workers.codec import encode_batch
 
 

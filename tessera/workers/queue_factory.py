@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from tessera.errors import ConfigurationError
+from tessera.queue.ports import IngestQueue, QueueRetention
 from tessera.settings import Settings, secret_value
 from tessera.storage.extras import KAFKA, PULSAR, REDIS, require
 from tessera.storage.private_files import private_data_dir
-from tessera.storage.queue_ports import IngestQueue, QueueRetention
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -28,7 +28,7 @@ def build_queue(settings: Settings, redis: Redis | None = None) -> IngestQueue:
     kind = settings.queue_kind
     topic, partitions = settings.queue_topic, settings.queue_partitions
     if kind == "embedded":
-        from tessera.storage.sqlite.queue import SqliteIngestQueue
+        from tessera.queue.embedded.queue import SqliteIngestQueue
 
         private_data_dir(settings.data_dir)
         return SqliteIngestQueue(
@@ -42,8 +42,8 @@ def build_queue(settings: Settings, redis: Redis | None = None) -> IngestQueue:
         )
     if kind == "redis":
         require(REDIS)
+        from tessera.queue.redis.queue import RedisIngestQueue
         from tessera.storage.redis.client import KeySpace, redis_client
-        from tessera.storage.redis.queue import RedisIngestQueue
 
         if settings.redis_host is None:
             raise ConfigurationError("TESSERA_QUEUE=redis needs REDIS_HOST")
@@ -59,7 +59,7 @@ def build_queue(settings: Settings, redis: Redis | None = None) -> IngestQueue:
         )
     if kind == "kafka":
         require(KAFKA)
-        from tessera.storage.kafka.queue import KafkaIngestQueue
+        from tessera.queue.kafka.queue import KafkaIngestQueue
 
         if not settings.kafka_bootstrap_servers:
             raise ConfigurationError("TESSERA_QUEUE=kafka needs KAFKA_BOOTSTRAP_SERVERS")
@@ -73,7 +73,7 @@ def build_queue(settings: Settings, redis: Redis | None = None) -> IngestQueue:
         )
     if kind == "pulsar":
         require(PULSAR)
-        from tessera.storage.pulsar.queue import PulsarIngestQueue
+        from tessera.queue.pulsar.queue import PulsarIngestQueue
 
         if not settings.pulsar_host:
             raise ConfigurationError("TESSERA_QUEUE=pulsar needs PULSAR_HOST")

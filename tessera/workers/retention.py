@@ -33,7 +33,7 @@ async def apply_queue_retention(settings: Settings) -> list[str]:
         return []
     if settings.queue_kind == "pulsar":
         require(PULSAR)
-        from tessera.storage.pulsar.queue import refuse_shared_namespace
+        from tessera.queue.pulsar.queue import refuse_shared_namespace
 
         # Before start(), which would create the topic there.
         refuse_shared_namespace(settings.pulsar_namespace)

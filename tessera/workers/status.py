@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from tessera.model.common import utcnow
-from tessera.storage.queue_ports import BacklogState, IngestQueue
+from tessera.queue.ports import BacklogState, IngestQueue
 from tessera.storage.worker_ports import DeadLetterStore, WorkerBeats
 from tessera.workers.worker import BEAT_INTERVAL_S
 

@@ -34,7 +34,7 @@ from tessera.core.backoff import backoff_delay
 from tessera.errors import StorageUnavailable
 from tessera.model.common import DEFAULT_TENANT, new_id, utcnow
 from tessera.pipeline.request import IncomingBatch, IngestResult
-from tessera.storage.queue_ports import Delivery, IngestQueue, QueueConsumer
+from tessera.queue.ports import Delivery, IngestQueue, QueueConsumer
 from tessera.storage.worker_ports import DeadLetter, DeadLetterStore, WorkerBeat, WorkerBeats
 from tessera.workers.codec import UnreadableMessage, decode_batch
 

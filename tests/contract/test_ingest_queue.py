@@ -1,4 +1,4 @@
-"""The IngestQueue contract (tessera/storage/queue_ports.py) on every queue backend.
+"""The IngestQueue contract (tessera/queue/ports.py) on every queue backend.
 
 Each backend's opener lives in ``tests/support/queues.py``; it yields a ``QueueFactory`` whose
 ``open()`` builds a new queue object (its own connections, as a second process would) on one
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tessera.storage.queue_ports import (
+from tessera.queue.ports import (
     Delivery,
     IngestQueue,
     QueueConsumer,

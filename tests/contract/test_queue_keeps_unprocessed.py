@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tessera.storage.queue_ports import (
+from tessera.queue.ports import (
     IngestQueue,
     QueueConsumer,
     QueueFull,

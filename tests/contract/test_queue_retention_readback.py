@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tessera.storage.queue_ports import IngestQueue, QueueRetention, QueueUnavailable
+from tessera.queue.ports import IngestQueue, QueueRetention, QueueUnavailable
 from tests.support.queues import QUEUE_BACKENDS, QueueFactory
 
 PARTITIONS = 3

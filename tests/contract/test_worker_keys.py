@@ -20,7 +20,7 @@ from tessera.errors import StorageUnavailable
 from tessera.model.common import DEFAULT_TENANT, utcnow
 from tessera.model.source import EventSource
 from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult
-from tessera.storage.queue_ports import QueueMessage
+from tessera.queue.ports import QueueMessage
 from tessera.storage.sql.engine import sqlite_engine
 from tessera.storage.sql.tables import metadata
 from tessera.storage.sql.worker_records import SqlDeadLetterStore, SqlWorkerBeats

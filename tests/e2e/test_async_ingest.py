@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from tessera.model.common import utcnow
-from tessera.storage.queue_ports import QueueMessage
+from tessera.queue.embedded.queue import SqliteIngestQueue
+from tessera.queue.ports import QueueMessage
 from tessera.storage.sql.engine import sqlite_engine
 from tessera.storage.sql.worker_records import SqlDeadLetterStore
-from tessera.storage.sqlite.queue import SqliteIngestQueue
 from tessera.storage.worker_ports import DeadLetter
 from tests.support.cli import run_tessera
 from tests.support.queues import QueueFactory

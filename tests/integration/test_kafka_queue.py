@@ -21,8 +21,8 @@ from aiokafka.admin.config_resource import (  # type: ignore[import-untyped]
     ConfigResourceType,
 )
 
-from tessera.storage.kafka import KafkaIngestQueue, KafkaQueueConsumer
-from tessera.storage.queue_ports import Delivery, QueueMessage, QueueRetention
+from tessera.queue.kafka import KafkaIngestQueue, KafkaQueueConsumer
+from tessera.queue.ports import Delivery, QueueMessage, QueueRetention
 from tests.support.queues import risks_settled
 from tests.support.queues_kafka import (
     KAFKA_BOOTSTRAP,
@@ -297,7 +297,7 @@ async def test_a_rebalance_waits_for_the_worker_to_finish_and_commits_before_mov
 CRASHING_WORKER = textwrap.dedent(
     """
     import asyncio, sys
-    from tessera.storage.kafka import KafkaIngestQueue
+    from tessera.queue.kafka import KafkaIngestQueue
 
     async def main(bootstrap, topic, session, expected):
         queue = KafkaIngestQueue(

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tessera.errors import ConfigurationError
-from tessera.storage.pulsar import PulsarIngestQueue
-from tessera.storage.queue_ports import QueueMessage, QueueRetention, QueueUnavailable
+from tessera.queue.ports import QueueMessage, QueueRetention, QueueUnavailable
+from tessera.queue.pulsar import PulsarIngestQueue
 from tests.support.queues import risks_settled
 from tests.support.queues_pulsar import (
     PULSAR_ADMIN_URL,

@@ -7,8 +7,8 @@ import gc
 import weakref
 from pathlib import Path
 
-from tessera.storage.queue_ports import Delivery, QueueConsumer, QueueMessage, QueueRetention
-from tessera.storage.redis.queue import RedisIngestQueue
+from tessera.queue.ports import Delivery, QueueConsumer, QueueMessage, QueueRetention
+from tessera.queue.redis.queue import RedisIngestQueue
 from tests.support.queues_redis import redis_queue
 
 

@@ -15,7 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol
 
-from tessera.storage.queue_ports import IngestQueue
+from tessera.queue.ports import IngestQueue
 
 
 class QueueFactory(Protocol):

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from tessera.storage.queue_ports import IngestQueue
-from tessera.storage.sqlite.queue import SqliteIngestQueue
+from tessera.queue.embedded.queue import SqliteIngestQueue
+from tessera.queue.ports import IngestQueue
 
 LOG_FILE = "queue.db"
 

@@ -22,7 +22,7 @@ from aiokafka.admin.config_resource import (  # type: ignore[import-untyped]
 )
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
-from tessera.storage.kafka import KafkaIngestQueue
+from tessera.queue.kafka import KafkaIngestQueue
 from tests.support.server import free_port
 from tests.support.services import service_missing
 

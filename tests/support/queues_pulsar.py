@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import httpx
 
-from tessera.storage.pulsar import PulsarIngestQueue
+from tessera.queue.pulsar import PulsarIngestQueue
 from tests.support.services import service_missing
 
 PULSAR_URL = "pulsar://127.0.0.1:6650"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
+from tessera.queue.redis.queue import RedisIngestQueue
 from tessera.storage.redis.client import KeySpace
-from tessera.storage.redis.queue import RedisIngestQueue
 from tests.support.redis_service import (
     REDIS_HOST,
     REDIS_PORT,

@@ -2,7 +2,8 @@
 on the source: every import of a `tessera` module, wherever it sits (module level, inside a
 function, under TYPE_CHECKING), must point to a package in a lower layer, so dependencies run
 one way and no two packages can form a cycle. Storage backends never import one another, so
-`storage/factory.py` stays the one place that knows which backends exist.
+`storage/factory.py` stays the one place that knows which backends exist; nor do the ingest
+queue's (`workers/queue_factory.py` chooses among them).
 
 A new package must be given a layer here (the test names it otherwise).
 """
@@ -24,7 +25,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"settings", "model", "query"}),
     frozenset({"logs", "outbound", "settings_doc", "core"}),
     frozenset({"storage"}),
-    frozenset({"security", "identity", "destinations"}),
+    frozenset({"security", "identity", "destinations", "queue"}),
     frozenset({"segments", "workflow"}),
     frozenset({"pipeline"}),
     frozenset({"collect", "workers"}),
@@ -37,9 +38,13 @@ LAYERS: tuple[frozenset[str], ...] = (
 )
 LAYER_OF = {package: level for level, packages in enumerate(LAYERS) for package in packages}
 
-# The backends under storage/: each talks to one engine and knows no other. mysql holds the
-# server flavour (engine, Alembic migrations) of the configuration stores in sql.
-BACKENDS = frozenset({"elastic", "kafka", "mysql", "pulsar", "redis", "sql", "sqlite"})
+# The backends under storage/ and under queue/: each talks to one engine and knows no other
+# of its package. mysql holds the server flavour (engine, Alembic migrations) of the
+# configuration stores in sql.
+BACKENDS = {
+    "storage": frozenset({"elastic", "mysql", "redis", "sql", "sqlite"}),
+    "queue": frozenset({"embedded", "kafka", "pulsar", "redis"}),
+}
 BACKEND_ALLOWED = {("mysql", "sql")}
 
 
@@ -102,13 +107,15 @@ def test_imports_point_down_the_layers() -> None:
     assert not upward, "imports against the layering (docs/architecture.md):\n" + "\n".join(upward)
 
 
-def test_storage_backends_do_not_import_one_another() -> None:
+@pytest.mark.parametrize("package", sorted(BACKENDS))
+def test_backends_do_not_import_one_another(package: str) -> None:
+    backends = BACKENDS[package]
     crossing = [
         f"{where}:{line}: {module} imports {imported}"
         for where, line, module, imported in EDGES
-        if _part(module, 1) == "storage" == _part(imported, 1)
-        and (source := _part(module, 2)) in BACKENDS
-        and (target := _part(imported, 2)) in BACKENDS
+        if _part(module, 1) == package == _part(imported, 1)
+        and (source := _part(module, 2)) in backends
+        and (target := _part(imported, 2)) in backends
         and source != target
         and (source, target) not in BACKEND_ALLOWED
     ]

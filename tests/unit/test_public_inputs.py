@@ -18,7 +18,7 @@ from tessera.collect.outage_log import OutageLog
 from tessera.core.reshaping import as_text, render
 from tessera.errors import Busy, InvalidPayload, StorageUnavailable
 from tessera.model.event import checked_event_type, event_type_problem
-from tessera.storage.queue_ports import QueueFull, QueueUnavailable
+from tessera.queue.ports import QueueFull, QueueUnavailable
 from tessera.storage.redis.outage import unavailable as redis_unavailable
 from tessera.storage.sql.outage import unavailable as database_unavailable
 

@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tessera.storage.queue_ports import (
+from tessera.queue.embedded.queue import SqliteIngestQueue
+from tessera.queue.ports import (
     Delivery,
     QueueConsumer,
     QueueMessage,
@@ -21,7 +22,6 @@ from tessera.storage.queue_ports import (
     QueueStatus,
     partition_of,
 )
-from tessera.storage.sqlite.queue import SqliteIngestQueue
 
 PARTITIONS = 4
 T = TypeVar("T")

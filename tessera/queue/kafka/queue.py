@@ -40,10 +40,10 @@ from aiokafka.coordinator.protocol import (  # type: ignore[import-untyped]
     ConsumerProtocolMemberAssignment,
 )
 
-from tessera.storage.kafka.broker import broker_call, raise_for_codes, stop_quietly
-from tessera.storage.kafka.consumer import KafkaQueueConsumer
-from tessera.storage.queue_backlog import Backlog, BacklogGate, message_bytes
-from tessera.storage.queue_ports import (
+from tessera.queue.backlog import Backlog, BacklogGate, message_bytes
+from tessera.queue.kafka.broker import broker_call, raise_for_codes, stop_quietly
+from tessera.queue.kafka.consumer import KafkaQueueConsumer
+from tessera.queue.ports import (
     PartitionStatus,
     QueueMessage,
     QueueRetention,

@@ -26,8 +26,11 @@ import contextlib
 import time
 from pathlib import Path
 
-from tessera.storage.queue_backlog import Backlog, BacklogGate
-from tessera.storage.queue_ports import (
+from tessera.queue.backlog import Backlog, BacklogGate
+from tessera.queue.embedded import log as queue_log
+from tessera.queue.embedded.consumer import SqliteQueueConsumer, StateThread
+from tessera.queue.embedded.publisher import LogPublisher
+from tessera.queue.ports import (
     PartitionStatus,
     QueueConsumer,
     QueueMessage,
@@ -36,9 +39,6 @@ from tessera.storage.queue_ports import (
     QueueUnavailable,
     partition_of,
 )
-from tessera.storage.sqlite import queue_log
-from tessera.storage.sqlite.queue_consumer import SqliteQueueConsumer, StateThread
-from tessera.storage.sqlite.queue_publisher import LogPublisher
 
 DEFAULT_RETENTION = QueueRetention(hours=720, megabytes=1024)
 

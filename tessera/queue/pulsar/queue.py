@@ -41,8 +41,8 @@ import httpx
 import pulsar  # type: ignore[import-untyped]
 
 from tessera.errors import ConfigurationError
-from tessera.storage.queue_backlog import Backlog, BacklogGate
-from tessera.storage.queue_ports import (
+from tessera.queue.backlog import Backlog, BacklogGate
+from tessera.queue.ports import (
     Delivery,
     PartitionStatus,
     QueueFull,

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tessera.errors import TesseraError
+from tessera.queue.embedded import log as queue_log
+from tessera.queue.ports import QueueUnavailable
 from tessera.storage.private_files import private_data_dir
-from tessera.storage.queue_ports import QueueUnavailable
-from tessera.storage.sqlite import queue_log
 from tessera.storage.sqlite.connection import open_connection
 from tessera.storage.sqlite.grouping import STOP, Stop, iter_groups, start_connection_thread
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from tessera.storage.queue_ports import BacklogState, QueueFull, QueueMessage
+from tessera.queue.ports import BacklogState, QueueFull, QueueMessage
 
 log = logging.getLogger(__name__)
 

@@ -24,12 +24,12 @@ from aiokafka import (  # type: ignore[import-untyped]
 )
 from aiokafka.errors import CommitFailedError, IllegalStateError  # type: ignore[import-untyped]
 
-from tessera.storage.kafka.broker import broker_call, stop_quietly
-from tessera.storage.queue_backlog import MESSAGE_OVERHEAD
-from tessera.storage.queue_ports import Delivery, QueueUnavailable
+from tessera.queue.backlog import MESSAGE_OVERHEAD
+from tessera.queue.kafka.broker import broker_call, stop_quietly
+from tessera.queue.ports import Delivery, QueueUnavailable
 
 if TYPE_CHECKING:
-    from tessera.storage.kafka.queue import KafkaIngestQueue
+    from tessera.queue.kafka.queue import KafkaIngestQueue
 
 log = logging.getLogger(__name__)
 

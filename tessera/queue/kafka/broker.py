@@ -11,7 +11,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaError, for_code  # type: ignore[import-untyped]
 
-from tessera.storage.queue_ports import QueueUnavailable
+from tessera.queue.ports import QueueUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -5,6 +5,6 @@ Failover subscription that every ``tessera worker`` shares, token authentication
 API and publishes and consumes through the binary protocol with ``pulsar-client``.
 """
 
-from tessera.storage.pulsar.queue import PulsarIngestQueue
+from tessera.queue.pulsar.queue import PulsarIngestQueue
 
 __all__ = ["PulsarIngestQueue"]

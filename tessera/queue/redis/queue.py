@@ -44,8 +44,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from tessera.storage.queue_backlog import Backlog, BacklogGate
-from tessera.storage.queue_ports import (
+from tessera.queue.backlog import Backlog, BacklogGate
+from tessera.queue.ports import (
     PartitionStatus,
     QueueMessage,
     QueueRetention,
@@ -53,8 +53,7 @@ from tessera.storage.queue_ports import (
     QueueUnavailable,
     partition_of,
 )
-from tessera.storage.redis.client import KeySpace
-from tessera.storage.redis.queue_consumer import (
+from tessera.queue.redis.consumer import (
     FAILURES,
     GROUP,
     LeaseScripts,
@@ -62,6 +61,7 @@ from tessera.storage.redis.queue_consumer import (
     StreamId,
     stream_id,
 )
+from tessera.storage.redis.client import KeySpace
 
 DEFAULT_RETENTION = QueueRetention(hours=720, megabytes=1024)
 

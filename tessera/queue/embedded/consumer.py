@@ -23,9 +23,9 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from tessera.storage.lease_renewal import start_renewal
-from tessera.storage.queue_ports import Delivery, QueueUnavailable
-from tessera.storage.sqlite import queue_log
+from tessera.queue.embedded import log as queue_log
+from tessera.queue.lease_renewal import start_renewal
+from tessera.queue.ports import Delivery, QueueUnavailable
 from tessera.storage.sqlite.connection import open_connection
 
 R = TypeVar("R")

@@ -35,11 +35,11 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from tessera.storage.lease_renewal import start_renewal
-from tessera.storage.queue_ports import Delivery
+from tessera.queue.lease_renewal import start_renewal
+from tessera.queue.ports import Delivery
 
 if TYPE_CHECKING:
-    from tessera.storage.redis.queue import RedisIngestQueue
+    from tessera.queue.redis.queue import RedisIngestQueue
 
 log = logging.getLogger(__name__)
 

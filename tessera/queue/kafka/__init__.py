@@ -5,7 +5,7 @@ idempotence, and hands each worker a consumer in the group ``{topic}-workers`` t
 offsets only up to the last message every earlier one of which was acknowledged.
 """
 
-from tessera.storage.kafka.consumer import KafkaQueueConsumer
-from tessera.storage.kafka.queue import KafkaIngestQueue
+from tessera.queue.kafka.consumer import KafkaQueueConsumer
+from tessera.queue.kafka.queue import KafkaIngestQueue
 
 __all__ = ["KafkaIngestQueue", "KafkaQueueConsumer"]

@@ -1,0 +1,1 @@
+"""The ingest queue on Redis Streams (``TESSERA_QUEUE=redis``)."""
