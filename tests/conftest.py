@@ -8,9 +8,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.fast_lane import FastLane
 from tests.support.modes import SHARED_MODES, server_in_mode
 from tests.support.server import RunningServer
 from tests.support.sources import ServerSource, keyed, make_server_source
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The fast lane (`pytest -m "not slow"`): marks the tests listed in tests/slow_tests.txt
+    # and checks that the rest stay fast (tests/support/fast_lane.py).
+    config.pluginmanager.register(FastLane(config), "tessera-fast-lane")
 
 
 @pytest.fixture(scope="session", params=SHARED_MODES)
