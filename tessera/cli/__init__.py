@@ -140,7 +140,7 @@ def _check_services(settings: Settings) -> None:
     """A MySQL/MariaDB, Elasticsearch or Redis that cannot be reached (or a config schema that
     does not fit) stops start-up here with one line, not with a traceback from inside the
     server's start."""
-    from tessera.ops.preflight import check_services
+    from tessera.doctor.preflight import check_services
 
     try:
         asyncio.run(check_services(settings))
@@ -197,7 +197,7 @@ def doctor(
 ) -> None:
     """Check the installation, read only: stores, Redis, Elasticsearch, the queue and its
     retention. Exit code 1 when a check failed (warnings do not fail)."""
-    from tessera.ops.doctor_cli import doctor_command
+    from tessera.cli.doctor import doctor_command
 
     raise typer.Exit(code=doctor_command(as_json=as_json))
 

@@ -15,8 +15,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from tessera.ops.doctor_elastic import search_representation
-from tessera.ops.doctor_report import Status
+from tessera.doctor.elastic import search_representation
+from tessera.doctor.report import Status
 from tessera.query import parse
 from tessera.storage.elastic.backend import ElasticRecordBackend
 from tessera.storage.elastic.codec import plain

@@ -29,7 +29,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"segments", "workflow"}),
     frozenset({"pipeline"}),
     frozenset({"collect", "workers"}),
-    frozenset({"ops"}),
+    frozenset({"ops", "doctor"}),
     frozenset({"runtime"}),
     frozenset({"api"}),
     frozenset({"serving"}),

@@ -3,17 +3,17 @@ settings `tessera serve` would run with.
 
 Which checks run depends on the configured mode: the stores always, Redis when REDIS_HOST is
 set, the cluster and its index settings with Elasticsearch, the queue (backlog, dead letters,
-workers, retention) when one is in use. Each check has its own time limit (`doctor_report`),
+workers, retention) when one is in use. Each check has its own time limit (`report.py`),
 so a server that is down or silent costs a few seconds and one failed row, never a hang.
-Nothing is created or changed on the way. `doctor_cli` prints the report.
+Nothing is created or changed on the way. `cli/doctor.py` prints the report.
 """
 
 from __future__ import annotations
 
+from tessera.doctor import stores
+from tessera.doctor.queue import queue_checks
+from tessera.doctor.report import CHECK_SECONDS, Bounds, Check, Report, Status, failed, ok
 from tessera.errors import ConfigurationError
-from tessera.ops import doctor_stores as stores
-from tessera.ops.doctor_queue import queue_checks
-from tessera.ops.doctor_report import CHECK_SECONDS, Bounds, Check, Report, Status, failed, ok
 from tessera.settings import Settings
 from tessera.storage.config_database import describe_config_database
 from tessera.storage.factory import build_storage
@@ -48,7 +48,7 @@ async def run_doctor(settings: Settings, *, seconds: float = CHECK_SECONDS) -> R
         elastic = stores.elastic_of(storage)
         # A cluster that did not answer the record store's check is reported there once.
         if elastic is not None and records.status is not Status.FAILED:
-            from tessera.ops import doctor_elastic as cluster
+            from tessera.doctor import elastic as cluster
 
             where = f"ELASTIC_HOST={elastic.connection.where()}"
             report.checks.append(

@@ -1,6 +1,6 @@
 """`tessera doctor`'s checks of the stores: the record store (SQLite file or Elasticsearch), the
 configuration store (SQLite file or MySQL/MariaDB) and Redis; those of the Elasticsearch
-cluster are in doctor_elastic.py, imported only with ELASTIC_HOST.
+cluster are in doctor/elastic.py, imported only with ELASTIC_HOST.
 
 They read only. The stores are built as `tessera serve` builds them but never started (starting
 creates schemas and templates), and an embedded file that does not exist is not opened (opening
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tessera.ops.doctor_report import Check, failed, ok, warning
+from tessera.doctor.report import Check, failed, ok, warning
 from tessera.settings import Settings
 from tessera.storage.config_database import describe_config_database, uses_mysql
 from tessera.storage.factory import Storage

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tessera.doctor.report import Bounds, Check, Status, failed, ok, warning
 from tessera.errors import ConfigurationError
 from tessera.model.common import DEFAULT_TENANT
-from tessera.ops.doctor_report import Bounds, Check, Status, failed, ok, warning
 from tessera.queue.embedded.queue import SqliteIngestQueue
 from tessera.queue.ports import IngestQueue, QueueRetention
 from tessera.settings import Settings

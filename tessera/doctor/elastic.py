@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from elasticsearch import NotFoundError
 
-from tessera.ops.doctor_report import Check, failed, ok, warning
-from tessera.ops.doctor_stores import CREATED_BY_INSTALL
+from tessera.doctor.report import Check, failed, ok, warning
+from tessera.doctor.stores import CREATED_BY_INSTALL
 from tessera.storage.elastic.backend import ElasticRecordBackend
 from tessera.storage.elastic.generations import KindGeneration
 from tessera.storage.elastic.legacy import legacy_partitions

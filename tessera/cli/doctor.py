@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from tessera.doctor.report import Report, Status, failed
 from tessera.errors import ConfigurationError
-from tessera.ops.doctor_report import Report, Status, failed
 from tessera.settings import LogLevel, load_settings
 
 _STYLES = {Status.OK: "green", Status.WARNING: "yellow", Status.FAILED: "bold red"}
@@ -30,8 +30,8 @@ def doctor_command(*, as_json: bool) -> int:
     except ConfigurationError as error:
         report = Report([failed("settings", error.message)])
     else:
+        from tessera.doctor.checks import run_doctor
         from tessera.logs import configure_logging
-        from tessera.ops.doctor import run_doctor
 
         configure_logging(settings)
         if settings.logging_level is not LogLevel.DEBUG:
