@@ -131,3 +131,49 @@ def test_the_rule_catches_an_upward_import(module: str, imported: str) -> None:
     source, target = _part(module, 1), _part(imported, 1)
     assert source is not None and target is not None
     assert LAYER_OF[target] >= LAYER_OF[source]
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that reach one another through imports (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in edges.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in list(edges):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_module_reaches_itself_through_its_imports() -> None:
+    # Stricter than the layers: within one package too, and TYPE_CHECKING imports included
+    # (a consumer that needs a few fields of its queue declares them as a Protocol instead).
+    modules: dict[str, set[str]] = {}
+    for _, _, module, imported in EDGES:
+        if imported != module and not module.startswith(imported + "."):
+            modules.setdefault(module, set()).add(imported)
+    assert _cycles(modules) == []
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiokafka import (  # type: ignore[import-untyped]
     AIOKafkaConsumer,
@@ -27,9 +27,6 @@ from aiokafka.errors import CommitFailedError, IllegalStateError  # type: ignore
 from tessera.queue.backlog import MESSAGE_OVERHEAD
 from tessera.queue.kafka.broker import broker_call, stop_quietly
 from tessera.queue.ports import Delivery, QueueUnavailable
-
-if TYPE_CHECKING:
-    from tessera.queue.kafka.queue import KafkaIngestQueue
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +44,21 @@ class PartitionProgress:
     next_fetch: int | None = None
 
 
+class ConsumedTopic(Protocol):
+    """What a consumer reads of its queue (``KafkaIngestQueue`` is one), declared here so the
+    consumer does not import the module that imports it."""
+
+    bootstrap_servers: str
+    topic: str
+    group: str
+    publish_timeout: float
+    session_timeout_seconds: float
+
+    def saw(self, records: int, size: int) -> None: ...
+
+
 class KafkaQueueConsumer:
-    def __init__(self, queue: KafkaIngestQueue, worker_id: str) -> None:
+    def __init__(self, queue: ConsumedTopic, worker_id: str) -> None:
         self._queue = queue
         self.worker_id = worker_id
         self._kafka: Any = None

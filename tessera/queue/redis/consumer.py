@@ -28,8 +28,9 @@ import logging
 import math
 import secrets
 from collections import defaultdict
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -37,9 +38,6 @@ from redis.exceptions import RedisError
 
 from tessera.queue.lease_renewal import start_renewal
 from tessera.queue.ports import Delivery
-
-if TYPE_CHECKING:
-    from tessera.queue.redis.queue import RedisIngestQueue
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +127,25 @@ def _entries(reply: Any) -> builtins.list[tuple[bytes, builtins.list[tuple[bytes
     return [(name, list(found)) for name, found in reply]
 
 
+class LeasedStreams(Protocol):
+    """What a consumer uses of its queue (``RedisIngestQueue`` is one), declared here so the
+    consumer does not import the module that imports it."""
+
+    client: Redis
+    topic: str
+    partitions: int
+    lease_seconds: float
+    publish_timeout: float
+    streams: builtins.list[str]
+    leases: builtins.list[str]
+    workers_key: str
+    lease_scripts: LeaseScripts
+
+    def answering(self, doing: str) -> AbstractAsyncContextManager[None]: ...
+
+
 class RedisQueueConsumer:
-    def __init__(self, queue: RedisIngestQueue, worker_id: str) -> None:
+    def __init__(self, queue: LeasedStreams, worker_id: str) -> None:
         self._queue = queue
         self.worker_id = worker_id
         # The random part tells this consumer's leases from an earlier one of the same worker.
