@@ -9,10 +9,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from tessera.cli.elastic import backup_app, storage_app
-from tessera.cli.loading import command_settings
+from tessera.cli.loading import command_settings, stop
 from tessera.cli.workers import queue_app
 from tessera.errors import ConfigurationError, TesseraError
 from tessera.settings import Settings, shown_settings
@@ -51,8 +50,7 @@ def serve(
     try:
         count = api_process_count(settings, workers)
     except ConfigurationError as error:
-        console.print(f"[bold red]Cannot start:[/] {escape(error.message)}")
-        raise typer.Exit(code=2) from None
+        stop("[bold red]Cannot start:[/]", error, code=2)
     _check_services(settings)
     try:
         if count > 1:
@@ -60,8 +58,7 @@ def serve(
         elif not serve_here(settings, create_app(settings, on_ready=announcer(settings, console))):
             raise typer.Exit(code=STARTUP_FAILED)
     except TesseraError as error:
-        console.print(f"[bold red]Cannot start:[/] {escape(error.message)}")
-        raise typer.Exit(code=2) from None
+        stop("[bold red]Cannot start:[/]", error, code=2)
 
 
 @app.command()
@@ -84,8 +81,7 @@ def worker(
     try:
         worker_command(settings, processes=processes, concurrency=concurrency, burst=burst)
     except TesseraError as error:
-        console.print(f"[bold red]Worker stopped:[/] {escape(error.message)}")
-        raise typer.Exit(code=2) from None
+        stop("[bold red]Worker stopped:[/]", error, code=2)
 
 
 @app.command()
@@ -132,8 +128,7 @@ def install(
     try:
         asyncio.run(work())
     except TesseraError as error:
-        console.print(f"[bold red]Install failed:[/] {escape(error.message)}")
-        raise typer.Exit(code=1) from None
+        stop("[bold red]Install failed:[/]", error, code=1)
 
 
 def _check_services(settings: Settings) -> None:
@@ -145,8 +140,7 @@ def _check_services(settings: Settings) -> None:
     try:
         asyncio.run(check_services(settings))
     except TesseraError as error:
-        console.print(f"[bold red]Cannot start:[/] {escape(error.message)}")
-        raise typer.Exit(code=2) from None
+        stop("[bold red]Cannot start:[/]", error, code=2)
 
 
 @app.command()
@@ -178,8 +172,7 @@ def migrate() -> None:
     try:
         report = asyncio.run(work())
     except TesseraError as error:
-        console.print(f"[bold red]Migration failed:[/] {escape(error.message)}")
-        raise typer.Exit(code=1) from None
+        stop("[bold red]Migration failed:[/]", error, code=1)
     if not report.migrated:
         console.print("[green]Schema ready[/] (the embedded SQLite file needs no migrations)")
     elif report.applied:

@@ -13,11 +13,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -28,6 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from tessera.cli.loading import stop
 from tessera.errors import ConfigurationError, TesseraError
 from tessera.model.common import utcnow
 from tessera.settings import Settings, load_settings
@@ -69,16 +69,10 @@ def _distributed() -> Settings:
         elastic_hosts(settings)
         require(ELASTIC)
     except NotDistributed as error:
-        _stop(console, "[bold yellow]Not available:[/]", error, code=2)
+        stop("[bold yellow]Not available:[/]", error, code=2, on=console)
     except ConfigurationError as error:
-        _stop(console, "[bold red]Cannot start:[/]", error, code=2)
+        stop("[bold red]Cannot start:[/]", error, code=2, on=console)
     return settings
-
-
-def _stop(console: Console, label: str, error: TesseraError, *, code: int) -> NoReturn:
-    """One line (the message as it is, never read as markup) and the exit code."""
-    console.print(f"{label} {escape(error.message)}")
-    raise typer.Exit(code=code) from None
 
 
 def _run(work: Callable[[Settings, AsyncElasticsearch, Console], Awaitable[T]]) -> T:
@@ -102,9 +96,9 @@ def _run(work: Callable[[Settings, AsyncElasticsearch, Console], Awaitable[T]]) 
     try:
         return asyncio.run(session())
     except ConfigurationError as error:
-        _stop(console, "[bold red]Configuration:[/]", error, code=2)
+        stop("[bold red]Configuration:[/]", error, code=2, on=console)
     except TesseraError as error:
-        _stop(console, "[bold red]Failed:[/]", error, code=1)
+        stop("[bold red]Failed:[/]", error, code=1, on=console)
     except ApiError as error:
         console.print(
             f"[bold red]Elasticsearch at {connection.where()} refused:[/] "

@@ -20,10 +20,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from tessera.cli.loading import command_settings
+from tessera.cli.loading import command_settings, stop
 from tessera.errors import TesseraError
 from tessera.settings import Settings
 
@@ -150,8 +149,7 @@ def _with_runtime(settings: Settings, use: Callable[[Any], Awaitable[T]]) -> T:
     try:
         return asyncio.run(work())
     except TesseraError as error:
-        console.print(f"[bold red]Failed:[/] {escape(error.message)}")
-        raise typer.Exit(code=1) from None
+        stop("[bold red]Failed:[/]", error, code=1)
 
 
 @queue_app.command("status")
