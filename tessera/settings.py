@@ -1536,18 +1536,17 @@ def check_production_secrets(settings: Settings) -> None:
             continue
         secret: SecretStr | None = getattr(settings, name)
         variable = env_name(name)
+        what = "password" if "password" in name else "secret"
         if name in CHOSEN_SECRETS:
             if secret is None and name not in REQUIRED_SECRETS:
                 continue
             problem = "it is not set" if secret is None else weak_secret_problem(secret)
             if problem is not None:
-                what = "password" if "password" in name else "secret"
                 raise ConfigurationError(
                     f"{variable}: production needs a hard-to-guess {what} of at least "
                     f"{MIN_PRODUCTION_SECRET_LENGTH} characters; {problem}"
                 )
         elif secret is not None and is_weak_secret(secret):
-            what = "password" if "password" in name else "secret"
             raise ConfigurationError(
                 f"{variable}: production needs a {what} of at least "
                 f"{MIN_PRODUCTION_SECRET_LENGTH} characters that is not a well-known default"

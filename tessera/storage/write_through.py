@@ -4,7 +4,7 @@ Rules, workflows, segments, destinations, sources, consent types and processing 
 on every request from short-lived caches (their directories). A change made by this process
 must reach them at once, so the directory owns both the write and the invalidation: the API
 saves and deletes through it and never through the store beside it
-(tests/unit/test_import_rules.py keeps it so). Other processes see the change when their
+(tests/unit/test_configuration_writes.py keeps it so). Other processes see the change when their
 cached copy expires (docs/settings.md, the `*_CACHE_SECONDS` settings).
 """
 
