@@ -43,7 +43,6 @@ from tessera.pipeline.enrich import enrich_new_session
 from tessera.pipeline.events import build_event
 from tessera.pipeline.request import IncomingBatch, IncomingEvent, IngestResult
 from tessera.query.ast import Compare, Field, Literal
-from tessera.storage.automation_ports import ScheduledStep
 from tessera.storage.ports import (
     ChangeSet,
     EventStore,
@@ -132,7 +131,8 @@ class Ingestor:
                 messages = await self._plan_deliveries(
                     batch.tenant, stored, None, None, False, mark
                 )
-            warnings += await self._commit_with_held_work(
+            # The delayed steps and messages are held before the commit, released after it.
+            warnings += await self.held_work.commit(
                 batch.tenant,
                 mark,
                 lambda: self._writer.commit(ChangeSet(events=stored)),
@@ -330,7 +330,8 @@ class Ingestor:
             identities=merges.links,
             retired=merges.retired,
         )
-        warnings += await self._commit_with_held_work(
+        # The delayed steps and messages are held before the commit, released after it.
+        warnings += await self.held_work.commit(
             tenant,
             mark,
             lambda: self._visitors.commit(self._writer, changes, held=held),
@@ -511,18 +512,6 @@ class Ingestor:
             request=mark,
         )
 
-    async def _commit_with_held_work(
-        self,
-        tenant: str,
-        mark: str,
-        store: Callable[[], Awaitable[None]],
-        steps: list[ScheduledStep],
-        messages: list[Any],
-    ) -> list[str]:
-        """The records' commit, with the delayed steps and destination messages it makes
-        held before it and released after it (workflow/held_work.py)."""
-        return await self.held_work.commit(tenant, mark, store, steps, messages)
-
     async def _process(
         self, visitor: Visitor, events: list[Event], watched: bool
     ) -> tuple[list[str], Any, dict[str, Any]]:
@@ -599,7 +588,7 @@ class Ingestor:
         retired: list[RetiredProfile] = []
         for entry in profile.metadata.merges:
             if entry.get("request") == mark:
-                gone = await self._profiles_store_retired(tenant, str(entry.get("merged_id")))
+                gone = await self._profiles.retired(tenant, str(entry.get("merged_id")))
                 if gone is not None:
                     retired.append(gone)
         # Phase 3 of the commit (storage/elastic/writer.py): the merged-away profiles leave,
@@ -621,9 +610,6 @@ class Ingestor:
         _unknown(batch, known, warnings)
         stored_now = [event.id for event in events if event.id not in known]
         return IngestResult(profile.id, session.id, stored_now, warnings)
-
-    async def _profiles_store_retired(self, tenant: str, profile_id: str) -> RetiredProfile | None:
-        return await self._profiles.retired(tenant, profile_id)
 
     @staticmethod
     def _build_events(
