@@ -3,15 +3,17 @@
     python benchmarks/search_representation.py [--url http://127.0.0.1:9200]
         [--events 20000] [--profiles 5000] [--rounds 2]
 
-The same realistic records (profiles with traits and data, events with properties and
-context; encoded as the writer does, msgspec.to_builtins) are bulked, 500 to a request,
-without refresh (`refresh_interval: -1`, no `refresh` parameter), into fresh one-shard indices
-with the mapping of each representation:
+The same realistic records (profiles with traits and data, events with properties, context
+and the request's headers; encoded as the writer does, msgspec.to_builtins) are bulked, 500
+to a request, without refresh (`refresh_interval: -1`, no `refresh` parameter), into fresh
+one-shard indices with the mapping of each representation:
 
 - `nested`: the earlier one, one `nested` field `sx` with an entry per value (fields.py as of
   commit OLD_COMMIT, read from git so that it is measured exactly as it was shipped);
 - `lean`: the current one (fields.py): the keyword `sk` of path-prefixed terms and the
-  flattened sort keys `so`, on the document itself;
+  flattened sort keys `so`, on the document itself, but none for the typed paths whose
+  keyword field holds the value (typed_paths.py);
+- `lean-untyped`: the same before typed paths: terms and sort keys for every path;
 - `flattened`: the alternative of one `flattened` field holding every tagged value under its
   path (same facts as `lean`, but Elasticsearch indexes each value twice: keyed and not).
 
@@ -61,6 +63,7 @@ from tessera.storage.elastic.fields import (
     search_fields,
 )
 from tessera.storage.elastic.mappings import EVENT, PROFILE
+from tessera.storage.elastic.typed_paths import typed_paths
 
 # The last commit with the nested representation.
 OLD_COMMIT = "3f6301b"
@@ -137,15 +140,30 @@ def realistic_event(number: int, now: datetime, rng: random.Random) -> Event:
             "utm": {"source": "newsletter", "medium": "email", "campaign": "winter"},
         },
         tags=["web"],
+        # As /track stores them: the request's headers (without credentials) and address.
+        request={
+            "headers": {
+                "host": "shop.example.com",
+                "user-agent": "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Firefox/121.0",
+                "content-type": "application/json",
+                "accept-encoding": "gzip",
+            },
+            "ip": f"10.0.{number % 250}.{number % 199}",
+        },
     )
 
 
-def lean(document: Document) -> Document:
+def lean(document: Document, kind: str) -> Document:
+    document.update(search_fields(document, typed_paths(kind)))
+    return document
+
+
+def lean_untyped(document: Document, kind: str) -> Document:
     document.update(search_fields(document))
     return document
 
 
-def flattened(document: Document) -> Document:
+def flattened(document: Document, kind: str) -> Document:
     by_path: dict[str, list[str]] = {}
     for term in search_fields(document)[SEARCH_FIELDS[0]]:
         path, _, rest = term.partition(SEP)
@@ -155,13 +173,13 @@ def flattened(document: Document) -> Document:
     return document
 
 
-Variant = tuple[Callable[[Document], Document], Document]
+Variant = tuple[Callable[[Document, str], Document], Document]
 
 
 def variants(
     old: types.ModuleType,
 ) -> tuple[dict[str, Variant], Callable[[Document, Document], Document]]:
-    def nested(document: Document) -> Document:
+    def nested(document: Document, kind: str) -> Document:
         document[old.SEARCH_FIELD] = old.search_fields(document)
         return document
 
@@ -176,6 +194,7 @@ def variants(
     return {
         "nested": (nested, {old.SEARCH_FIELD: old.SEARCH_MAPPING}),
         "lean": (lean, SEARCH_MAPPINGS),
+        "lean-untyped": (lean_untyped, SEARCH_MAPPINGS),
         "flattened": (flattened, {"sf": {"type": "flattened"}}),
     }, mapping
 
@@ -184,9 +203,10 @@ def run_one(
     client: Elasticsearch,
     index: str,
     mapping: Document,
-    encode: Callable[[Document], Document],
+    encode: Callable[[Document, str], Document],
     records: list[Any],
     pid: int | None,
+    kind: str,
 ) -> dict[str, float]:
     client.indices.create(
         index=index,
@@ -199,7 +219,7 @@ def run_one(
         lines = []
         for record in records[start : start + BULK]:
             lines.append(_encode({"index": {"_index": index, "_id": record.id}}))
-            lines.append(_encode(encode(msgspec.to_builtins(record))))
+            lines.append(_encode(encode(msgspec.to_builtins(record), kind)))
         bodies.append(b"\n".join(lines) + b"\n")
     encode_s = time.process_time() - started
     cpu_before, started = process_cpu_s(pid) if pid else None, time.perf_counter()
@@ -263,7 +283,9 @@ def main() -> None:
                     encode, fields = shapes[name]
                     index = f"{prefix}.{kind}.{name}.{round_number + 1}"
                     sample = records if round_number >= 0 else records[: BULK * 2]
-                    measured = run_one(client, index, mapping(base, fields), encode, sample, pid)
+                    measured = run_one(
+                        client, index, mapping(base, fields), encode, sample, pid, kind
+                    )
                     if round_number >= 0:
                         results.setdefault((kind, name), []).append(measured)
                     client.indices.delete(index=index)

@@ -20,6 +20,8 @@ _FIELD = re.compile(r"^(profile|event|session)@([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]
 class SortKey:
     path: tuple[str, ...]
     descending: bool
+    # Whose field (profile, event, session); None when the sort is not tied to one.
+    entity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,7 @@ def parse_sort(entity: str, text: str | None, order: Literal["asc", "desc"]) -> 
     match = _FIELD.match(text.strip())
     if match is None or match.group(1) != entity:
         raise InvalidPayload(f"sort: expected a field like {entity}@traits.name, got {text!r}")
-    return SortKey(tuple(match.group(2).split(".")), descending=order == "desc")
+    return SortKey(tuple(match.group(2).split(".")), descending=order == "desc", entity=entity)
 
 
 def json_path(path: tuple[str, ...]) -> str:

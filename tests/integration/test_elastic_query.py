@@ -49,7 +49,14 @@ from tessera.storage.elastic.query import RESULT_WINDOW, search_page, to_query
 from tessera.storage.search import Cursor, SearchRequest, SortKey
 from tests.support.services import service_missing
 from tests.unit.test_query_evaluate import PROFILE, ROWS
-from tests.unit.test_query_sqlite import CONDITIONS, DOCS, VARIANTS, _literals, neighbours
+from tests.unit.test_query_sqlite import (
+    CONDITIONS,
+    DOCS,
+    VARIANTS,
+    _literals,
+    document_at,
+    neighbours,
+)
 
 URL = os.environ.get("ELASTIC_TEST_URL", "http://127.0.0.1:9200")
 MAPPINGS = {
@@ -371,12 +378,7 @@ def test_elasticsearch_and_evaluate_agree_on_random_documents(
     }
     for field in iter_fields(condition):
         for value in [*near.values(), *([value] for value in near.values()), list(near.values())]:
-            doc: dict[str, Any] = {}
-            node = doc
-            for segment in field.path[:-1]:
-                node = node.setdefault(segment, {})
-            node[field.path[-1]] = value
-            docs.append(doc)
+            docs.append(document_at(field.path, value))
     assert_agree(es, index, condition, docs)
 
 

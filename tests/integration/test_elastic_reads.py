@@ -24,14 +24,10 @@ from tessera.errors import RecordRejected, StorageRefused, StorageUnavailable
 from tessera.model.common import DEFAULT_TENANT
 from tessera.model.profile import Profile, ProfileMetadata, ProfileTime
 from tessera.storage.elastic.backend import ElasticRecordBackend
+from tessera.storage.elastic.bulk import IncompleteRead
 from tessera.storage.elastic.naming import Partitioning, partition
 from tessera.storage.elastic.partitions_ahead import LEAD
-from tessera.storage.elastic.reads import (
-    READ_RETRY_BUDGET_S,
-    IncompleteRead,
-    complete_search,
-    ensure_complete,
-)
+from tessera.storage.elastic.reads import READ_RETRY_BUDGET_S, complete_search, ensure_complete
 from tessera.storage.ports import ChangeSet, Erasure, IdentityLink
 from tessera.storage.search import SearchRequest
 from tests.contract.test_record_stores import TENANT, make_event, make_session
@@ -241,6 +237,37 @@ async def test_a_red_shard_fails_the_reads_and_the_writes_that_need_it(
         with pytest.raises(StorageUnavailable):
             await backend.writer.commit(ChangeSet(profiles=[red]))
         await backend.writer.commit(ChangeSet(profiles=[_stored_profile(name="Ada")]))
+
+
+async def test_a_write_waits_for_a_generations_index_still_starting(tmp_path: Path) -> None:
+    # As when a first reshard creates the generations index while ingestion goes on: for a
+    # moment its shard is not started, and reading it answers "no shard available". That
+    # may pass: the writer tries again within its budget instead of failing the commit (a
+    # full-suite run once failed a reshard-while-ingesting test exactly there).
+    async with elastic_backend(tmp_path, retry_budget_s=20.0, generation_ttl_s=0.0) as backend:
+        index = backend.names.generations_index()
+        await backend.client.options(ignore_status=404).indices.delete(index=index)
+        await backend.client.indices.create(
+            index=index,
+            settings={
+                "index": {
+                    "number_of_replicas": 0,
+                    "routing": {"allocation": {"require": {"_name": "no-such-node"}}},
+                }
+            },
+            wait_for_active_shards="0",
+        )
+        commit = asyncio.create_task(
+            backend.writer.commit(ChangeSet(profiles=[_stored_profile(name="Ada")]))
+        )
+        await asyncio.sleep(1.5)
+        assert not commit.done()  # still trying: the generations cannot be read yet
+        await backend.client.indices.put_settings(
+            index=index, settings={"index.routing.allocation.require._name": None}
+        )
+        await asyncio.wait_for(commit, timeout=20)
+        stored = await backend.profiles.get(TENANT, "p-1")
+        assert stored is not None and stored.traits == {"name": "Ada"}
 
 
 async def test_a_partial_answer_is_refused(tmp_path: Path) -> None:

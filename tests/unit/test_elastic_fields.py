@@ -11,6 +11,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tessera.storage.elastic import fields
 from tessera.storage.elastic.fields import (
     KEYWORD_BYTES,
     MAX_DEPTH,
@@ -223,3 +224,56 @@ def test_every_term_fits_lucene_and_the_mapping_is_fixed() -> None:
     }
     # ignore_above would make long strings silently unsearchable: never used.
     assert all("ignore_above" not in spec for spec in SEARCH_MAPPINGS.values())
+
+
+# --- remembered objects (fields._SUBTREES) --------------------------------------------------
+
+KEYS = st.sampled_from(["a", "b", "0", "c-d", "bad key"])
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-2, 2), st.sampled_from([1.0, 2**64]), st.text("ab1")
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
+    max_leaves=12,
+)
+
+
+def walked_afresh(document: dict[str, Any]) -> dict[str, Any]:
+    """What the breadth-first walk alone gives, with nothing remembered."""
+    fields._SUBTREES.clear()
+    walked = fields._walk("", 0, document, frozenset(), defer_objects=False)
+    return {SEARCH_FIELD: walked.terms, SORT_FIELD: walked.sort}
+
+
+@settings(max_examples=300)
+@given(documents=st.lists(st.dictionaries(KEYS, VALUES, max_size=4), min_size=1, max_size=4))
+def test_remembered_objects_give_the_terms_of_a_fresh_walk(
+    documents: list[dict[str, Any]],
+) -> None:
+    # Each document twice: once remembering its objects, once from what was remembered.
+    for document in [*documents, *documents]:
+        found = search_fields(document)
+        expected = walked_afresh(msgspec.json.decode(msgspec.json.encode(document)))
+        assert sorted(found[SEARCH_FIELD]) == sorted(expected[SEARCH_FIELD])
+        assert found.get(SORT_FIELD, {}) == expected[SORT_FIELD]
+        search_fields(document)  # remember it for the next round
+
+
+def test_remembered_objects_tell_apart_what_conditions_tell_apart() -> None:
+    spellings: list[Any] = [1, True, "1", None, [1], {"1": 1}]
+    seen = [terms({"o": {"x": value}}) for value in spellings]
+    assert seen == [terms({"o": {"x": value}}) for value in spellings]  # remembered, the same
+    assert len({tuple(found) for found in seen}) == len(spellings)
+    assert terms({"o": {"x": 1.0}}) == seen[0]  # 1 == 1.0, as in conditions
+    assert terms({"o": {1: "a"}}) == ["o" + SEP + "~object"]  # an integer key is never a path
+    assert terms({"o": {"1": "a"}}) == ["o" + SEP + "~object", "o.1" + SEP + "sa"]
+
+
+def test_past_the_entry_limit_remembered_objects_keep_the_breadth_first_cut() -> None:
+    wide = {f"k{n}": n for n in range(MAX_ENTRIES // 2)}
+    document = {"first": dict(wide), "second": dict(wide), "third": {"deep": dict(wide)}}
+    search_fields({"first": dict(wide)})  # remembered on its own
+    found = terms(document)
+    assert found == walked_afresh(document)[SEARCH_FIELD]
+    assert found[-1] == TRUNCATED

@@ -265,38 +265,55 @@ FIELDS = st.lists(st.sampled_from(KEYS), min_size=1, max_size=3).map(
 )
 
 
-@st.composite
-def predicates(draw: st.DrawFn) -> Condition:
-    field = draw(FIELDS)
-    kind = draw(
-        st.sampled_from(["compare", "between", "exists", "null", "in", "contains", "affix"])
+def conditions_over(
+    fields: st.SearchStrategy[Field], literals: st.SearchStrategy[Literal], max_leaves: int = 6
+) -> st.SearchStrategy[Condition]:
+    """Random conditions of every kind, on the given fields, with the given literals."""
+
+    @st.composite
+    def predicates(draw: st.DrawFn) -> Condition:
+        field = draw(fields)
+        kind = draw(
+            st.sampled_from(["compare", "between", "exists", "null", "in", "contains", "affix"])
+        )
+        if kind == "compare":
+            op: CompareOp = draw(st.sampled_from(["==", "!=", ">", ">=", "<", "<="]))
+            return Compare(op, field, draw(literals))
+        if kind == "between":
+            return Between(field, draw(literals), draw(literals))
+        if kind == "exists":
+            return Exists(field, draw(st.booleans()))
+        if kind == "null":
+            return IsNull(field, draw(st.booleans()))
+        if kind == "in":
+            return In(field, tuple(draw(st.lists(literals, max_size=3))))
+        if kind == "contains":
+            return Contains(field, draw(literals))
+        value = draw(literals | TEXT.map(Literal))
+        return StartsWith(field, value) if draw(st.booleans()) else EndsWith(field, value)
+
+    return st.recursive(
+        predicates(),
+        lambda inner: st.one_of(
+            st.lists(inner, min_size=2, max_size=3).map(lambda items: And(tuple(items))),
+            st.lists(inner, min_size=2, max_size=3).map(lambda items: Or(tuple(items))),
+            inner.map(Not),
+        ),
+        max_leaves=max_leaves,
     )
-    if kind == "compare":
-        op: CompareOp = draw(st.sampled_from(["==", "!=", ">", ">=", "<", "<="]))
-        return Compare(op, field, draw(LITERALS))
-    if kind == "between":
-        return Between(field, draw(LITERALS), draw(LITERALS))
-    if kind == "exists":
-        return Exists(field, draw(st.booleans()))
-    if kind == "null":
-        return IsNull(field, draw(st.booleans()))
-    if kind == "in":
-        return In(field, tuple(draw(st.lists(LITERALS, max_size=3))))
-    if kind == "contains":
-        return Contains(field, draw(LITERALS))
-    value = draw(LITERALS | TEXT.map(Literal))
-    return StartsWith(field, value) if draw(st.booleans()) else EndsWith(field, value)
 
 
-CONDITIONS = st.recursive(
-    predicates(),
-    lambda inner: st.one_of(
-        st.lists(inner, min_size=2, max_size=3).map(lambda items: And(tuple(items))),
-        st.lists(inner, min_size=2, max_size=3).map(lambda items: Or(tuple(items))),
-        inner.map(Not),
-    ),
-    max_leaves=6,
-)
+CONDITIONS = conditions_over(FIELDS, LITERALS)
+
+
+def document_at(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """A document holding `value` at `path` and nothing else."""
+    document: dict[str, Any] = {}
+    node = document
+    for segment in path[:-1]:
+        node = node.setdefault(segment, {})
+    node[path[-1]] = value
+    return document
 
 
 def neighbours(value: Any) -> list[Any]:
@@ -330,12 +347,7 @@ def test_sql_and_evaluate_agree_on_random_documents(
     }
     for field in iter_fields(condition):
         for value in [*near.values(), *([value] for value in near.values()), list(near.values())]:
-            doc: dict[str, Any] = {}
-            node = doc
-            for segment in field.path[:-1]:
-                node = node.setdefault(segment, {})
-            node[field.path[-1]] = value
-            docs.append(doc)
+            docs.append(document_at(field.path, value))
     assert_agree(condition, docs)
 
 

@@ -111,6 +111,11 @@ def is_retryable(exc: BaseException) -> bool:
     return False
 
 
+class IncompleteRead(StorageUnavailable):
+    """Part of what a read needed could not be read (a failed shard, a document's shard): it
+    may pass, so a Retrier tries again while it has time (reads.py raises it)."""
+
+
 class Retrier:
     """Calls again what failed for a retryable reason, with growing pauses, until a deadline."""
 
@@ -134,6 +139,13 @@ class Retrier:
                     message = f"Elasticsearch: {what} failed: {describe(exc)}"
                     raise StorageUnavailable(message) from exc
                 log.warning("Elasticsearch: %s failed (%s); retrying", what, describe(exc))
+                await self.pause()
+            except IncompleteRead as exc:
+                # A shard that was not started yet (an index created a moment ago, the
+                # generations' by a first reshard) or that is recovering.
+                if not self.time_left():
+                    raise
+                log.warning("%s; retrying", exc)
                 await self.pause()
 
 

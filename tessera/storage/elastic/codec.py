@@ -18,10 +18,13 @@ from tessera.model.profile import Profile
 from tessera.model.session import Session
 from tessera.storage.elastic.fields import LEGACY_FIELD, SEARCH_FIELDS, search_fields
 from tessera.storage.elastic.mappings import MOVED_FIELD
+from tessera.storage.elastic.typed_paths import typed_paths
 
 R = TypeVar("R", Event, Session, Profile)
 
 _encode = msgspec.json.Encoder().encode
+_EVENT_TYPED = typed_paths("event")
+_PROFILE_TYPED = typed_paths("profile")
 
 
 def searchable(record: Event | Session | Profile) -> bytes:
@@ -30,8 +33,10 @@ def searchable(record: Event | Session | Profile) -> bytes:
     their profile's id, a mapped field), and their search terms cost as much to build and to
     index as a profile's, on every request."""
     document = msgspec.to_builtins(record)
-    if not isinstance(record, Session):
-        document.update(search_fields(document))
+    if isinstance(record, Event):
+        document.update(search_fields(document, _EVENT_TYPED))
+    elif isinstance(record, Profile):
+        document.update(search_fields(document, _PROFILE_TYPED))
     return _encode(document)
 
 
@@ -45,7 +50,7 @@ def moved(
     _drop_search_fields(source)
     document = msgspec.to_builtins(from_builtins(source, kind))
     if kind is not Session:  # as `searchable`
-        document.update(search_fields(document))
+        document.update(search_fields(document, _EVENT_TYPED if kind is Event else _PROFILE_TYPED))
     document[MOVED_FIELD] = generation
     return _encode(document)
 

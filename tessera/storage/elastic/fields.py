@@ -23,8 +23,9 @@ itself — no nested documents, so one record stays one Lucene document:
         "so": {"traits.age": "1" + code(30)},
     }   # code(x) = number_code(number_key(x)), 20 hex digits
 
-Every present path has at least one term (so EXISTS is a prefix query on `path\\x01`); the
-tags (fixed, ASCII, each a different first letter or two):
+Every present path has at least one term (so EXISTS is a prefix query on `path\\x01`), but
+for the typed paths whose keyword field holds the value (typed_paths.py: query.py asks that
+field of those documents); the tags (fixed, ASCII, each a different first letter or two):
 
     ~null ~list ~object   the kind, for values without a value term
     ~number               an integer too large even for a double: no comparison matches it
@@ -99,9 +100,13 @@ import math
 import struct
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
+import msgspec
+
 from tessera.query.ast import MAX_PATH_SEGMENTS, SEGMENT
+from tessera.storage.elastic.typed_paths import NO_TYPED_PATHS, in_typed_form
 
 # The terms of every fact a condition can ask about (keyword, indexed only).
 SEARCH_FIELD: Final = "sk"
@@ -145,29 +150,78 @@ _ALL_BITS: Final = (1 << 64) - 1
 _REMAINDER_OFFSET: Final = 1 << 15
 
 
-def search_fields(document: Mapping[str, Any]) -> dict[str, Any]:
+def search_fields(
+    document: Mapping[str, Any], typed: frozenset[str] = NO_TYPED_PATHS
+) -> dict[str, Any]:
     """The search fields of one document (a profile, event or session as plain builtins):
     `{SEARCH_FIELD: [terms], SORT_FIELD: {path: sort key}}` (the latter only when not empty).
 
+    A path of `typed` (typed_paths.py) whose value its keyword field holds exactly gets no
+    terms and no sort key: query.py reads it from that field.
+
     On the write path of every record, so written for speed: plain dicts and lists are told
-    by their exact type, keys and paths already checked are remembered (``_path_of``), and
-    a string's terms are made inline."""
-    terms: list[str] = []
-    sort: dict[str, str] = {}
+    by their exact type, keys and paths already checked are remembered (``_path_of``), a
+    string's terms are made inline, and the terms of a top-level object seen before (an
+    event's metadata, context and request repeat across the events of a request, the
+    request headers across requests) are taken from ``_SUBTREES``. The terms are the same
+    either way: when the document holds more values than MAX_ENTRIES, the breadth-first walk
+    decides which are kept, exactly as it always has."""
+    top = _walk("", 0, document, typed, defer_objects=True)
+    if top.truncated:
+        return _fields(top.terms, top.sort)
+    terms, sort, entries = top.terms, top.sort, top.entries
+    for path, child in top.deferred:
+        shared = _subtree(path, child, typed)
+        entries += shared.entries
+        if shared.truncated or entries > MAX_ENTRIES - 1:
+            # Too many values: which are kept depends on the order of the whole walk.
+            walked = _walk("", 0, document, typed, defer_objects=False)
+            return _fields(walked.terms, walked.sort)
+        terms.extend(shared.terms)
+        sort.update(shared.sort)
+    return _fields(terms, sort)
+
+
+@dataclass(slots=True)
+class _Walked:
+    terms: list[str] = field(default_factory=list)
+    sort: dict[str, str] = field(default_factory=dict)
+    entries: int = 0
+    truncated: bool = False
+    # Plain objects met at the top and not entered (defer_objects): (path, object).
+    deferred: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+def _walk(
+    start: str,
+    start_depth: int,
+    node: Mapping[str, Any],
+    typed: frozenset[str],
+    *,
+    defer_objects: bool,
+) -> _Walked:
+    """The terms of the values under `node` (at path `start`), breadth first, up to
+    MAX_ENTRIES - 1 values (then TRUNCATED ends the terms). With `defer_objects`, plain
+    objects directly under `node` get their own term but are not entered: they are listed
+    in `deferred` for the caller."""
+    out = _Walked()
+    terms, sort = out.terms, out.sort
     entries = 0
-    pending: deque[tuple[str, int, Mapping[str, Any]]] = deque([("", 0, document)])
+    pending: deque[tuple[str, int, Mapping[str, Any]]] = deque([(start, start_depth, node)])
     while pending:
-        prefix, depth, node = pending.popleft()
-        for key, value in node.items():
-            path = _path_of(prefix, key)
-            if path is None:
+        prefix, depth, current = pending.popleft()
+        children = _children_of(prefix)
+        for key, value in current.items():
+            path = children.get(key, _UNKNOWN)
+            if path is _UNKNOWN:
+                path = _path_of(prefix, key, children)
+            if path is None or (path in typed and in_typed_form(value)):
                 continue
             kind = type(value)
             if kind is str and len(value) * 4 <= KEYWORD_BYTES and "\x00" not in value:
                 # The common case, a short string, inline: what _string_terms would give.
                 if entries >= MAX_ENTRIES - 1:
-                    terms.append(TRUNCATED)
-                    return _fields(terms, sort)
+                    return _truncated(out, entries)
                 entries += 1
                 head = path + SEP
                 terms.append(head + "s" + value)
@@ -177,8 +231,7 @@ def search_fields(document: Mapping[str, Any]) -> dict[str, Any]:
             if not found:
                 continue
             if entries >= MAX_ENTRIES - 1:
-                terms.append(TRUNCATED)
-                return _fields(terms, sort)
+                return _truncated(out, entries)
             entries += 1
             head = path + SEP
             first = found[0]
@@ -190,43 +243,92 @@ def search_fields(document: Mapping[str, Any]) -> dict[str, Any]:
                 sort[path] = (SORT_NUMBER if tag == "n" else SORT_STRING) + first[1:]
             if kind is dict or (kind is not list and isinstance(value, Mapping)):
                 if depth + 1 < MAX_DEPTH:
-                    pending.append((path, depth + 1, value))
+                    if defer_objects and kind is dict and depth == start_depth and value:
+                        out.deferred.append((path, value))
+                    else:
+                        pending.append((path, depth + 1, value))
             elif kind is list or isinstance(value, list | tuple):
                 for item in value:
                     element = _value_terms(item, element=True)
                     if not element:
                         continue
                     if entries >= MAX_ENTRIES - 1:
-                        terms.append(TRUNCATED)
-                        return _fields(terms, sort)
+                        return _truncated(out, entries)
                     entries += 1
                     terms.append(head + element[0])
-    return _fields(terms, sort)
+    out.entries = entries
+    return out
 
 
-# (prefix, key) → the dotted path, or None when no condition can name it. Documents of one
-# kind repeat the same few hundred paths; bounded, so free-form keys cannot grow it forever.
-_PATHS: dict[tuple[str, object], str | None] = {}
-_MAX_REMEMBERED_PATHS: Final = 20_000
+def _truncated(out: _Walked, entries: int) -> _Walked:
+    out.terms.append(TRUNCATED)
+    out.entries = entries
+    out.truncated = True
+    return out
 
 
-def _path_of(prefix: str, key: object) -> str | None:
-    cache_key = (prefix, key)
+# (path, typed paths, the object as MessagePack) → the terms of the values under it. MessagePack
+# tells apart what a condition tells apart (1, 1.0, True and "1"; string and integer keys).
+# Bounded: emptied when full, so free-form objects cannot grow it forever.
+_SUBTREES: dict[tuple[str, frozenset[str], bytes], _Walked] = {}
+_MAX_REMEMBERED_SUBTREES: Final = 4096
+_pack = msgspec.msgpack.Encoder().encode
+
+
+def _subtree(path: str, value: dict[str, Any], typed: frozenset[str]) -> _Walked:
     try:
-        return _PATHS[cache_key]
-    except KeyError:
-        pass
-    except TypeError:  # an unhashable key: not a string, never searchable
-        return None
+        key = (path, typed, _pack(value))
+    except (TypeError, ValueError, UnicodeEncodeError, OverflowError):
+        # Not plain JSON data (or an integer beyond 64 bits, a lone surrogate): walk it.
+        return _walk(path, 1, value, typed, defer_objects=False)
+    walked = _SUBTREES.get(key)
+    if walked is None:
+        walked = _walk(path, 1, value, typed, defer_objects=False)
+        if len(_SUBTREES) >= _MAX_REMEMBERED_SUBTREES:
+            _SUBTREES.clear()
+        _SUBTREES[key] = walked
+    return walked
+
+
+# prefix → key → the dotted path, or None when no condition can name it. Documents of one
+# kind repeat the same few hundred paths; bounded, so free-form keys cannot grow it forever.
+_PATHS: dict[str, dict[str, str | None]] = {}
+_MAX_REMEMBERED_PATHS: Final = 20_000
+_remembered_paths = 0
+# Not a path (no path holds U+0000): a key not remembered yet.
+_UNKNOWN: Final = "\x00"
+
+
+def _children_of(prefix: str) -> dict[str, str | None]:
+    """The remembered paths of the keys under `prefix` (filled by _path_of)."""
+    children = _PATHS.get(prefix)
+    if children is None:
+        _make_room()
+        children = _PATHS[prefix] = {}
+    return children
+
+
+def _path_of(prefix: str, key: object, children: dict[str, str | None]) -> str | None:
+    if not isinstance(key, str):
+        return None  # a key of another kind (in a caller's own mapping) is never searchable
     path: str | None = None
-    if isinstance(key, str) and SEGMENT.fullmatch(key):
+    if SEGMENT.fullmatch(key):
         path = f"{prefix}.{key}" if prefix else key
         if path in UNSEARCHED_PATHS or len(path) > MAX_PATH_BYTES:
             path = None
-    if len(_PATHS) >= _MAX_REMEMBERED_PATHS:
-        _PATHS.clear()
-    _PATHS[cache_key] = path
+    _make_room()
+    children[key] = path
     return path
+
+
+def _make_room() -> None:
+    """Count one more remembered entry; forget them all once there are too many."""
+    global _remembered_paths
+    if _remembered_paths >= _MAX_REMEMBERED_PATHS:
+        # A walk holding a forgotten prefix's dict only fills that orphan: harmless.
+        _PATHS.clear()
+        _remembered_paths = 0
+    _remembered_paths += 1
 
 
 def _fields(terms: list[str], sort: dict[str, str]) -> dict[str, Any]:

@@ -23,6 +23,11 @@ against a real Elasticsearch on random documents and conditions). How:
   longer one (and of any text stored before `z` was kept for long texts only); CONTAINS a
   wildcard query `path\x01s*...*` (with `*`, `?` and `\\` escaped) or the same on the
   windows `c`.
+- A typed path (typed_paths.py: an event's id, type, source, session and profile ids …) is
+  read from its keyword field where the document holds it there alone, and from the terms
+  where it has them: each predicate becomes "(on the field AND the path has no term) OR (on
+  the terms AND it has one)", so each document is asked in the one form it was stored in.
+  The field holds only strings without U+0000, so the same literals match as on the terms.
 - EXISTS is a prefix query on `path\x01` (every present value has a term); "a non-null value
   is present" is that AND NOT `path\x01~null`. `!=` is "a non-null value is present" AND NOT
   `==`; IS NULL is NOT "a non-null value is present"; NOT is `must_not`, AND `filter`, OR
@@ -102,6 +107,7 @@ from tessera.storage.elastic.fields import (
 )
 from tessera.storage.elastic.legacy import ensure_current
 from tessera.storage.elastic.reads import complete_search, point_in_time
+from tessera.storage.elastic.typed_paths import in_typed_form, typed_paths
 from tessera.storage.ports import SearchPage
 from tessera.storage.search import Cursor, SearchRequest, SortKey, timed_out
 
@@ -150,7 +156,15 @@ def _condition(node: Condition) -> Query:
         return _any([_condition(item) for item in node.items])
     if isinstance(node, Not):
         return _not(_condition(node.item))
-    at = _path(node.field) + SEP
+    path = _path(node.field)
+    on_terms = _leaf(node, path + SEP)
+    if path not in typed_paths(node.field.entity):
+        return on_terms
+    return _either_form(path + SEP, on_terms, _typed_leaf(node, path))
+
+
+def _leaf(node: Condition, at: str) -> Query:
+    """A predicate on one path, over its search terms."""
     if isinstance(node, Exists):
         present = _prefix(at)
         return _not(present) if node.negated else present
@@ -173,6 +187,72 @@ def _condition(node: Condition) -> Query:
     if isinstance(node, StartsWith | EndsWith):
         return _affix(at, node.value, suffix=isinstance(node, EndsWith))
     raise TypeError(f"not a condition: {node!r}")
+
+
+# --- a typed path (typed_paths.py) --------------------------------------------------------------
+# A document holds the value of such a path either in the keyword field alone (the typed form)
+# or, when the field cannot hold it exactly (and in documents stored before), in search terms:
+# whether the path has any term tells which, and each form is asked only of its documents.
+
+
+def _either_form(at: str, on_terms: Query, on_field: Query) -> Query:
+    has_terms = _prefix(at)
+    typed = MATCH_NONE
+    if on_field is not MATCH_NONE:
+        typed = {"bool": {"filter": [on_field], "must_not": [has_terms]}}
+    termed = MATCH_NONE
+    if on_terms is not MATCH_NONE:
+        termed = {"bool": {"filter": [on_terms, has_terms]}}
+    return _any([typed, termed])
+
+
+def _typed_leaf(node: Condition, name: str) -> Query:
+    """A predicate on a keyword field whose value, when present, is a string in typed form
+    (no U+0000, at most TYPED_MAX_CHARS): literals of another kind never match it."""
+    present: Query = {"exists": {"field": name}}
+    if isinstance(node, Exists):
+        return _not(present) if node.negated else present
+    if isinstance(node, IsNull):
+        return present if node.negated else _not(present)
+    if isinstance(node, Compare):
+        if node.op == "==":
+            return _typed_equals(name, node.value)
+        if node.op == "!=":
+            equal = _typed_equals(name, node.value)
+            if equal is MATCH_NONE:
+                return present
+            return {"bool": {"filter": [present], "must_not": [equal]}}
+        return _typed_ordered(name, node.op, node.value)
+    if isinstance(node, Between):
+        return _all([_typed_ordered(name, ">=", node.low), _typed_ordered(name, "<=", node.high)])
+    if isinstance(node, In):
+        return _any([_typed_equals(name, literal) for literal in node.values])
+    text = _checked(node.value) if isinstance(node, Contains | StartsWith | EndsWith) else None
+    if not isinstance(text, str) or "\x00" in text:
+        return MATCH_NONE  # a string never contains a list's element, nor one cut at a NUL
+    if not text:
+        return present
+    if isinstance(node, StartsWith):
+        return {"prefix": {name: {"value": text}}}
+    if isinstance(node, EndsWith):
+        return {"wildcard": {name: {"value": "*" + _escaped(text)}}}
+    if isinstance(node, Contains):
+        return {"wildcard": {name: {"value": "*" + _escaped(text) + "*"}}}
+    raise TypeError(f"not a condition: {node!r}")
+
+
+def _typed_equals(name: str, literal: Literal) -> Query:
+    value = _checked(literal)
+    if isinstance(value, str) and in_typed_form(value):
+        return {"term": {name: value}}
+    return MATCH_NONE
+
+
+def _typed_ordered(name: str, op: str, literal: Literal) -> Query:
+    value = _checked(literal)
+    if not isinstance(value, str):
+        return MATCH_NONE
+    return {"range": {name: {_RANGE[op]: value}}}
 
 
 # --- one path -------------------------------------------------------------------------------
@@ -339,11 +419,18 @@ def sort_clause(sort: SortKey | None, *, moment_field: str, id_field: str) -> li
     if sort is None:
         return [{moment_field: {"order": "desc"}}, {id_field: {"order": "desc"}}]
     order = "desc" if sort.descending else "asc"
-    key = f"{SORT_FIELD}.{'.'.join(sort.path)}"
+    path = ".".join(sort.path)
+    key = f"{SORT_FIELD}.{path}"
     # Numbers ("1…") before strings ("2…"); no key (missing, null, boolean, list, object)
     # before both.
     missing = "_last" if sort.descending else "_first"
-    return [{key: {"order": order, "missing": missing}}, {id_field: {"order": order}}]
+    by_key = [{key: {"order": order, "missing": missing}}, {id_field: {"order": order}}]
+    if path in typed_paths(sort.entity):
+        # Strings in typed form have no sort key: the keyword field orders them (by code
+        # point, as the keys do); the rest (null, a rare cut or NUL-holding string) has none
+        # there and comes first (last descending), ordered by its key.
+        return [{path: {"order": order, "missing": missing}}, *by_key]
+    return by_key
 
 
 def search_after(cursor: Cursor) -> list[Any]:

@@ -41,7 +41,7 @@ from elastic_transport import TransportError
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
 
 from tessera.errors import StorageRefused, StorageUnavailable, TesseraError
-from tessera.storage.elastic.bulk import Retrier, is_retryable
+from tessera.storage.elastic.bulk import IncompleteRead, Retrier, is_retryable
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,6 @@ PIT_KEEP_ALIVE: Final = "1m"
 _CLUSTER_STATUSES: Final = frozenset({401, 403, 404, 408, 409, 429})
 # 400s that describe an index, not the request.
 _UNAVAILABLE_TYPES: Final = frozenset({"index_closed_exception"})
-
-
-class IncompleteRead(StorageUnavailable):
-    """Part of what a read needed could not be read (a failed shard, a document's shard)."""
 
 
 def read_error(exc: TransportError | ApiError, what: str) -> TesseraError:
