@@ -14,6 +14,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis import exceptions as redis_errors
@@ -95,6 +96,36 @@ async def test_many_callers_share_two_connections_and_each_gets_its_own_answer(
     assert answers == payloads
     ids = await asyncio.gather(*(wire.execute("CLIENT", "ID") for _ in range(20)))
     assert len(set(ids)) == 2
+
+
+async def test_the_commands_of_one_turn_of_the_loop_go_out_in_one_write_per_connection(
+    wire: RedisWire,
+) -> None:
+    # On loopback each send() also runs Redis's side of TCP: the requests one turn of the
+    # event loop serves share one write per connection instead of one each.
+    await asyncio.gather(*(wire.execute("PING") for _ in range(4)))  # both connections open
+    writes: list[bytes] = []
+    for slot in wire._slots:
+        connection = slot.connection
+        assert connection is not None and connection._transport is not None
+        transport = connection._transport
+        send = transport.write
+
+        def counted(data: bytes | bytearray | memoryview, send: Any = send) -> None:
+            writes.append(bytes(data))
+            send(data)
+
+        transport.write = counted  # type: ignore[method-assign]
+    payloads = [f"caller {n}".encode() for n in range(50)]
+    answers = await asyncio.wait_for(
+        asyncio.gather(*(wire.execute("ECHO", payload) for payload in payloads)), GUARD_S
+    )
+    assert answers == payloads
+    assert len(writes) == 2  # 25 commands in each
+    assert all(write.count(b"ECHO") == 25 for write in writes)
+    # A command alone (the next turn) still goes out by itself, at once.
+    assert await wire.execute("ECHO", b"alone") == b"alone"
+    assert len(writes) == 3
 
 
 async def test_a_script_the_server_forgot_is_loaded_and_run_again(

@@ -213,6 +213,8 @@ class _Connection(asyncio.Protocol):
         self._reader = hiredis.Reader(replyError=BaseParser.parse_error, notEnoughData=_MORE)
         self._transport: asyncio.Transport | None = None
         self._waiting: deque[_Waiting] = deque()
+        # Commands written this turn of the event loop, sent together at its end.
+        self._unsent: list[bytes] = []
         # Armed for the oldest command's deadline while any is waiting (see ``_check_time``).
         self._timer: asyncio.TimerHandle | None = None
         # Set for good once the connection cannot be used any more, and why.
@@ -242,9 +244,21 @@ class _Connection(asyncio.Protocol):
             )
             raise copy.copy(error)
         self._waiting.append(waiting)
-        transport.write(packed)
+        # Written once per turn of the event loop, with every command of that turn: on
+        # loopback a send() runs the receiving side's TCP work too, and the requests a turn
+        # serves often have a command each.
+        if not self._unsent:
+            self._loop.call_soon(self._send_unsent)
+        self._unsent.append(packed)
         if self._timer is None:
             self._timer = self._loop.call_at(waiting[1], self._check_time)
+
+    def _send_unsent(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        transport = self._transport
+        if self.broken or transport is None or transport.is_closing():
+            return  # their callers fail with the connection (close, connection_lost)
+        transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
