@@ -23,8 +23,12 @@ from tessera.storage.elastic.typed_paths import typed_paths
 R = TypeVar("R", Event, Session, Profile)
 
 _encode = msgspec.json.Encoder().encode
-_EVENT_TYPED = typed_paths("event")
-_PROFILE_TYPED = typed_paths("profile")
+# The kinds that carry search fields, and the typed paths each leaves to its mapping. Sessions
+# carry none (see searchable).
+_TYPED_PATHS_OF: dict[type[Any], frozenset[str]] = {
+    Event: typed_paths("event"),
+    Profile: typed_paths("profile"),
+}
 
 
 def searchable(record: Event | Session | Profile) -> bytes:
@@ -33,10 +37,7 @@ def searchable(record: Event | Session | Profile) -> bytes:
     their profile's id, a mapped field), and their search terms cost as much to build and to
     index as a profile's, on every request."""
     document = msgspec.to_builtins(record)
-    if isinstance(record, Event):
-        document.update(search_fields(document, _EVENT_TYPED))
-    elif isinstance(record, Profile):
-        document.update(search_fields(document, _PROFILE_TYPED))
+    _add_search_fields(document, type(record))
     return _encode(document)
 
 
@@ -49,10 +50,15 @@ def moved(
     copy."""
     _drop_search_fields(source)
     document = msgspec.to_builtins(from_builtins(source, kind))
-    if kind is not Session:  # as `searchable`
-        document.update(search_fields(document, _EVENT_TYPED if kind is Event else _PROFILE_TYPED))
+    _add_search_fields(document, kind)
     document[MOVED_FIELD] = generation
     return _encode(document)
+
+
+def _add_search_fields(document: dict[str, Any], kind: type[Any]) -> None:
+    typed = _TYPED_PATHS_OF.get(kind)
+    if typed is not None:
+        document.update(search_fields(document, typed))
 
 
 def plain(document: Any) -> bytes:
