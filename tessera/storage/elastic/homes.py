@@ -247,9 +247,11 @@ class ById:
 
             async def once(docs: list[dict[str, Any]] = docs) -> Answer:
                 if self._wire is not None:
-                    return await self._wire.mget(docs, realtime=True)
-                answer = await self._client.mget(docs=docs, realtime=True)
-                body: Answer = answer.body
+                    body: Answer = await self._wire.mget(docs, realtime=True)
+                else:
+                    body = (await self._client.mget(docs=docs, realtime=True)).body
+                # Checked here, so that a shard still starting is tried again (attempt).
+                found_documents(body, "reading records by id")
                 return body
 
             answer = await attempt("reading records by id", None, once)

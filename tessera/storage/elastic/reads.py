@@ -26,7 +26,9 @@ made through this module:
   "retry later", since a retry gets the same answer.
 
 Documents fetched by id from single indices (mget) are checked too (`found_documents`): a
-document whose shard could not be read is an error entry in the answer, not "not found".
+document whose shard could not be read is an error entry in the answer, not "not found"; a
+multi-get that checks its answer inside `attempt` tries that again like a 503 (the shard
+may be starting).
 """
 
 from __future__ import annotations
@@ -229,7 +231,9 @@ async def point_in_time(
 
 
 async def attempt(what: str, retrier: Retrier | None, once: Callable[[], Awaitable[T]]) -> T:
-    """`once()`, again while what failed may pass at once and the retrier has time left."""
+    """`once()`, again while what failed may pass at once and the retrier has time left.
+    An IncompleteRead `once` raises may pass too: a multi-get answers a shard that is not
+    started yet (a partition created a moment ago) with an error entry, not a 503."""
     retrier = retrier or Retrier(READ_RETRY_BUDGET_S)
     while True:
         try:
@@ -240,6 +244,11 @@ async def attempt(what: str, retrier: Retrier | None, once: Callable[[], Awaitab
                 await retrier.pause()
                 continue
             raise read_error(exc, what) from exc
+        except IncompleteRead as exc:
+            if not retrier.time_left():
+                raise
+            log.info("%s; trying again", exc)
+            await retrier.pause()
 
 
 def _may_pass(exc: TransportError | ApiError) -> bool:
