@@ -245,22 +245,23 @@ class ById:
             chunk = every[start : start + MGET_CHUNK]
             docs: list[dict[str, Any]] = [{"_index": i, "_id": d} for i, d in chunk]
 
-            async def once(docs: list[dict[str, Any]] = docs) -> Answer:
+            async def once(
+                docs: list[dict[str, Any]] = docs,
+            ) -> tuple[Answer, list[Answer]]:
                 if self._wire is not None:
                     body: Answer = await self._wire.mget(docs, realtime=True)
                 else:
                     body = (await self._client.mget(docs=docs, realtime=True)).body
                 # Checked here, so that a shard still starting is tried again (attempt).
-                found_documents(body, "reading records by id")
-                return body
+                return body, found_documents(body, "reading records by id")
 
-            answer = await attempt("reading records by id", None, once)
+            answer, documents = await attempt("reading records by id", None, once)
             if strict and any(
                 _error_type(doc) == _NOT_FOUND and (doc["_index"], doc["_id"]) not in singles
                 for doc in answer.get("docs") or []
             ):
                 raise _Gone()
-            for doc in found_documents(answer, "reading records by id"):
+            for doc in documents:
                 pair = (doc["_index"], doc["_id"])
                 if pair in singles:
                     extra[pair] = doc["_source"]
